@@ -1,0 +1,112 @@
+package tokenizer
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/gguf"
+)
+
+// sharedDir holds the read-only test data (../shared from the repository root).
+const sharedDir = "../../../shared"
+
+func loadTokenizer(tb testing.TB, path string) *Tokenizer {
+	tb.Helper()
+	f, err := gguf.Open(path)
+	if err != nil {
+		tb.Skipf("no test data: %v", err)
+	}
+	defer f.Close()
+	v, err := rdrr.TokenizerFromGGUF(f)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tk, err := New(v)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tk
+}
+
+func loadVocab(tb testing.TB, name string) *Tokenizer {
+	tb.Helper()
+	return loadTokenizer(tb, filepath.Join(sharedDir, "vocab", "ggml-vocab-"+name+".gguf"))
+}
+
+type vocabCase struct {
+	text string
+	ids  []int
+}
+
+// readVocabCases reads a .inp/.out pair the way llama.cpp's
+// tests/test-tokenizer-0.cpp does: inputs are separated by
+// "\n__ggml_vocab_test__\n", outputs are one line of ids per input.
+func readVocabCases(tb testing.TB, name string) []vocabCase {
+	tb.Helper()
+	base := filepath.Join(sharedDir, "vocab", "ggml-vocab-"+name+".gguf")
+	inp, err := os.ReadFile(base + ".inp")
+	if err != nil {
+		tb.Skipf("no test data: %v", err)
+	}
+	outp, err := os.ReadFile(base + ".out")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	const sep = "\n__ggml_vocab_test__\n"
+	var texts []string
+	for raw := string(inp); raw != ""; {
+		i := strings.Index(raw, sep)
+		if i < 0 {
+			texts = append(texts, raw)
+			break
+		}
+		texts = append(texts, raw[:i])
+		raw = raw[i+len(sep):]
+	}
+	lines := strings.Split(strings.TrimSuffix(string(outp), "\n"), "\n")
+	if len(lines) != len(texts) {
+		tb.Fatalf("%s: %d inputs but %d outputs", name, len(texts), len(lines))
+	}
+	cases := make([]vocabCase, len(texts))
+	for i, line := range lines {
+		cases[i].text = texts[i]
+		for _, f := range strings.Fields(line) {
+			id, err := strconv.Atoi(f)
+			if err != nil {
+				tb.Fatalf("%s line %d: %v", name, i+1, err)
+			}
+			cases[i].ids = append(cases[i].ids, id)
+		}
+	}
+	return cases
+}
+
+func TestVocabGoldens(t *testing.T) {
+	for _, name := range []string{"llama-spm", "phi-3"} {
+		t.Run(name, func(t *testing.T) {
+			tk := loadVocab(t, name)
+			for i, c := range readVocabCases(t, name) {
+				got := tk.Tokenize(c.text, false, false)
+				if !equalIDs(got, c.ids) {
+					t.Errorf("case %d %q:\n got %v\nwant %v", i, c.text, got, c.ids)
+				}
+			}
+		})
+	}
+}
+
+func equalIDs(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
