@@ -1,0 +1,373 @@
+package kernels
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cogentcore/webgpu/wgpu"
+)
+
+// ErrNoAdapter is returned by [Open] when WebGPU finds no adapter at all.
+var ErrNoAdapter = errors.New("no WebGPU adapter found: install a Vulkan driver (apt-get install mesa-vulkan-drivers libvulkan1)")
+
+// ErrReleased is returned when a released buffer, op or device is used.
+var ErrReleased = errors.New("kernels: use after release")
+
+// Options configures [Open].
+type Options struct {
+	// Adapter picks the adapter whose name contains this substring
+	// (case-insensitive). Empty prefers a discrete GPU, then an integrated
+	// one, then any other, then a CPU/software adapter.
+	Adapter string
+	// Logger receives adapter choice and warnings; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// AdapterInfo describes the chosen adapter.
+type AdapterInfo struct {
+	Name     string // e.g. "NVIDIA H100 80GB HBM3", "llvmpipe (LLVM 15.0.6, 256 bits)"
+	Vendor   string // vendor name, or its PCI id in hex when unknown
+	Driver   string // driver description when the binding provides one
+	Backend  string // "Vulkan", "Metal", "D3D12", ...
+	Type     string // "DiscreteGPU", "IntegratedGPU", "CPU", "Unknown"
+	Software bool   // a CPU rasterizer (lavapipe, SwiftShader, WARP)
+}
+
+// Limits are the granted device limits that kernels size themselves by.
+type Limits struct {
+	MaxStorageBufferBindingSize uint64
+	MaxBufferSize               uint64
+	MaxWorkgroupStorage         int // bytes of var<workgroup> per workgroup
+	MaxInvocations              int // invocations per workgroup
+	MaxWorkgroupsPerDim         int
+	MaxStorageBuffersPerStage   int
+	MinStorageOffsetAlignment   int // BufferRange offsets must be multiples of this
+}
+
+// Stats counts GPU traffic since Open or the last ResetStats.
+type Stats struct {
+	Submits       uint64 // queue submits (Encoder.Submit/SubmitRead, Device.Read)
+	Passes        uint64 // compute passes begun
+	Dispatches    uint64
+	Readbacks     uint64 // GPU→CPU reads
+	ReadbackBytes uint64
+}
+
+type counters struct {
+	submits, passes, dispatches, readbacks, readbackBytes atomic.Uint64
+}
+
+// Device is an open WebGPU device with its queue, pipeline cache and buffer
+// pools. Its methods are safe for concurrent use; an Encoder is not.
+type Device struct {
+	log     *slog.Logger
+	inst    *wgpu.Instance
+	adapter *wgpu.Adapter
+	dev     *wgpu.Device
+	queue   *wgpu.Queue
+	info    AdapterInfo
+	limits  Limits
+
+	allocated atomic.Uint64
+	stats     counters
+
+	mu        sync.Mutex
+	closed    bool
+	pipelines map[string]*Pipeline
+	staging   []*wgpu.Buffer       // idle MapRead buffers
+	scratch   map[uint64][]*Buffer // idle transient buffers by capacity
+}
+
+// Open picks an adapter (see [Options]) and opens a device on it with the
+// storage and compute limits raised to what the adapter supports.
+func Open(opts Options) (*Device, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	wgpu.SetLogLevel(wgpu.LogLevelError) // its Warn level is chatty and goes to stderr
+	inst := wgpu.CreateInstance(&wgpu.InstanceDescriptor{Backends: wgpu.InstanceBackendPrimary})
+	adapter, info, err := chooseAdapter(inst, opts.Adapter)
+	if err != nil {
+		inst.Release()
+		return nil, err
+	}
+	if info.Software {
+		log.Warn("webgpu: using a CPU/software adapter; expect it to be very slow", "adapter", info.Name, "backend", info.Backend)
+	} else {
+		log.Info("webgpu: adapter", "name", info.Name, "vendor", info.Vendor, "backend", info.Backend, "type", info.Type)
+	}
+
+	// Requesting the adapter's own limits fails (its MaxPushConstantSize is
+	// garbage in this binding): start from the defaults, raise what we use.
+	al := adapter.GetLimits().Limits
+	req := wgpu.DefaultLimits()
+	req.MaxPushConstantSize = 0
+	req.MaxStorageBufferBindingSize = al.MaxStorageBufferBindingSize
+	// NVIDIA reports MaxBufferSize = 2^64-1, which is also the binding's
+	// "undefined" value: passed through, it grants the 256 MiB default.
+	req.MaxBufferSize = al.MaxBufferSize
+	if req.MaxBufferSize == wgpu.LimitU64Undefined {
+		req.MaxBufferSize = 1 << 40
+	}
+	req.MaxComputeWorkgroupStorageSize = al.MaxComputeWorkgroupStorageSize
+	req.MaxComputeInvocationsPerWorkgroup = al.MaxComputeInvocationsPerWorkgroup
+	req.MaxStorageBuffersPerShaderStage = al.MaxStorageBuffersPerShaderStage
+	req.MaxComputeWorkgroupSizeX = al.MaxComputeWorkgroupSizeX
+	// No DeviceLostCallback: this binding stores a Go pointer in the C
+	// descriptor and panics under the default cgocheck.
+	dev, err := adapter.RequestDevice(&wgpu.DeviceDescriptor{
+		Label:          "doppler",
+		RequiredLimits: &wgpu.RequiredLimits{Limits: req},
+	})
+	if err != nil {
+		adapter.Release()
+		inst.Release()
+		return nil, fmt.Errorf("kernels: request device on %q: %w", info.Name, err)
+	}
+	gl := dev.GetLimits().Limits
+	d := &Device{
+		log:     log,
+		inst:    inst,
+		adapter: adapter,
+		dev:     dev,
+		queue:   dev.GetQueue(),
+		info:    info,
+		limits: Limits{
+			MaxStorageBufferBindingSize: gl.MaxStorageBufferBindingSize,
+			MaxBufferSize:               gl.MaxBufferSize,
+			MaxWorkgroupStorage:         int(gl.MaxComputeWorkgroupStorageSize),
+			MaxInvocations:              int(gl.MaxComputeInvocationsPerWorkgroup),
+			MaxWorkgroupsPerDim:         int(gl.MaxComputeWorkgroupsPerDimension),
+			MaxStorageBuffersPerStage:   int(gl.MaxStorageBuffersPerShaderStage),
+			MinStorageOffsetAlignment:   int(gl.MinStorageBufferOffsetAlignment),
+		},
+		pipelines: map[string]*Pipeline{},
+		scratch:   map[uint64][]*Buffer{},
+	}
+	log.Debug("webgpu: device limits", "limits", d.limits)
+	return d, nil
+}
+
+// chooseAdapter enumerates adapters (falling back to RequestAdapter) and
+// returns the best match, releasing the others.
+func chooseAdapter(inst *wgpu.Instance, want string) (*wgpu.Adapter, AdapterInfo, error) {
+	adapters := inst.EnumerateAdapters(nil)
+	if len(adapters) == 0 {
+		for _, o := range []*wgpu.RequestAdapterOptions{
+			{PowerPreference: wgpu.PowerPreferenceHighPerformance},
+			{ForceFallbackAdapter: true},
+		} {
+			if a, err := inst.RequestAdapter(o); err == nil && a != nil {
+				adapters = append(adapters, a)
+				break
+			}
+		}
+	}
+	if len(adapters) == 0 {
+		return nil, AdapterInfo{}, ErrNoAdapter
+	}
+	best, bestRank := -1, 0
+	infos := make([]AdapterInfo, len(adapters))
+	var names []string
+	for i, a := range adapters {
+		infos[i] = decodeInfo(a.GetInfo())
+		names = append(names, infos[i].Name+" ("+infos[i].Backend+")")
+		if want != "" && !strings.Contains(strings.ToLower(infos[i].Name), strings.ToLower(want)) {
+			continue
+		}
+		if r := adapterRank(infos[i]); best < 0 || r < bestRank {
+			best, bestRank = i, r
+		}
+	}
+	for i, a := range adapters {
+		if i != best {
+			a.Release()
+		}
+	}
+	if best < 0 {
+		return nil, AdapterInfo{}, fmt.Errorf("kernels: no adapter matches %q; have %s", want, strings.Join(names, ", "))
+	}
+	return adapters[best], infos[best], nil
+}
+
+// adapterRank orders adapters: lower is better.
+func adapterRank(info AdapterInfo) int {
+	r := 0
+	switch {
+	case info.Software:
+		r = 30
+	case info.Type == "DiscreteGPU":
+		r = 0
+	case info.Type == "IntegratedGPU":
+		r = 10
+	default:
+		r = 20
+	}
+	if info.Backend == "OpenGL" || info.Backend == "OpenGLES" {
+		r += 5
+	}
+	return r
+}
+
+func backendName(b wgpu.BackendType) string {
+	switch b {
+	case wgpu.BackendTypeVulkan:
+		return "Vulkan"
+	case wgpu.BackendTypeMetal:
+		return "Metal"
+	case wgpu.BackendTypeD3D12:
+		return "D3D12"
+	case wgpu.BackendTypeD3D11:
+		return "D3D11"
+	case wgpu.BackendTypeOpenGL:
+		return "OpenGL"
+	case wgpu.BackendTypeOpenGLES:
+		return "OpenGLES"
+	case wgpu.BackendTypeWebGPU:
+		return "WebGPU"
+	}
+	return b.String()
+}
+
+func typeName(t wgpu.AdapterType) string {
+	switch t {
+	case wgpu.AdapterTypeDiscreteGPU:
+		return "DiscreteGPU"
+	case wgpu.AdapterTypeIntegratedGPU:
+		return "IntegratedGPU"
+	case wgpu.AdapterTypeCPU:
+		return "CPU"
+	}
+	return "Unknown"
+}
+
+func vendorName(id uint32) string {
+	switch id {
+	case 0x10de:
+		return "NVIDIA"
+	case 0x1002:
+		return "AMD"
+	case 0x8086:
+		return "Intel"
+	case 0x106b:
+		return "Apple"
+	case 0x13b5:
+		return "ARM"
+	case 0x5143:
+		return "Qualcomm"
+	case 0x10005:
+		return "Mesa"
+	case 0x1414:
+		return "Microsoft"
+	case 0x1ae0:
+		return "Google"
+	}
+	return fmt.Sprintf("0x%x", id)
+}
+
+// decodeInfo maps the binding's AdapterInfo to ours. In this build the C
+// struct's fields are shuffled against the Go one: Name and VendorName hold
+// the device and vendor ids as hex strings and DriverDescription holds the
+// adapter name. Both layouts are handled.
+func decodeInfo(in wgpu.AdapterInfo) AdapterInfo {
+	out := AdapterInfo{
+		Name:    in.Name,
+		Vendor:  in.VendorName,
+		Driver:  in.DriverDescription,
+		Backend: backendName(in.BackendType),
+		Type:    typeName(in.AdapterType),
+	}
+	if out.Name == "" || isHexID(out.Name) {
+		out.Name, out.Driver = in.DriverDescription, in.Architecture
+	}
+	if out.Vendor == "" || isHexID(out.Vendor) {
+		out.Vendor = vendorName(in.VendorId)
+	}
+	name := strings.ToLower(out.Name)
+	out.Software = in.AdapterType == wgpu.AdapterTypeCPU ||
+		strings.Contains(name, "llvmpipe") || strings.Contains(name, "lavapipe") ||
+		strings.Contains(name, "swiftshader") || strings.Contains(name, "softpipe") ||
+		strings.Contains(name, "basic render")
+	return out
+}
+
+func isHexID(s string) bool {
+	if !strings.HasPrefix(s, "0x") {
+		return false
+	}
+	_, err := strconv.ParseUint(s[2:], 16, 32)
+	return err == nil
+}
+
+// Info describes the adapter the device runs on.
+func (d *Device) Info() AdapterInfo { return d.info }
+
+// Limits returns the granted device limits.
+func (d *Device) Limits() Limits { return d.limits }
+
+// Stats returns the traffic counters.
+func (d *Device) Stats() Stats {
+	return Stats{
+		Submits:       d.stats.submits.Load(),
+		Passes:        d.stats.passes.Load(),
+		Dispatches:    d.stats.dispatches.Load(),
+		Readbacks:     d.stats.readbacks.Load(),
+		ReadbackBytes: d.stats.readbackBytes.Load(),
+	}
+}
+
+// ResetStats zeroes the traffic counters.
+func (d *Device) ResetStats() {
+	d.stats.submits.Store(0)
+	d.stats.passes.Store(0)
+	d.stats.dispatches.Store(0)
+	d.stats.readbacks.Store(0)
+	d.stats.readbackBytes.Store(0)
+}
+
+// AllocatedBytes is the size of all live buffers this device created,
+// pools and staging included (WebGPU has no memory query).
+func (d *Device) AllocatedBytes() uint64 { return d.allocated.Load() }
+
+// Wait blocks until all submitted work has finished.
+func (d *Device) Wait() {
+	d.dev.Poll(true, nil)
+}
+
+// Close waits for the GPU, releases pooled buffers, pipelines and the
+// device. Buffers and Ops the caller still holds must not be used after.
+func (d *Device) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	d.closed = true
+	d.dev.Poll(true, nil)
+	for _, p := range d.pipelines {
+		p.release()
+	}
+	d.pipelines = nil
+	for _, s := range d.staging {
+		d.allocated.Add(-s.GetSize())
+		s.Destroy()
+		s.Release()
+	}
+	d.staging = nil
+	for _, list := range d.scratch {
+		for _, b := range list {
+			b.Release()
+		}
+	}
+	d.scratch = nil
+	d.queue.Release()
+	d.dev.Release()
+	d.adapter.Release()
+	d.inst.Release()
+}

@@ -1,0 +1,53 @@
+// Package kernels is DOPPLER's GPU layer: the WGSL compute kernels
+// (embedded with go:embed) and the Go that compiles, binds and dispatches
+// them through WebGPU (github.com/cogentcore/webgpu, wgpu-native). It is the
+// only package that imports wgpu, so a change of binding touches one place.
+//
+// # Model
+//
+// A [Device] owns the adapter, the queue, a pipeline cache and the buffer
+// pools. Work is described ahead of time and replayed every token:
+//
+//   - a [Pipeline] is one WGSL entry point with an explicit bind-group
+//     layout ([Binding] per slot), compiled once and cached by key;
+//   - an [Op] is a pipeline plus its bind group (built once, at model load),
+//     its own params uniform and its workgroup counts;
+//   - an [Encoder] records many Ops into ONE compute pass and ONE queue
+//     submit; [Encoder.SubmitRead] reads back a few bytes (the sampled token
+//     id) in that same submit.
+//
+// Dispatches inside one pass cost a few µs; a submit costs 40–120 µs (see
+// DESIGN.md §2), so a whole token should be one Encoder. [Device.Stats]
+// counts submits, passes, dispatches and readbacks so tests can assert it.
+//
+// # Adding a kernel
+//
+// A kernel "foo" is four files plus one line in the [All] table:
+//
+//	foo.wgsl      one entry point, group 0; binding 0 = params uniform (a
+//	              struct padded to 16 bytes), then the buffers
+//	foo.go        //go:embed foo.wgsl; the params struct (+ size test);
+//	              func (d *Device) Foo(ranges..., shape...) (*Op, error)
+//	              which checks sizes, calls d.Pipeline and d.NewOp
+//	foo_ref.go    FooRef: plain scalar Go, accumulating in float64
+//	foo_test.go   a table of shapes incl. odd sizes vs FooRef with abs/rel
+//	              tolerance, using testDevice(t); BenchmarkFoo
+//
+// WGSL rules for this wgpu: no `enable f16` (f16 data is packed in u32 and
+// read with unpack2x16float), no subgroup ops (reduce through workgroup
+// memory), quantized blocks are read byte-wise from array<u32> with the
+// helpers of common.wgsl ([helpersWGSL]).
+//
+// Binding rule: WebGPU tracks buffer usage per whole buffer, so a buffer
+// bound writable in an Op may not be bound read-only in the same Op, even
+// at a disjoint range (NewOp rejects it). Read-only ranges of one buffer
+// (weights packed in a shard) are fine; give outputs their own buffers.
+//
+// # Errors
+//
+// Validation errors of wgpu calls come back as Go errors. This wgpu-native
+// build has no uncaptured-error callback and treats an uncaptured error (for
+// example a submit that uses a destroyed buffer) as fatal, so this package
+// checks offsets, sizes, limits and released buffers in Go before calling
+// wgpu.
+package kernels

@@ -1,0 +1,158 @@
+package kernels
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cogentcore/webgpu/wgpu"
+)
+
+// Encoder records one submit: dispatches go into a single compute pass
+// (opened lazily, closed by Copy or Submit). The first error is kept and
+// returned by Submit/SubmitRead; an Encoder is used once, by one goroutine.
+type Encoder struct {
+	d    *Device
+	enc  *wgpu.CommandEncoder
+	pass *wgpu.ComputePassEncoder
+	last *Pipeline
+	err  error
+	done bool
+}
+
+// NewEncoder starts recording.
+func (d *Device) NewEncoder() *Encoder {
+	e := &Encoder{d: d}
+	enc, err := d.dev.CreateCommandEncoder(nil)
+	if err != nil {
+		e.err = fmt.Errorf("kernels: command encoder: %w", err)
+		return e
+	}
+	e.enc = enc
+	return e
+}
+
+// Run records ops, in order, into the current compute pass.
+func (e *Encoder) Run(ops ...*Op) {
+	if e.err != nil || e.done {
+		return
+	}
+	for _, op := range ops {
+		if err := op.check(); err != nil {
+			e.err = err
+			return
+		}
+	}
+	if e.pass == nil {
+		e.pass = e.enc.BeginComputePass(nil)
+		e.last = nil
+		e.d.stats.passes.Add(1)
+	}
+	for _, op := range ops {
+		if op.p != e.last {
+			e.pass.SetPipeline(op.p.pipe)
+			e.last = op.p
+		}
+		e.pass.SetBindGroup(0, op.bg, nil)
+		e.pass.DispatchWorkgroups(op.groups[0], op.groups[1], op.groups[2])
+	}
+	e.d.stats.dispatches.Add(uint64(len(ops)))
+}
+
+// Copy records a buffer-to-buffer copy (offsets and size multiples of 4).
+// It ends the current compute pass; a later Run opens a new one.
+func (e *Encoder) Copy(src *Buffer, srcOff uint64, dst *Buffer, dstOff, size uint64) {
+	if e.err != nil || e.done {
+		return
+	}
+	switch {
+	case src.released.Load() || dst.released.Load():
+		e.err = fmt.Errorf("kernels: copy %q → %q: %w", src.label, dst.label, ErrReleased)
+		return
+	case srcOff%4 != 0 || dstOff%4 != 0 || size%4 != 0 || srcOff+size > src.cap || dstOff+size > dst.cap:
+		e.err = fmt.Errorf("kernels: copy %q[%d:+%d] → %q[%d]: misaligned or out of range", src.label, srcOff, size, dst.label, dstOff)
+		return
+	}
+	e.endPass()
+	if e.err == nil {
+		if err := e.enc.CopyBufferToBuffer(src.buf, srcOff, dst.buf, dstOff, size); err != nil {
+			e.err = fmt.Errorf("kernels: copy %q → %q: %w", src.label, dst.label, err)
+		}
+	}
+}
+
+func (e *Encoder) endPass() {
+	if e.pass == nil {
+		return
+	}
+	err := e.pass.End()
+	e.pass.Release() // before Finish (DESIGN.md §2)
+	e.pass = nil
+	if err != nil && e.err == nil {
+		e.err = fmt.Errorf("kernels: end compute pass: %w", err)
+	}
+}
+
+// finish ends recording and submits; the encoder cannot be reused.
+func (e *Encoder) finish() error {
+	if e.done {
+		return errors.New("kernels: encoder already submitted")
+	}
+	e.done = true
+	e.endPass()
+	if e.enc == nil {
+		return e.err
+	}
+	defer e.enc.Release()
+	if e.err != nil {
+		return e.err
+	}
+	cmd, err := e.enc.Finish(nil)
+	if err != nil {
+		return fmt.Errorf("kernels: finish: %w", err)
+	}
+	e.d.queue.Submit(cmd)
+	cmd.Release()
+	e.d.stats.submits.Add(1)
+	return nil
+}
+
+// Submit ends the pass and submits everything recorded. It does not wait.
+func (e *Encoder) Submit() error { return e.finish() }
+
+// SubmitRead records a copy of b[off:off+size] into a staging buffer,
+// submits it with everything recorded before (one submit), waits and
+// returns the bytes. This is how a token's sampled id comes back.
+func (e *Encoder) SubmitRead(b *Buffer, off, size uint64) ([]byte, error) {
+	if e.err == nil && !e.done && size == 0 {
+		e.err = errors.New("kernels: read of 0 bytes")
+	}
+	if e.err != nil || e.done {
+		err := e.finish()
+		return nil, err
+	}
+	// Copies need 4-byte alignment: widen the range, trim after.
+	aoff := off &^ 3
+	n := round4(off+size) - aoff
+	stage, _, err := e.d.getStaging(n)
+	if err != nil {
+		e.err = err
+		return nil, e.finish()
+	}
+	e.Copy(b, aoff, &Buffer{d: e.d, buf: stage, label: "staging", size: n, cap: n}, 0, n)
+	if err := e.finish(); err != nil {
+		e.d.putStaging(stage)
+		return nil, err
+	}
+	raw, err := e.d.mapRead(stage, n)
+	if err != nil {
+		// Its map state is unknown: drop it rather than pool it.
+		e.d.allocated.Add(-stage.GetSize())
+		stage.Destroy()
+		stage.Release()
+		return nil, err
+	}
+	e.d.putStaging(stage)
+	e.d.stats.readbacks.Add(1)
+	e.d.stats.readbackBytes.Add(size)
+	return raw[off-aoff : off-aoff+size], nil
+}

@@ -1,0 +1,17 @@
+package kernels
+
+// KernelInfo describes one kernel of the package.
+type KernelInfo struct {
+	Name   string // Go name stem: foo → foo.go, foo_ref.go, foo_test.go
+	WGSL   string // its embedded shader file
+	HasRef bool   // a scalar Go reference exists (foo_ref.go)
+}
+
+// All lists the package's kernels. A test checks that every .wgsl file is
+// listed here (except the common.wgsl helpers) and has a reference and a
+// test, so a kernel cannot land untested.
+func All() []KernelInfo {
+	return []KernelInfo{
+		{Name: "rmsnorm", WGSL: "rmsnorm.wgsl", HasRef: true},
+	}
+}
