@@ -1,13 +1,199 @@
 package tokenizer
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
 
-type bpeData struct{}
-
-func newBPE(*Tokenizer, string, []string) (bpeData, error) {
-	return bpeData{}, fmt.Errorf("tokenizer: %w tokenizer model \"gpt2\" (not yet)", ErrUnsupported)
+type bpeData struct {
+	pre *preTokenizer
+	// ranks maps "left right" to the merge's rank (its index in the merge
+	// list; the first occurrence wins).
+	ranks  map[string]int
+	encode [256]string   // byte -> its GPT-2 code point as UTF-8
+	decode map[rune]byte // the reverse
 }
 
-func (d *bpeData) decodeText(s string) string { return s }
+func newBPE(pre string, merges []string) (bpeData, error) {
+	var d bpeData
+	if len(merges) == 0 {
+		return d, errors.New("tokenizer: byte-level BPE vocabulary without merges")
+	}
+	p, err := newPreTokenizer(pre)
+	if err != nil {
+		return d, err
+	}
+	d.pre = p
+	d.ranks = make(map[string]int, len(merges))
+	for i, m := range merges {
+		// llama.cpp splits at the first space after the first byte.
+		var key string
+		if j := strings.IndexByte(m[min(1, len(m)):], ' '); j >= 0 {
+			key = m
+		} else {
+			key = " "
+		}
+		if _, dup := d.ranks[key]; !dup {
+			d.ranks[key] = i
+		}
+	}
+	enc, dec := gpt2ByteTable()
+	for b, r := range enc {
+		d.encode[b] = string(r)
+	}
+	d.decode = dec
+	return d, nil
+}
 
-func (tk *Tokenizer) encodeBPE(out []int, _ string) []int { return out }
+// decodeText undoes GPT-2's byte alphabet (llama_decode_text). A code
+// point outside it is kept as llama.cpp does: "[UNK_BYTE_0x…" + text + "]".
+func (d *bpeData) decodeText(s string) string {
+	var b []byte
+	for _, r := range decodeCodepoints(s) {
+		if c, ok := d.decode[r]; ok {
+			b = append(b, c)
+			continue
+		}
+		b = append(b, "[UNK_BYTE_0x"...)
+		for _, c := range appendCodepoint(nil, r) {
+			b = fmt.Appendf(b, "%02x", c)
+		}
+		b = append(b, s...)
+		b = append(b, ']')
+	}
+	return string(b)
+}
+
+// bpeBigram is a candidate merge of symbols left and right.
+type bpeBigram struct {
+	left, right int
+	rank        int
+	size        int
+}
+
+// bpeQueue is a min-heap on (rank, left): llm_bigram_bpe's order.
+type bpeQueue []bpeBigram
+
+func (q bpeQueue) less(i, j int) bool {
+	return q[i].rank < q[j].rank || q[i].rank == q[j].rank && q[i].left < q[j].left
+}
+
+func (q *bpeQueue) push(b bpeBigram) {
+	*q = append(*q, b)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !h.less(i, p) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func (q *bpeQueue) pop() bpeBigram {
+	h := *q
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < len(h) && h.less(l, m) {
+			m = l
+		}
+		if r < len(h) && h.less(r, m) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+	*q = h
+	return top
+}
+
+// encodeBPE appends the tokens of text to out, following
+// llm_tokenizer_bpe_session::tokenize.
+func (tk *Tokenizer) encodeBPE(out []int, text string) []int {
+	d := &tk.bpe
+	cps := decodeCodepoints(text)
+	var word, raw, key []byte
+	var syms []symbol
+	var q bpeQueue
+	start := 0
+	for _, n := range d.pre.split(cps) {
+		raw = raw[:0]
+		for _, r := range cps[start : start+n] {
+			raw = appendCodepoint(raw, r)
+		}
+		start += n
+		word = word[:0]
+		for _, c := range raw {
+			word = append(word, d.encode[c]...)
+		}
+		w := string(word)
+
+		syms, q = syms[:0], q[:0]
+		if id, ok := tk.ids[w]; ok && d.pre.ignoreMerges {
+			out = append(out, id)
+			continue
+		}
+		for off := 0; off < len(w); {
+			n := min(utf8Len(w[off]), len(w)-off)
+			next := len(syms) + 1
+			if off+n == len(w) {
+				next = -1
+			}
+			syms = append(syms, symbol{prev: len(syms) - 1, next: next, start: off, n: n})
+			off += n
+		}
+		tryAdd := func(left, right int) {
+			if left < 0 || right < 0 {
+				return
+			}
+			l, r := syms[left], syms[right]
+			key = append(append(append(key[:0], w[l.start:l.start+l.n]...), ' '), w[r.start:r.start+r.n]...)
+			rank, ok := d.ranks[string(key)]
+			if !ok {
+				return
+			}
+			q.push(bpeBigram{left: left, right: right, rank: rank, size: l.n + r.n})
+		}
+		for i := 1; i < len(syms); i++ {
+			tryAdd(i-1, i)
+		}
+		for len(q) > 0 {
+			b := q.pop()
+			l, r := &syms[b.left], &syms[b.right]
+			if l.n == 0 || r.n == 0 || l.n+r.n != b.size {
+				continue
+			}
+			l.n += r.n
+			r.n = 0
+			l.next = r.next
+			if r.next >= 0 {
+				syms[r.next].prev = b.left
+			}
+			tryAdd(l.prev, b.left)
+			tryAdd(b.left, l.next)
+		}
+		for i := 0; i != -1; i = syms[i].next {
+			s := w[syms[i].start : syms[i].start+syms[i].n]
+			if id, ok := tk.ids[s]; ok {
+				out = append(out, id)
+				continue
+			}
+			// llama.cpp looks each byte of the piece up as a one-byte token.
+			for j := 0; j < len(s); j++ {
+				if id, ok := tk.ids[s[j:j+1]]; ok {
+					out = append(out, id)
+				}
+			}
+		}
+	}
+	return out
+}

@@ -113,7 +113,7 @@ func New(t *rdrr.Tokenizer) (*Tokenizer, error) {
 	case modelSPM:
 		tk.spm = newSPM(tk)
 	case modelBPE:
-		tk.bpe, err = newBPE(tk, t.Pre, t.Merges)
+		tk.bpe, err = newBPE(t.Pre, t.Merges)
 	case modelWPM:
 		tk.wpm = newWPM(tk)
 	}

@@ -86,7 +86,7 @@ func readVocabCases(tb testing.TB, name string) []vocabCase {
 }
 
 func TestVocabGoldens(t *testing.T) {
-	for _, name := range []string{"llama-spm", "phi-3"} {
+	for _, name := range []string{"llama-spm", "phi-3", "gpt-2", "deepseek-llm", "deepseek-coder"} {
 		t.Run(name, func(t *testing.T) {
 			tk := loadVocab(t, name)
 			for i, c := range readVocabCases(t, name) {
@@ -109,4 +109,17 @@ func equalIDs(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+// TestVocabLoad checks the vocabularies that come without goldens load.
+func TestVocabLoad(t *testing.T) {
+	for _, name := range []string{"gpt-neox", "baichuan"} {
+		t.Run(name, func(t *testing.T) {
+			tk := loadVocab(t, name)
+			text := "Hello world, 3.14 — ok?\n"
+			if got := tk.Decode(tk.Tokenize(text, false, false)); got != text {
+				t.Errorf("round trip: got %q, want %q", got, text)
+			}
+		})
+	}
 }
