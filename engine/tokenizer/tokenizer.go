@@ -90,6 +90,9 @@ func New(t *rdrr.Tokenizer) (*Tokenizer, error) {
 	case "gpt2":
 		tk.model = modelBPE
 		tk.addSpacePrefix = false // llama.cpp: BPE never adds a space prefix
+	case "bert":
+		tk.model = modelWPM
+		tk.addSpacePrefix = false
 	default:
 		return nil, fmt.Errorf("tokenizer: %w tokenizer model %q", ErrUnsupported, t.Model)
 	}
@@ -116,6 +119,7 @@ func New(t *rdrr.Tokenizer) (*Tokenizer, error) {
 		tk.bpe, err = newBPE(t.Pre, t.Merges)
 	case modelWPM:
 		tk.wpm = newWPM(tk)
+		tk.bos = tk.wpm.cls
 	}
 	if err != nil {
 		return nil, err
@@ -251,8 +255,8 @@ func (tk *Tokenizer) Encode(text string, addSpecial bool) []int {
 func (tk *Tokenizer) Tokenize(text string, addSpecial, parseSpecial bool) []int {
 	var out []int
 	frags := tk.partition(text, parseSpecial)
-	if addSpecial && tk.addBOS && tk.bos >= 0 {
-		out = append(out, tk.bos)
+	if addSpecial && (tk.addBOS || tk.model == modelWPM) && tk.bos >= 0 {
+		out = append(out, tk.bos) // WordPiece: always [CLS]
 	}
 	prevSpecial := true
 	for _, f := range frags {
@@ -275,7 +279,11 @@ func (tk *Tokenizer) Tokenize(text string, addSpecial, parseSpecial bool) []int 
 		}
 		prevSpecial = false
 	}
-	if addSpecial && tk.addEOS && tk.eos >= 0 {
+	if addSpecial && tk.model == modelWPM {
+		if tk.wpm.sep >= 0 {
+			out = append(out, tk.wpm.sep)
+		}
+	} else if addSpecial && tk.addEOS && tk.eos >= 0 {
 		out = append(out, tk.eos)
 	}
 	return out
@@ -346,7 +354,7 @@ func (tk *Tokenizer) piece(id int, special bool) string {
 		return text
 	case a&attrNormal != 0:
 		switch tk.model {
-		case modelSPM:
+		case modelSPM, modelWPM:
 			return strings.ReplaceAll(text, spaceMark, " ")
 		case modelBPE:
 			return tk.bpe.decodeText(text)

@@ -101,6 +101,13 @@ func TestSpecialTokens(t *testing.T) {
 	if !ds.IsEOG(100001) {
 		t.Error("deepseek-llm: EOS is not EOG")
 	}
+	bert := loadVocab(t, "bert-bge")
+	if got := bert.Encode("Hello, World!", true); !equalIDs(got, []int{101, 7592, 1010, 2088, 999, 102}) {
+		t.Errorf("bert-bge Encode: %v", got)
+	}
+	if got := bert.Decode([]int{101, 7592, 1010, 2088, 999, 102}); got != " hello , world !" {
+		t.Errorf("bert-bge Decode: %q", got)
+	}
 	g2 := loadVocab(t, "gpt-2")
 	if got := g2.Encode("a<|endoftext|>", false); !equalIDs(got, []int{64, 50256}) {
 		t.Errorf("gpt-2 Encode: %v", got)

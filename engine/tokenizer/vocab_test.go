@@ -86,7 +86,7 @@ func readVocabCases(tb testing.TB, name string) []vocabCase {
 }
 
 func TestVocabGoldens(t *testing.T) {
-	for _, name := range []string{"llama-spm", "phi-3", "gpt-2", "deepseek-llm", "deepseek-coder"} {
+	for _, name := range []string{"llama-spm", "phi-3", "gpt-2", "deepseek-llm", "deepseek-coder", "bert-bge"} {
 		t.Run(name, func(t *testing.T) {
 			tk := loadVocab(t, name)
 			for i, c := range readVocabCases(t, name) {
