@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -72,8 +73,8 @@ func New(t *rdrr.Tokenizer) (*Tokenizer, error) {
 		return nil, fmt.Errorf("tokenizer: %d tokens but %d scores and %d types", n, len(t.Scores), len(t.Types))
 	}
 	tk := &Tokenizer{
-		tokens:         t.Tokens,
-		scores:         t.Scores,
+		tokens:         slices.Clone(t.Tokens),
+		scores:         slices.Clone(t.Scores),
 		attrs:          make([]attr, n),
 		ids:            make(map[string]int, n),
 		bos:            checkID(t.BOS, n),
@@ -96,9 +97,10 @@ func New(t *rdrr.Tokenizer) (*Tokenizer, error) {
 	default:
 		return nil, fmt.Errorf("tokenizer: %w tokenizer model %q", ErrUnsupported, t.Model)
 	}
-	for i, s := range t.Tokens {
+	for i, s := range tk.tokens {
 		if s == "" {
 			s = fmt.Sprintf("[EMPTY_%d]", i) // as llama.cpp does
+			tk.tokens[i] = s
 		}
 		if _, dup := tk.ids[s]; dup {
 			return nil, fmt.Errorf("tokenizer: duplicate token %q", s)
@@ -195,11 +197,6 @@ func (tk *Tokenizer) fixAttrs(t *rdrr.Tokenizer) {
 		if id, ok := tk.ids[s]; ok {
 			tk.attrs[id] |= attrControl
 			tk.eog[id] = true
-		}
-	}
-	for id, a := range tk.attrs {
-		if a&attrControl != 0 && strings.Contains(tk.tokens[id], "unused") {
-			tk.attrs[id] |= attrUnused
 		}
 	}
 	// gpt-oss (harmony): these are rendered, not hidden.

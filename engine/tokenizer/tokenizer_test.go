@@ -182,3 +182,31 @@ func TestStreamDecoderBPE(t *testing.T) {
 		t.Errorf("streamed %q, Decode %q", b.String(), tk.Decode(ids))
 	}
 }
+
+// TestTinyVocab builds vocabularies by hand: an empty token (llama.cpp
+// renames it), a user-defined token, and SentencePiece's score order.
+func TestTinyVocab(t *testing.T) {
+	v := &rdrr.Tokenizer{
+		Model:  "llama",
+		Tokens: []string{"<unk>", "<s>", "</s>", "", "▁", "a", "b", "ab", "▁a", "<0x63>", "<x>"},
+		Scores: []float32{0, 0, 0, 0, -1, -2, -2, -1.5, -0.5, 0, 0},
+		Types:  []int32{2, 3, 3, 4, 1, 1, 1, 1, 1, 6, 4},
+		BOS:    1, EOS: 2, UNK: 0, PAD: -1,
+		AddBOS: true, AddSpacePrefix: true,
+	}
+	tk, err := New(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "▁ab": ▁a (-0.5) beats ab (-1.5); 'c' falls back to <0x63>; 'd' has
+	// no byte token and becomes <unk>; <x> is user-defined.
+	if got, want := tk.Tokenize("abc<x>d", true, false), []int{1, 8, 6, 9, 10, 4, 0}; !equalIDs(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if got := tk.Decode([]int{1, 8, 6, 9, 10}); got != "abc<x>" {
+		t.Errorf("Decode = %q", got)
+	}
+	if got := tk.TokenPiece(3); got != "[EMPTY_3]" {
+		t.Errorf("empty token piece %q", got)
+	}
+}
