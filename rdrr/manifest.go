@@ -159,18 +159,21 @@ func ParseManifest(b []byte) (*Manifest, error) {
 	if len(b) > MaxManifestSize {
 		return nil, fmt.Errorf("%w: %d bytes exceeds the %d-byte limit", ErrManifest, len(b), MaxManifestSize)
 	}
-	canon, err := Canonicalize(b)
-	if err != nil {
-		return nil, fmt.Errorf("%w: not JSON: %v", ErrManifest, err)
-	}
-	if !bytes.Equal(canon, b) {
-		return nil, fmt.Errorf("%w: not in canonical form (sorted keys, no whitespace); was it edited by hand?", ErrManifest)
-	}
 	var m Manifest
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&m); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrManifest, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data after the JSON object", ErrManifest)
+	}
+	canon, err := m.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrManifest, err)
+	}
+	if !bytes.Equal(canon, b) {
+		return nil, fmt.Errorf("%w: not in canonical form (sorted keys, no whitespace, every field as written by doppler); was it edited by hand?", ErrManifest)
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
