@@ -13,5 +13,6 @@ type KernelInfo struct {
 func All() []KernelInfo {
 	return []KernelInfo{
 		{Name: "rmsnorm", WGSL: "rmsnorm.wgsl", HasRef: true},
+		{Name: "rope", WGSL: "rope.wgsl", HasRef: true},
 	}
 }
