@@ -14,5 +14,6 @@ func All() []KernelInfo {
 	return []KernelInfo{
 		{Name: "rmsnorm", WGSL: "rmsnorm.wgsl", HasRef: true},
 		{Name: "rope", WGSL: "rope.wgsl", HasRef: true},
+		{Name: "kvstore", WGSL: "kvstore.wgsl", HasRef: true},
 	}
 }
