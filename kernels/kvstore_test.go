@@ -42,7 +42,7 @@ func TestKVStore(t *testing.T) {
 		{2, 16, 32, 32, false, [][2]int{{0, 7}, {7, 1}, {8, 1}}},
 		{2, 16, 32, 40, true, [][2]int{{0, 7}, {7, 1}, {8, 1}}},
 		{1, 80, 5, 80, false, [][2]int{{0, 3}, {3, 4}, {7, 1}, {8, 1}}}, // wraps
-		{3, 6, 4, 24, true, [][2]int{{0, 10}, {10, 1}, {11, 3}}},         // m > capacity
+		{3, 6, 4, 24, true, [][2]int{{0, 10}, {10, 1}, {11, 3}}},        // m > capacity
 	} {
 		t.Run(fmt.Sprintf("kv%d/hd%d/cap%d/f16=%v", c.kvHeads, c.headDim, c.capacity, c.f16), func(t *testing.T) {
 			size := KVCacheBytes(c.kvHeads, c.capacity, c.headDim, c.f16)
