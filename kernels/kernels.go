@@ -13,6 +13,9 @@ type KernelInfo struct {
 func All() []KernelInfo {
 	return []KernelInfo{
 		{Name: "rmsnorm", WGSL: "rmsnorm.wgsl", HasRef: true},
+		{Name: "matmul", WGSL: "matmul_vec.wgsl", HasRef: true},
+		{Name: "matmul", WGSL: "matmul_tile.wgsl", HasRef: true},
+		{Name: "matmul", WGSL: "matmul_dtypes.wgsl", HasRef: true}, // decoders prepended to both
 		{Name: "rope", WGSL: "rope.wgsl", HasRef: true},
 		{Name: "kvstore", WGSL: "kvstore.wgsl", HasRef: true},
 	}

@@ -1,0 +1,207 @@
+package kernels
+
+import (
+	_ "embed"
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+	"strconv"
+	"strings"
+
+	"github.com/doppler-llm/doppler/rdrr/quant"
+)
+
+var (
+	//go:embed matmul_vec.wgsl
+	matvecWGSL string
+	//go:embed matmul_tile.wgsl
+	matmulTileWGSL string
+	//go:embed matmul_dtypes.wgsl
+	matmulDTypesWGSL string
+)
+
+// matmulParams mirrors Params in matmul_vec.wgsl and matmul_tile.wgsl (32 bytes).
+type matmulParams struct {
+	Rows      uint32 // rows of the part
+	Cols      uint32
+	RowBytes  uint32
+	Units     uint32 // decode units per row
+	Row0      uint32 // first row of the part
+	OutStride uint32 // rows of the whole weight
+	M         uint32
+	Flags     uint32 // matmulBias | matmulAccumulate
+}
+
+const (
+	matmulBias       = 1
+	matmulAccumulate = 2
+)
+
+// MatMulOpts are the optional parts of [Device.MatMul].
+type MatMulOpts struct {
+	Bias       BufferRange // optional f32 [Rows]; Buf nil = none
+	Accumulate bool        // out += W·x instead of out = W·x (fuses the residual add)
+
+	// Tuning of the m == 1 kernel (tests and benchmarks); 0 = default.
+	vecWG   int // invocations per workgroup, a power of two ≥ 32
+	vecRows int // rows per workgroup
+}
+
+// matmulUV is the decode unit (values) of each dtype, as the UV constants of
+// matmul_dtypes.wgsl: 8 values of plain floats, else a 32-value block or
+// slice of a K-quant super-block.
+func matmulUV(dt quant.DType) (int, bool) {
+	switch dt {
+	case quant.F32, quant.F16, quant.BF16:
+		return 8, true
+	case quant.Q8_0, quant.Q4_0, quant.Q5_0, quant.Q4_K, quant.Q6_K, quant.MXFP4:
+		return 32, true
+	}
+	return 0, false
+}
+
+// matmulSection returns the dtype's section of matmul_dtypes.wgsl.
+func matmulSection(dt quant.DType) (string, error) {
+	head := "// ==== " + dt.String() + "\n"
+	_, rest, ok := strings.Cut(matmulDTypesWGSL, head)
+	if !ok {
+		return "", fmt.Errorf("kernels: matmul: no WGSL decoder for %s", dt)
+	}
+	sec, _, _ := strings.Cut(rest, "// ==== ")
+	return head + sec, nil
+}
+
+// matvecShape picks the m == 1 workgroup: WG invocations covering a row's
+// units (one unit per invocation when it fits, 32..256), R rows each.
+func matvecShape(units, maxInv int, o MatMulOpts) (wg, r int) {
+	wg = 1 << bits.Len(uint(max(units, 32)-1))
+	wg = min(wg, 256, maxInv)
+	if o.vecWG > 0 {
+		wg = o.vecWG
+	}
+	r = 4
+	if o.vecRows > 0 {
+		r = o.vecRows
+	}
+	return wg, r
+}
+
+// MatMul builds the ops of out[t][r] = sum_c W[r][c]·x[t][c] (+ bias[r])
+// (or out += …, with opts.Accumulate) for t < m and r < w.Rows. x holds f32
+// [m][w.Cols], out f32 [m][w.Rows]; out must be its own buffer (not x's, the
+// weight's or the bias's). The weight stays quantized: each kernel decodes
+// its blocks as it loads them. m == 1 runs a matrix-vector kernel, m > 1 a
+// tiled one. It returns one Op per weight part, each writing its own rows;
+// run them all (in any order, one pass).
+func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) ([]*Op, error) {
+	if w == nil || len(w.Parts) == 0 {
+		return nil, fmt.Errorf("kernels: matmul: weight has no parts (released?)")
+	}
+	uv, ok := matmulUV(w.DType)
+	if !ok {
+		return nil, fmt.Errorf("kernels: matmul %s: unsupported dtype %s", w.Name, w.DType)
+	}
+	if m <= 0 || w.Rows <= 0 || w.Cols <= 0 {
+		return nil, fmt.Errorf("kernels: matmul %s: bad shape m=%d rows=%d cols=%d", w.Name, m, w.Rows, w.Cols)
+	}
+	rb := w.RowBytes()
+	if rb == 0 {
+		return nil, fmt.Errorf("kernels: matmul %s: %s cannot hold %d columns", w.Name, w.DType, w.Cols)
+	}
+	if needX, needOut := uint64(m)*uint64(w.Cols)*4, uint64(m)*uint64(w.Rows)*4; x.size() < needX || out.size() < needOut {
+		return nil, fmt.Errorf("kernels: matmul %s %dx%d, m=%d: x %d bytes (need %d), out %d bytes (need %d)",
+			w.Name, w.Rows, w.Cols, m, x.size(), needX, out.size(), needOut)
+	}
+	if uint64(m)*uint64(max(w.Rows, w.Cols)) >= 1<<32 {
+		return nil, fmt.Errorf("kernels: matmul %s: m=%d is too large for 32-bit indexing", w.Name, m)
+	}
+	var flags uint32
+	bias := x
+	if opts.Bias.Buf != nil {
+		if opts.Bias.size() < uint64(w.Rows)*4 {
+			return nil, fmt.Errorf("kernels: matmul %s: bias %d bytes, need %d", w.Name, opts.Bias.size(), w.Rows*4)
+		}
+		flags |= matmulBias
+		bias = opts.Bias
+	}
+	if opts.Accumulate {
+		flags |= matmulAccumulate
+	}
+	sec, err := matmulSection(w.DType)
+	if err != nil {
+		return nil, err
+	}
+	units := (w.Cols + uv - 1) / uv
+
+	var p *Pipeline
+	var perGroup int // rows (m == 1) or row tiles per workgroup
+	var tokTiles int
+	if m == 1 {
+		wg, r := matvecShape(units, d.limits.MaxInvocations, opts)
+		if wg < 32 || wg&(wg-1) != 0 || wg > d.limits.MaxInvocations || r < 1 || r > 32 || r*wg*4 > d.limits.MaxWorkgroupStorage {
+			return nil, fmt.Errorf("kernels: matmul %s: bad matvec shape wg=%d rows=%d", w.Name, wg, r)
+		}
+		src, err := setConst(matvecWGSL, "WG", uint32(wg))
+		if err == nil {
+			src, err = setConst(src, "R", uint32(r))
+		}
+		if err != nil {
+			return nil, err
+		}
+		key := fmt.Sprintf("matvec/%s/wg%d/r%d", w.DType, wg, r)
+		if p, err = d.Pipeline(key, helpersWGSL("W")+sec+src, "main", matmulLayout); err != nil {
+			return nil, err
+		}
+		perGroup = r
+	} else {
+		mt := 4
+		switch {
+		case m <= 16:
+			mt = 1
+		case m <= 32:
+			mt = 2
+		}
+		src, err := setConst(matmulTileWGSL, "MT", uint32(mt))
+		if err != nil {
+			return nil, err
+		}
+		key := "matmul/" + w.DType.String() + "/mt" + strconv.Itoa(mt)
+		if p, err = d.Pipeline(key, helpersWGSL("W")+sec+src, "main", matmulLayout); err != nil {
+			return nil, err
+		}
+		perGroup = 64
+		tokTiles = (m + 16*mt - 1) / (16 * mt)
+	}
+
+	ops := make([]*Op, 0, len(w.Parts))
+	for i, part := range w.Parts {
+		wr := w.Range(i)
+		if uint64(part.Rows)*uint64(rb) >= 1<<32 {
+			releaseOps(ops)
+			return nil, fmt.Errorf("kernels: matmul %s: part %d is %d bytes, over 32-bit offsets", w.Name, i, uint64(part.Rows)*uint64(rb))
+		}
+		params, _ := binary.Append(nil, binary.LittleEndian, matmulParams{
+			Rows: uint32(part.Rows), Cols: uint32(w.Cols), RowBytes: uint32(rb), Units: uint32(units),
+			Row0: uint32(part.Row0), OutStride: uint32(w.Rows), M: uint32(m), Flags: flags,
+		})
+		groups := (part.Rows + perGroup - 1) / perGroup
+		if m > 1 {
+			groups *= tokTiles
+		}
+		op, err := d.NewOp(p, params, d.grid(groups), wr, x, bias, out)
+		if err != nil {
+			releaseOps(ops)
+			return nil, fmt.Errorf("kernels: matmul %s part %d: %w", w.Name, i, err)
+		}
+		ops = append(ops, op)
+	}
+	return ops, nil
+}
+
+var matmulLayout = []Binding{Uniform, ReadOnly, ReadOnly, ReadOnly, Storage}
+
+func releaseOps(ops []*Op) {
+	for _, op := range ops {
+		op.Release()
+	}
+}

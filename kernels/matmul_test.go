@@ -1,0 +1,298 @@
+package kernels
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/doppler-llm/doppler/rdrr/quant"
+)
+
+func TestMatMulParamsSize(t *testing.T) {
+	if n := binary.Size(matmulParams{}); n%16 != 0 {
+		t.Fatalf("matmulParams is %d bytes, want a multiple of 16", n)
+	}
+}
+
+// uploadWeightParts uploads like UploadWeight but splits the rows into
+// parts of at most maxRows, packed in ONE buffer at aligned offsets, so
+// tests exercise split weights and part offsets without a huge matrix.
+func uploadWeightParts(d *Device, name string, dt quant.DType, rows, cols int, data []byte, maxRows int) (*Weight, error) {
+	rb, err := dt.RowBytes(cols)
+	if err != nil {
+		return nil, err
+	}
+	align := d.Limits().MinStorageOffsetAlignment
+	var offs []int
+	total := 0
+	for r0 := 0; r0 < rows; r0 += maxRows {
+		offs = append(offs, total)
+		n := min(maxRows, rows-r0)
+		total += (n*rb + align - 1) / align * align
+	}
+	packed := make([]byte, total)
+	w := &Weight{Name: name, DType: dt, Rows: rows, Cols: cols}
+	for i, r0 := 0, 0; r0 < rows; i, r0 = i+1, r0+maxRows {
+		n := min(maxRows, rows-r0)
+		copy(packed[offs[i]:], data[r0*rb:(r0+n)*rb])
+		w.Parts = append(w.Parts, WeightPart{Offset: uint64(offs[i]), Row0: r0, Rows: n})
+	}
+	buf, err := d.NewBufferInit(name, packed)
+	if err != nil {
+		return nil, err
+	}
+	for i := range w.Parts {
+		w.Parts[i].Buf = buf
+	}
+	return w, nil
+}
+
+// randWeight returns a random rows × cols matrix quantized as dt. Row
+// magnitudes vary so that per-block scales differ.
+func randWeight(r *rand.Rand, dt quant.DType, rows, cols int) []byte {
+	v := make([]float32, rows*cols)
+	for i := range v {
+		v[i] = (r.Float32()*2 - 1) * float32(1+i/cols%3)
+	}
+	data, err := quant.Quantize(dt, v)
+	if err != nil {
+		panic(err)
+	}
+	return data
+}
+
+type matmulCase struct {
+	dt         quant.DType
+	rows, cols int
+	m          int
+	bias, acc  bool
+	maxRows    int // split into parts of this many rows; 0 = UploadWeight
+	opts       MatMulOpts
+}
+
+func (c matmulCase) String() string {
+	s := fmt.Sprintf("%s/%dx%d/m%d", c.dt, c.rows, c.cols, c.m)
+	if c.bias {
+		s += "/bias"
+	}
+	if c.acc {
+		s += "/acc"
+	}
+	if c.maxRows > 0 {
+		s += fmt.Sprintf("/parts%d", c.maxRows)
+	}
+	if c.opts.vecWG > 0 || c.opts.vecRows > 0 {
+		s += fmt.Sprintf("/wg%d/r%d", c.opts.vecWG, c.opts.vecRows)
+	}
+	return s
+}
+
+func checkMatMul(t *testing.T, d *Device, r *rand.Rand, c matmulCase) {
+	t.Helper()
+	data := randWeight(r, c.dt, c.rows, c.cols)
+	var w *Weight
+	var err error
+	if c.maxRows > 0 {
+		w, err = uploadWeightParts(d, "w", c.dt, c.rows, c.cols, data, c.maxRows)
+	} else {
+		w, err = d.UploadWeight("w", c.dt, c.rows, c.cols, data)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Release()
+	x := randF32(r, c.m*c.cols, 1)
+	// x and bias share one read-only buffer; out is its own.
+	align := uint64(d.Limits().MinStorageOffsetAlignment)
+	xBytes := uint64(len(x) * 4)
+	bOff := (xBytes + align - 1) / align * align
+	in, err := d.NewBuffer("x+bias", bOff+uint64(c.rows*4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Release()
+	outBytes := uint64(c.m * c.rows * 4)
+	out, err := d.NewBuffer("out", outBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Release()
+	if err := d.WriteF32(in, 0, x); err != nil {
+		t.Fatal(err)
+	}
+	opts := c.opts
+	var bias, acc []float32
+	if c.bias {
+		bias = randF32(r, c.rows, 2)
+		if err := d.WriteF32(in, bOff, bias); err != nil {
+			t.Fatal(err)
+		}
+		opts.Bias = BufferRange{Buf: in, Offset: bOff, Size: uint64(c.rows * 4)}
+	}
+	if c.acc {
+		acc = randF32(r, c.m*c.rows, 4)
+		if err := d.WriteF32(out, 0, acc); err != nil {
+			t.Fatal(err)
+		}
+		opts.Accumulate = true
+	}
+	ops, err := d.MatMul(w, BufferRange{Buf: in, Size: xBytes}, Whole(out), c.m, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseOps(ops)
+	if len(ops) != len(w.Parts) {
+		t.Fatalf("%d ops for %d parts", len(ops), len(w.Parts))
+	}
+	e := d.NewEncoder()
+	e.Run(ops...)
+	raw, err := e.SubmitRead(out, 0, outBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fromBytes[float32](raw)
+	want := MatMulRef(c.dt, data, c.rows, c.cols, x, c.m, bias, acc)
+	bad := 0
+	for i := range want {
+		if !closeTo(got[i], want[i], 1e-4, 1e-4) {
+			if bad++; bad <= 5 {
+				t.Errorf("out[%d][%d] = %v, want %v", i/c.rows, i%c.rows, got[i], want[i])
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d values off", bad, len(want))
+	}
+}
+
+// matmulCols are the column counts tested per dtype: 1–3 blocks and a few
+// more (odd counts for the plain floats).
+func matmulCols(dt quant.DType) []int {
+	switch dt.BlockSize() {
+	case 1:
+		return []int{1, 2, 3, 7, 160, 257}
+	case 32:
+		return []int{32, 64, 96, 160}
+	default:
+		return []int{256, 512}
+	}
+}
+
+func TestMatMulVec(t *testing.T) {
+	d := testDevice(t)
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, dt := range quant.All() {
+		for _, cols := range matmulCols(dt) {
+			for _, rows := range []int{1, 7, 65, 300} {
+				c := matmulCase{dt: dt, rows: rows, cols: cols, m: 1}
+				t.Run(c.String(), func(t *testing.T) { checkMatMul(t, d, r, c) })
+			}
+		}
+	}
+}
+
+func TestMatMulTiled(t *testing.T) {
+	d := testDevice(t)
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, dt := range quant.All() {
+		cols := matmulCols(dt)
+		for i, m := range []int{3, 7, 17, 64} {
+			// Rotate the shapes through the dtype's sizes to keep lavapipe fast.
+			rows := []int{1, 7, 65, 300}[(i+int(dt))%4]
+			c := matmulCase{dt: dt, rows: rows, cols: cols[(i+1)%len(cols)], m: m}
+			t.Run(c.String(), func(t *testing.T) { checkMatMul(t, d, r, c) })
+		}
+		c := matmulCase{dt: dt, rows: 65, cols: cols[len(cols)-1], m: 33}
+		t.Run(c.String(), func(t *testing.T) { checkMatMul(t, d, r, c) })
+	}
+}
+
+func TestMatMulBiasAccumulateParts(t *testing.T) {
+	d := testDevice(t)
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, c := range []matmulCase{
+		{dt: quant.Q4_K, rows: 65, cols: 256, m: 1, bias: true},
+		{dt: quant.Q8_0, rows: 7, cols: 96, m: 1, acc: true},
+		{dt: quant.F16, rows: 300, cols: 160, m: 1, bias: true, acc: true},
+		{dt: quant.Q6_K, rows: 65, cols: 512, m: 17, bias: true},
+		{dt: quant.Q5_0, rows: 300, cols: 64, m: 7, acc: true},
+		{dt: quant.MXFP4, rows: 65, cols: 96, m: 64, bias: true, acc: true},
+		// Split weights: parts at offsets of one buffer, each writing its rows.
+		{dt: quant.Q4_K, rows: 300, cols: 256, m: 1, maxRows: 70, bias: true},
+		{dt: quant.Q8_0, rows: 65, cols: 160, m: 1, maxRows: 16, acc: true},
+		{dt: quant.Q4_0, rows: 300, cols: 96, m: 17, maxRows: 100, bias: true, acc: true},
+		{dt: quant.BF16, rows: 65, cols: 7, m: 3, maxRows: 7},
+		// Other matvec shapes (the tuning knobs).
+		{dt: quant.Q4_K, rows: 300, cols: 512, m: 1, opts: MatMulOpts{vecWG: 32, vecRows: 1}},
+		{dt: quant.Q6_K, rows: 65, cols: 512, m: 1, opts: MatMulOpts{vecWG: 256, vecRows: 8}},
+		{dt: quant.F32, rows: 65, cols: 257, m: 1, opts: MatMulOpts{vecWG: 64, vecRows: 16}},
+	} {
+		t.Run(c.String(), func(t *testing.T) { checkMatMul(t, d, r, c) })
+	}
+}
+
+func TestMatMulErrors(t *testing.T) {
+	d := testDevice(t)
+	w, err := d.UploadWeight("w", quant.Q8_0, 4, 32, make([]byte, 4*34))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Release()
+	x, _ := d.NewBuffer("x", 2*32*4)
+	out, _ := d.NewBuffer("out", 2*4*4)
+	defer x.Release()
+	defer out.Release()
+	if _, err := d.MatMul(w, Whole(x), Whole(out), 3, MatMulOpts{}); err == nil {
+		t.Error("m=3 with buffers for 2 tokens accepted")
+	}
+	if _, err := d.MatMul(w, Whole(x), Whole(out), 1, MatMulOpts{Bias: BufferRange{Buf: x, Size: 8}}); err == nil {
+		t.Error("short bias accepted")
+	}
+	if _, err := d.MatMul(w, Whole(x), Whole(x), 1, MatMulOpts{}); err == nil {
+		t.Error("out bound to x's buffer accepted")
+	}
+	ops, err := d.MatMul(w, Whole(x), Whole(out), 2, MatMulOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	releaseOps(ops)
+}
+
+// BenchmarkMatVec times the decode matvec on a 4096 × 4096 weight; the
+// bytes are the weight's (x and out are noise), so MB/s is weight bandwidth.
+func BenchmarkMatVec(b *testing.B) {
+	d := testDevice(b)
+	b.Logf("adapter: %s (%s, %s)", d.Info().Name, d.Info().Backend, d.Info().Type)
+	const rows, cols = 4096, 4096
+	for _, dt := range []quant.DType{quant.Q4_K, quant.Q8_0, quant.F16} {
+		b.Run(dt.String(), func(b *testing.B) {
+			r := rand.New(rand.NewPCG(13, 14))
+			data := randWeight(r, dt, rows, cols)
+			w, err := d.UploadWeight("w", dt, rows, cols, data)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer w.Release()
+			x, _ := d.NewBuffer("x", cols*4)
+			y, _ := d.NewBuffer("y", rows*4)
+			defer x.Release()
+			defer y.Release()
+			d.WriteF32(x, 0, randF32(r, cols, 1))
+			ops, err := d.MatMul(w, Whole(x), Whole(y), 1, MatMulOpts{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer releaseOps(ops)
+			b.SetBytes(int64(w.Bytes()))
+			b.ResetTimer()
+			e := d.NewEncoder()
+			for range b.N {
+				e.Run(ops...)
+			}
+			if _, err := e.SubmitRead(y, 0, 4); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}

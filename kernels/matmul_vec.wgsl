@@ -1,0 +1,87 @@
+// Matrix-vector product for decode (one token), dequantizing in the load:
+//   out[row0 + r] (+)= sum_c W[r][c] * x[c] (+ bias[row0 + r])
+// matmul.go prepends the helpers of common.wgsl for W and ONE dtype section
+// of matmul_dtypes.wgsl (UV, col, decode).
+//
+// A workgroup of WG invocations owns R consecutive rows. The row is cut into
+// units (a block, or a slice of a super-block, UV values); invocation lid
+// takes units lid, lid+WG, ...: it loads the unit's UV x values ONCE into
+// registers and dots them with that unit of each of its R rows, so x is
+// read from memory once per workgroup, not once per row, while consecutive
+// invocations read consecutive weight bytes. The R partial sums are then
+// reduced across the workgroup through workgroup memory (no subgroups).
+// WG (a power of two) and R are templated by matmul.go.
+
+struct Params {
+    rows: u32,      // rows of this weight part
+    cols: u32,
+    row_bytes: u32,
+    units: u32,     // units per row
+    row0: u32,      // first row of the part in the whole weight
+    out_stride: u32,// rows of the whole weight (out row stride)
+    m: u32,         // tokens (1 here)
+    flags: u32,     // 1: add bias, 2: accumulate into out
+}
+
+const WG: u32 = 64u;
+const R: u32 = 4u;
+const RWG: u32 = R * WG;
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> W: array<u32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+var<workgroup> red: array<f32, RWG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let r0 = (wid.x + wid.y * nwg.x) * R;
+    if (r0 >= params.rows) {
+        return;
+    }
+    let cols = params.cols;
+    var acc: array<f32, R>;
+    for (var u = lid; u < params.units; u += WG) {
+        var xv: array<f32, UV>;
+        for (var i = 0u; i < UV; i++) {
+            let c = col(u, i);
+            xv[i] = select(0.0, x[min(c, cols - 1u)], c < cols);
+        }
+        for (var r = 0u; r < R; r++) {
+            // Rows past the end repeat the last row; their sums are dropped.
+            var wv = decode(min(r0 + r, params.rows - 1u) * params.row_bytes, u);
+            var s = 0.0;
+            for (var i = 0u; i < UV; i++) {
+                s = fma(wv[i], xv[i], s);
+            }
+            acc[r] += s;
+        }
+    }
+    for (var r = 0u; r < R; r++) {
+        red[r * WG + lid] = acc[r];
+    }
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+            for (var r = 0u; r < R; r++) {
+                red[r * WG + lid] += red[r * WG + lid + stride];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (lid < R && r0 + lid < params.rows) {
+        let row = params.row0 + r0 + lid;
+        var v = red[lid * WG];
+        if ((params.flags & 1u) != 0u) {
+            v += bias[row];
+        }
+        if ((params.flags & 2u) != 0u) {
+            v += out[row];
+        }
+        out[row] = v;
+    }
+}
