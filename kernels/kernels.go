@@ -18,5 +18,7 @@ func All() []KernelInfo {
 		{Name: "matmul", WGSL: "matmul_dtypes.wgsl", HasRef: true}, // decoders prepended to both
 		{Name: "rope", WGSL: "rope.wgsl", HasRef: true},
 		{Name: "kvstore", WGSL: "kvstore.wgsl", HasRef: true},
+		{Name: "attention", WGSL: "attention_decode.wgsl", HasRef: true},
+		{Name: "attention", WGSL: "attention_prefill.wgsl", HasRef: true},
 	}
 }

@@ -1,0 +1,315 @@
+package kernels
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+func TestAttentionParamsSize(t *testing.T) {
+	if n := binary.Size(attentionParams{}); n%16 != 0 {
+		t.Fatalf("attentionParams is %d bytes, want a multiple of 16", n)
+	}
+}
+
+type attnCase struct {
+	m, pos0, heads, kvHeads, headDim, capacity int
+	window                                     int
+	sinks                                      bool
+	softcap                                    float32
+	f16                                        bool
+	qPad                                       int // extra elements per q row (QStride)
+}
+
+func (c attnCase) String() string {
+	return fmt.Sprintf("m%d/pos%d/h%d/kv%d/hd%d/cap%d/w%d/sinks=%v/softcap%g/f16=%v/qpad%d",
+		c.m, c.pos0, c.heads, c.kvHeads, c.headDim, c.capacity, c.window, c.sinks, c.softcap, c.f16, c.qPad)
+}
+
+// attnHarness holds K/V for positions 0..n-1 and their GPU caches.
+type attnHarness struct {
+	d                *Device
+	c                attnCase
+	k, v, sinks      []float32
+	kc, vc, pos, snk *Buffer
+}
+
+func newAttnHarness(tb testing.TB, d *Device, r *rand.Rand, c attnCase, n int) *attnHarness {
+	tb.Helper()
+	h := &attnHarness{d: d, c: c}
+	kvw := c.kvHeads * c.headDim
+	h.k, h.v = randF32(r, n*kvw, 1), randF32(r, n*kvw, 1)
+	size := KVCacheBytes(c.kvHeads, c.capacity, c.headDim, c.f16)
+	var err error
+	if h.kc, err = d.NewBuffer("k cache", size); err != nil {
+		tb.Fatal(err)
+	}
+	if h.vc, err = d.NewBuffer("v cache", size); err != nil {
+		tb.Fatal(err)
+	}
+	h.pos = newPos(tb, d, 0)
+	if c.sinks {
+		h.sinks = randF32(r, c.heads, 2)
+		if h.snk, err = d.NewBufferInit("sinks", asBytes(h.sinks)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return h
+}
+
+func (h *attnHarness) release() {
+	h.kc.Release()
+	h.vc.Release()
+	h.pos.Release()
+	if h.snk != nil {
+		h.snk.Release()
+	}
+}
+
+// store records KVStore ops for positions pos0..pos0+m-1 into e; the
+// returned func frees them after the submit.
+func (h *attnHarness) store(tb testing.TB, e *Encoder, pos0, m int) func() {
+	tb.Helper()
+	c := h.c
+	kvw := c.kvHeads * c.headDim
+	var ops []*Op
+	var bufs []*Buffer
+	for _, src := range []struct {
+		rows  []float32
+		cache *Buffer
+	}{{h.k, h.kc}, {h.v, h.vc}} {
+		b, err := h.d.NewBufferInit("kv src", asBytes(src.rows[pos0*kvw:(pos0+m)*kvw]))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		op, err := h.d.KVStore(Whole(b), Whole(src.cache), Whole(h.pos), m, c.kvHeads, c.headDim, c.capacity, kvw, c.f16)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		e.Run(op)
+		ops, bufs = append(ops, op), append(bufs, b)
+	}
+	return func() {
+		for _, op := range ops {
+			op.Release()
+		}
+		for _, b := range bufs {
+			b.Release()
+		}
+	}
+}
+
+// step stores positions pos0..pos0+m-1 and runs Attention for queries q
+// there, in one pass of one submit, returning the output and reference.
+func (h *attnHarness) step(tb testing.TB, r *rand.Rand, pos0, m int) (got, want []float32) {
+	tb.Helper()
+	c := h.c
+	d := h.d
+	if err := d.WriteU32(h.pos, 0, []uint32{uint32(pos0)}); err != nil {
+		tb.Fatal(err)
+	}
+	qw := c.heads * c.headDim
+	qStride := qw + c.qPad
+	q := randF32(r, m*qStride, 1)
+	qb, err := d.NewBufferInit("q", asBytes(q))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer qb.Release()
+	ob, err := d.NewBuffer("attn out", uint64(m*qw*4))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ob.Release()
+	o := AttnOpts{Scale: float32(1 / math.Sqrt(float64(c.headDim))), Window: c.window, Softcap: c.softcap, F16: c.f16, QStride: qStride}
+	if h.snk != nil {
+		o.Sinks = Whole(h.snk)
+	}
+	op, err := d.Attention(Whole(qb), Whole(h.kc), Whole(h.vc), Whole(ob), Whole(h.pos), m, c.heads, c.kvHeads, c.headDim, c.capacity, o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer op.Release()
+	if prefill := strings.Contains(op.p.Key(), "prefill"); prefill != (m > 1) {
+		tb.Errorf("m=%d built %s", m, op.p.Key())
+	}
+	e := d.NewEncoder()
+	done := h.store(tb, e, pos0, m)
+	e.Run(op)
+	raw, err := e.SubmitRead(ob, 0, uint64(m*qw*4))
+	done()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	packed := make([]float32, 0, m*qw)
+	for t := range m {
+		packed = append(packed, q[t*qStride:t*qStride+qw]...)
+	}
+	n := (pos0 + m) * c.kvHeads * c.headDim
+	want = AttentionRef(packed, h.k[:n], h.v[:n], h.sinks, m, pos0, c.heads, c.kvHeads, c.headDim, o.Scale, c.window, c.softcap)
+	return fromBytes[float32](raw), want
+}
+
+// history stores positions 0..n-1 in one submit.
+func (h *attnHarness) history(tb testing.TB, n int) {
+	tb.Helper()
+	if n == 0 {
+		return
+	}
+	if err := h.d.WriteU32(h.pos, 0, []uint32{0}); err != nil {
+		tb.Fatal(err)
+	}
+	e := h.d.NewEncoder()
+	done := h.store(tb, e, 0, n)
+	err := e.Submit()
+	h.d.Wait()
+	done()
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func compareAttn(tb testing.TB, got, want []float32, f16 bool, what string) {
+	tb.Helper()
+	abs, rel := 1e-4, 1e-4
+	if f16 {
+		abs, rel = 2e-3, 2e-3
+	}
+	bad := 0
+	for i := range want {
+		if !closeTo(got[i], want[i], abs, rel) || math.IsNaN(float64(got[i])) {
+			if bad++; bad <= 5 {
+				tb.Errorf("%s: out[%d] = %v, want %v", what, i, got[i], want[i])
+			}
+		}
+	}
+	if bad > 0 {
+		tb.Errorf("%s: %d of %d values off", what, bad, len(want))
+	}
+}
+
+func TestAttention(t *testing.T) {
+	d := testDevice(t)
+	r := rand.New(rand.NewPCG(11, 12))
+	cases := []attnCase{
+		// decode
+		{m: 1, pos0: 0, heads: 4, kvHeads: 2, headDim: 32, capacity: 64},
+		{m: 1, pos0: 37, heads: 8, kvHeads: 1, headDim: 64, capacity: 64},
+		{m: 1, pos0: 37, heads: 8, kvHeads: 1, headDim: 64, capacity: 64, f16: true},
+		{m: 1, pos0: 300, heads: 4, kvHeads: 2, headDim: 16, capacity: 512}, // two key chunks
+		{m: 1, pos0: 12, heads: 2, kvHeads: 1, headDim: 80, capacity: 16, qPad: 8},
+		{m: 1, pos0: 9, heads: 2, kvHeads: 2, headDim: 256, capacity: 16, f16: true},
+		{m: 1, pos0: 10, heads: 4, kvHeads: 2, headDim: 32, capacity: 16, window: 4, sinks: true},
+		{m: 1, pos0: 20, heads: 4, kvHeads: 2, headDim: 32, capacity: 32, softcap: 0.5},
+		// prefill
+		{m: 7, pos0: 0, heads: 4, kvHeads: 2, headDim: 16, capacity: 16},
+		{m: 7, pos0: 5, heads: 4, kvHeads: 2, headDim: 80, capacity: 16},
+		{m: 7, pos0: 5, heads: 4, kvHeads: 2, headDim: 80, capacity: 16, f16: true, qPad: 4},
+		{m: 64, pos0: 0, heads: 4, kvHeads: 2, headDim: 32, capacity: 64},
+		{m: 64, pos0: 19, heads: 8, kvHeads: 1, headDim: 64, capacity: 96, f16: true},
+		{m: 33, pos0: 3, heads: 2, kvHeads: 2, headDim: 128, capacity: 40},
+		{m: 9, pos0: 2, heads: 2, kvHeads: 1, headDim: 256, capacity: 16},
+		{m: 21, pos0: 0, heads: 4, kvHeads: 2, headDim: 32, capacity: 64, window: 4},
+		{m: 7, pos0: 10, heads: 4, kvHeads: 2, headDim: 32, capacity: 10, window: 4}, // ring wraps mid-batch
+		{m: 7, pos0: 5, heads: 4, kvHeads: 2, headDim: 32, capacity: 16, window: 4, sinks: true},
+		{m: 20, pos0: 0, heads: 2, kvHeads: 1, headDim: 32, capacity: 32, sinks: true},
+		{m: 20, pos0: 4, heads: 2, kvHeads: 1, headDim: 32, capacity: 32, softcap: 0.5, f16: true},
+	}
+	for _, c := range cases {
+		t.Run(c.String(), func(t *testing.T) {
+			h := newAttnHarness(t, d, r, c, c.pos0+c.m)
+			defer h.release()
+			h.history(t, c.pos0)
+			got, want := h.step(t, r, c.pos0, c.m)
+			compareAttn(t, got, want, c.f16, "")
+		})
+	}
+}
+
+// TestAttentionWindowDecode decodes positions 0..20 one token at a time
+// with window 4, for a ring of exactly the window and a large cache.
+func TestAttentionWindowDecode(t *testing.T) {
+	d := testDevice(t)
+	r := rand.New(rand.NewPCG(13, 14))
+	for _, c := range []attnCase{
+		{m: 1, heads: 4, kvHeads: 2, headDim: 16, capacity: 4, window: 4},
+		{m: 1, heads: 4, kvHeads: 2, headDim: 16, capacity: 64, window: 4},
+		{m: 1, heads: 4, kvHeads: 2, headDim: 16, capacity: 4, window: 4, sinks: true, f16: true},
+	} {
+		t.Run(c.String(), func(t *testing.T) {
+			h := newAttnHarness(t, d, r, c, 21)
+			defer h.release()
+			for p := range 21 {
+				got, want := h.step(t, r, p, 1)
+				compareAttn(t, got, want, c.f16, fmt.Sprintf("pos %d", p))
+			}
+		})
+	}
+}
+
+func TestAttentionErrors(t *testing.T) {
+	d := testDevice(t)
+	b, _ := d.NewBuffer("b", 1<<16)
+	o, _ := d.NewBuffer("o", 1<<16)
+	p := newPos(t, d, 0)
+	defer b.Release()
+	defer o.Release()
+	defer p.Release()
+	for _, c := range []struct {
+		m, heads, kv, hd, capacity int
+		o                          AttnOpts
+	}{
+		{1, 4, 3, 16, 16, AttnOpts{}},            // heads % kv
+		{1, 1, 1, 512, 16, AttnOpts{}},           // head dim too large
+		{1, 1, 1, 15, 16, AttnOpts{F16: true}},   // odd f16 head dim
+		{8, 1, 1, 16, 8, AttnOpts{Window: 4}},    // ring too small for the batch
+		{1, 4, 4, 16, 16, AttnOpts{QStride: 32}}, // q rows overlap
+	} {
+		if op, err := d.Attention(Whole(b), Whole(b), Whole(b), Whole(o), Whole(p), c.m, c.heads, c.kv, c.hd, c.capacity, c.o); err == nil {
+			op.Release()
+			t.Errorf("%+v accepted", c)
+		}
+	}
+}
+
+// BenchmarkAttentionDecode: one decode token (heads 32, kv 8, headDim
+// 128) over 1024 cached positions, ops recorded in one pass.
+func BenchmarkAttentionDecode(b *testing.B) {
+	d := testDevice(b)
+	b.Logf("adapter: %s (%s, %s)", d.Info().Name, d.Info().Backend, d.Info().Type)
+	const heads, kv, hd, ctx = 32, 8, 128, 1024
+	for _, f16 := range []bool{false, true} {
+		b.Run(fmt.Sprintf("f16=%v", f16), func(b *testing.B) {
+			r := rand.New(rand.NewPCG(15, 16))
+			size := KVCacheBytes(kv, ctx, hd, f16)
+			kc, _ := d.NewBufferInit("k", asBytes(randF32(r, int(size/4), 1)))
+			vc, _ := d.NewBufferInit("v", asBytes(randF32(r, int(size/4), 1)))
+			q, _ := d.NewBufferInit("q", asBytes(randF32(r, heads*hd, 1)))
+			out, _ := d.NewBuffer("out", heads*hd*4)
+			pos := newPos(b, d, ctx-1)
+			defer kc.Release()
+			defer vc.Release()
+			defer q.Release()
+			defer out.Release()
+			defer pos.Release()
+			op, err := d.Attention(Whole(q), Whole(kc), Whole(vc), Whole(out), Whole(pos), 1, heads, kv, hd, ctx,
+				AttnOpts{Scale: 1 / float32(math.Sqrt(hd)), F16: f16})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer op.Release()
+			b.SetBytes(int64(2 * size))
+			b.ResetTimer()
+			e := d.NewEncoder()
+			for range b.N {
+				e.Run(op)
+			}
+			if _, err := e.SubmitRead(out, 0, 4); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
