@@ -20,5 +20,8 @@ func All() []KernelInfo {
 		{Name: "kvstore", WGSL: "kvstore.wgsl", HasRef: true},
 		{Name: "attention", WGSL: "attention_decode.wgsl", HasRef: true},
 		{Name: "attention", WGSL: "attention_prefill.wgsl", HasRef: true},
+		{Name: "embed", WGSL: "embed.wgsl", HasRef: true},
+		{Name: "add", WGSL: "add.wgsl", HasRef: true},
+		{Name: "add", WGSL: "add_inplace.wgsl", HasRef: true},
 	}
 }
