@@ -23,5 +23,7 @@ func All() []KernelInfo {
 		{Name: "embed", WGSL: "embed.wgsl", HasRef: true},
 		{Name: "add", WGSL: "add.wgsl", HasRef: true},
 		{Name: "add", WGSL: "add_inplace.wgsl", HasRef: true},
+		{Name: "act", WGSL: "act.wgsl", HasRef: true},
+		{Name: "argmax", WGSL: "argmax.wgsl", HasRef: true},
 	}
 }

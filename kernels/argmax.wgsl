@@ -1,0 +1,56 @@
+// Argmax over n float32 logits → u32 index at out[0]; the lowest index on
+// ties (llama.cpp's greedy pick). NaNs never win; when every value is NaN
+// the result is 0. One workgroup: each invocation scans a strided slice
+// (coalesced), keeping its first maximum, then a tree reduction through
+// workgroup memory.
+
+struct Params {
+    n: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+const WG: u32 = 256u;
+const NONE: u32 = 0xffffffffu;
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+
+var<workgroup> best_v: array<f32, WG>;
+var<workgroup> best_i: array<u32, WG>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) lid: u32) {
+    let n = params.n;
+    var bv = 0.0;
+    var bi = NONE;
+    for (var i = lid; i < n; i += WG) {
+        let v = logits[i];
+        // The first non-NaN is taken even if -inf (NaN tested on the bits:
+        // drivers may fold v == v).
+        if ((bi == NONE && (bitcast<u32>(v) & 0x7fffffffu) <= 0x7f800000u) || v > bv) {
+            bv = v;
+            bi = i;
+        }
+    }
+    best_v[lid] = bv;
+    best_i[lid] = bi;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            let oi = best_i[lid + s];
+            let ov = best_v[lid + s];
+            let mi = best_i[lid];
+            if (oi != NONE && (mi == NONE || ov > best_v[lid] || (ov == best_v[lid] && oi < mi))) {
+                best_v[lid] = ov;
+                best_i[lid] = oi;
+            }
+        }
+        workgroupBarrier();
+    }
+    if (lid == 0u) {
+        out[0] = select(best_i[0], 0u, best_i[0] == NONE);
+    }
+}
