@@ -60,15 +60,17 @@ func matmulUV(dt quant.DType) (int, bool) {
 	return 0, false
 }
 
-// matmulSection returns the dtype's section of matmul_dtypes.wgsl.
+// matmulSection returns the dtype's section of matmul_dtypes.wgsl, after
+// the file's prelude (the text before the first section).
 func matmulSection(dt quant.DType) (string, error) {
-	head := "// ==== " + dt.String() + "\n"
+	prelude, _, _ := strings.Cut(matmulDTypesWGSL, "\n// ==== ")
+	head := "\n// ==== " + dt.String() + "\n"
 	_, rest, ok := strings.Cut(matmulDTypesWGSL, head)
 	if !ok {
 		return "", fmt.Errorf("kernels: matmul: no WGSL decoder for %s", dt)
 	}
-	sec, _, _ := strings.Cut(rest, "// ==== ")
-	return head + sec, nil
+	sec, _, _ := strings.Cut(rest, "\n// ==== ")
+	return prelude + head + sec, nil
 }
 
 // matvecShape picks the m == 1 workgroup: WG invocations covering a row's
@@ -148,7 +150,9 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 		if err != nil {
 			return nil, err
 		}
-		key := fmt.Sprintf("matvec/%s/wg%d/r%d", w.DType, wg, r)
+		vec4 := w.Cols%4 == 0
+		src = matvecX(src, vec4)
+		key := fmt.Sprintf("matvec/%s/wg%d/r%d/x4=%v", w.DType, wg, r, vec4)
 		if p, err = d.Pipeline(key, helpersWGSL("W")+sec+src, "main", matmulLayout); err != nil {
 			return nil, err
 		}
@@ -196,6 +200,17 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 		ops = append(ops, op)
 	}
 	return ops, nil
+}
+
+// matvecX keeps the vec4 or the scalar x loader of matmul_vec.wgsl.
+func matvecX(src string, vec4 bool) string {
+	pre, rest, _ := strings.Cut(src, "// ---- x: vec4\n")
+	v4, rest, _ := strings.Cut(rest, "// ---- x: scalar\n")
+	sc, post, _ := strings.Cut(rest, "// ---- x: end\n")
+	if vec4 {
+		return pre + v4 + post
+	}
+	return pre + sc + post
 }
 
 var matmulLayout = []Binding{Uniform, ReadOnly, ReadOnly, ReadOnly, Storage}

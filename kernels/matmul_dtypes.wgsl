@@ -12,7 +12,14 @@
 // values need not be contiguous columns (Q4_K and Q6_K units are not). W is
 // an array<u32> of the weight bytes exactly as stored (llama.cpp / OCP
 // layouts); blocks that are not 4-byte aligned go through the W_u32/W_u16/
-// W_u8 readers of common.wgsl. params.cols masks the tail of float rows.
+// W_u8 readers of common.wgsl, or w_funnel over consecutive aligned words
+// (n + 1 loads for n unaligned words). params.cols masks the tail of float
+// rows. The text before the first section is prepended too.
+
+// The u32 at byte shift s/8 (s in 0, 8, 16, 24) of the word pair (a, b).
+fn w_funnel(a: u32, b: u32, s: u32) -> u32 {
+    return (a >> s) | ((b << (31u - s)) << 1u);
+}
 
 // ==== F32
 const UV: u32 = 8u;
@@ -81,8 +88,13 @@ fn decode(ro: u32, u: u32) -> array<f32, 32> {
     var v: array<f32, 32>;
     let o = ro + u * 34u;
     let d = W_f16(o);
+    let i0 = (o + 2u) >> 2u;
+    let sh = ((o + 2u) & 3u) * 8u;
+    var lo = W[i0];
     for (var j = 0u; j < 8u; j++) {
-        let w = W_u32(o + 2u + 4u * j);
+        let hi = W[i0 + j + 1u];
+        let w = w_funnel(lo, hi, sh);
+        lo = hi;
         for (var b = 0u; b < 4u; b++) {
             v[4u * j + b] = f32(i8_to_i32(w >> (8u * b))) * d;
         }
@@ -102,8 +114,13 @@ fn decode(ro: u32, u: u32) -> array<f32, 32> {
     var v: array<f32, 32>;
     let o = ro + u * 18u;
     let d = W_f16(o);
+    let i0 = (o + 2u) >> 2u;
+    let sh = ((o + 2u) & 3u) * 8u;
+    var lo = W[i0];
     for (var j = 0u; j < 4u; j++) {
-        let w = W_u32(o + 2u + 4u * j);
+        let hi = W[i0 + j + 1u];
+        let w = w_funnel(lo, hi, sh);
+        lo = hi;
         for (var b = 0u; b < 4u; b++) {
             let q = w >> (8u * b);
             v[4u * j + b] = f32(i32(q & 15u) - 8) * d;
@@ -126,9 +143,14 @@ fn decode(ro: u32, u: u32) -> array<f32, 32> {
     var v: array<f32, 32>;
     let o = ro + u * 22u;
     let d = W_f16(o);
-    let qh = W_u32(o + 2u);
+    let i0 = (o + 2u) >> 2u;
+    let sh = ((o + 2u) & 3u) * 8u;
+    var lo = W[i0 + 1u];
+    let qh = w_funnel(W[i0], lo, sh);
     for (var j = 0u; j < 4u; j++) {
-        let w = W_u32(o + 6u + 4u * j);
+        let hi = W[i0 + j + 2u];
+        let w = w_funnel(lo, hi, sh);
+        lo = hi;
         for (var b = 0u; b < 4u; b++) {
             let k = 4u * j + b;
             let q = w >> (8u * b);
@@ -163,8 +185,13 @@ fn decode(ro: u32, u: u32) -> array<f32, 32> {
     let e = W_u8(o);
     // 2^(e−128): ggml's GGML_E8M0_TO_FP32_HALF.
     let d = select(bitcast<f32>((e - 1u) << 23u), bitcast<f32>(0x00200000u << e), e < 2u);
+    let i0 = (o + 1u) >> 2u;
+    let sh = ((o + 1u) & 3u) * 8u;
+    var lo = W[i0];
     for (var j = 0u; j < 4u; j++) {
-        let w = W_u32(o + 1u + 4u * j);
+        let hi = W[i0 + j + 1u];
+        let w = w_funnel(lo, hi, sh);
+        lo = hi;
         for (var b = 0u; b < 4u; b++) {
             let q = w >> (8u * b);
             v[4u * j + b] = e2m1x2(q) * d;

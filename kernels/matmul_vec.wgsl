@@ -29,7 +29,26 @@ const RWG: u32 = R * WG;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
+// matmul.go keeps ONE of the two x variants below (between the "// ---- x"
+// lines): vec4 loads when cols % 4 == 0 (every real model), else scalar.
+// x4(c) returns x[c..c+4), c a multiple of 4, zero from cols on.
+// ---- x: vec4
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+
+fn x4(c: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), x[min(c, params.cols - 4u) >> 2u], c < params.cols);
+}
+// ---- x: scalar
 @group(0) @binding(2) var<storage, read> x: array<f32>;
+
+fn x1(c: u32) -> f32 {
+    return select(0.0, x[min(c, params.cols - 1u)], c < params.cols);
+}
+
+fn x4(c: u32) -> vec4<f32> {
+    return vec4<f32>(x1(c), x1(c + 1u), x1(c + 2u), x1(c + 3u));
+}
+// ---- x: end
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
@@ -43,13 +62,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
     if (r0 >= params.rows) {
         return;
     }
-    let cols = params.cols;
     var acc: array<f32, R>;
     for (var u = lid; u < params.units; u += WG) {
+        // col() maps runs of 4 aligned columns to 4 consecutive slots.
         var xv: array<f32, UV>;
-        for (var i = 0u; i < UV; i++) {
-            let c = col(u, i);
-            xv[i] = select(0.0, x[min(c, cols - 1u)], c < cols);
+        for (var i = 0u; i < UV; i += 4u) {
+            let v = x4(col(u, i));
+            xv[i] = v.x;
+            xv[i + 1u] = v.y;
+            xv[i + 2u] = v.z;
+            xv[i + 3u] = v.w;
         }
         for (var r = 0u; r < R; r++) {
             // Rows past the end repeat the last row; their sums are dropped.
