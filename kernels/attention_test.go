@@ -313,3 +313,43 @@ func BenchmarkAttentionDecode(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAttentionPrefill: a 512-token prefill chunk (heads 32, kv 8,
+// headDim 128) starting at position 0.
+func BenchmarkAttentionPrefill(b *testing.B) {
+	d := testDevice(b)
+	b.Logf("adapter: %s (%s, %s)", d.Info().Name, d.Info().Backend, d.Info().Type)
+	const heads, kv, hd = 32, 8, 128
+	m := 512
+	if d.Info().Software {
+		m = 128 // lavapipe: a multi-second dispatch crashes it at Close
+	}
+	r := rand.New(rand.NewPCG(17, 18))
+	size := KVCacheBytes(kv, m, hd, false)
+	kc, _ := d.NewBufferInit("k", asBytes(randF32(r, int(size/4), 1)))
+	vc, _ := d.NewBufferInit("v", asBytes(randF32(r, int(size/4), 1)))
+	q, _ := d.NewBufferInit("q", asBytes(randF32(r, m*heads*hd, 1)))
+	out, _ := d.NewBuffer("out", uint64(m*heads*hd*4))
+	pos := newPos(b, d, 0)
+	defer kc.Release()
+	defer vc.Release()
+	defer q.Release()
+	defer out.Release()
+	defer pos.Release()
+	op, err := d.Attention(Whole(q), Whole(kc), Whole(vc), Whole(out), Whole(pos), m, heads, kv, hd, m,
+		AttnOpts{Scale: 1 / float32(math.Sqrt(hd))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer op.Release()
+	b.ResetTimer()
+	e := d.NewEncoder()
+	for range b.N {
+		e.Run(op)
+	}
+	if _, err := e.SubmitRead(out, 0, 4); err != nil {
+		b.Fatal(err)
+	}
+	// 4·m²/2·hd·heads flops (QK and PV, causal half).
+	b.ReportMetric(float64(4*m*m/2*hd*heads)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
