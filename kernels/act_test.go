@@ -96,6 +96,7 @@ func BenchmarkGatedAct(b *testing.B) {
 	}
 	defer op.Release()
 	b.SetBytes(3 * m * n * 4)
+	b.ResetTimer()
 	e := d.NewEncoder()
 	for range b.N {
 		e.Run(op)

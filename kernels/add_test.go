@@ -99,6 +99,7 @@ func BenchmarkAdd(b *testing.B) {
 	}
 	defer op.Release()
 	b.SetBytes(3 * n * 4)
+	b.ResetTimer()
 	e := d.NewEncoder()
 	for range b.N {
 		e.Run(op)

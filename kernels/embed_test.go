@@ -135,6 +135,7 @@ func BenchmarkEmbed(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.ResetTimer()
 	e := d.NewEncoder()
 	for range b.N {
 		e.Run(ops...)

@@ -25,5 +25,6 @@ func All() []KernelInfo {
 		{Name: "add", WGSL: "add_inplace.wgsl", HasRef: true},
 		{Name: "act", WGSL: "act.wgsl", HasRef: true},
 		{Name: "argmax", WGSL: "argmax.wgsl", HasRef: true},
+		{Name: "sample", WGSL: "sample.wgsl", HasRef: true},
 	}
 }
