@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
+	"strconv"
 )
 
 //go:embed argmax.wgsl
@@ -26,7 +28,13 @@ func (d *Device) Argmax(logits, out BufferRange, n int) (*Op, error) {
 	if logits.size() < uint64(n)*4 || out.size() < 4 {
 		return nil, fmt.Errorf("kernels: argmax of %d: logits %d bytes, out %d bytes too small", n, logits.size(), out.size())
 	}
-	p, err := d.Pipeline("argmax", argmaxWGSL, "main", []Binding{Uniform, ReadOnly, Storage})
+	wg := uint32(min(1024, d.limits.MaxInvocations))
+	wg = 1 << (bits.Len32(wg) - 1)
+	src, err := setConst(argmaxWGSL, "WG", wg)
+	if err != nil {
+		return nil, err
+	}
+	p, err := d.Pipeline("argmax/wg"+strconv.Itoa(int(wg)), src, "main", []Binding{Uniform, ReadOnly, Storage})
 	if err != nil {
 		return nil, err
 	}

@@ -2,7 +2,7 @@
 // ties (llama.cpp's greedy pick). NaNs never win; when every value is NaN
 // the result is 0. One workgroup: each invocation scans a strided slice
 // (coalesced), keeping its first maximum, then a tree reduction through
-// workgroup memory.
+// workgroup memory. WG (a power of two) is templated by argmax.go.
 
 struct Params {
     n: u32,
@@ -26,7 +26,20 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     let n = params.n;
     var bv = 0.0;
     var bi = NONE;
-    for (var i = lid; i < n; i += WG) {
+    // Four loads in flight per iteration; each invocation still visits its
+    // indices in increasing order, so it keeps its first maximum.
+    var i = lid;
+    for (; i + 3u * WG < n; i += 4u * WG) {
+        let v = vec4<f32>(logits[i], logits[i + WG], logits[i + 2u * WG], logits[i + 3u * WG]);
+        for (var q = 0u; q < 4u; q++) {
+            let x = v[q];
+            if ((bi == NONE && (bitcast<u32>(x) & 0x7fffffffu) <= 0x7f800000u) || x > bv) {
+                bv = x;
+                bi = i + q * WG;
+            }
+        }
+    }
+    for (; i < n; i += WG) {
         let v = logits[i];
         // The first non-NaN is taken even if -inf (NaN tested on the bits:
         // drivers may fold v == v).
