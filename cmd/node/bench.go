@@ -1,0 +1,219 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/doppler-llm/doppler/engine"
+	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/quant"
+)
+
+func newBench() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure speed: inference on a model, or write a synthetic model of a real shape",
+	}
+	cmd.AddCommand(newBenchInference(), newBenchSynth())
+	return cmd
+}
+
+// benchRow is one prompt size's result.
+type benchRow struct {
+	PromptTokens     int     `json:"prompt_tokens"`
+	GenTokens        int     `json:"gen_tokens"`
+	TTFTms           float64 `json:"ttft_ms"`
+	PrefillTokS      float64 `json:"prefill_tok_s"`
+	DecodeTokS       float64 `json:"decode_tok_s"`
+	P50ms            float64 `json:"decode_p50_ms"`
+	P90ms            float64 `json:"decode_p90_ms"`
+	P99ms            float64 `json:"decode_p99_ms"`
+	SubmitsPerToken  float64 `json:"submits_per_token"`
+	ReadbackPerToken float64 `json:"readback_bytes_per_token"`
+}
+
+func newBenchInference() *cobra.Command {
+	var (
+		rf      runFlags
+		prompts string
+		gen     int
+		warmup  int
+		runs    int
+		asJSON  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "inference -m MODEL",
+		Short: "Time prefill and decode: TTFT, tok/s, per-token latency percentiles, submits and readback per token",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sizes, err := parseIDs(prompts)
+			if err != nil {
+				return fmt.Errorf("--prompt: %w", err)
+			}
+			if runs < 1 || gen < 1 {
+				return fmt.Errorf("--runs and -n must be ≥ 1")
+			}
+			l, err := rf.load(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			info := l.dev.Info()
+			if info.Software {
+				fmt.Fprintf(os.Stderr, "WARNING: %s is a software (CPU) adapter: these figures say nothing about GPU speed\n", info.Name)
+			}
+			sess, err := l.model.NewSession()
+			if err != nil {
+				return err
+			}
+			defer sess.Close()
+			rng := rand.New(rand.NewPCG(1, 2))
+			vocab := l.model.Config.VocabSize
+			var rows []benchRow
+			for _, p := range sizes {
+				if p+gen > sess.Context() {
+					return fmt.Errorf("prompt %d + %d generated tokens exceed the %d-token context (use --ctx)", p, gen, sess.Context())
+				}
+				prompt := make([]int, p)
+				for i := range prompt {
+					prompt[i] = 3 + rng.IntN(vocab-3)
+				}
+				var ttft []time.Duration
+				var lat []time.Duration
+				var submits, readback uint64
+				var decoded int
+				for r := 0; r < warmup+runs; r++ {
+					sess.Reset()
+					res, err := sess.Generate(cmd.Context(), prompt, engine.GenerateOptions{MaxTokens: gen})
+					if err != nil {
+						return err
+					}
+					if r < warmup {
+						continue
+					}
+					ttft = append(ttft, res.Stats.Prefill)
+					lat = append(lat, res.Stats.TokenLatency...)
+					submits += res.Stats.Submits
+					readback += res.Stats.ReadbackBytes
+					decoded += len(res.Stats.TokenLatency)
+				}
+				slices.Sort(ttft)
+				slices.Sort(lat)
+				row := benchRow{PromptTokens: p, GenTokens: gen}
+				t := ttft[len(ttft)/2]
+				row.TTFTms = ms(t)
+				row.PrefillTokS = float64(p) / t.Seconds()
+				if len(lat) > 0 {
+					var sum time.Duration
+					for _, d := range lat {
+						sum += d
+					}
+					row.DecodeTokS = float64(len(lat)) / sum.Seconds()
+					row.P50ms, row.P90ms, row.P99ms = ms(pct(lat, 50)), ms(pct(lat, 90)), ms(pct(lat, 99))
+					row.SubmitsPerToken = float64(submits) / float64(decoded)
+					row.ReadbackPerToken = float64(readback) / float64(decoded)
+				}
+				rows = append(rows, row)
+			}
+			out := map[string]any{
+				"adapter": info.Name, "backend": info.Backend, "adapter_type": info.Type, "software": info.Software,
+				"model": l.dir, "model_id": l.rm.ID.String(), "model_bytes": l.rm.Manifest.TotalSize(),
+				"gpu_bytes_allocated": l.dev.AllocatedBytes(), "weight_bytes": l.model.WeightBytes(),
+				"kv": map[bool]string{true: "f32", false: "f16"}[rf.kvF32], "context": sess.Context(),
+				"warmup": warmup, "runs": runs, "results": rows,
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(w, out)
+			}
+			printBench(w, out, rows)
+			return nil
+		},
+	}
+	rf.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&prompts, "prompt", "128,512", "prompt sizes in tokens, comma-separated")
+	f.IntVarP(&gen, "n", "n", 128, "tokens to generate per run")
+	f.IntVar(&warmup, "warmup", 1, "warm-up runs per prompt size (not counted)")
+	f.IntVar(&runs, "runs", 3, "measured runs per prompt size")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func pct(sorted []time.Duration, p int) time.Duration {
+	i := (len(sorted)*p + 99) / 100
+	return sorted[min(max(i-1, 0), len(sorted)-1)]
+}
+
+func printBench(w io.Writer, out map[string]any, rows []benchRow) {
+	fmt.Fprintf(w, "adapter   %s (%s, %s)\n", out["adapter"], out["backend"], out["adapter_type"])
+	fmt.Fprintf(w, "model     %s\n", out["model"])
+	fmt.Fprintf(w, "memory    %s allocated on the GPU for a %s model (%.2f×)\n",
+		humanBytes(int64(out["gpu_bytes_allocated"].(uint64))), humanBytes(out["model_bytes"].(int64)),
+		float64(out["gpu_bytes_allocated"].(uint64))/float64(out["model_bytes"].(int64)))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "prompt\tgen\tTTFT ms\tprefill tok/s\tdecode tok/s\tp50 ms\tp90 ms\tp99 ms\tsubmits/tok\treadback B/tok\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.0f\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t\n", r.PromptTokens, r.GenTokens, r.TTFTms,
+			r.PrefillTokS, r.DecodeTokS, r.P50ms, r.P90ms, r.P99ms, r.SubmitsPerToken, r.ReadbackPerToken)
+	}
+	tw.Flush()
+}
+
+func newBenchSynth() *cobra.Command {
+	var (
+		arch, shape, q, out string
+		seed                uint64
+		layers              int
+	)
+	cmd := &cobra.Command{
+		Use:   "synth --shape 1b|8b --quant q4_k -o DIR",
+		Short: "Write a random-weight RDRR model of a real Llama shape (Llama-3.2-1B, Llama-3-8B)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if arch != "llama" {
+				return fmt.Errorf("--arch %q: only llama shapes exist so far", arch)
+			}
+			cfg, ok := rdrr.SynthShapes[strings.ToLower(shape)]
+			if !ok {
+				return fmt.Errorf("--shape %q: want 1b or 8b", shape)
+			}
+			if layers > 0 {
+				cfg.Layers = layers
+			}
+			dt, err := quant.Parse(q)
+			if err != nil {
+				return fmt.Errorf("--quant: %w", err)
+			}
+			if out == "" {
+				return fmt.Errorf("-o DIR is required")
+			}
+			start := time.Now()
+			id, err := rdrr.Synthesize(cmd.Context(), cfg, dt, seed, out, rdrr.WriterOptions{})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%s-shaped %s, %s) in %.1fs\nmodel id %s\n", out, shape, dt, arch, time.Since(start).Seconds(), id)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&arch, "arch", "llama", "architecture")
+	f.StringVar(&shape, "shape", "1b", "1b (Llama-3.2-1B) or 8b (Llama-3-8B)")
+	f.StringVar(&q, "quant", "q4_k", "weight dtype: q4_k, q8_0, f16, …")
+	f.StringVarP(&out, "out", "o", "", "output RDRR directory")
+	f.Uint64Var(&seed, "seed", 1, "random seed")
+	f.IntVar(&layers, "layers", 0, "override the layer count (0 = the real shape's)")
+
+	return cmd
+}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/doppler-llm/doppler/rdrr"
+)
+
+// modelFlagHelp explains how to name a model.
+const modelFlagHelp = "model: a GGUF file, an HF safetensors directory, or an RDRR directory (default $DOPPLER_MODEL)"
+
+// resolveModel turns -m (or $DOPPLER_MODEL) into an RDRR directory,
+// converting a GGUF file or HF directory into the local cache first.
+func resolveModel(ctx context.Context, flag string) (string, error) {
+	path := flag
+	if path == "" {
+		path = os.Getenv("DOPPLER_MODEL")
+	}
+	if path == "" {
+		return "", errors.New("no model: pass -m MODEL (a GGUF file, HF directory or RDRR directory) or set DOPPLER_MODEL")
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("model %s: %w", path, err)
+	}
+	if st.IsDir() {
+		if _, err := os.Stat(filepath.Join(path, rdrr.ManifestFile)); err == nil {
+			return path, nil
+		}
+	}
+	abs, _ := filepath.Abs(path)
+	key := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d", abs, st.Size(), st.ModTime().UnixNano()))
+	cache, err := cacheDir()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(cache, "converted", filepath.Base(abs)+"-"+hex.EncodeToString(key[:6]))
+	if _, err := rdrr.OpenDir(out); err == nil {
+		return out, nil
+	}
+	os.RemoveAll(out) // a stale or broken conversion
+	slog.Info("converting model into the local cache", "from", path, "to", out)
+	update, finish := progressFunc("converting")
+	_, err = rdrr.Convert(ctx, path, out, rdrr.ConvertOptions{Progress: update})
+	finish()
+	if err != nil {
+		return "", err
+	}
+	return out, nil
+}
+
+// cacheDir is $DOPPLER_CACHE, else the user cache directory.
+func cacheDir() (string, error) {
+	if d := os.Getenv("DOPPLER_CACHE"); d != "" {
+		return d, nil
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("no cache directory (set DOPPLER_CACHE): %w", err)
+	}
+	return filepath.Join(d, "doppler"), nil
+}

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/doppler-llm/doppler/engine"
+	"github.com/doppler-llm/doppler/engine/tokenizer"
+	"github.com/doppler-llm/doppler/kernels"
+	"github.com/doppler-llm/doppler/rdrr"
+)
+
+// runFlags are the model and sampling flags shared by run and bench.
+type runFlags struct {
+	model   string
+	adapter string
+	ctxLen  int
+	kvF32   bool
+	batch   int
+}
+
+func (f *runFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVarP(&f.model, "model", "m", "", modelFlagHelp)
+	fl.StringVar(&f.adapter, "adapter", "", "GPU adapter to use (a substring of its name); default: the fastest found")
+	fl.IntVarP(&f.ctxLen, "ctx", "c", 0, "context (KV cache) length in tokens; default min(model's, 4096)")
+	fl.BoolVar(&f.kvF32, "kv-f32", false, "keep the KV cache in f32 instead of f16")
+	fl.IntVar(&f.batch, "batch", 256, "prompt tokens per prefill pass")
+}
+
+// loaded is an opened model on the GPU.
+type loaded struct {
+	dev   *kernels.Device
+	rm    *rdrr.Model
+	model *engine.Model
+	tok   *tokenizer.Tokenizer // nil when the model has no tokenizer
+	dir   string
+}
+
+func (l *loaded) Close() { l.dev.Close() }
+
+func (f *runFlags) load(ctx context.Context) (*loaded, error) {
+	dir, err := resolveModel(ctx, f.model)
+	if err != nil {
+		return nil, err
+	}
+	rm, err := rdrr.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var tok *tokenizer.Tokenizer
+	if rm.Manifest.Tokenizer != nil {
+		if tok, err = tokenizer.New(rm.Manifest.Tokenizer); err != nil {
+			return nil, fmt.Errorf("%s: %w", dir, err)
+		}
+	}
+	dev, err := kernels.Open(kernels.Options{Adapter: f.adapter, Logger: slog.Default()})
+	if err != nil {
+		return nil, err
+	}
+	m, err := engine.Load(ctx, dev, rm, engine.Options{Context: f.ctxLen, KVF32: f.kvF32, Batch: f.batch, Logger: slog.Default()})
+	if err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	return &loaded{dev: dev, rm: rm, model: m, tok: tok, dir: dir}, nil
+}
+
+func newRun() *cobra.Command {
+	var (
+		rf           runFlags
+		prompt       string
+		promptTokens string
+		n            int
+		temp         float64
+		topK         int
+		topP, minP   float64
+		repPen       float64
+		repLastN     int
+		seed         int64
+		stops        []string
+		asJSON       bool
+		ignoreEOS    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "run -m MODEL -p PROMPT",
+		Short: "Generate text from a prompt, streaming tokens to stdout",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			so := engine.SampleOptions{Temp: temp, TopK: topK, TopP: topP, MinP: minP, RepPenalty: repPen, RepLastN: repLastN, Seed: uint64(seed)}
+			if err := so.Validate(); err != nil {
+				return err
+			}
+			if n < 0 {
+				return fmt.Errorf("-n %d: must be ≥ 0", n)
+			}
+			if (prompt == "") == (promptTokens == "") {
+				return errors.New("give exactly one of -p PROMPT (- for stdin) and --prompt-tokens 1,2,3")
+			}
+			if prompt == "-" {
+				b, err := io.ReadAll(os.Stdin)
+				if err != nil {
+					return err
+				}
+				prompt = string(b)
+			}
+			l, err := rf.load(ctx)
+			if err != nil {
+				return err
+			}
+			defer l.Close()
+			var ids []int
+			if promptTokens != "" {
+				if ids, err = parseIDs(promptTokens); err != nil {
+					return fmt.Errorf("--prompt-tokens: %w", err)
+				}
+			} else {
+				if l.tok == nil {
+					return fmt.Errorf("%s has no tokenizer: pass --prompt-tokens", l.dir)
+				}
+				ids = l.tok.Encode(prompt, true)
+			}
+			sess, err := l.model.NewSession()
+			if err != nil {
+				return err
+			}
+			defer sess.Close()
+			out := cmd.OutOrStdout()
+			var text strings.Builder
+			var stream *tokenizer.StreamDecoder
+			if l.tok != nil {
+				stream = l.tok.NewStreamDecoder()
+			}
+			opts := engine.GenerateOptions{Sample: so, MaxTokens: n}
+			if l.tok != nil && !ignoreEOS {
+				opts.StopAtEOG = l.tok.IsEOG
+			}
+			opts.OnToken = func(id int) error {
+				if stream == nil {
+					return nil
+				}
+				piece := stream.Push(id)
+				text.WriteString(piece)
+				if !asJSON {
+					_, err := io.WriteString(out, piece)
+					return err
+				}
+				return nil
+			}
+			if len(stops) > 0 {
+				opts.StopText = func(int) bool {
+					for _, s := range stops {
+						if strings.Contains(text.String(), s) {
+							return true
+						}
+					}
+					return false
+				}
+			}
+			var res *engine.Result
+			if n == 0 {
+				res = &engine.Result{Reason: "length"}
+			} else if res, err = sess.Generate(ctx, ids, opts); err != nil {
+				return err
+			}
+			if stream != nil {
+				rest := stream.Flush()
+				text.WriteString(rest)
+				if !asJSON {
+					io.WriteString(out, rest)
+				}
+			}
+			final := text.String()
+			if res.Reason == "stop" {
+				for _, s := range stops {
+					if i := strings.Index(final, s); i >= 0 {
+						final = final[:i]
+					}
+				}
+			}
+			if asJSON {
+				return printJSON(out, map[string]any{
+					"prompt_tokens": ids, "tokens": nonNil(res.Tokens), "text": final, "stop_reason": res.Reason,
+					"prefill_ms": res.Stats.Prefill.Seconds() * 1000, "decode_tok_s": decodeRate(res.Stats),
+				})
+			}
+			fmt.Fprintln(out)
+			if res.Reason == "interrupted" {
+				fmt.Fprintln(os.Stderr, "interrupted")
+			}
+			return nil
+		},
+	}
+	rf.register(cmd)
+	f := cmd.Flags()
+	f.StringVarP(&prompt, "prompt", "p", "", "prompt text (- reads stdin); BOS is added when the tokenizer says so")
+	f.StringVar(&promptTokens, "prompt-tokens", "", "raw prompt token ids, comma-separated (no BOS added)")
+	f.IntVarP(&n, "n", "n", 128, "maximum new tokens")
+	def := engine.DefaultSampleOptions()
+	f.Float64Var(&temp, "temp", def.Temp, "temperature (0 = greedy argmax)")
+	f.IntVar(&topK, "top-k", def.TopK, "keep the k most likely tokens (0 = off)")
+	f.Float64Var(&topP, "top-p", def.TopP, "keep the smallest set with this probability mass (1 = off)")
+	f.Float64Var(&minP, "min-p", def.MinP, "drop tokens below this fraction of the most likely one (0 = off)")
+	f.Float64Var(&repPen, "repeat-penalty", def.RepPenalty, "repetition penalty (1 = off)")
+	f.IntVar(&repLastN, "repeat-last-n", def.RepLastN, "tokens the repetition penalty looks back over")
+	f.Int64Var(&seed, "seed", 0, "random seed for sampling")
+	f.StringArrayVar(&stops, "stop", nil, "stop when the output contains this text (repeatable)")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object at the end instead of streaming text")
+	f.BoolVar(&ignoreEOS, "ignore-eos", false, "keep generating past end-of-generation tokens")
+	return cmd
+}
+
+func nonNil(v []int) []int {
+	if v == nil {
+		return []int{}
+	}
+	return v
+}
+
+func decodeRate(s engine.Stats) float64 {
+	var total float64
+	for _, d := range s.TokenLatency {
+		total += d.Seconds()
+	}
+	if total == 0 {
+		return 0
+	}
+	return float64(len(s.TokenLatency)) / total
+}
+
+// parseIDs parses "1,403,407".
+func parseIDs(s string) ([]int, error) {
+	var ids []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		v, err := strconv.Atoi(f)
+		if err != nil || v < 0 {
+			return nil, fmt.Errorf("bad token id %q", f)
+		}
+		ids = append(ids, v)
+	}
+	if len(ids) == 0 {
+		return nil, errors.New("no token ids")
+	}
+	return ids, nil
+}

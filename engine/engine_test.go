@@ -1,0 +1,261 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/kernels"
+	"github.com/doppler-llm/doppler/rdrr"
+)
+
+var (
+	devOnce sync.Once
+	dev     *kernels.Device
+	devErr  error
+	convMu  sync.Mutex
+	convDir = map[string]string{}
+)
+
+func testDevice(t testing.TB) *kernels.Device {
+	t.Helper()
+	devOnce.Do(func() { dev, devErr = kernels.Open(kernels.Options{}) })
+	if devErr != nil {
+		t.Fatalf("no GPU adapter (CI installs mesa-vulkan-drivers): %v", devErr)
+	}
+	return dev
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, d := range convDir {
+		os.RemoveAll(filepath.Dir(d))
+	}
+	os.Exit(code)
+}
+
+// loadShared converts a shared model (GGUF file or HF directory) once per
+// test binary and loads it.
+func loadShared(t testing.TB, rel string, opts Options) *Model {
+	t.Helper()
+	src := testdata.Path(t, rel)
+	convMu.Lock()
+	dir, ok := convDir[src]
+	if !ok {
+		tmp, err := os.MkdirTemp("", "doppler-engine-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir = filepath.Join(tmp, "model")
+		if _, err := rdrr.Convert(context.Background(), src, dir, rdrr.ConvertOptions{}); err != nil {
+			convMu.Unlock()
+			t.Fatal(err)
+		}
+		convDir[src] = dir
+	}
+	convMu.Unlock()
+	rm, err := rdrr.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(context.Background(), testDevice(t), rm, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func newSession(t testing.TB, m *Model) *Session {
+	t.Helper()
+	s, err := m.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+type onceGolden struct {
+	PromptTokens []int  `json:"promptTokens"`
+	Generated    []int  `json:"generated"`
+	Text         string `json:"text"`
+	Steps        []struct {
+		Token int          `json:"token"`
+		Top5  [][2]float64 `json:"top5"`
+	} `json:"steps"`
+}
+
+func readGolden(t testing.TB, rel string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(testdata.Path(t, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func softmax(l []float32) []float64 {
+	mx := math.Inf(-1)
+	for _, v := range l {
+		mx = math.Max(mx, float64(v))
+	}
+	p := make([]float64, len(l))
+	var sum float64
+	for i, v := range l {
+		p[i] = math.Exp(float64(v) - mx)
+		sum += p[i]
+	}
+	for i := range p {
+		p[i] /= sum
+	}
+	return p
+}
+
+func argmax(l []float32) int {
+	best := 0
+	for i, v := range l {
+		if v > l[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// TestStoriesGolden checks greedy generation from "Once upon a time"
+// against llama.cpp: every token for F32/F16; for the quantized files,
+// teacher-forced top-1 wherever llama.cpp's margin is clear, and the
+// golden's top-5 probabilities at every step.
+func TestStoriesGolden(t *testing.T) {
+	cases := []struct {
+		file   string
+		exact  bool
+		probTo float64
+	}{
+		{"stories260K", true, 1e-3},
+		{"stories260K-F16", true, 1e-3},
+		{"stories260K-Q8_0", false, 2e-2},
+		// llama.cpp rounds activations to 8 bits before Q4_0 dot
+		// products (Q8_0 activations); the engine keeps them in f32, and
+		// at one step of 32 the two differ by 0.022.
+		{"stories260K-Q4_0", false, 3e-2},
+		{"stories260K-Q4_K_M", false, 2e-2},
+	}
+	for _, c := range cases {
+		t.Run(c.file, func(t *testing.T) {
+			var g onceGolden
+			readGolden(t, "golden/"+c.file+".once.json", &g)
+			if c.exact {
+				// Token-exact with both KV cache types.
+				for _, kvf32 := range []bool{false, true} {
+					s := newSession(t, loadShared(t, "models/"+c.file+".gguf", Options{Context: 128, KVF32: kvf32}))
+					res, err := s.Generate(context.Background(), g.PromptTokens, GenerateOptions{MaxTokens: len(g.Generated)})
+					if err != nil {
+						t.Fatal(err)
+					}
+					for i := range g.Generated {
+						if i >= len(res.Tokens) || res.Tokens[i] != g.Generated[i] {
+							t.Fatalf("kv f32=%v: greedy token %d: got %v, want %v", kvf32, i, res.Tokens, g.Generated)
+						}
+					}
+				}
+			}
+			// Teacher forcing: feed the golden sequence, check each step's
+			// probabilities (f32 KV cache: the f16 cache's rounding alone
+			// moves some probabilities by ~1e-3).
+			s := newSession(t, loadShared(t, "models/"+c.file+".gguf", Options{Context: 128, KVF32: true}))
+			logits, err := s.Forward(g.PromptTokens)
+			if err != nil {
+				t.Fatal(err)
+			}
+			clear, agree := 0, 0
+			for i, st := range g.Steps {
+				p := softmax(logits)
+				for _, tp := range st.Top5 {
+					if d := math.Abs(p[int(tp[0])] - tp[1]); d > c.probTo {
+						t.Errorf("step %d: p(%d) = %.5f, llama.cpp %.5f", i, int(tp[0]), p[int(tp[0])], tp[1])
+					}
+				}
+				if st.Top5[0][1]-st.Top5[1][1] > 2*c.probTo {
+					clear++
+					if argmax(logits) == st.Token {
+						agree++
+					} else {
+						t.Errorf("step %d: top-1 %d, llama.cpp %d (margin %.3f)", i, argmax(logits), st.Token, st.Top5[0][1]-st.Top5[1][1])
+					}
+				}
+				if i+1 < len(g.Steps) {
+					if logits, err = s.Forward([]int{st.Token}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			t.Logf("%d steps, top-1 agrees on %d/%d clear-margin steps", len(g.Steps), agree, clear)
+		})
+	}
+}
+
+// TestKVCacheConsistency: prefilling N tokens at once equals feeding them
+// one by one through the KV cache.
+func TestKVCacheConsistency(t *testing.T) {
+	for _, kvf32 := range []bool{true, false} {
+		m := loadShared(t, "models/stories260K.gguf", Options{Context: 96, KVF32: kvf32})
+		ids := []int{1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 300, 12, 77, 45, 99, 310}
+		all, err := newSession(t, m).ForwardAll(ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := newSession(t, m)
+		tol := 1e-4
+		if !kvf32 {
+			tol = 2e-2
+		}
+		for i, id := range ids {
+			one, err := s.Forward([]int{id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for j := range one {
+				if d := math.Abs(float64(one[j] - all[i][j])); d > tol {
+					t.Fatalf("kv f32=%v: position %d logit %d: one-by-one %g, batched %g", kvf32, i, j, one[j], all[i][j])
+				}
+			}
+		}
+	}
+}
+
+// TestDecodeOneSubmit: each decode step is one submit that reads back only
+// the 4-byte token id.
+func TestDecodeOneSubmit(t *testing.T) {
+	m := loadShared(t, "models/stories260K.gguf", Options{Context: 64})
+	s := newSession(t, m)
+	res, err := s.Generate(context.Background(), []int{1, 403, 407}, GenerateOptions{MaxTokens: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := uint64(len(res.Stats.TokenLatency))
+	if steps != 8 || res.Stats.Submits != steps || res.Stats.ReadbackBytes != 4*steps {
+		t.Fatalf("%d decode steps: %d submits, %d readback bytes; want one submit and 4 bytes each", steps, res.Stats.Submits, res.Stats.ReadbackBytes)
+	}
+}
+
+func TestContextOverflow(t *testing.T) {
+	m := loadShared(t, "models/stories260K.gguf", Options{Context: 8})
+	s := newSession(t, m)
+	if _, err := s.Generate(context.Background(), make([]int, 9), GenerateOptions{MaxTokens: 1}); err == nil {
+		t.Fatal("a prompt longer than the context was accepted")
+	}
+	res, err := s.Generate(context.Background(), []int{1, 2, 3}, GenerateOptions{MaxTokens: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reason != "context" || len(res.Tokens) != 6 {
+		t.Fatalf("generation past the context: reason %q, %d tokens", res.Reason, len(res.Tokens))
+	}
+}

@@ -1,0 +1,248 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+
+	"github.com/doppler-llm/doppler/kernels"
+	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/quant"
+)
+
+// Options controls Load.
+type Options struct {
+	// Context is the KV-cache length in tokens; 0 = min(model context, 4096).
+	Context int
+	// KVF32 keeps the KV cache in f32 instead of f16.
+	KVF32 bool
+	// Batch is the most prompt tokens one prefill pass takes; 0 = 256.
+	Batch  int
+	Logger *slog.Logger
+}
+
+// family describes how an architecture differs from the shared block.
+type family struct {
+	name string
+}
+
+// families are the architectures this engine runs. Each is the shared
+// pre-norm transformer block; the config carries their differences.
+var families = map[string]family{
+	"llama":   {name: "llama"},
+	"mistral": {name: "mistral"},
+}
+
+// Model is a model loaded onto the GPU.
+type Model struct {
+	Config rdrr.Config
+	dev    *kernels.Device
+	log    *slog.Logger
+	opts   Options
+
+	embed   *kernels.Weight
+	outNorm *kernels.Buffer
+	output  *kernels.Weight
+	layers  []layer
+	ropeInv []float32
+	ropeSc  float32
+	bytes   uint64 // weight bytes uploaded
+}
+
+type layer struct {
+	attnNorm, ffnNorm *kernels.Buffer
+	q, k, v           *kernels.Weight
+	o                 *kernels.Weight
+	gateUp            *kernels.Weight // fused [gate; up]
+	gate, up          *kernels.Weight
+	down              *kernels.Weight
+}
+
+// Load uploads a model's weights to the GPU.
+func Load(ctx context.Context, dev *kernels.Device, m *rdrr.Model, opts Options) (*Model, error) {
+	cfg := m.Manifest.Config
+	if _, ok := families[cfg.Architecture]; !ok {
+		return nil, fmt.Errorf("unsupported architecture %q (supported: llama, mistral)", cfg.Architecture)
+	}
+	if cfg.Experts > 0 {
+		return nil, fmt.Errorf("architecture %q with %d experts: MoE is not supported yet", cfg.Architecture, cfg.Experts)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Batch <= 0 {
+		opts.Batch = 256
+	}
+	if opts.Context <= 0 {
+		opts.Context = 4096
+		if cfg.ContextLength > 0 {
+			opts.Context = min(cfg.ContextLength, 4096)
+		}
+	}
+	md := &Model{Config: cfg, dev: dev, log: opts.Logger, opts: opts}
+	l := &loader{ctx: ctx, m: m, dev: dev, md: md}
+	var err error
+	if md.ropeInv, md.ropeSc, err = ropeFreqs(cfg.Rope); err != nil {
+		return nil, err
+	}
+	if md.embed, err = l.matrix("token_embd.weight", cfg.VocabSize, cfg.HiddenSize); err != nil {
+		return nil, err
+	}
+	if md.outNorm, err = l.vector("output_norm.weight", cfg.HiddenSize); err != nil {
+		return nil, err
+	}
+	if _, ok := m.Tensor("output.weight"); ok && !cfg.TiedEmbeddings {
+		if md.output, err = l.matrix("output.weight", cfg.VocabSize, cfg.HiddenSize); err != nil {
+			return nil, err
+		}
+	} else {
+		md.output = md.embed
+	}
+	qDim, kvDim := cfg.Heads*cfg.HeadDim, cfg.KVHeads*cfg.HeadDim
+	for i := 0; i < cfg.Layers; i++ {
+		p := func(s string) string { return fmt.Sprintf("blk.%d.%s", i, s) }
+		var ly layer
+		if ly.attnNorm, err = l.vector(p("attn_norm.weight"), cfg.HiddenSize); err != nil {
+			return nil, err
+		}
+		if ly.ffnNorm, err = l.vector(p("ffn_norm.weight"), cfg.HiddenSize); err != nil {
+			return nil, err
+		}
+		// Q, K and V stay separate matrices: each output needs its own
+		// binding, and binding offsets must be 256-byte aligned.
+		if ly.q, err = l.matrix(p("attn_q.weight"), qDim, cfg.HiddenSize); err != nil {
+			return nil, err
+		}
+		if ly.k, err = l.matrix(p("attn_k.weight"), kvDim, cfg.HiddenSize); err != nil {
+			return nil, err
+		}
+		if ly.v, err = l.matrix(p("attn_v.weight"), kvDim, cfg.HiddenSize); err != nil {
+			return nil, err
+		}
+		if ly.o, err = l.matrix(p("attn_output.weight"), cfg.HiddenSize, qDim); err != nil {
+			return nil, err
+		}
+		if ly.gateUp, err = l.fused(p("ffn_gate_up"), cfg.HiddenSize,
+			part{p("ffn_gate.weight"), cfg.FFN}, part{p("ffn_up.weight"), cfg.FFN}); err != nil {
+			return nil, err
+		}
+		if ly.gateUp == nil {
+			if ly.gate, err = l.matrix(p("ffn_gate.weight"), cfg.FFN, cfg.HiddenSize); err != nil {
+				return nil, err
+			}
+			if ly.up, err = l.matrix(p("ffn_up.weight"), cfg.FFN, cfg.HiddenSize); err != nil {
+				return nil, err
+			}
+		}
+		if ly.down, err = l.matrix(p("ffn_down.weight"), cfg.HiddenSize, cfg.FFN); err != nil {
+			return nil, err
+		}
+		md.layers = append(md.layers, ly)
+	}
+	return md, nil
+}
+
+// WeightBytes is the size of the weights on the GPU.
+func (m *Model) WeightBytes() uint64 { return m.bytes }
+
+// Device returns the GPU the model lives on.
+func (m *Model) Device() *kernels.Device { return m.dev }
+
+type loader struct {
+	ctx context.Context
+	m   *rdrr.Model
+	dev *kernels.Device
+	md  *Model
+}
+
+func (l *loader) tensor(name string, shape ...int64) (*rdrr.Tensor, []byte, error) {
+	t, ok := l.m.Tensor(name)
+	if !ok {
+		return nil, nil, fmt.Errorf("tensor %s is missing", name)
+	}
+	if fmt.Sprint(t.Shape) != fmt.Sprint(shape) {
+		return nil, nil, fmt.Errorf("tensor %s has shape %v, want %v", name, t.Shape, shape)
+	}
+	b, err := l.m.ReadTensor(l.ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, b, nil
+}
+
+// vector uploads a 1-D tensor as f32.
+func (l *loader) vector(name string, n int) (*kernels.Buffer, error) {
+	t, b, err := l.tensor(name, int64(n))
+	if err != nil {
+		return nil, err
+	}
+	f := make([]float32, n)
+	if err := quant.Dequantize(t.DType, b, f); err != nil {
+		return nil, fmt.Errorf("tensor %s: %w", name, err)
+	}
+	raw := make([]byte, 4*n)
+	for i, v := range f {
+		u := math.Float32bits(v)
+		raw[4*i], raw[4*i+1], raw[4*i+2], raw[4*i+3] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
+	}
+	buf, err := l.dev.NewBufferInit(name, raw)
+	if err != nil {
+		return nil, err
+	}
+	l.md.bytes += uint64(len(raw))
+	return buf, nil
+}
+
+// matrix uploads a 2-D weight in its stored dtype.
+func (l *loader) matrix(name string, rows, cols int) (*kernels.Weight, error) {
+	t, b, err := l.tensor(name, int64(rows), int64(cols))
+	if err != nil {
+		return nil, err
+	}
+	w, err := l.dev.UploadWeight(name, t.DType, rows, cols, b)
+	if err != nil {
+		return nil, err
+	}
+	l.md.bytes += w.Bytes()
+	return w, nil
+}
+
+type part struct {
+	name string
+	rows int
+}
+
+// fused uploads several weights of one dtype with the same input size as
+// one matrix (their rows stacked), so one matmul computes them all. It
+// returns nil when the dtypes differ.
+func (l *loader) fused(name string, cols int, parts ...part) (*kernels.Weight, error) {
+	var dt quant.DType
+	for i, p := range parts {
+		t, ok := l.m.Tensor(p.name)
+		if !ok {
+			return nil, fmt.Errorf("tensor %s is missing", p.name)
+		}
+		if i == 0 {
+			dt = t.DType
+		} else if t.DType != dt {
+			return nil, nil
+		}
+	}
+	var data []byte
+	rows := 0
+	for _, p := range parts {
+		_, b, err := l.tensor(p.name, int64(p.rows), int64(cols))
+		if err != nil {
+			return nil, err
+		}
+		data = append(data, b...)
+		rows += p.rows
+	}
+	w, err := l.dev.UploadWeight(name, dt, rows, cols, data)
+	if err != nil {
+		return nil, err
+	}
+	l.md.bytes += w.Bytes()
+	return w, nil
+}

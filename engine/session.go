@@ -1,0 +1,328 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/doppler-llm/doppler/kernels"
+)
+
+// ErrContextFull is returned when tokens would not fit the KV cache.
+var ErrContextFull = errors.New("context window is full")
+
+// Session is one conversation's state on the GPU: activations, the KV
+// cache, and the recorded ops of the forward pass, built once per batch
+// size and replayed.
+type Session struct {
+	m      *Model
+	dev    *kernels.Device
+	ctxLen int
+	batch  int
+	pos    int // tokens already in the KV cache
+
+	// activations, [batch][…]
+	x, xn, q, k, v, att, gu, h *kernels.Buffer
+	xLast, xnLast              *kernels.Buffer // the last row, for the LM head after a prefill
+	logits                     *kernels.Buffer // [vocab]
+	logitsAll                  *kernels.Buffer // [batch][vocab], built on demand
+	ids                        *kernels.Buffer // u32 [batch], written by the CPU
+	tok                        *kernels.Buffer // u32, the sampled token (the next decode input)
+	posBuf                     *kernels.Buffer // u32 pos0 of the current batch
+	kc, vc                     []*kernels.Buffer
+
+	plans   map[planKey][]*kernels.Op
+	sampler *gpuSampler
+	bufs    []*kernels.Buffer
+}
+
+type planKey struct {
+	m       int
+	fromTok bool // decode: input id is the previously sampled token
+	all     bool // logits for every row
+}
+
+// NewSession allocates a session's buffers and KV cache.
+func (m *Model) NewSession() (*Session, error) {
+	c := m.Config
+	s := &Session{m: m, dev: m.dev, ctxLen: m.opts.Context, batch: m.opts.Batch, plans: map[planKey][]*kernels.Op{}}
+	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	b := uint64(s.batch)
+	for _, a := range []struct {
+		dst   **kernels.Buffer
+		name  string
+		bytes uint64
+	}{
+		{&s.x, "x", b * uint64(c.HiddenSize) * 4},
+		{&s.xn, "xn", b * uint64(c.HiddenSize) * 4},
+		{&s.q, "q", b * uint64(qDim) * 4},
+		{&s.k, "k", b * uint64(kvDim) * 4},
+		{&s.v, "v", b * uint64(kvDim) * 4},
+		{&s.att, "att", b * uint64(qDim) * 4},
+		{&s.gu, "gate_up", b * uint64(2*c.FFN) * 4},
+		{&s.h, "ffn_h", b * uint64(c.FFN) * 4},
+		{&s.xLast, "x_last", uint64(c.HiddenSize) * 4},
+		{&s.xnLast, "xn_last", uint64(c.HiddenSize) * 4},
+		{&s.logits, "logits", uint64(c.VocabSize) * 4},
+		{&s.ids, "ids", b * 4},
+		{&s.tok, "tok", 4},
+		{&s.posBuf, "pos", 4},
+	} {
+		buf, err := s.dev.NewBuffer(a.name, a.bytes)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		*a.dst = buf
+		s.bufs = append(s.bufs, buf)
+	}
+	f16 := !m.opts.KVF32
+	kvBytes := kernels.KVCacheBytes(c.KVHeads, s.ctxLen, c.HeadDim, f16)
+	for l := 0; l < c.Layers; l++ {
+		for _, dst := range []*[]*kernels.Buffer{&s.kc, &s.vc} {
+			buf, err := s.dev.NewBuffer(fmt.Sprintf("kv%d", l), kvBytes)
+			if err != nil {
+				s.Close()
+				return nil, fmt.Errorf("KV cache for %d tokens: %w", s.ctxLen, err)
+			}
+			*dst = append(*dst, buf)
+			s.bufs = append(s.bufs, buf)
+		}
+	}
+	return s, nil
+}
+
+// Close frees the session's GPU memory.
+func (s *Session) Close() {
+	for _, b := range s.bufs {
+		b.Release()
+	}
+	s.bufs = nil
+	for _, ops := range s.plans {
+		for _, op := range ops {
+			op.Release()
+		}
+	}
+	s.plans = nil
+	if s.sampler != nil {
+		s.sampler.release()
+	}
+}
+
+// Pos is the number of tokens in the KV cache.
+func (s *Session) Pos() int { return s.pos }
+
+// Context is the KV cache capacity in tokens.
+func (s *Session) Context() int { return s.ctxLen }
+
+// Reset empties the KV cache (the next token is at position 0).
+func (s *Session) Reset() { s.pos = 0 }
+
+func whole(b *kernels.Buffer) kernels.BufferRange { return kernels.Whole(b) }
+
+// plan returns (building once) the ops of a forward pass over m tokens,
+// ending with the logits of the last token (or of every token when all).
+func (s *Session) plan(k planKey) ([]*kernels.Op, error) {
+	if ops, ok := s.plans[k]; ok {
+		return ops, nil
+	}
+	ops, err := s.build(k)
+	if err != nil {
+		return nil, err
+	}
+	s.plans[k] = ops
+	return ops, nil
+}
+
+func (s *Session) build(k planKey) ([]*kernels.Op, error) {
+	c := s.m.Config
+	d := s.dev
+	m := k.m
+	var ops []*kernels.Op
+	var err error
+	add := func(op *kernels.Op, e error) {
+		if err == nil && e != nil {
+			err = e
+		}
+		if op != nil {
+			ops = append(ops, op)
+		}
+	}
+	addN := func(o []*kernels.Op, e error) {
+		if err == nil && e != nil {
+			err = e
+		}
+		ops = append(ops, o...)
+	}
+	ids := whole(s.ids)
+	if k.fromTok {
+		ids = whole(s.tok)
+	}
+	scale := float32(1)
+	if c.EmbedScale != 0 {
+		scale = float32(c.EmbedScale)
+	}
+	addN(d.Embed(s.m.embed, ids, whole(s.x), m, scale))
+	eps := float32(c.NormEps)
+	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	attnScale := float32(1 / math.Sqrt(float64(c.HeadDim)))
+	if c.AttnScale != 0 {
+		attnScale = float32(c.AttnScale)
+	}
+	rope := kernels.RoPEParams{Dim: c.Rope.Dim, Neox: c.Rope.Style == "neox", InvFreq: s.m.ropeInv, Scale: s.m.ropeSc}
+	pos := whole(s.posBuf)
+	f16 := !s.m.opts.KVF32
+	for l, ly := range s.m.layers {
+		add(d.RMSNorm(whole(s.x), whole(ly.attnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
+		addN(d.MatMul(ly.q, whole(s.xn), whole(s.q), m, kernels.MatMulOpts{}))
+		addN(d.MatMul(ly.k, whole(s.xn), whole(s.k), m, kernels.MatMulOpts{}))
+		addN(d.MatMul(ly.v, whole(s.xn), whole(s.v), m, kernels.MatMulOpts{}))
+		add(d.RoPE(whole(s.q), pos, m, c.Heads, c.HeadDim, qDim, rope))
+		add(d.RoPE(whole(s.k), pos, m, c.KVHeads, c.HeadDim, kvDim, rope))
+		add(d.KVStore(whole(s.k), whole(s.kc[l]), pos, m, c.KVHeads, c.HeadDim, s.ctxLen, kvDim, f16))
+		add(d.KVStore(whole(s.v), whole(s.vc[l]), pos, m, c.KVHeads, c.HeadDim, s.ctxLen, kvDim, f16))
+		window := 0
+		if c.LayerSliding(l) {
+			window = c.SlidingWindow
+		}
+		add(d.Attention(whole(s.q), whole(s.kc[l]), whole(s.vc[l]), whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen,
+			kernels.AttnOpts{Scale: attnScale, Window: window, F16: f16}))
+		addN(d.MatMul(ly.o, whole(s.att), whole(s.x), m, kernels.MatMulOpts{Accumulate: true}))
+		add(d.RMSNorm(whole(s.x), whole(ly.ffnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
+		if ly.gateUp != nil {
+			addN(d.MatMul(ly.gateUp, whole(s.xn), whole(s.gu), m, kernels.MatMulOpts{}))
+		} else {
+			return nil, errors.New("separate gate/up matrices are not supported yet")
+		}
+		add(d.GatedAct(whole(s.gu), whole(s.h), m, c.FFN, 2*c.FFN, c.FFN, activation(c.Activation)))
+		addN(d.MatMul(ly.down, whole(s.h), whole(s.x), m, kernels.MatMulOpts{Accumulate: true}))
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", l, err)
+		}
+	}
+	switch {
+	case k.all:
+		if s.logitsAll == nil {
+			if s.logitsAll, err = d.NewBuffer("logits_all", uint64(s.batch)*uint64(c.VocabSize)*4); err != nil {
+				return nil, err
+			}
+			s.bufs = append(s.bufs, s.logitsAll)
+		}
+		add(d.RMSNorm(whole(s.x), whole(s.m.outNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
+		addN(d.MatMul(s.m.output, whole(s.xn), whole(s.logitsAll), m, kernels.MatMulOpts{}))
+	case m == 1:
+		add(d.RMSNorm(whole(s.x), whole(s.m.outNorm), whole(s.xnLast), 1, c.HiddenSize, eps, c.NormAddOne))
+		addN(d.MatMul(s.m.output, whole(s.xnLast), whole(s.logits), 1, kernels.MatMulOpts{}))
+	default:
+		// The caller copies the last row of x into xLast before these.
+		add(d.RMSNorm(whole(s.xLast), whole(s.m.outNorm), whole(s.xnLast), 1, c.HiddenSize, eps, c.NormAddOne))
+		addN(d.MatMul(s.m.output, whole(s.xnLast), whole(s.logits), 1, kernels.MatMulOpts{}))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ops, nil
+}
+
+// headOps is how many trailing ops of a plan form the LM head (norm + matmul parts).
+func (s *Session) headOps() int { return 1 + len(s.m.output.Parts) }
+
+func activation(name string) kernels.Act {
+	switch name {
+	case "gelu_tanh":
+		return kernels.GELUTanh
+	case "swiglu_oai":
+		return kernels.SwiGLUOAI
+	}
+	return kernels.SiLU
+}
+
+// encode records a forward pass over ids (or, with fromTok, over the last
+// sampled token) into e, writing the batch position first. It advances pos.
+func (s *Session) encode(e *kernels.Encoder, ids []int, fromTok, all bool) error {
+	m := len(ids)
+	if fromTok {
+		m = 1
+	}
+	if s.pos+m > s.ctxLen {
+		return fmt.Errorf("%w: %d tokens in the cache + %d new > %d", ErrContextFull, s.pos, m, s.ctxLen)
+	}
+	if !fromTok {
+		buf := make([]byte, 4*m)
+		for i, id := range ids {
+			if id < 0 || id >= s.m.Config.VocabSize {
+				return fmt.Errorf("token id %d outside the %d-token vocabulary", id, s.m.Config.VocabSize)
+			}
+			binary.LittleEndian.PutUint32(buf[4*i:], uint32(id))
+		}
+		if err := s.dev.Write(s.ids, 0, buf); err != nil {
+			return err
+		}
+	}
+	var p [4]byte
+	binary.LittleEndian.PutUint32(p[:], uint32(s.pos))
+	if err := s.dev.Write(s.posBuf, 0, p[:]); err != nil {
+		return err
+	}
+	ops, err := s.plan(planKey{m: m, fromTok: fromTok, all: all})
+	if err != nil {
+		return err
+	}
+	if m > 1 && !all {
+		head := s.headOps()
+		e.Run(ops[:len(ops)-head]...)
+		hidden := uint64(s.m.Config.HiddenSize) * 4
+		e.Copy(s.x, uint64(m-1)*hidden, s.xLast, 0, hidden)
+		e.Run(ops[len(ops)-head:]...)
+	} else {
+		e.Run(ops...)
+	}
+	s.pos += m
+	return nil
+}
+
+// Forward runs ids through the model (in chunks of the batch size) and
+// returns the logits of the last token.
+func (s *Session) Forward(ids []int) ([]float32, error) {
+	if len(ids) == 0 {
+		return nil, errors.New("no tokens")
+	}
+	for len(ids) > 0 {
+		n := min(len(ids), s.batch)
+		e := s.dev.NewEncoder()
+		if err := s.encode(e, ids[:n], false, false); err != nil {
+			return nil, err
+		}
+		if err := e.Submit(); err != nil {
+			return nil, err
+		}
+		ids = ids[n:]
+	}
+	return s.dev.ReadF32(s.logits, 0, s.m.Config.VocabSize)
+}
+
+// ForwardAll runs ids (at most the batch size) and returns the logits of
+// every position.
+func (s *Session) ForwardAll(ids []int) ([][]float32, error) {
+	if len(ids) == 0 || len(ids) > s.batch {
+		return nil, fmt.Errorf("ForwardAll takes 1 to %d tokens, got %d", s.batch, len(ids))
+	}
+	e := s.dev.NewEncoder()
+	if err := s.encode(e, ids, false, true); err != nil {
+		return nil, err
+	}
+	if err := e.Submit(); err != nil {
+		return nil, err
+	}
+	v := s.m.Config.VocabSize
+	flat, err := s.dev.ReadF32(s.logitsAll, 0, len(ids)*v)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]float32, len(ids))
+	for i := range out {
+		out[i] = flat[i*v : (i+1)*v]
+	}
+	return out, nil
+}

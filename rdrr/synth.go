@@ -1,0 +1,179 @@
+package rdrr
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+
+	"github.com/doppler-llm/doppler/rdrr/quant"
+)
+
+// SynthShapes are real model shapes for benchmarking without weights.
+var SynthShapes = map[string]Config{
+	// Llama-3.2-1B.
+	"1b": {Architecture: "llama", ContextLength: 131072, HiddenSize: 2048, Layers: 16, Heads: 32, KVHeads: 8, HeadDim: 64,
+		FFN: 8192, VocabSize: 128256, NormEps: 1e-5, Activation: "silu", TiedEmbeddings: true,
+		Rope: RoPE{Theta: 500000, Dim: 64, Style: "normal", Scaling: &RoPEScaling{Type: "llama3", Factor: 32, LowFreqFactor: 1, HighFreqFact: 4, OriginalCtx: 8192}}},
+	// Llama-3-8B.
+	"8b": {Architecture: "llama", ContextLength: 8192, HiddenSize: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128,
+		FFN: 14336, VocabSize: 128256, NormEps: 1e-5, Activation: "silu",
+		Rope: RoPE{Theta: 500000, Dim: 128, Style: "normal"}},
+}
+
+// Synthesize writes an RDRR model of the given config with random weights
+// of dtype dt (the LM head takes Q6_K when dt is Q4_K, as llama.cpp's
+// Q4_K_M does; norms are F32). Random blocks are made directly in the
+// quantized layout with small finite scales, so gigabytes are written in
+// seconds. The output is a normal RDRR directory, atomically renamed.
+func Synthesize(ctx context.Context, cfg Config, dt quant.DType, seed uint64, out string, opts WriterOptions) (ModelID, error) {
+	if err := cfg.Validate(); err != nil {
+		return ModelID{}, err
+	}
+	if err := checkOut(out); err != nil {
+		return ModelID{}, err
+	}
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(out)), 0o755); err != nil {
+		return ModelID{}, err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(out)), "."+filepath.Base(out)+".tmp-")
+	if err != nil {
+		return ModelID{}, err
+	}
+	defer os.RemoveAll(tmp)
+	w, err := NewWriter(tmp, opts)
+	if err != nil {
+		return ModelID{}, err
+	}
+	defer w.Abort()
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	mat := func(name string, rows, cols int, d quant.DType) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return w.AddTensor(name, d, []int64{int64(rows), int64(cols)}, &randomBlocks{rng: rng, dt: d, left: int64(rows) * int64(mustRow(d, cols))})
+	}
+	vec := func(name string, n int) error {
+		return w.AddTensor(name, quant.F32, []int64{int64(n)}, &randomBlocks{rng: rng, dt: quant.F32, left: int64(n) * 4, norm: true})
+	}
+	head := dt
+	if dt == quant.Q4_K {
+		head = quant.Q6_K
+	}
+	c := cfg
+	if err := mat("token_embd.weight", c.VocabSize, c.HiddenSize, dt); err != nil {
+		return ModelID{}, err
+	}
+	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	for l := 0; l < c.Layers; l++ {
+		p := func(s string) string { return fmt.Sprintf("blk.%d.%s", l, s) }
+		for _, e := range []error{
+			vec(p("attn_norm.weight"), c.HiddenSize),
+			mat(p("attn_q.weight"), qDim, c.HiddenSize, dt),
+			mat(p("attn_k.weight"), kvDim, c.HiddenSize, dt),
+			mat(p("attn_v.weight"), kvDim, c.HiddenSize, dt),
+			mat(p("attn_output.weight"), c.HiddenSize, qDim, dt),
+			vec(p("ffn_norm.weight"), c.HiddenSize),
+			mat(p("ffn_gate.weight"), c.FFN, c.HiddenSize, dt),
+			mat(p("ffn_up.weight"), c.FFN, c.HiddenSize, dt),
+			mat(p("ffn_down.weight"), c.HiddenSize, c.FFN, dt),
+		} {
+			if e != nil {
+				return ModelID{}, e
+			}
+		}
+	}
+	if err := vec("output_norm.weight", c.HiddenSize); err != nil {
+		return ModelID{}, err
+	}
+	if !c.TiedEmbeddings {
+		if err := mat("output.weight", c.VocabSize, c.HiddenSize, head); err != nil {
+			return ModelID{}, err
+		}
+	}
+	id, err := w.Finish(&Manifest{Name: "synthetic", Config: cfg, Source: &Source{Format: "synthetic", File: fmt.Sprintf("random-%s", dt)}})
+	if err != nil {
+		return ModelID{}, err
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return ModelID{}, err
+	}
+	return id, nil
+}
+
+func mustRow(d quant.DType, cols int) int {
+	n, err := d.RowBytes(cols)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+// randomBlocks is a reader of random data in dt's block layout with valid,
+// small scales: the f16 scale fields are overwritten so values stay finite
+// and of unit-ish magnitude.
+type randomBlocks struct {
+	rng  *rand.Rand
+	dt   quant.DType
+	left int64
+	norm bool // f32 values near 1 (norm weights)
+	buf  []byte
+}
+
+func (r *randomBlocks) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	bb := r.dt.BlockBytes()
+	n := int(min(int64(len(p)), r.left))
+	n -= n % bb
+	if n == 0 {
+		if r.buf == nil {
+			r.buf = make([]byte, bb)
+		}
+		r.fill(r.buf)
+		n = copy(p, r.buf)
+		r.left -= int64(n)
+		return n, nil
+	}
+	for off := 0; off < n; off += bb {
+		r.fill(p[off : off+bb])
+	}
+	r.left -= int64(n)
+	return n, nil
+}
+
+func (r *randomBlocks) fill(b []byte) {
+	for i := 0; i+8 <= len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], r.rng.Uint64())
+	}
+	for i := len(b) &^ 7; i < len(b); i++ {
+		b[i] = byte(r.rng.Uint32())
+	}
+	scale := func(off int, v float32) { binary.LittleEndian.PutUint16(b[off:], quant.F32ToF16(v)) }
+	switch r.dt {
+	case quant.F32:
+		v := (r.rng.Float32() - 0.5) * 0.04
+		if r.norm {
+			v += 1
+		}
+		binary.LittleEndian.PutUint32(b, math.Float32bits(v))
+	case quant.F16:
+		scale(0, (r.rng.Float32()-0.5)*0.04)
+	case quant.BF16:
+		b[1] &= 0x3c // keep the exponent small
+	case quant.Q8_0, quant.Q4_0, quant.Q5_0:
+		scale(0, 0.001)
+	case quant.Q4_K:
+		scale(0, 0.001)
+		scale(2, 0.001)
+	case quant.Q6_K:
+		scale(208, 0.001)
+	case quant.MXFP4:
+		b[0] = 120
+	}
+}
