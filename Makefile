@@ -4,20 +4,27 @@ MODEL   ?= ../shared/models/stories260K.gguf
 BIN     := ./doppler
 FUZZTIME ?= 5s
 
-.PHONY: build run test fmt-check vet fuzz
+PROMPT  ?= Once upon a time
 
-build:
+.PHONY: deps build run test fmt-check vet fuzz
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
 	CGO_ENABLED=1 $(GO) build -o $(BIN) ./cmd/node
 
-# The main job: package the default model as RDRR, inspect and verify it.
+# The main job: package the default model as RDRR (inspect, verify), then
+# generate a sample from it on the GPU.
 run: build
 	rm -rf .cache/run-model
 	$(BIN) convert $(MODEL) -o .cache/run-model
 	$(BIN) inspect .cache/run-model
 	$(BIN) verify .cache/run-model
+	$(BIN) run -m .cache/run-model -p "$(PROMPT)" -n 96 --temp 0
 
 # Everything CI checks: formatting, vet, the unit/golden/GPU tests, fuzzing.
-test: fmt-check vet
+test: deps fmt-check vet
 	$(GO) test -count=1 ./...
 	$(MAKE) fuzz
 

@@ -193,7 +193,10 @@ func checkHFTensor(t *testing.T, m *Model, cfg Config, name string, shape []int6
 				t.Fatalf("%s misplaced", name)
 			}
 		}
-	case func() bool { n, _ := fmt.Sscanf(name, "model.layers.%d.block_sparse_moe.experts.%d.%s", &l, &e, &role); return n == 3 }():
+	case func() bool {
+		n, _ := fmt.Sscanf(name, "model.layers.%d.block_sparse_moe.experts.%d.%s", &l, &e, &role)
+		return n == 3
+	}():
 		gguf := map[string]string{"w1.weight": "ffn_gate_exps", "w3.weight": "ffn_up_exps", "w2.weight": "ffn_down_exps"}[role]
 		b, err := m.ReadExpert(ctx, fmt.Sprintf("blk.%d.%s.weight", l, gguf), e)
 		if err != nil || !bytes.Equal(b, want) {
