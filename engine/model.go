@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 
 	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/rdrr"
@@ -22,21 +23,10 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// family describes how an architecture differs from the shared block.
-type family struct {
-	name string
-}
-
-// families are the architectures this engine runs. Each is the shared
-// pre-norm transformer block; the config carries their differences.
-var families = map[string]family{
-	"llama":   {name: "llama"},
-	"mistral": {name: "mistral"},
-}
-
 // Model is a model loaded onto the GPU.
 type Model struct {
 	Config rdrr.Config
+	fam    family
 	dev    *kernels.Device
 	log    *slog.Logger
 	opts   Options
@@ -45,28 +35,32 @@ type Model struct {
 	outNorm *kernels.Buffer
 	output  *kernels.Weight
 	layers  []layer
-	ropeInv []float32
-	ropeSc  float32
+	rope      kernels.RoPEParams
+	ropeLocal kernels.RoPEParams // sliding layers, when their RoPE differs
 	bytes   uint64 // weight bytes uploaded
 }
 
 type layer struct {
-	attnNorm, ffnNorm *kernels.Buffer
-	q, k, v           *kernels.Weight
-	o                 *kernels.Weight
-	gateUp            *kernels.Weight // fused [gate; up]
-	gate, up          *kernels.Weight
-	down              *kernels.Weight
+	attnNorm, ffnNorm         *kernels.Buffer
+	qNorm, kNorm              *kernels.Buffer // per-head, [head_dim] (qk_norm)
+	postAttnNorm, postFFNNorm *kernels.Buffer // sandwich norms
+	q, k, v, o                *kernels.Weight
+	qBias, kBias, vBias       *kernels.Buffer
+	oBias                     *kernels.Buffer
+	sinks                     *kernels.Buffer
+	gateUp                    *kernels.Weight // fused [gate; up]
+	down                      *kernels.Weight
 }
 
 // Load uploads a model's weights to the GPU.
 func Load(ctx context.Context, dev *kernels.Device, m *rdrr.Model, opts Options) (*Model, error) {
 	cfg := m.Manifest.Config
-	if _, ok := families[cfg.Architecture]; !ok {
-		return nil, fmt.Errorf("unsupported architecture %q (supported: llama, mistral)", cfg.Architecture)
+	fam, ok := families[cfg.Architecture]
+	if !ok {
+		return nil, fmt.Errorf("unsupported architecture %q (supported: %s)", cfg.Architecture, strings.Join(supportedArchitectures(), ", "))
 	}
-	if cfg.Experts > 0 {
-		return nil, fmt.Errorf("architecture %q with %d experts: MoE is not supported yet", cfg.Architecture, cfg.Experts)
+	if cfg.Experts > 0 && !fam.moe {
+		return nil, fmt.Errorf("architecture %q with %d experts: MoE is not supported for it", cfg.Architecture, cfg.Experts)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -80,11 +74,17 @@ func Load(ctx context.Context, dev *kernels.Device, m *rdrr.Model, opts Options)
 			opts.Context = min(cfg.ContextLength, 4096)
 		}
 	}
-	md := &Model{Config: cfg, dev: dev, log: opts.Logger, opts: opts}
+	md := &Model{Config: cfg, fam: fam, dev: dev, log: opts.Logger, opts: opts}
 	l := &loader{ctx: ctx, m: m, dev: dev, md: md}
 	var err error
-	if md.ropeInv, md.ropeSc, err = ropeFreqs(cfg.Rope); err != nil {
+	if md.rope, err = ropeParams(cfg.Rope); err != nil {
 		return nil, err
+	}
+	md.ropeLocal = md.rope
+	if cfg.RopeLocal != nil {
+		if md.ropeLocal, err = ropeParams(*cfg.RopeLocal); err != nil {
+			return nil, err
+		}
 	}
 	if md.embed, err = l.matrix("token_embd.weight", cfg.VocabSize, cfg.HiddenSize); err != nil {
 		return nil, err
@@ -109,6 +109,38 @@ func Load(ctx context.Context, dev *kernels.Device, m *rdrr.Model, opts Options)
 		if ly.ffnNorm, err = l.vector(p("ffn_norm.weight"), cfg.HiddenSize); err != nil {
 			return nil, err
 		}
+		if cfg.QKNorm {
+			if ly.qNorm, err = l.vector(p("attn_q_norm.weight"), cfg.HeadDim); err != nil {
+				return nil, err
+			}
+			if ly.kNorm, err = l.vector(p("attn_k_norm.weight"), cfg.HeadDim); err != nil {
+				return nil, err
+			}
+		}
+		if fam.sandwich {
+			if ly.postAttnNorm, err = l.vector(p("post_attention_norm.weight"), cfg.HiddenSize); err != nil {
+				return nil, err
+			}
+			if ly.postFFNNorm, err = l.vector(p("post_ffw_norm.weight"), cfg.HiddenSize); err != nil {
+				return nil, err
+			}
+		}
+		if fam.attnBias {
+			for _, b := range []struct {
+				dst  **kernels.Buffer
+				name string
+				n    int
+			}{{&ly.qBias, "attn_q.bias", qDim}, {&ly.kBias, "attn_k.bias", kvDim}, {&ly.vBias, "attn_v.bias", kvDim}, {&ly.oBias, "attn_output.bias", cfg.HiddenSize}} {
+				if *b.dst, err = l.vector(p(b.name), b.n); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if cfg.AttnSinks {
+			if ly.sinks, err = l.vector(p("attn_sinks.weight"), cfg.Heads); err != nil {
+				return nil, err
+			}
+		}
 		// Q, K and V stay separate matrices: each output needs its own
 		// binding, and binding offsets must be 256-byte aligned.
 		if ly.q, err = l.matrix(p("attn_q.weight"), qDim, cfg.HiddenSize); err != nil {
@@ -126,14 +158,6 @@ func Load(ctx context.Context, dev *kernels.Device, m *rdrr.Model, opts Options)
 		if ly.gateUp, err = l.fused(p("ffn_gate_up"), cfg.HiddenSize,
 			part{p("ffn_gate.weight"), cfg.FFN}, part{p("ffn_up.weight"), cfg.FFN}); err != nil {
 			return nil, err
-		}
-		if ly.gateUp == nil {
-			if ly.gate, err = l.matrix(p("ffn_gate.weight"), cfg.FFN, cfg.HiddenSize); err != nil {
-				return nil, err
-			}
-			if ly.up, err = l.matrix(p("ffn_up.weight"), cfg.FFN, cfg.HiddenSize); err != nil {
-				return nil, err
-			}
 		}
 		if ly.down, err = l.matrix(p("ffn_down.weight"), cfg.HiddenSize, cfg.FFN); err != nil {
 			return nil, err
@@ -214,8 +238,7 @@ type part struct {
 }
 
 // fused uploads several weights of one dtype with the same input size as
-// one matrix (their rows stacked), so one matmul computes them all. It
-// returns nil when the dtypes differ.
+// one matrix (their rows stacked), so one matmul computes them all.
 func (l *loader) fused(name string, cols int, parts ...part) (*kernels.Weight, error) {
 	var dt quant.DType
 	for i, p := range parts {
@@ -226,7 +249,7 @@ func (l *loader) fused(name string, cols int, parts ...part) (*kernels.Weight, e
 		if i == 0 {
 			dt = t.DType
 		} else if t.DType != dt {
-			return nil, nil
+			return nil, fmt.Errorf("tensors %s (%s) and %s (%s) must share a dtype", parts[0].name, dt, p.name, t.DType)
 		}
 	}
 	var data []byte

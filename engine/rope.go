@@ -4,8 +4,18 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/rdrr"
 )
+
+// ropeParams turns a config RoPE into the kernel's parameters.
+func ropeParams(r rdrr.RoPE) (kernels.RoPEParams, error) {
+	inv, scale, err := ropeFreqs(r)
+	if err != nil {
+		return kernels.RoPEParams{}, err
+	}
+	return kernels.RoPEParams{Dim: r.Dim, Neox: r.Style == "neox", InvFreq: inv, Scale: scale}, nil
+}
 
 // ropeFreqs returns the inverse frequencies of a RoPE (Dim/2 of them) with
 // its context-extension scaling folded in, and the factor that multiplies

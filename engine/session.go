@@ -24,6 +24,8 @@ type Session struct {
 
 	// activations, [batch][…]
 	x, xn, q, k, v, att, gu, h *kernels.Buffer
+	qRaw, kRaw                 *kernels.Buffer // before the per-head q/k norm
+	tmp, tmp2                  *kernels.Buffer // block outputs before a sandwich norm
 	xLast, xnLast              *kernels.Buffer // the last row, for the LM head after a prefill
 	logits                     *kernels.Buffer // [vocab]
 	logitsAll                  *kernels.Buffer // [batch][vocab], built on demand
@@ -49,6 +51,12 @@ func (m *Model) NewSession() (*Session, error) {
 	s := &Session{m: m, dev: m.dev, ctxLen: m.opts.Context, batch: m.opts.Batch, plans: map[planKey][]*kernels.Op{}}
 	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	b := uint64(s.batch)
+	nb := func(need bool, n uint64) uint64 { // size of an optional buffer
+		if need {
+			return n
+		}
+		return 0
+	}
 	for _, a := range []struct {
 		dst   **kernels.Buffer
 		name  string
@@ -68,7 +76,14 @@ func (m *Model) NewSession() (*Session, error) {
 		{&s.ids, "ids", b * 4},
 		{&s.tok, "tok", 4},
 		{&s.posBuf, "pos", 4},
+		{&s.qRaw, "q_raw", nb(c.QKNorm, b*uint64(qDim)*4)},
+		{&s.kRaw, "k_raw", nb(c.QKNorm, b*uint64(kvDim)*4)},
+		{&s.tmp, "tmp", nb(m.fam.sandwich, b*uint64(c.HiddenSize)*4)},
+		{&s.tmp2, "tmp2", nb(m.fam.sandwich, b*uint64(c.HiddenSize)*4)},
 	} {
+		if a.bytes == 0 {
+			continue
+		}
 		buf, err := s.dev.NewBuffer(a.name, a.bytes)
 		if err != nil {
 			s.Close()
@@ -170,37 +185,70 @@ func (s *Session) build(k planKey) ([]*kernels.Op, error) {
 	if c.AttnScale != 0 {
 		attnScale = float32(c.AttnScale)
 	}
-	rope := kernels.RoPEParams{Dim: c.Rope.Dim, Neox: c.Rope.Style == "neox", InvFreq: s.m.ropeInv, Scale: s.m.ropeSc}
 	pos := whole(s.posBuf)
 	f16 := !s.m.opts.KVF32
+
+	bias := func(b *kernels.Buffer) kernels.MatMulOpts {
+		if b == nil {
+			return kernels.MatMulOpts{}
+		}
+		return kernels.MatMulOpts{Bias: whole(b)}
+	}
+	// Where q and k land: straight in s.q/s.k, or first in the raw buffers
+	// when a per-head norm follows.
+	qOut, kOut := s.q, s.k
+	if c.QKNorm {
+		qOut, kOut = s.qRaw, s.kRaw
+	}
+	// The attention and FFN outputs: added straight into the residual
+	// stream, or (sandwich norms) normed first.
+	residual := func(w *kernels.Weight, in *kernels.Buffer, b *kernels.Buffer, post *kernels.Buffer) {
+		if post == nil {
+			o := bias(b)
+			o.Accumulate = true
+			addN(d.MatMul(w, whole(in), whole(s.x), m, o))
+			return
+		}
+		addN(d.MatMul(w, whole(in), whole(s.tmp), m, bias(b)))
+		add(d.RMSNorm(whole(s.tmp), whole(post), whole(s.tmp2), m, c.HiddenSize, eps, c.NormAddOne))
+		add(d.AddInPlace(whole(s.x), whole(s.tmp2), m*c.HiddenSize))
+	}
 	for l, ly := range s.m.layers {
+		sliding := c.LayerSliding(l)
+		rope := s.m.rope
+		if sliding {
+			rope = s.m.ropeLocal
+		}
 		add(d.RMSNorm(whole(s.x), whole(ly.attnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
-		addN(d.MatMul(ly.q, whole(s.xn), whole(s.q), m, kernels.MatMulOpts{}))
-		addN(d.MatMul(ly.k, whole(s.xn), whole(s.k), m, kernels.MatMulOpts{}))
-		addN(d.MatMul(ly.v, whole(s.xn), whole(s.v), m, kernels.MatMulOpts{}))
+		addN(d.MatMul(ly.q, whole(s.xn), whole(qOut), m, bias(ly.qBias)))
+		addN(d.MatMul(ly.k, whole(s.xn), whole(kOut), m, bias(ly.kBias)))
+		addN(d.MatMul(ly.v, whole(s.xn), whole(s.v), m, bias(ly.vBias)))
+		if c.QKNorm {
+			add(d.RMSNorm(whole(s.qRaw), whole(ly.qNorm), whole(s.q), m*c.Heads, c.HeadDim, eps, c.NormAddOne))
+			add(d.RMSNorm(whole(s.kRaw), whole(ly.kNorm), whole(s.k), m*c.KVHeads, c.HeadDim, eps, c.NormAddOne))
+		}
 		add(d.RoPE(whole(s.q), pos, m, c.Heads, c.HeadDim, qDim, rope))
 		add(d.RoPE(whole(s.k), pos, m, c.KVHeads, c.HeadDim, kvDim, rope))
 		add(d.KVStore(whole(s.k), whole(s.kc[l]), pos, m, c.KVHeads, c.HeadDim, s.ctxLen, kvDim, f16))
 		add(d.KVStore(whole(s.v), whole(s.vc[l]), pos, m, c.KVHeads, c.HeadDim, s.ctxLen, kvDim, f16))
-		window := 0
-		if c.LayerSliding(l) {
-			window = c.SlidingWindow
+		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap)}
+		if sliding {
+			ao.Window = c.SlidingWindow
 		}
-		add(d.Attention(whole(s.q), whole(s.kc[l]), whole(s.vc[l]), whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen,
-			kernels.AttnOpts{Scale: attnScale, Window: window, F16: f16}))
-		addN(d.MatMul(ly.o, whole(s.att), whole(s.x), m, kernels.MatMulOpts{Accumulate: true}))
+		if ly.sinks != nil {
+			ao.Sinks = whole(ly.sinks)
+		}
+		add(d.Attention(whole(s.q), whole(s.kc[l]), whole(s.vc[l]), whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao))
+		residual(ly.o, s.att, ly.oBias, ly.postAttnNorm)
 		add(d.RMSNorm(whole(s.x), whole(ly.ffnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
-		if ly.gateUp != nil {
-			addN(d.MatMul(ly.gateUp, whole(s.xn), whole(s.gu), m, kernels.MatMulOpts{}))
-		} else {
-			return nil, errors.New("separate gate/up matrices are not supported yet")
-		}
+		addN(d.MatMul(ly.gateUp, whole(s.xn), whole(s.gu), m, kernels.MatMulOpts{}))
 		add(d.GatedAct(whole(s.gu), whole(s.h), m, c.FFN, 2*c.FFN, c.FFN, activation(c.Activation)))
-		addN(d.MatMul(ly.down, whole(s.h), whole(s.x), m, kernels.MatMulOpts{Accumulate: true}))
+		residual(ly.down, s.h, nil, ly.postFFNNorm)
 		if err != nil {
 			return nil, fmt.Errorf("layer %d: %w", l, err)
 		}
 	}
+
 	switch {
 	case k.all:
 		if s.logitsAll == nil {
