@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -257,5 +258,64 @@ func TestContextOverflow(t *testing.T) {
 	}
 	if res.Reason != "context" || len(res.Tokens) != 6 {
 		t.Fatalf("generation past the context: reason %q, %d tokens", res.Reason, len(res.Tokens))
+	}
+}
+
+// TestInterrupt: cancelling the context stops generation cleanly and keeps
+// what was generated (Ctrl-C in doppler run).
+func TestInterrupt(t *testing.T) {
+	m := loadShared(t, "models/stories260K.gguf", Options{Context: 64})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := 0
+	res, err := newSession(t, m).Generate(ctx, []int{1, 403, 407}, GenerateOptions{MaxTokens: 50, OnToken: func(int) error {
+		if n++; n == 3 {
+			cancel()
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reason != "interrupted" || len(res.Tokens) != 3 {
+		t.Fatalf("reason %q with %d tokens, want interrupted with 3", res.Reason, len(res.Tokens))
+	}
+}
+
+// TestSampling: seeded sampling is reproducible, differs across seeds, and
+// temperature 0 equals greedy.
+func TestSampling(t *testing.T) {
+	m := loadShared(t, "models/stories260K.gguf", Options{Context: 64})
+	run := func(o SampleOptions) []int {
+		res, err := newSession(t, m).Generate(context.Background(), []int{1, 403, 407}, GenerateOptions{MaxTokens: 60, Sample: o})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Tokens
+	}
+	o := DefaultSampleOptions()
+	o.Temp, o.Seed = 1.2, 7
+	a, b := run(o), run(o)
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Fatalf("same seed, different output: %v vs %v", a, b)
+	}
+	differs := false
+	for seed := uint64(8); seed < 12 && !differs; seed++ {
+		o.Seed = seed
+		differs = fmt.Sprint(run(o)) != fmt.Sprint(a)
+	}
+	if !differs {
+		t.Fatal("four other seeds all gave the same output")
+	}
+	o = SampleOptions{RepPenalty: 1.5, RepLastN: 32}
+	greedy := run(SampleOptions{})
+	penalized := run(o)
+	if fmt.Sprint(greedy) == fmt.Sprint(penalized) {
+		t.Fatalf("repetition penalty 1.5 changed nothing in greedy output %v", greedy)
+	}
+	for _, bad := range []SampleOptions{{Temp: -1}, {TopP: 1.5}, {MinP: 1}, {TopK: -2}} {
+		if _, err := newSession(t, m).Generate(context.Background(), []int{1}, GenerateOptions{MaxTokens: 1, Sample: bad}); err == nil {
+			t.Fatalf("sampling options %+v accepted", bad)
+		}
 	}
 }

@@ -214,15 +214,15 @@ func (g *gpuSampler) release() {
 	}
 }
 
-// newSampler builds the sampling ops: argmax for greedy, else the GPU
-// sampler with its per-token state.
+// newSampler builds the sampling ops: argmax for plain greedy, else the GPU
+// sampler (penalty, filters, draw) with its per-token state.
 func (s *Session) newSampler(o SampleOptions) (*gpuSampler, error) {
 	if s.sampler != nil {
 		s.sampler.release()
 		s.sampler = nil
 	}
 	g := &gpuSampler{s: s}
-	if o.Temp == 0 {
+	if o.Temp == 0 && (o.RepPenalty == 0 || o.RepPenalty == 1) {
 		op, err := s.dev.Argmax(whole(s.logits), whole(s.tok), s.m.Config.VocabSize)
 		if err != nil {
 			return nil, err
