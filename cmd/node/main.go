@@ -72,6 +72,6 @@ func newRoot() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug detail to stderr")
-	root.AddCommand(newConvert(), newInspect(), newVerify(), newRun(), newBench())
+	root.AddCommand(newConvert(), newInspect(), newVerify(), newRun(), newBench(), newTokenize())
 	return root
 }
