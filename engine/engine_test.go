@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -316,6 +317,35 @@ func TestSampling(t *testing.T) {
 	for _, bad := range []SampleOptions{{Temp: -1}, {TopP: 1.5}, {MinP: 1}, {TopK: -2}} {
 		if _, err := newSession(t, m).Generate(context.Background(), []int{1}, GenerateOptions{MaxTokens: 1, Sample: bad}); err == nil {
 			t.Fatalf("sampling options %+v accepted", bad)
+		}
+	}
+}
+
+// TestLoadErrors: an unsupported architecture or a missing tensor is a
+// clear error at load time.
+func TestLoadErrors(t *testing.T) {
+	src := testdata.Path(t, "models/stories260K-Q8_0.gguf")
+	cases := []struct{ from, to, want string }{
+		{`"architecture":"llama"`, `"architecture":"bloom"`, `unsupported architecture "bloom"`},
+		{`"name":"blk.3.ffn_up.weight"`, `"name":"blk.3.ffn_up.weigxx"`, "tensor blk.3.ffn_up.weight is missing"},
+	}
+	for _, c := range cases {
+		dir := filepath.Join(t.TempDir(), "m")
+		if _, err := rdrr.Convert(context.Background(), src, dir, rdrr.ConvertOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		mp := filepath.Join(dir, rdrr.ManifestFile)
+		b, _ := os.ReadFile(mp)
+		if !strings.Contains(string(b), c.from) {
+			t.Fatalf("manifest lacks %s", c.from)
+		}
+		os.WriteFile(mp, []byte(strings.Replace(string(b), c.from, c.to, 1)), 0o644)
+		rm, err := rdrr.OpenDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(context.Background(), testDevice(t), rm, Options{Context: 16}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("got %v, want %q", err, c.want)
 		}
 	}
 }

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/doppler-llm/doppler/internal/testdata"
+)
+
+// doppler runs the CLI in-process and returns stdout.
+func doppler(t *testing.T, stdin string, args ...string) (string, error) {
+	t.Helper()
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	if stdin != "" {
+		r, w, _ := os.Pipe()
+		w.WriteString(stdin)
+		w.Close()
+		old := os.Stdin
+		os.Stdin = r
+		defer func() { os.Stdin = old }()
+	}
+	err := root.Execute()
+	return out.String(), err
+}
+
+func TestConvertInspectVerify(t *testing.T) {
+	src := testdata.Path(t, "models/stories260K.gguf")
+	dir := filepath.Join(t.TempDir(), "stories")
+	out, err := doppler(t, "", "convert", src, "-o", dir)
+	if err != nil || !strings.Contains(out, "model id ") {
+		t.Fatalf("convert: %v\n%s", err, out)
+	}
+	out, err = doppler(t, "", "inspect", dir)
+	for _, want := range []string{"model id", "architecture  llama", "layers        5", "tokenizer     llama, 512 tokens", "shards:"} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Fatalf("inspect lacks %q: %v\n%s", want, err, out)
+		}
+	}
+	if out, err = doppler(t, "", "inspect", src); err != nil || !strings.Contains(out, "GGUF v3") {
+		t.Fatalf("inspect GGUF: %v\n%s", err, out)
+	}
+	if out, err = doppler(t, "", "verify", dir); err != nil || !strings.HasPrefix(out, "ok ") {
+		t.Fatalf("verify: %v\n%s", err, out)
+	}
+	// One flipped byte: verify names the shard and block and fails.
+	m, _ := filepath.Glob(filepath.Join(dir, "[0-9a-f]*"))
+	b, _ := os.ReadFile(m[0])
+	b[len(b)-10] ^= 1
+	os.WriteFile(m[0], b, 0o644)
+	out, err = doppler(t, "", "verify", dir)
+	if err == nil || !strings.Contains(out, "BAD shard 0 ") || !strings.Contains(out, "block 1") {
+		t.Fatalf("verify of a modified shard: %v\n%s", err, out)
+	}
+}
+
+func TestRunJSON(t *testing.T) {
+	src := testdata.Path(t, "models/stories260K.gguf")
+	t.Setenv("DOPPLER_CACHE", t.TempDir())
+	var got struct {
+		PromptTokens []int  `json:"prompt_tokens"`
+		Tokens       []int  `json:"tokens"`
+		Text         string `json:"text"`
+	}
+	// Flags after the positional-free command, model from the environment.
+	t.Setenv("DOPPLER_MODEL", src)
+	out, err := doppler(t, "", "run", "--prompt-tokens", "1,403,407,261,378", "--temp", "0", "-n", "8", "--json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	want := []int{432, 383, 286, 261, 376, 298, 315, 421}
+	if len(got.Tokens) != 8 || got.Tokens[0] != want[0] || got.Tokens[7] != want[7] || len(got.PromptTokens) != 5 {
+		t.Fatalf("tokens %v (prompt %v), want %v", got.Tokens, got.PromptTokens, want)
+	}
+	if !strings.HasPrefix(got.Text, ", there was a little girl") {
+		t.Fatalf("text %q", got.Text)
+	}
+	// -p - reads stdin and adds BOS.
+	out, err = doppler(t, "Once upon a time", "run", "-m", src, "-p", "-", "--temp", "0", "-n", "4", "--json")
+	if err != nil || json.Unmarshal([]byte(out), &got) != nil || got.PromptTokens[0] != 1 || len(got.PromptTokens) != 5 {
+		t.Fatalf("stdin prompt: %v\n%s", err, out)
+	}
+	// Streaming text.
+	out, err = doppler(t, "", "run", "-m", src, "-p", "Once upon a time", "--temp", "0", "-n", "8")
+	if err != nil || !strings.HasPrefix(out, ", there was a little girl") {
+		t.Fatalf("streamed: %v\n%q", err, out)
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	src := testdata.Path(t, "models/stories260K.gguf")
+	t.Setenv("DOPPLER_MODEL", "")
+	t.Setenv("DOPPLER_CACHE", t.TempDir())
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "-p", "hi"}, "DOPPLER_MODEL"},
+		{[]string{"run", "-m", "/nonexistent.gguf", "-p", "hi"}, "nonexistent"},
+		{[]string{"run", "-m", src, "-p", "hi", "--temp", "-1"}, "temperature"},
+		{[]string{"run", "-m", src, "-p", "hi", "--top-p", "2"}, "top-p"},
+		{[]string{"run", "-m", src, "--prompt-tokens", "1,x"}, "bad token id"},
+		{[]string{"run", "-m", src, "-p", strings.Repeat("word ", 40), "--ctx", "16"}, "context"},
+	}
+	for _, c := range cases {
+		out, err := doppler(t, "", c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: got %v (%s), want an error mentioning %q", c.args, err, out, c.want)
+		}
+	}
+}
