@@ -31,13 +31,13 @@ type Model struct {
 	log    *slog.Logger
 	opts   Options
 
-	embed   *kernels.Weight
-	outNorm *kernels.Buffer
-	output  *kernels.Weight
-	layers  []layer
+	embed     *kernels.Weight
+	outNorm   *kernels.Buffer
+	output    *kernels.Weight
+	layers    []layer
 	rope      kernels.RoPEParams
 	ropeLocal kernels.RoPEParams // sliding layers, when their RoPE differs
-	bytes   uint64 // weight bytes uploaded
+	bytes     uint64             // weight bytes uploaded
 }
 
 type layer struct {
