@@ -26,5 +26,8 @@ func All() []KernelInfo {
 		{Name: "act", WGSL: "act.wgsl", HasRef: true},
 		{Name: "argmax", WGSL: "argmax.wgsl", HasRef: true},
 		{Name: "sample", WGSL: "sample.wgsl", HasRef: true},
+		{Name: "moe", WGSL: "moe_route.wgsl", HasRef: true},
+		{Name: "moe", WGSL: "moe_matmul.wgsl", HasRef: true}, // + matmul_dtypes.wgsl decoders
+		{Name: "moe", WGSL: "moe_combine.wgsl", HasRef: true},
 	}
 }
