@@ -83,8 +83,8 @@ const (
 // MoERoute builds the router: logits f32 [m][experts] (the router MatMul's
 // output, bias included) → sel u32 [m][k] (expert ids, descending by logit,
 // ties → lower id, NaN ranks lowest) and wts f32 [m][k] (the gate weights,
-// see [Gating]; they sum to 1 per token). sel and wts must be buffers
-// other than logits' (they may share one buffer with each other).
+// see [Gating]; they sum to 1 per token). sel and wts must be two
+// buffers other than logits'.
 func (d *Device) MoERoute(logits, sel, wts BufferRange, m, experts, k int, g Gating) (*Op, error) {
 	if m <= 0 || experts <= 0 || k <= 0 || k > experts || g > GatingTopKSoftmax || uint64(m)*uint64(experts) >= math.MaxUint32 {
 		return nil, fmt.Errorf("kernels: moe route: bad shape m=%d experts=%d k=%d gating=%v", m, experts, k, g)

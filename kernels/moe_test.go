@@ -420,3 +420,326 @@ func TestMoEErrors(t *testing.T) {
 		t.Error("combine with too small buffers: no error")
 	}
 }
+
+// moeBlock is a whole MoE FFN on the GPU: router MatMul (+ bias) → route →
+// gate/up experts (one stack, each expert's rows [gate; up]) → GatedAct on
+// m·k rows → down experts (x per slot) → combine into the residual.
+type moeBlock struct {
+	experts, k, hidden, ffn int
+	dt                      quant.DType
+	g                       Gating
+	act                     Act
+	bias                    bool // expert biases (GPT-OSS)
+
+	router                     *Weight
+	gateUp, down               *ExpertWeight
+	routerData, guData, dnData []byte
+	rBias, guBias, dnBias      []float32
+	rBiasBuf, guBiasBuf        *Buffer
+	dnBiasBuf                  *Buffer
+}
+
+func newMoEBlock(tb testing.TB, d *Device, r *rand.Rand, b moeBlock, tied bool, winner int) *moeBlock {
+	tb.Helper()
+	nr := b.experts
+	if tied {
+		nr = 1
+	}
+	rep := func(data []byte) []byte {
+		out := data
+		for len(out) < len(data)*b.experts/nr {
+			out = append(out, data...)
+		}
+		return out
+	}
+	b.routerData = rep(moeRandWeight(r, quant.F32, nr, b.hidden))
+	b.guData = rep(moeRandWeight(r, b.dt, nr*2*b.ffn, b.hidden))
+	b.dnData = rep(moeRandWeight(r, b.dt, nr*b.hidden, b.ffn))
+	b.rBias = make([]float32, b.experts)
+	if winner >= 0 {
+		b.rBias[winner] = 1000
+	}
+	var err error
+	if b.router, err = d.UploadWeight("router", quant.F32, b.experts, b.hidden, b.routerData); err != nil {
+		tb.Fatal(err)
+	}
+	if b.gateUp, err = d.UploadExpertWeight("gate_up", b.dt, b.experts, 2*b.ffn, b.hidden, b.guData); err != nil {
+		tb.Fatal(err)
+	}
+	if b.down, err = d.UploadExpertWeight("down", b.dt, b.experts, b.hidden, b.ffn, b.dnData); err != nil {
+		tb.Fatal(err)
+	}
+	b.rBiasBuf = moeBuf(tb, d, "router bias", b.rBias, 0)
+	if b.bias {
+		b.guBias = randF32(r, b.experts*2*b.ffn, 1)
+		b.dnBias = randF32(r, b.experts*b.hidden, 1)
+		if tied {
+			for e := 1; e < b.experts; e++ {
+				copy(b.guBias[e*2*b.ffn:], b.guBias[:2*b.ffn])
+				copy(b.dnBias[e*b.hidden:], b.dnBias[:b.hidden])
+			}
+		}
+		b.guBiasBuf = moeBuf(tb, d, "gate_up bias", b.guBias, 0)
+		b.dnBiasBuf = moeBuf(tb, d, "down bias", b.dnBias, 0)
+	}
+	return &b
+}
+
+func (b *moeBlock) release() {
+	b.router.Release()
+	b.gateUp.Release()
+	b.down.Release()
+	for _, x := range []*Buffer{b.rBiasBuf, b.guBiasBuf, b.dnBiasBuf} {
+		if x != nil {
+			x.Release()
+		}
+	}
+}
+
+// moeScratch are the block's activations.
+type moeScratch struct {
+	x, resid, logits, sel, wts, gu, h, y *Buffer
+}
+
+func (s *moeScratch) release() {
+	for _, b := range []*Buffer{s.x, s.resid, s.logits, s.sel, s.wts, s.gu, s.h, s.y} {
+		b.Release()
+	}
+}
+
+func (b *moeBlock) scratch(tb testing.TB, d *Device, m int) *moeScratch {
+	tb.Helper()
+	nb := func(label string, n int) *Buffer {
+		x, err := d.NewBuffer(label, uint64(n)*4)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return x
+	}
+	mk := m * b.k
+	return &moeScratch{
+		x: nb("x", m*b.hidden), resid: nb("resid", m*b.hidden), logits: nb("logits", m*b.experts),
+		sel: nb("sel", mk), wts: nb("wts", mk), gu: nb("gu", mk*2*b.ffn), h: nb("h", mk*b.ffn), y: nb("y", mk*b.hidden),
+	}
+}
+
+// ops builds the block: resid += MoE(x).
+func (b *moeBlock) ops(tb testing.TB, d *Device, s *moeScratch, m int) []*Op {
+	tb.Helper()
+	var all []*Op
+	add := func(ops []*Op, err error) {
+		if err != nil {
+			releaseOps(all)
+			tb.Fatal(err)
+		}
+		all = append(all, ops...)
+	}
+	one := func(op *Op, err error) { add([]*Op{op}, err) }
+	var guBias, dnBias BufferRange
+	if b.bias {
+		guBias, dnBias = Whole(b.guBiasBuf), Whole(b.dnBiasBuf)
+	}
+	mk := m * b.k
+	add(d.MatMul(b.router, Whole(s.x), Whole(s.logits), m, MatMulOpts{Bias: Whole(b.rBiasBuf)}))
+	one(d.MoERoute(Whole(s.logits), Whole(s.sel), Whole(s.wts), m, b.experts, b.k, b.g))
+	add(d.MatMulExperts(b.gateUp, Whole(s.x), Whole(s.sel), Whole(s.gu), m, b.k, false, guBias))
+	one(d.GatedAct(Whole(s.gu), Whole(s.h), mk, b.ffn, 2*b.ffn, b.ffn, b.act))
+	add(d.MatMulExperts(b.down, Whole(s.h), Whole(s.sel), Whole(s.y), m, b.k, true, dnBias))
+	one(d.MoECombine(Whole(s.y), Whole(s.wts), Whole(s.resid), m, b.k, b.hidden, true))
+	return all
+}
+
+func TestMoEBlock(t *testing.T) {
+	d := testDevice(t)
+	r := rand.New(rand.NewPCG(29, 30))
+	mixtral := moeBlock{experts: 4, k: 2, hidden: 64, ffn: 96, dt: quant.Q8_0, g: GatingSoftmax, act: SiLU}
+	gptoss := moeBlock{experts: 4, k: 2, hidden: 64, ffn: 96, dt: quant.MXFP4, g: GatingTopKSoftmax, act: SwiGLUOAI, bias: true}
+	type tc struct {
+		name   string
+		b      moeBlock
+		tied   bool
+		winner int
+	}
+	cases := []tc{
+		{"mixtral", mixtral, false, -1},
+		{"gptoss", gptoss, false, -1},
+	}
+	for _, base := range []tc{cases[0], cases[1]} {
+		tied := base
+		tied.name += "/tied-experts"
+		tied.tied = true
+		kE := base
+		kE.name += "/k=E"
+		kE.b.k = kE.b.experts
+		win := base
+		win.name += "/one-wins"
+		win.winner = 2
+		win1 := win
+		win1.name += "/k1"
+		win1.b.k = 1
+		cases = append(cases, tied, kE, win, win1)
+	}
+	q4k := mixtral
+	q4k.dt, q4k.hidden, q4k.ffn, q4k.experts = quant.Q4_K, 256, 512, 8
+	cases = append(cases, tc{"q4k-E8", q4k, false, -1})
+	for _, c := range cases {
+		for _, m := range []int{1, 3, 7} {
+			t.Run(fmt.Sprintf("%s/m%d", c.name, m), func(t *testing.T) {
+				checkMoEBlock(t, d, r, newMoEBlock(t, d, r, c.b, c.tied, c.winner), m, c.tied, c.winner)
+			})
+		}
+	}
+}
+
+func checkMoEBlock(t *testing.T, d *Device, r *rand.Rand, b *moeBlock, m int, tied bool, winner int) {
+	defer b.release()
+	s := b.scratch(t, d, m)
+	defer s.release()
+	x := randF32(r, m*b.hidden, 1)
+	resid := randF32(r, m*b.hidden, 1)
+	if err := d.WriteF32(s.x, 0, x); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.WriteF32(s.resid, 0, resid); err != nil {
+		t.Fatal(err)
+	}
+	ops := b.ops(t, d, s, m)
+	defer releaseOps(ops)
+
+	before := d.Stats()
+	enc := d.NewEncoder()
+	enc.Run(ops...)
+	if err := enc.Submit(); err != nil {
+		t.Fatal(err)
+	}
+	d.Wait()
+	after := d.Stats()
+	if after.Submits != before.Submits+1 || after.Readbacks != before.Readbacks || after.Passes != before.Passes+1 {
+		t.Fatalf("block: %d submits, %d passes, %d readbacks; want 1, 1, 0", after.Submits-before.Submits, after.Passes-before.Passes, after.Readbacks-before.Readbacks)
+	}
+
+	// Reference, routed from the GPU's logits (so rounding cannot flip a
+	// near tie), every other step from scratch.
+	logits, err := d.ReadF32(s.logits, 0, m*b.experts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareF32(t, "logits", logits, MatMulRef(quant.F32, b.routerData, b.experts, b.hidden, x, m, b.rBias, nil), 1e-4, 1e-4)
+	sel, wts := MoERouteRef(logits, m, b.experts, b.k, b.g)
+	gotSel, err := d.ReadU32(s.sel, 0, m*b.k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(gotSel) != fmt.Sprint(sel) {
+		t.Fatalf("sel = %v, want %v", gotSel, sel)
+	}
+	for tok := range m {
+		switch {
+		case tied:
+			for j := range b.k {
+				if sel[tok*b.k+j] != uint32(j) || math.Abs(float64(wts[tok*b.k+j])-1/float64(b.k)) > 1e-6 {
+					t.Fatalf("tied experts: token %d: sel %v wts %v, want 0.. with equal weights", tok, sel, wts)
+				}
+			}
+		case winner >= 0:
+			if sel[tok*b.k] != uint32(winner) || math.Abs(float64(wts[tok*b.k])-1) > 1e-6 {
+				t.Fatalf("token %d: sel %v wts %v, want expert %d with weight 1 first", tok, sel, wts, winner)
+			}
+		}
+	}
+	gu := MatMulExpertsRef(b.dt, b.guData, b.experts, 2*b.ffn, b.hidden, x, sel, m, b.k, false, b.guBias)
+	h := GatedActRef(gu, m*b.k, b.ffn, 2*b.ffn, b.ffn, b.act)
+	y := MatMulExpertsRef(b.dt, b.dnData, b.experts, b.hidden, b.ffn, h, sel, m, b.k, true, b.dnBias)
+	want := MoECombineRef(y, wts, m, b.k, b.hidden, resid)
+	got, err := d.ReadF32(s.resid, 0, m*b.hidden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareF32(t, "out", got, want, 1e-3, 1e-3)
+	if tied {
+		// Identical experts: the block equals one expert at weight 1.
+		one := make([]uint32, m)
+		ones := make([]float32, m)
+		for i := range ones {
+			ones[i] = 1
+		}
+		gu1 := MatMulExpertsRef(b.dt, b.guData, b.experts, 2*b.ffn, b.hidden, x, one, m, 1, false, b.guBias)
+		y1 := MatMulExpertsRef(b.dt, b.dnData, b.experts, b.hidden, b.ffn, GatedActRef(gu1, m, b.ffn, 2*b.ffn, b.ffn, b.act), one, m, 1, true, b.dnBias)
+		compareF32(t, "tied vs one expert", got, MoECombineRef(y1, ones, m, 1, b.hidden, resid), 1e-3, 1e-3)
+	}
+}
+
+// moeFastQ4K returns n rows of cols Q4_K values without quantizing (random
+// nibbles and scales, small finite d and dmin): for benchmarks.
+func moeFastQ4K(r *rand.Rand, n, cols int) []byte {
+	rb, _ := quant.Q4_K.RowBytes(cols)
+	data := make([]byte, n*rb)
+	for i := 0; i < len(data); i += 8 {
+		binary.LittleEndian.PutUint64(data[i:], r.Uint64())
+	}
+	for o := 0; o < len(data); o += 144 {
+		binary.LittleEndian.PutUint16(data[o:], quant.F32ToF16(0.01))
+		binary.LittleEndian.PutUint16(data[o+2:], quant.F32ToF16(0.005))
+	}
+	return data
+}
+
+// BenchmarkMoEDecode times one decode token's MoE block (route, gate/up,
+// act, down, combine; the router matmul excluded) at Mixtral 8x7B's shape:
+// E 8, k 2, hidden 4096, ffn 14336, Q4_K experts. The bytes are the two
+// selected experts' (k/E of the stacks), so MB/s is the weight bandwidth.
+func BenchmarkMoEDecode(b *testing.B) {
+	d := testDevice(b)
+	b.Logf("adapter: %s (%s, %s)", d.Info().Name, d.Info().Backend, d.Info().Type)
+	const experts, k, hidden, ffn = 8, 2, 4096, 14336
+	r := rand.New(rand.NewPCG(31, 32))
+	gu, err := d.UploadExpertWeight("gate_up", quant.Q4_K, experts, 2*ffn, hidden, moeFastQ4K(r, experts*2*ffn, hidden))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer gu.Release()
+	dn, err := d.UploadExpertWeight("down", quant.Q4_K, experts, hidden, ffn, moeFastQ4K(r, experts*hidden, ffn))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dn.Release()
+	blk := &moeBlock{experts: experts, k: k, hidden: hidden, ffn: ffn, g: GatingSoftmax, act: SiLU, gateUp: gu, down: dn}
+	s := blk.scratch(b, d, 1)
+	defer s.release()
+	d.WriteF32(s.x, 0, randF32(r, hidden, 1))
+	d.WriteF32(s.logits, 0, randF32(r, experts, 2))
+	var ops []*Op
+	one := func(op *Op, err error) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		ops = append(ops, op)
+	}
+	many := func(o []*Op, err error) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		ops = append(ops, o...)
+	}
+	one(d.MoERoute(Whole(s.logits), Whole(s.sel), Whole(s.wts), 1, experts, k, GatingSoftmax))
+	many(d.MatMulExperts(gu, Whole(s.x), Whole(s.sel), Whole(s.gu), 1, k, false, BufferRange{}))
+	one(d.GatedAct(Whole(s.gu), Whole(s.h), k, ffn, 2*ffn, ffn, SiLU))
+	many(d.MatMulExperts(dn, Whole(s.h), Whole(s.sel), Whole(s.y), 1, k, true, BufferRange{}))
+	one(d.MoECombine(Whole(s.y), Whole(s.wts), Whole(s.resid), 1, k, hidden, true))
+	defer releaseOps(ops)
+	b.SetBytes(int64((gu.W.Bytes() + dn.W.Bytes()) * k / experts))
+	// Warm up (pipelines, first-touch) outside the timer.
+	e := d.NewEncoder()
+	e.Run(ops...)
+	if _, err := e.SubmitRead(s.resid, 0, 4); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	e = d.NewEncoder()
+	for range b.N {
+		e.Run(ops...)
+	}
+	if _, err := e.SubmitRead(s.resid, 0, 4); err != nil {
+		b.Fatal(err)
+	}
+}
