@@ -21,8 +21,10 @@ var families = map[string]family{
 	"mistral": {}, // sliding-window attention (config.sliding_window)
 	"qwen3":   {}, // per-head q/k RMSNorm (config.qk_norm)
 	"gemma3":  {sandwich: true},
+	"mixtral": {moe: true},                 // softmax gating over all experts (config.expert_gating)
+	"gpt-oss": {moe: true, attnBias: true}, // sinks, YaRN, alternating windows, clamped SwiGLU (config)
 }
 
 func supportedArchitectures() []string {
-	return []string{"llama", "mistral", "qwen3", "gemma3"}
+	return []string{"llama", "mistral", "qwen3", "gemma3", "mixtral", "gpt-oss"}
 }

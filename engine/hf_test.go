@@ -52,4 +52,4 @@ func TestHFGoldens(t *testing.T) {
 }
 
 // hfArchs are the shared HF fixtures this engine runs.
-var hfArchs = []string{"llama", "mistral", "qwen3", "gemma3"}
+var hfArchs = []string{"llama", "mistral", "qwen3", "gemma3", "mixtral", "gpt_oss"}

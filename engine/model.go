@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"math"
@@ -50,6 +51,18 @@ type layer struct {
 	sinks                     *kernels.Buffer
 	gateUp                    *kernels.Weight // fused [gate; up]
 	down                      *kernels.Weight
+	moe                       *moeLayer
+}
+
+// moeLayer is a mixture-of-experts FFN: a router and, per expert, fused
+// [gate; up] and down matrices (with optional biases).
+type moeLayer struct {
+	router       *kernels.Weight
+	routerBias   *kernels.Buffer
+	gateUp, down *kernels.ExpertWeight
+	gateUpBias   *kernels.Buffer // [experts][2·ffn]
+	downBias     *kernels.Buffer // [experts][hidden]
+	gating       kernels.Gating
 }
 
 // Load uploads a model's weights to the GPU.
@@ -155,6 +168,13 @@ func Load(ctx context.Context, dev *kernels.Device, m *rdrr.Model, opts Options)
 		if ly.o, err = l.matrix(p("attn_output.weight"), cfg.HiddenSize, qDim); err != nil {
 			return nil, err
 		}
+		if fam.moe {
+			if ly.moe, err = l.moe(i); err != nil {
+				return nil, err
+			}
+			md.layers = append(md.layers, ly)
+			continue
+		}
 		if ly.gateUp, err = l.fused(p("ffn_gate_up"), cfg.HiddenSize,
 			part{p("ffn_gate.weight"), cfg.FFN}, part{p("ffn_up.weight"), cfg.FFN}); err != nil {
 			return nil, err
@@ -205,17 +225,16 @@ func (l *loader) vector(name string, n int) (*kernels.Buffer, error) {
 	if err := quant.Dequantize(t.DType, b, f); err != nil {
 		return nil, fmt.Errorf("tensor %s: %w", name, err)
 	}
-	raw := make([]byte, 4*n)
+	return l.upload(name, f32Bytes(f))
+}
+
+// f32Bytes is the little-endian encoding of f.
+func f32Bytes(f []float32) []byte {
+	raw := make([]byte, 4*len(f))
 	for i, v := range f {
-		u := math.Float32bits(v)
-		raw[4*i], raw[4*i+1], raw[4*i+2], raw[4*i+3] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
+		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
 	}
-	buf, err := l.dev.NewBufferInit(name, raw)
-	if err != nil {
-		return nil, err
-	}
-	l.md.bytes += uint64(len(raw))
-	return buf, nil
+	return raw
 }
 
 // matrix uploads a 2-D weight in its stored dtype.

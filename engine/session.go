@@ -26,13 +26,16 @@ type Session struct {
 	x, xn, q, k, v, att, gu, h *kernels.Buffer
 	qRaw, kRaw                 *kernels.Buffer // before the per-head q/k norm
 	tmp, tmp2                  *kernels.Buffer // block outputs before a sandwich norm
-	xLast, xnLast              *kernels.Buffer // the last row, for the LM head after a prefill
-	logits                     *kernels.Buffer // [vocab]
-	logitsAll                  *kernels.Buffer // [batch][vocab], built on demand
-	ids                        *kernels.Buffer // u32 [batch], written by the CPU
-	tok                        *kernels.Buffer // u32, the sampled token (the next decode input)
-	posBuf                     *kernels.Buffer // u32 pos0 of the current batch
-	kc, vc                     []*kernels.Buffer
+	// MoE: router logits [batch][E], chosen experts and weights [batch][k],
+	// expert activations [batch][k][…].
+	rlog, sel, wts, egu, eh, ey *kernels.Buffer
+	xLast, xnLast               *kernels.Buffer // the last row, for the LM head after a prefill
+	logits                      *kernels.Buffer // [vocab]
+	logitsAll                   *kernels.Buffer // [batch][vocab], built on demand
+	ids                         *kernels.Buffer // u32 [batch], written by the CPU
+	tok                         *kernels.Buffer // u32, the sampled token (the next decode input)
+	posBuf                      *kernels.Buffer // u32 pos0 of the current batch
+	kc, vc                      []*kernels.Buffer
 
 	plans   map[planKey][]*kernels.Op
 	sampler *gpuSampler
@@ -80,6 +83,12 @@ func (m *Model) NewSession() (*Session, error) {
 		{&s.kRaw, "k_raw", nb(c.QKNorm, b*uint64(kvDim)*4)},
 		{&s.tmp, "tmp", nb(m.fam.sandwich, b*uint64(c.HiddenSize)*4)},
 		{&s.tmp2, "tmp2", nb(m.fam.sandwich, b*uint64(c.HiddenSize)*4)},
+		{&s.rlog, "router_logits", nb(m.fam.moe, b*uint64(c.Experts)*4)},
+		{&s.sel, "experts_sel", nb(m.fam.moe, b*uint64(c.ExpertsUsed)*4)},
+		{&s.wts, "experts_wts", nb(m.fam.moe, b*uint64(c.ExpertsUsed)*4)},
+		{&s.egu, "experts_gate_up", nb(m.fam.moe, b*uint64(c.ExpertsUsed*2*c.ExpertFFN)*4)},
+		{&s.eh, "experts_h", nb(m.fam.moe, b*uint64(c.ExpertsUsed*c.ExpertFFN)*4)},
+		{&s.ey, "experts_y", nb(m.fam.moe, b*uint64(c.ExpertsUsed*c.HiddenSize)*4)},
 	} {
 		if a.bytes == 0 {
 			continue
@@ -135,6 +144,14 @@ func (s *Session) Context() int { return s.ctxLen }
 func (s *Session) Reset() { s.pos = 0 }
 
 func whole(b *kernels.Buffer) kernels.BufferRange { return kernels.Whole(b) }
+
+// optional binds b, or nothing when b is nil.
+func optional(b *kernels.Buffer) kernels.BufferRange {
+	if b == nil {
+		return kernels.BufferRange{}
+	}
+	return whole(b)
+}
 
 // plan returns (building once) the ops of a forward pass over m tokens,
 // ending with the logits of the last token (or of every token when all).
@@ -241,9 +258,21 @@ func (s *Session) build(k planKey) ([]*kernels.Op, error) {
 		add(d.Attention(whole(s.q), whole(s.kc[l]), whole(s.vc[l]), whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao))
 		residual(ly.o, s.att, ly.oBias, ly.postAttnNorm)
 		add(d.RMSNorm(whole(s.x), whole(ly.ffnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
-		addN(d.MatMul(ly.gateUp, whole(s.xn), whole(s.gu), m, kernels.MatMulOpts{}))
-		add(d.GatedAct(whole(s.gu), whole(s.h), m, c.FFN, 2*c.FFN, c.FFN, activation(c.Activation)))
-		residual(ly.down, s.h, nil, ly.postFFNNorm)
+		if e := ly.moe; e != nil {
+			// Routing, the chosen experts and their weighted sum, all on
+			// the GPU: no readback inside the token.
+			k, ffn := c.ExpertsUsed, c.ExpertFFN
+			addN(d.MatMul(e.router, whole(s.xn), whole(s.rlog), m, bias(e.routerBias)))
+			add(d.MoERoute(whole(s.rlog), whole(s.sel), whole(s.wts), m, c.Experts, k, e.gating))
+			addN(d.MatMulExperts(e.gateUp, whole(s.xn), whole(s.sel), whole(s.egu), m, k, false, optional(e.gateUpBias)))
+			add(d.GatedAct(whole(s.egu), whole(s.eh), m*k, ffn, 2*ffn, ffn, activation(c.Activation)))
+			addN(d.MatMulExperts(e.down, whole(s.eh), whole(s.sel), whole(s.ey), m, k, true, optional(e.downBias)))
+			add(d.MoECombine(whole(s.ey), whole(s.wts), whole(s.x), m, k, c.HiddenSize, true))
+		} else {
+			addN(d.MatMul(ly.gateUp, whole(s.xn), whole(s.gu), m, kernels.MatMulOpts{}))
+			add(d.GatedAct(whole(s.gu), whole(s.h), m, c.FFN, 2*c.FFN, c.FFN, activation(c.Activation)))
+			residual(ly.down, s.h, nil, ly.postFFNNorm)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("layer %d: %w", l, err)
 		}

@@ -1,0 +1,161 @@
+// Package chat renders a model's chat template: the Jinja template that HF
+// tokenizer_config.json and GGUF tokenizer.chat_template carry, which turns
+// a conversation into the prompt text the model was trained on.
+//
+// Templates see what transformers' apply_chat_template gives them:
+// messages (a list of {role, content}), add_generation_prompt, bos_token
+// and eos_token, with Jinja2's trim_blocks and lstrip_blocks on, and the
+// helpers raise_exception and strftime_now, loop controls ({% break %},
+// {% continue %}), namespace(), filters such as trim and tojson (HF's
+// spacing: ", " and ": ") and Python string and dict methods (.strip(),
+// .startswith(), .split(), .get(), .items(), …).
+//
+// The engine is github.com/ardanlabs/jinja, a pure-Go Jinja written for
+// chat templates: it renders every template in the shared test set
+// (Llama 3.x, Qwen2.5, Gemma 2, DeepSeek-R1, Phi-3.5, Mistral Nemo,
+// Command R, Hermes, Functionary, Firefunction) byte for byte as Python's
+// Jinja2 does with HF's settings, has no dependencies and no file loader
+// (a template from a model file cannot include local files).
+//
+// Templates that refuse a system message (Gemma's raise_exception('System
+// role not supported')) are rendered again with the system text merged
+// into the next user message, as llama.cpp (minja's system-role polyfill)
+// does.
+//
+// Known differences from Python's Jinja2:
+//   - Undefined variables are lenient in every position: a template that
+//     concatenates one (Firefunction v2's functions and datetime) renders
+//     it as "" where Jinja2 raises.
+//   - lstrip_blocks also strips spaces before a block tag that follows
+//     only expressions and tags since the start of the template
+//     ("{% for %}{{ x }} {% endfor %}" loses the space); no shared template
+//     hits this.
+//   - The format filter ("%s"|format(x)) is missing, and strftime_now
+//     knows only the common directives (%Y %m %d %H %M %S %B %b %A %a %p %I
+//     %Z %%).
+package chat
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ardanlabs/jinja"
+)
+
+// ErrNoTemplate is returned by Render for an empty template: the model
+// carries no chat template.
+var ErrNoTemplate = errors.New("no chat template")
+
+// Message is one turn of a conversation.
+type Message struct {
+	Role    string // "system", "user", "assistant", …
+	Content string
+}
+
+// Options are the template's other inputs.
+type Options struct {
+	// AddGenerationPrompt ends the prompt with the header of an assistant
+	// turn, so that the model writes the reply.
+	AddGenerationPrompt bool
+	// BOS and EOS are the texts of the tokenizer's BOS and EOS tokens
+	// (bos_token, eos_token); "" when the tokenizer has none.
+	BOS, EOS string
+}
+
+// Render renders template over msgs. When the template fails and msgs hold
+// a system message, it is rendered again with system messages merged into
+// the following user message (see MergeSystem).
+func Render(template string, msgs []Message, opts Options) (string, error) {
+	if template == "" {
+		return "", ErrNoTemplate
+	}
+	t, err := compile(template)
+	if err != nil {
+		return "", fmt.Errorf("chat template: %w", err)
+	}
+	out, err := render(t, msgs, opts)
+	if err == nil {
+		return out, nil
+	}
+	if !hasSystem(msgs) {
+		return "", fmt.Errorf("chat template: %w", err)
+	}
+	out, err2 := render(t, MergeSystem(msgs), opts)
+	if err2 != nil {
+		return "", fmt.Errorf("chat template: %w (and with the system message merged into the user message: %v)", err, err2)
+	}
+	return out, nil
+}
+
+// MergeSystem folds system messages into the next user message, for
+// templates without a system role, the way llama.cpp does: consecutive
+// system texts are joined by "\n" and put before the user text with a
+// "\n"; system text followed by a non-user message, or by nothing, becomes
+// a user message of its own.
+func MergeSystem(msgs []Message) []Message {
+	out := make([]Message, 0, len(msgs))
+	pending := ""
+	for _, m := range msgs {
+		switch {
+		case m.Role == "system":
+			if pending != "" {
+				pending += "\n"
+			}
+			pending += m.Content
+			continue
+		case pending != "" && m.Role == "user":
+			if m.Content != "" {
+				m.Content = pending + "\n" + m.Content
+			} else {
+				m.Content = pending
+			}
+			pending = ""
+		case pending != "":
+			out = append(out, Message{Role: "user", Content: pending})
+			pending = ""
+		}
+		out = append(out, m)
+	}
+	if pending != "" {
+		out = append(out, Message{Role: "user", Content: pending})
+	}
+	return out
+}
+
+func hasSystem(msgs []Message) bool {
+	for _, m := range msgs {
+		if m.Role == "system" {
+			return true
+		}
+	}
+	return false
+}
+
+// compile and render turn a panic inside the engine (the template comes
+// from a model file, not from us) into an error.
+func compile(src string) (t *jinja.Template, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic while compiling: %v", p)
+		}
+	}()
+	return jinja.Compile(src)
+}
+
+func render(t *jinja.Template, msgs []Message, opts Options) (out string, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic while rendering: %v", p)
+		}
+	}()
+	ms := make([]any, len(msgs))
+	for i, m := range msgs {
+		ms[i] = map[string]any{"role": m.Role, "content": m.Content}
+	}
+	return t.Render(map[string]any{
+		"messages":              ms,
+		"add_generation_prompt": opts.AddGenerationPrompt,
+		"bos_token":             opts.BOS,
+		"eos_token":             opts.EOS,
+	})
+}
