@@ -1,8 +1,9 @@
 module github.com/doppler-llm/doppler
 
-go 1.26
+go 1.26.0
 
 require (
+	github.com/ardanlabs/jinja v1.8.0
 	github.com/cogentcore/webgpu v0.23.1-0.20260618184503-834052c46924
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/spf13/cobra v1.10.2
