@@ -18,6 +18,8 @@ var (
 	matmulTileWGSL string
 	//go:embed matmul_dtypes.wgsl
 	matmulDTypesWGSL string
+	//go:embed matmul_vecfast.wgsl
+	matvecFastWGSL string
 )
 
 // matmulParams mirrors Params in matmul_vec.wgsl and matmul_tile.wgsl (32 bytes).
@@ -43,8 +45,10 @@ type MatMulOpts struct {
 	Accumulate bool        // out += W·x instead of out = W·x (fuses the residual add)
 
 	// Tuning of the m == 1 kernel (tests and benchmarks); 0 = default.
-	vecWG   int // invocations per workgroup, a power of two ≥ 32
-	vecRows int // rows per workgroup
+	vecWG   int  // invocations per workgroup, a power of two ≥ 32
+	vecRows int  // rows per workgroup
+	vecOld  bool // the generic kernel even where a fast one exists
+	vecU    int  // fast kernel: units per row in flight per invocation (1, 2)
 }
 
 // matmulUV is the decode unit (values) of each dtype, as the UV constants of
@@ -73,8 +77,103 @@ func matmulSection(dt quant.DType) (string, error) {
 	return prelude + head + sec, nil
 }
 
-// matvecShape picks the m == 1 workgroup: WG invocations covering a row's
-// units (one unit per invocation when it fits, 32..256), R rows each.
+// matvecFast returns the dtype's section of matmul_vecfast.wgsl (with the
+// file's prelude), or "" where the generic kernel must run: other dtypes,
+// F16 rows that are not 16-byte aligned.
+func matvecFast(dt quant.DType, cols int) string {
+	switch dt {
+	case quant.Q4_K, quant.Q6_K, quant.Q8_0:
+	case quant.F16:
+		if cols%8 != 0 {
+			return ""
+		}
+	default:
+		return ""
+	}
+	prelude, _, _ := strings.Cut(matvecFastWGSL, "\n// ==== ")
+	_, rest, ok := strings.Cut(matvecFastWGSL, "\n// ==== "+dt.String()+"\n")
+	if !ok {
+		return ""
+	}
+	sec, _, _ := strings.Cut(rest, "\n// ==== ")
+	return prelude + "\n" + sec
+}
+
+// matvecFastShape is the default workgroup of the fast m == 1 kernel
+// (invocations, rows, units in flight), measured on an H200
+// (docs/bench-matvec.md).
+func matvecFastShape(dt quant.DType, o MatMulOpts) (wg, r, u int) {
+	switch dt {
+	case quant.Q4_K, quant.Q8_0:
+		wg, r, u = 64, 4, 2
+	case quant.F16:
+		wg, r, u = 128, 2, 2
+	default:
+		wg, r, u = 64, 2, 1
+	}
+	if o.vecWG > 0 {
+		wg = o.vecWG
+	}
+	if o.vecRows > 0 {
+		r = o.vecRows
+	}
+	if o.vecU > 0 {
+		u = o.vecU
+	}
+	return wg, r, u
+}
+
+// matvecFastBody generates the main loop of matmul_vecfast.wgsl, unrolled
+// over the r rows (separate accumulators, no local arrays) and, with u = 2,
+// over two units per step; every weight load of a step is issued before
+// its arithmetic.
+func matvecFastBody(src string, r, u int) string {
+	pre, rest, _ := strings.Cut(src, "    // ---- body\n")
+	_, post, _ := strings.Cut(rest, "    // ---- end\n")
+	var b strings.Builder
+	b.WriteString("    let rl = params.rows - 1u;\n")
+	for i := range r {
+		fmt.Fprintf(&b, "    let ri%d = min(r0 + %du, rl);\n    var acc%d = 0.0;\n", i, i, i)
+	}
+	b.WriteString("    var u = lid;\n")
+	step := func(n int) {
+		us := []string{"u", "u + WG"}[:n]
+		for j, ue := range us {
+			fmt.Fprintf(&b, "        let x%d = xunit(%s);\n", j, ue)
+		}
+		for j, ue := range us {
+			for i := range r {
+				fmt.Fprintf(&b, "        let w%d_%d = uload(ri%d, %s);\n", j, i, i, ue)
+			}
+		}
+		for i := range r {
+			fmt.Fprintf(&b, "        acc%d +=", i)
+			for j, ue := range us {
+				if j > 0 {
+					b.WriteString(" +")
+				}
+				fmt.Fprintf(&b, " ucalc(w%d_%d, %s, x%d)", j, i, ue, j)
+			}
+			b.WriteString(";\n")
+		}
+	}
+	if u >= 2 {
+		b.WriteString("    for (; u + WG < params.units; u += 2u * WG) {\n")
+		step(2)
+		b.WriteString("    }\n")
+	}
+	b.WriteString("    for (; u < params.units; u += WG) {\n")
+	step(1)
+	b.WriteString("    }\n")
+	for i := range r {
+		fmt.Fprintf(&b, "    red[%du * RS + lid] = acc%d;\n", i, i)
+	}
+	return pre + b.String() + post
+}
+
+// matvecShape picks the m == 1 workgroup of the generic kernel: WG
+// invocations covering a row's units (one unit per invocation when it fits,
+// 32..256), R rows each.
 func matvecShape(units, maxInv int, o MatMulOpts) (wg, r int) {
 	wg = 1 << bits.Len(uint(max(units, 32)-1))
 	wg = min(wg, 256, maxInv)
@@ -139,21 +238,41 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 	var perGroup int // rows (m == 1) or row tiles per workgroup
 	var tokTiles int
 	if m == 1 {
+		fast := ""
+		if !opts.vecOld {
+			fast = matvecFast(w.DType, w.Cols)
+		}
 		wg, r := matvecShape(units, d.limits.MaxInvocations, opts)
-		if wg < 32 || wg&(wg-1) != 0 || wg > d.limits.MaxInvocations || r < 1 || r > 32 || r*wg*4 > d.limits.MaxWorkgroupStorage {
+		unroll := 1
+		if fast != "" {
+			wg, r, unroll = matvecFastShape(w.DType, opts)
+			if unroll < 1 || unroll > 2 {
+				return nil, fmt.Errorf("kernels: matmul %s: bad matvec unroll %d", w.Name, unroll)
+			}
+			fast = matvecFastBody(fast, r, unroll)
+		}
+		if wg < 32 || wg&(wg-1) != 0 || wg > d.limits.MaxInvocations || r < 1 || r > 32 || r*(wg+8)*4+r*32 > d.limits.MaxWorkgroupStorage {
 			return nil, fmt.Errorf("kernels: matmul %s: bad matvec shape wg=%d rows=%d", w.Name, wg, r)
 		}
-		src, err := setConst(matvecWGSL, "WG", uint32(wg))
+		var src, key string
+		if fast != "" {
+			src, key = fast, fmt.Sprintf("matvecfast/%s/wg%d/r%d/u%d", w.DType, wg, r, unroll)
+		} else {
+			vec4 := w.Cols%4 == 0
+			src = matvecX(matvecWGSL, vec4)
+			key = fmt.Sprintf("matvec/%s/wg%d/r%d/x4=%v", w.DType, wg, r, vec4)
+		}
+		src, err := setConst(src, "WG", uint32(wg))
 		if err == nil {
 			src, err = setConst(src, "R", uint32(r))
 		}
 		if err != nil {
 			return nil, err
 		}
-		vec4 := w.Cols%4 == 0
-		src = matvecX(src, vec4)
-		key := fmt.Sprintf("matvec/%s/wg%d/r%d/x4=%v", w.DType, wg, r, vec4)
-		if p, err = d.Pipeline(key, helpersWGSL("W")+sec+src, "main", matmulLayout); err != nil {
+		if fast == "" {
+			src = helpersWGSL("W") + sec + src
+		}
+		if p, err = d.Pipeline(key, src, "main", matmulLayout); err != nil {
 			return nil, err
 		}
 		perGroup = r

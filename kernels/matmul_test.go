@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"testing"
 
 	"github.com/doppler-llm/doppler/rdrr/quant"
@@ -84,6 +85,12 @@ func (c matmulCase) String() string {
 	}
 	if c.opts.vecWG > 0 || c.opts.vecRows > 0 {
 		s += fmt.Sprintf("/wg%d/r%d", c.opts.vecWG, c.opts.vecRows)
+	}
+	if c.opts.vecOld {
+		s += "/old"
+	}
+	if c.opts.vecU > 0 {
+		s += fmt.Sprintf("/u%d", c.opts.vecU)
 	}
 	return s
 }
@@ -227,6 +234,16 @@ func TestMatMulBiasAccumulateParts(t *testing.T) {
 		{dt: quant.Q4_K, rows: 300, cols: 512, m: 1, opts: MatMulOpts{vecWG: 32, vecRows: 1}},
 		{dt: quant.Q6_K, rows: 65, cols: 512, m: 1, opts: MatMulOpts{vecWG: 256, vecRows: 8}},
 		{dt: quant.F32, rows: 65, cols: 257, m: 1, opts: MatMulOpts{vecWG: 64, vecRows: 16}},
+		// The fast kernel's shapes, and the generic kernel for its dtypes.
+		{dt: quant.Q4_K, rows: 65, cols: 768, m: 1, acc: true, opts: MatMulOpts{vecWG: 32, vecRows: 4, vecU: 2}},
+		{dt: quant.Q6_K, rows: 300, cols: 768, m: 1, bias: true, opts: MatMulOpts{vecWG: 128, vecRows: 1}},
+		{dt: quant.Q6_K, rows: 65, cols: 2816, m: 1, opts: MatMulOpts{vecWG: 32, vecRows: 2, vecU: 2}},
+		{dt: quant.Q8_0, rows: 65, cols: 2080, m: 1, opts: MatMulOpts{vecWG: 32, vecRows: 8, vecU: 2}},
+		{dt: quant.F16, rows: 7, cols: 1032, m: 1, opts: MatMulOpts{vecWG: 256, vecRows: 3}},
+		{dt: quant.F16, rows: 65, cols: 1032, m: 1, opts: MatMulOpts{vecWG: 32, vecRows: 2, vecU: 2}},
+		{dt: quant.Q6_K, rows: 65, cols: 512, m: 1, maxRows: 16, opts: MatMulOpts{vecWG: 32, vecRows: 3}},
+		{dt: quant.Q4_K, rows: 65, cols: 512, m: 1, opts: MatMulOpts{vecOld: true}},
+		{dt: quant.Q8_0, rows: 65, cols: 160, m: 1, opts: MatMulOpts{vecOld: true}},
 	} {
 		t.Run(c.String(), func(t *testing.T) { checkMatMul(t, d, r, c) })
 	}
@@ -259,40 +276,103 @@ func TestMatMulErrors(t *testing.T) {
 	releaseOps(ops)
 }
 
-// BenchmarkMatVec times the decode matvec on a 4096 × 4096 weight; the
-// bytes are the weight's (x and out are noise), so MB/s is weight bandwidth.
+// BenchmarkMatVec times the decode matvec (m == 1) per dtype and shape
+// (out × in) and kernel variant. Ops are recorded back to back in ONE pass
+// and ONE submit, each writing the same output, so consecutive dispatches
+// are dependent (a barrier each, as in a decode step): ns/op is the latency
+// of one matvec in a chain, dispatch overhead included. The weights rotate
+// over copies of ≥ 256 MiB in all so they stream from HBM, not the 50 MB L2.
+// The bytes are the weight's (x and out are noise): GB/s is weight bandwidth.
+// Sub-benchmark names: dtype/OUTxIN/variant, variant "old" (the generic
+// kernel), "default" or, with DOPPLER_MATVEC_KNOBS=1, "wgN_rR_uU" (the
+// fast kernel with that workgroup).
 func BenchmarkMatVec(b *testing.B) {
 	d := testDevice(b)
 	b.Logf("adapter: %s (%s, %s)", d.Info().Name, d.Info().Backend, d.Info().Type)
-	const rows, cols = 4096, 4096
-	for _, dt := range []quant.DType{quant.Q4_K, quant.Q8_0, quant.F16} {
-		b.Run(dt.String(), func(b *testing.B) {
-			r := rand.New(rand.NewPCG(13, 14))
-			data := randWeight(r, dt, rows, cols)
-			w, err := d.UploadWeight("w", dt, rows, cols, data)
+	type shape struct{ rows, cols int }
+	shapes := []shape{{4096, 4096}, {14336, 4096}, {4096, 14336}}
+	variants := []MatMulOpts{{vecOld: true}, {},
+		{vecWG: 32, vecRows: 2, vecU: 1}, {vecWG: 32, vecRows: 2, vecU: 2}, {vecWG: 32, vecRows: 4, vecU: 1}, {vecWG: 32, vecRows: 4, vecU: 2},
+		{vecWG: 64, vecRows: 1, vecU: 2}, {vecWG: 64, vecRows: 2, vecU: 1}, {vecWG: 64, vecRows: 2, vecU: 2},
+		{vecWG: 64, vecRows: 4, vecU: 1}, {vecWG: 64, vecRows: 4, vecU: 2},
+		{vecWG: 128, vecRows: 2, vecU: 1}, {vecWG: 128, vecRows: 2, vecU: 2}, {vecWG: 128, vecRows: 4, vecU: 1}, {vecWG: 256, vecRows: 2, vecU: 2}}
+	if os.Getenv("DOPPLER_MATVEC_KNOBS") == "" {
+		variants = variants[:2]
+	}
+	for _, dt := range []quant.DType{quant.Q4_K, quant.Q6_K, quant.Q8_0, quant.F16} {
+		sh := shapes
+		if dt == quant.Q6_K {
+			sh = append(sh, shape{128256, 4096}) // a Llama-3 LM head
+		}
+		for _, s := range sh {
+			benchMatVecShape(b, d, dt, s.rows, s.cols, variants)
+		}
+	}
+}
+
+func benchMatVecShape(b *testing.B, d *Device, dt quant.DType, rows, cols int, variants []MatMulOpts) {
+	r := rand.New(rand.NewPCG(13, 14))
+	// 64 random rows tiled to rows (quantizing the whole matrix is slow).
+	tile := randWeight(r, dt, 64, cols)
+	data := make([]byte, 0, len(tile)*rows/64)
+	for len(data) < len(tile)*rows/64 {
+		data = append(data, tile...)
+	}
+	var ws []*Weight
+	defer func() {
+		for _, w := range ws {
+			w.Release()
+		}
+	}()
+	for total := 0; total < 256<<20; total += len(data) {
+		w, err := d.UploadWeight("w", dt, rows, cols, data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	x, _ := d.NewBuffer("x", uint64(cols*4))
+	y, _ := d.NewBuffer("y", uint64(rows*4))
+	defer x.Release()
+	defer y.Release()
+	d.WriteF32(x, 0, randF32(r, cols, 1))
+	for _, o := range variants {
+		name := "old"
+		if !o.vecOld {
+			wg, rr, u := matvecFastShape(dt, o)
+			if matvecFast(dt, cols) == "" {
+				continue
+			}
+			name = fmt.Sprintf("wg%d_r%d_u%d", wg, rr, u)
+			if o.vecWG == 0 && o.vecRows == 0 && o.vecU == 0 {
+				name = "default"
+			}
+		}
+		var ops [][]*Op
+		for _, w := range ws {
+			op, err := d.MatMul(w, Whole(x), Whole(y), 1, o)
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer w.Release()
-			x, _ := d.NewBuffer("x", cols*4)
-			y, _ := d.NewBuffer("y", rows*4)
-			defer x.Release()
-			defer y.Release()
-			d.WriteF32(x, 0, randF32(r, cols, 1))
-			ops, err := d.MatMul(w, Whole(x), Whole(y), 1, MatMulOpts{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer releaseOps(ops)
-			b.SetBytes(int64(w.Bytes()))
-			b.ResetTimer()
+			ops = append(ops, op)
+		}
+		b.Run(fmt.Sprintf("%s/%dx%d/%s", dt, rows, cols, name), func(b *testing.B) {
+			b.SetBytes(int64(ws[0].Bytes()))
 			e := d.NewEncoder()
-			for range b.N {
-				e.Run(ops...)
+			for i := range b.N {
+				e.Run(ops[i%len(ops)]...)
 			}
+			b.ResetTimer() // time the GPU (and the submit), not the recording
 			if _, err := e.SubmitRead(y, 0, 4); err != nil {
 				b.Fatal(err)
 			}
+			b.StopTimer()
+			sec := b.Elapsed().Seconds()
+			b.ReportMetric(sec*1e6/float64(b.N), "us/op")
+			b.ReportMetric(float64(ws[0].Bytes())*float64(b.N)/sec/1e9, "GB/s")
 		})
+		for _, op := range ops {
+			releaseOps(op)
+		}
 	}
 }

@@ -1,0 +1,337 @@
+// Fast matrix-vector product for decode (one token) of the common dtypes:
+//   out[row0 + r] (+)= sum_c W[r][c] * x[c] (+ bias[row0 + r])
+// matmul.go prepends nothing: it appends ONE dtype section (below the
+// "// ==== NAME" lines) to this prelude. Each section declares W (as
+// array<vec4<u32>> where rows are 16-byte aligned, else array<u32>) and
+//
+//   struct XU                  what one unit needs of x (values and sums)
+//   fn xunit(u) -> XU          loads it (once per workgroup and unit)
+//   struct WU, fn uload(row, u) -> WU   the weight words of unit u of a row
+//   fn ucalc(w, u, xu) -> f32  their dot with xu
+//
+// Units are as in matmul_dtypes.wgsl (same UV, same params.units), so the
+// layout facts there hold. Speed, measured on an H200 (docs/bench-matvec.md):
+//   - no int → float conversions per value (16/clk/SM on NVIDIA, they capped
+//     Q4_K near 2 TB/s): a 4-8 bit field q is OR-ed into the mantissa of 1.0
+//     (f = 1 + q/2^n, exact) and sum q·x = 2^n (sum f·x − sum x), with the
+//     x sums computed once per unit for all R rows;
+//   - scales are applied once per sub-block, not per value;
+//   - 16-byte weight loads where the layout allows (Q4_K, F16);
+//   - a two-level reduction (2 barriers) instead of a log2(WG) tree.
+// A workgroup of WG invocations owns R rows; invocation lid takes units lid,
+// lid+WG, ... of each row, so a warp reads consecutive bytes of a row.
+
+struct Params {
+    rows: u32,
+    cols: u32,
+    row_bytes: u32,
+    units: u32,
+    row0: u32,
+    out_stride: u32,
+    m: u32,
+    flags: u32,
+}
+
+const WG: u32 = 64u;
+const R: u32 = 2u;
+const RS: u32 = WG + 8u; // row stride of red (offsets the banks of rows)
+const RED: u32 = R * RS;
+const RED2: u32 = R * 8u;
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+var<workgroup> red: array<f32, RED>;
+var<workgroup> red2: array<f32, RED2>;
+
+fn hsum(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+// The u32 at byte shift s/8 (s in 0, 8, 16, 24) of the word pair (a, b).
+fn funnel(a: u32, b: u32, s: u32) -> u32 {
+    return (a >> s) | ((b << (31u - s)) << 1u);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let r0 = (wid.x + wid.y * nwg.x) * R;
+    if (r0 >= params.rows) {
+        return;
+    }
+    // ---- body
+    // matmul.go generates the unrolled loop here: per row i < R a clamped
+    // row index ri (rows past the end repeat the last row; their sums are
+    // dropped) and an accumulator acci; per step, xunit once, then uload of
+    // every row and unit (all loads in flight) before any ucalc.
+    // ---- end
+    workgroupBarrier();
+    for (var q = lid; q < R * 8u; q += WG) {
+        let base = (q >> 3u) * RS;
+        var s = 0.0;
+        for (var i = q & 7u; i < WG; i += 8u) {
+            s += red[base + i];
+        }
+        red2[q] = s;
+    }
+    workgroupBarrier();
+    if (lid < R && r0 + lid < params.rows) {
+        let row = params.row0 + r0 + lid;
+        var v = 0.0;
+        for (var i = 0u; i < 8u; i++) {
+            v += red2[lid * 8u + i];
+        }
+        if ((params.flags & 1u) != 0u) {
+            v += bias[row];
+        }
+        if ((params.flags & 2u) != 0u) {
+            v += out[row];
+        }
+        out[row] = v;
+    }
+}
+
+// ==== Q4_K
+// 144-byte super-blocks = 9 vec4: [d, dmin, scales], qs[0:16], ..., qs[112:128].
+// Unit u: block u/8, t = u%8 = 2k + h: qs[16t : 16t+16], whose low nibbles
+// are values 16h.. of sub-block 2k (columns 64k+16h+i) and high nibbles
+// those of sub-block 2k+1 (32 columns on).
+@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
+
+struct XU {
+    l0: vec4<f32>, l1: vec4<f32>, l2: vec4<f32>, l3: vec4<f32>,
+    h0: vec4<f32>, h1: vec4<f32>, h2: vec4<f32>, h3: vec4<f32>,
+    sl: f32, sh: f32,
+}
+
+fn xunit(u: u32) -> XU {
+    let c = (u >> 3u) * 64u + (u & 7u) * 4u + ((u >> 1u) & 3u) * 8u;
+    var v: XU;
+    v.l0 = x[c];
+    v.l1 = x[c + 1u];
+    v.l2 = x[c + 2u];
+    v.l3 = x[c + 3u];
+    v.h0 = x[c + 8u];
+    v.h1 = x[c + 9u];
+    v.h2 = x[c + 10u];
+    v.h3 = x[c + 11u];
+    v.sl = hsum((v.l0 + v.l1) + (v.l2 + v.l3));
+    v.sh = hsum((v.h0 + v.h1) + (v.h2 + v.h3));
+    return v;
+}
+
+// 1 + n/16 for the low nibbles n of the 4 bytes of w.
+fn nib4(w: u32) -> vec4<f32> {
+    let m = vec4<u32>(w << 19u, w << 11u, w << 3u, w >> 5u);
+    return bitcast<vec4<f32>>((m & vec4<u32>(0x00780000u)) | vec4<u32>(0x3f800000u));
+}
+
+struct WU {
+    hd: vec4<u32>, q: vec4<u32>,
+}
+
+fn uload(row: u32, u: u32) -> WU {
+    let vb = row * (params.row_bytes >> 4u) + (u >> 3u) * 9u;
+    return WU(W[vb], W[vb + 1u + (u & 7u)]);
+}
+
+fn ucalc(w: WU, u: u32, xu: XU) -> f32 {
+    let hd = w.hd;
+    let q = w.q;
+    let dm = unpack2x16float(hd.x);
+    // Scale and min bytes of sub-blocks j = 2k and 2k+1 (ggml's
+    // get_scale_min_k4), two at a time in the low 16 bits.
+    let k = (u >> 1u) & 3u;
+    let s = (k & 1u) * 16u;
+    let a = hd.y >> s;
+    let b = hd.z >> s;
+    let c = hd.w >> s;
+    let hi = k >= 2u;
+    let sc = select(a & 0x3f3fu, (c & 0x0f0fu) | ((a >> 2u) & 0x3030u), hi);
+    let mn = select(b & 0x3f3fu, ((c >> 4u) & 0x0f0fu) | ((b >> 2u) & 0x3030u), hi);
+    let al = dot(nib4(q.x), xu.l0) + dot(nib4(q.y), xu.l1) + dot(nib4(q.z), xu.l2) + dot(nib4(q.w), xu.l3);
+    let ah = dot(nib4(q.x >> 4u), xu.h0) + dot(nib4(q.y >> 4u), xu.h1) + dot(nib4(q.z >> 4u), xu.h2) + dot(nib4(q.w >> 4u), xu.h3);
+    let d16 = dm.x * 16.0;
+    return d16 * (f32(sc & 0xffu) * (al - xu.sl) + f32((sc >> 8u) & 0xffu) * (ah - xu.sh))
+         - dm.y * (f32(mn & 0xffu) * xu.sl + f32((mn >> 8u) & 0xffu) * xu.sh);
+}
+
+// ==== Q6_K
+// 210-byte super-blocks (2-byte aligned): ql[128], qh[64], scales[16] i8,
+// f16 d. Unit u: block u/8, half h = (u/4)%2, g = u%4, l in [8g, 8g+8): the
+// values l + 32s (s < 4) of the half, of scale scales[8h + g/2 + 2s].
+@group(0) @binding(1) var<storage, read> W: array<u32>;
+
+struct XU {
+    a0: vec4<f32>, a1: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>,
+    c0: vec4<f32>, c1: vec4<f32>, e0: vec4<f32>, e1: vec4<f32>,
+    s: vec4<f32>, // sum of x over each group s
+}
+
+fn xunit(u: u32) -> XU {
+    let c = (u >> 3u) * 64u + ((u >> 2u) & 1u) * 32u + (u & 3u) * 2u;
+    var v: XU;
+    v.a0 = x[c];
+    v.a1 = x[c + 1u];
+    v.b0 = x[c + 8u];
+    v.b1 = x[c + 9u];
+    v.c0 = x[c + 16u];
+    v.c1 = x[c + 17u];
+    v.e0 = x[c + 24u];
+    v.e1 = x[c + 25u];
+    v.s = vec4<f32>(hsum(v.a0 + v.a1), hsum(v.b0 + v.b1), hsum(v.c0 + v.c1), hsum(v.e0 + v.e1));
+    return v;
+}
+
+// 1 + q/64 for the 6-bit values q in the low bits of the 4 bytes of w.
+fn six4(w: u32) -> vec4<f32> {
+    let m = vec4<u32>(w << 17u, w << 9u, w << 1u, w >> 7u);
+    return bitcast<vec4<f32>>((m & vec4<u32>(0x007e0000u)) | vec4<u32>(0x3f800000u));
+}
+
+fn sdot(a: u32, b: u32, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
+    return dot(six4(a), x0) + dot(six4(b), x1);
+}
+
+// The words at byte o + 64h + 8g (ql), +32 (ql), o + 128 + 32h + 8g (qh),
+// o + 192 + 8h (scales), o + 208 (d), 3 or 2 each, for funnel shifts.
+struct WU {
+    sh: u32,
+    a0: u32, a1: u32, a2: u32, b0: u32, b1: u32, b2: u32,
+    h0: u32, h1: u32, h2: u32, s0: u32, s1: u32, s2: u32, d0: u32, d1: u32,
+}
+
+fn uload(row: u32, u: u32) -> WU {
+    let o = row * params.row_bytes + (u >> 3u) * 210u;
+    let i = o >> 2u;
+    let h = (u >> 2u) & 1u;
+    let g = u & 3u;
+    let ia = i + 16u * h + 2u * g; // ql[64h + 8g]
+    let ib = ia + 8u;              // ql[64h + 8g + 32]
+    let ih = i + 32u + 8u * h + 2u * g; // qh[32h + 8g]
+    let is = i + 48u + 2u * h;          // scales[8h]
+    return WU((o & 3u) * 8u, W[ia], W[ia + 1u], W[ia + 2u], W[ib], W[ib + 1u], W[ib + 2u],
+              W[ih], W[ih + 1u], W[ih + 2u], W[is], W[is + 1u], W[is + 2u], W[i + 52u], W[i + 53u]);
+}
+
+fn ucalc(w: WU, u: u32, xu: XU) -> f32 {
+    let sh = w.sh;
+    let a0 = funnel(w.a0, w.a1, sh);
+    let a1 = funnel(w.a1, w.a2, sh);
+    let b0 = funnel(w.b0, w.b1, sh);
+    let b1 = funnel(w.b1, w.b2, sh);
+    let h0 = funnel(w.h0, w.h1, sh);
+    let h1 = funnel(w.h1, w.h2, sh);
+    let gs = ((u & 3u) >> 1u) * 8u;
+    let s0 = funnel(w.s0, w.s1, sh) >> gs; // bytes 0, 2 = scales 0, 2
+    let s1 = funnel(w.s1, w.s2, sh) >> gs; // bytes 0, 2 = scales 4, 6
+    let d = unpack2x16float(funnel(w.d0, w.d1, sh)).x;
+    let m4 = 0x0f0f0f0fu;
+    let p0 = sdot((a0 & m4) | ((h0 & 0x03030303u) << 4u), (a1 & m4) | ((h1 & 0x03030303u) << 4u), xu.a0, xu.a1);
+    let p1 = sdot((b0 & m4) | ((h0 & 0x0c0c0c0cu) << 2u), (b1 & m4) | ((h1 & 0x0c0c0c0cu) << 2u), xu.b0, xu.b1);
+    let p2 = sdot(((a0 >> 4u) & m4) | (h0 & 0x30303030u), ((a1 >> 4u) & m4) | (h1 & 0x30303030u), xu.c0, xu.c1);
+    let p3 = sdot(((b0 >> 4u) & m4) | ((h0 >> 2u) & 0x30303030u), ((b1 >> 4u) & m4) | ((h1 >> 2u) & 0x30303030u), xu.e0, xu.e1);
+    // sum (q − 32)·x = 64·sum f·x − 96·sum x
+    let sc = vec4<f32>(f32(bitcast<i32>(s0 << 24u) >> 24u), f32(bitcast<i32>(s0 << 8u) >> 24u),
+                       f32(bitcast<i32>(s1 << 24u) >> 24u), f32(bitcast<i32>(s1 << 8u) >> 24u));
+    return d * dot(sc, 64.0 * vec4<f32>(p0, p1, p2, p3) - 96.0 * xu.s);
+}
+
+// ==== Q8_0
+// 34-byte blocks (2-byte aligned): f16 d, 32 × i8. Unit = block.
+@group(0) @binding(1) var<storage, read> W: array<u32>;
+
+struct XU {
+    v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>,
+    v4: vec4<f32>, v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>,
+    s: f32,
+}
+
+fn xunit(u: u32) -> XU {
+    let c = u * 8u;
+    var v: XU;
+    v.v0 = x[c];
+    v.v1 = x[c + 1u];
+    v.v2 = x[c + 2u];
+    v.v3 = x[c + 3u];
+    v.v4 = x[c + 4u];
+    v.v5 = x[c + 5u];
+    v.v6 = x[c + 6u];
+    v.v7 = x[c + 7u];
+    v.s = hsum(((v.v0 + v.v1) + (v.v2 + v.v3)) + ((v.v4 + v.v5) + (v.v6 + v.v7)));
+    return v;
+}
+
+// 1 + (b ^ 0x80)/256 for the 4 bytes b of w (i8 q + 128 as the mantissa).
+fn byte4(w: u32) -> vec4<f32> {
+    let m = vec4<u32>(w << 15u, w << 7u, w >> 1u, w >> 9u);
+    return bitcast<vec4<f32>>((m & vec4<u32>(0x007f8000u)) ^ vec4<u32>(0x3fc00000u));
+}
+
+// The word holding d, and the 9 words over the 32 quants from byte o + 2
+// (o even: d is the word's low or high half, the quants start at shift 0
+// or 16).
+struct WU {
+    o: u32, dw: u32,
+    w0: u32, w1: u32, w2: u32, w3: u32, w4: u32, w5: u32, w6: u32, w7: u32, w8: u32,
+}
+
+fn uload(row: u32, u: u32) -> WU {
+    let o = row * params.row_bytes + u * 34u;
+    let i0 = (o + 2u) >> 2u;
+    return WU(o, W[o >> 2u], W[i0], W[i0 + 1u], W[i0 + 2u], W[i0 + 3u], W[i0 + 4u],
+              W[i0 + 5u], W[i0 + 6u], W[i0 + 7u], W[i0 + 8u]);
+}
+
+fn ucalc(wu: WU, u: u32, xu: XU) -> f32 {
+    let d = unpack2x16float(wu.dw >> ((wu.o & 2u) * 8u)).x;
+    let sh = ((wu.o + 2u) & 3u) * 8u;
+    let w0 = wu.w0;
+    let w1 = wu.w1;
+    let w2 = wu.w2;
+    let w3 = wu.w3;
+    let w4 = wu.w4;
+    let w5 = wu.w5;
+    let w6 = wu.w6;
+    let w7 = wu.w7;
+    let w8 = wu.w8;
+    let a = dot(byte4(funnel(w0, w1, sh)), xu.v0) + dot(byte4(funnel(w1, w2, sh)), xu.v1)
+          + dot(byte4(funnel(w2, w3, sh)), xu.v2) + dot(byte4(funnel(w3, w4, sh)), xu.v3);
+    let b = dot(byte4(funnel(w4, w5, sh)), xu.v4) + dot(byte4(funnel(w5, w6, sh)), xu.v5)
+          + dot(byte4(funnel(w6, w7, sh)), xu.v6) + dot(byte4(funnel(w7, w8, sh)), xu.v7);
+    // sum q·x = 256·sum f·x − 384·sum x
+    return d * (256.0 * (a + b) - 384.0 * xu.s);
+}
+
+// ==== F16
+// Rows of cols % 8 == 0 values (16-byte aligned). Unit = 8 values = 1 vec4.
+@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
+
+struct XU {
+    v0: vec4<f32>, v1: vec4<f32>,
+}
+
+fn xunit(u: u32) -> XU {
+    return XU(x[2u * u], x[2u * u + 1u]);
+}
+
+struct WU {
+    w: vec4<u32>,
+}
+
+fn uload(row: u32, u: u32) -> WU {
+    return WU(W[row * (params.row_bytes >> 4u) + u]);
+}
+
+fn ucalc(wu: WU, u: u32, xu: XU) -> f32 {
+    let w = wu.w;
+    let f0 = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+    let f1 = vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
+    return dot(f0, xu.v0) + dot(f1, xu.v1);
+}
+
+// ==== END
