@@ -89,6 +89,8 @@ func newRun() *cobra.Command {
 		stops        []string
 		asJSON       bool
 		ignoreEOS    bool
+		chatMode     bool
+		system       string
 	)
 	cmd := &cobra.Command{
 		Use:   "run -m MODEL -p PROMPT",
@@ -105,6 +107,12 @@ func newRun() *cobra.Command {
 			}
 			if (prompt == "") == (promptTokens == "") {
 				return errors.New("give exactly one of -p PROMPT (- for stdin) and --prompt-tokens 1,2,3")
+			}
+			if chatMode && promptTokens != "" {
+				return errors.New("--chat formats -p PROMPT; it does not apply to --prompt-tokens")
+			}
+			if system != "" && !chatMode {
+				return errors.New("--system needs --chat")
 			}
 			if prompt == "-" {
 				b, err := io.ReadAll(os.Stdin)
@@ -127,7 +135,13 @@ func newRun() *cobra.Command {
 				if l.tok == nil {
 					return fmt.Errorf("%s has no tokenizer: pass --prompt-tokens", l.dir)
 				}
-				ids = l.tok.Encode(prompt, true)
+				if chatMode {
+					if ids, err = chatTokens(l.tok, l.rm.Manifest.Tokenizer.ChatTemplate, system, prompt); err != nil {
+						return fmt.Errorf("%s: %w", l.dir, err)
+					}
+				} else {
+					ids = l.tok.Encode(prompt, true)
+				}
 			}
 			sess, err := l.model.NewSession()
 			if err != nil {
@@ -216,6 +230,8 @@ func newRun() *cobra.Command {
 	f.StringArrayVar(&stops, "stop", nil, "stop when the output contains this text (repeatable)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object at the end instead of streaming text")
 	f.BoolVar(&ignoreEOS, "ignore-eos", false, "keep generating past end-of-generation tokens")
+	f.BoolVar(&chatMode, "chat", false, "format -p as a user message with the model's chat template (special tokens in it are parsed)")
+	f.StringVar(&system, "system", "", "system message for --chat")
 	return cmd
 }
 

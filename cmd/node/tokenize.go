@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/doppler-llm/doppler/engine/chat"
 	"github.com/doppler-llm/doppler/engine/tokenizer"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/gguf"
@@ -179,4 +180,26 @@ func parseTokenList(s string, n int) ([]int, error) {
 		ids[i] = v
 	}
 	return ids, nil
+}
+
+// chatTokens formats prompt (after an optional system message) as one user
+// turn with the model's chat template, ending with the assistant's header,
+// and tokenizes it with special tokens parsed. BOS is added as the
+// tokenizer says unless the template already wrote it.
+func chatTokens(tk *tokenizer.Tokenizer, template, system, prompt string) ([]int, error) {
+	if template == "" {
+		return nil, fmt.Errorf("%w (tokenizer.chat_template): run without --chat", chat.ErrNoTemplate)
+	}
+	var msgs []chat.Message
+	if system != "" {
+		msgs = append(msgs, chat.Message{Role: "system", Content: system})
+	}
+	msgs = append(msgs, chat.Message{Role: "user", Content: prompt})
+	opts := chat.Options{AddGenerationPrompt: true, BOS: tk.TokenPiece(tk.BOS()), EOS: tk.TokenPiece(tk.EOS())}
+	text, err := chat.Render(template, msgs, opts)
+	if err != nil {
+		return nil, err
+	}
+	addSpecial := opts.BOS == "" || !strings.HasPrefix(text, opts.BOS)
+	return tk.Tokenize(text, addSpecial, true), nil
 }

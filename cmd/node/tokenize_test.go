@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/doppler-llm/doppler/engine/chat"
+	"github.com/doppler-llm/doppler/engine/tokenizer"
 	"github.com/doppler-llm/doppler/internal/testdata"
 	"github.com/doppler-llm/doppler/rdrr"
 )
@@ -271,5 +276,107 @@ func TestTokenizeHF(t *testing.T) {
 		if err != nil || got != c.want {
 			t.Errorf("%v: got %q, %v; want %q", c.args, got, err, c.want)
 		}
+	}
+}
+
+// TestChatTokens: --chat's prompt formatting and tokenization.
+func TestChatTokens(t *testing.T) {
+	v, err := readTokenizerForTest(t, "vocab/ggml-vocab-llama-spm.gguf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const withBOS = `{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}`
+	gemma, err := os.ReadFile(testdata.Path(t, "vocab/chat-templates/google-gemma-2-2b-it.jinja"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, template, system, prompt string
+		want                           []int
+	}{
+		// The template writes <s> and </s>: parsed as BOS/EOS, no second BOS.
+		{"template writes BOS", withBOS, "Be brief.", "Hi",
+			v.Tokenize("<s>[system] Be brief.</s>[user] Hi</s>[assistant]", false, true)},
+		// No BOS in the template: the tokenizer adds it (SentencePiece does).
+		{"tokenizer adds BOS", `{{ messages[0].content }}`, "", "Hi", v.Tokenize("Hi", true, true)},
+		// Gemma refuses the system role: merged into the user turn.
+		{"gemma system merged", string(gemma), "Be brief.", "Hi",
+			v.Tokenize("<s><start_of_turn>user\nBe brief.\nHi<end_of_turn>\n<start_of_turn>model\n", false, true)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := chatTokens(v, c.template, c.system, c.prompt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("got %v, want %v", got, c.want)
+			}
+			if len(got) < 2 || got[0] != v.BOS() || got[1] == v.BOS() {
+				t.Errorf("want exactly one leading BOS: %v", got)
+			}
+		})
+	}
+	if _, err := chatTokens(v, "", "", "Hi"); !errors.Is(err, chat.ErrNoTemplate) {
+		t.Errorf("no template: %v, want chat.ErrNoTemplate", err)
+	}
+}
+
+func readTokenizerForTest(t *testing.T, rel string) (*tokenizer.Tokenizer, error) {
+	t.Helper()
+	return openTokenizer(testdata.Path(t, rel))
+}
+
+// TestRunChat runs `doppler run --chat` on stories260K with a chat
+// template written into its manifest, and without one.
+func TestRunChat(t *testing.T) {
+	src := testdata.Path(t, "models/stories260K.gguf")
+	dir := filepath.Join(t.TempDir(), "stories")
+	if _, err := rdrr.Convert(context.Background(), src, dir, rdrr.ConvertOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"run", "-m", dir, "-p", "Once upon a time", "--temp", "0", "-n", "2", "--json", "--chat"}
+	if _, err := runCLI(t, args...); err == nil || !strings.Contains(err.Error(), "no chat template") {
+		t.Fatalf("model without a chat template: %v", err)
+	}
+	for _, a := range [][]string{
+		{"run", "-m", dir, "-p", "hi", "--system", "s"},
+		{"run", "-m", dir, "--prompt-tokens", "1,2", "--chat"},
+	} {
+		if _, err := runCLI(t, a...); err == nil || !strings.Contains(err.Error(), "--chat") {
+			t.Errorf("%v: %v, want an error about --chat", a, err)
+		}
+	}
+
+	mf := filepath.Join(dir, rdrr.ManifestFile)
+	b, err := os.ReadFile(mf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	man, err := rdrr.ParseManifest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	man.Tokenizer.ChatTemplate = `{{ bos_token }}{% for m in messages %}{{ m.content }}{% if not loop.last %} {% endif %}{% endfor %}`
+	if b, err = man.Encode(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mf, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var plain, chatted struct {
+		PromptTokens []int `json:"prompt_tokens"`
+	}
+	out, err := runCLI(t, "run", "-m", dir, "-p", "Once upon a time there was", "--temp", "0", "-n", "2", "--json")
+	if err != nil || json.Unmarshal([]byte(out), &plain) != nil {
+		t.Fatalf("plain: %v\n%s", err, out)
+	}
+	out, err = runCLI(t, "run", "-m", dir, "-p", "there was", "--system", "Once upon a time", "--temp", "0", "-n", "2", "--json", "--chat")
+	if err != nil || json.Unmarshal([]byte(out), &chatted) != nil {
+		t.Fatalf("--chat: %v\n%s", err, out)
+	}
+	// The template writes BOS, so --chat adds none: the same ids as the
+	// plain prompt, which gets BOS from the tokenizer.
+	if !slices.Equal(plain.PromptTokens, chatted.PromptTokens) || plain.PromptTokens[0] != 1 {
+		t.Errorf("--chat prompt %v, plain %v", chatted.PromptTokens, plain.PromptTokens)
 	}
 }

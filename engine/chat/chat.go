@@ -28,10 +28,15 @@
 //   - Undefined variables are lenient in every position: a template that
 //     concatenates one (Firefunction v2's functions and datetime) renders
 //     it as "" where Jinja2 raises.
-//   - lstrip_blocks also strips spaces before a block tag that follows
-//     only expressions and tags since the start of the template
-//     ("{% for %}{{ x }} {% endfor %}" loses the space); no shared template
-//     hits this.
+//   - The engine's whitespace control reaches across expressions: a
+//     block tag's trim_blocks, lstrip_blocks or "-" strips white space
+//     beyond an adjacent {{ … }} ("{% for %}{{ x }}\n{% endfor %}" loses
+//     its newlines), and it takes the first literal text for the start of a
+//     line wherever it is. Render puts an invisible marker between adjacent
+//     tags and at the start, which stops both, and deletes it from the
+//     output (see separateTags). The marker shows only where a template
+//     inspects captured text ({% set x %}{{ y }}{% endset %} makes x hold
+//     it: x == "" is false even when y is empty).
 //   - The format filter ("%s"|format(x)) is missing, and strftime_now
 //     knows only the common directives (%Y %m %d %H %M %S %B %b %A %a %p %I
 //     %Z %%).
@@ -40,6 +45,7 @@ package chat
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/ardanlabs/jinja"
 )
@@ -71,22 +77,90 @@ func Render(template string, msgs []Message, opts Options) (string, error) {
 	if template == "" {
 		return "", ErrNoTemplate
 	}
-	t, err := compile(template)
+	src, mark := separateTags(template), marker
+	if src == template || containsMarker(template, msgs, opts) {
+		src, mark = template, ""
+	}
+	t, err := compile(src)
 	if err != nil {
 		return "", fmt.Errorf("chat template: %w", err)
 	}
 	out, err := render(t, msgs, opts)
-	if err == nil {
-		return out, nil
-	}
-	if !hasSystem(msgs) {
+	if err != nil && hasSystem(msgs) {
+		var err2 error
+		if out, err2 = render(t, MergeSystem(msgs), opts); err2 != nil {
+			return "", fmt.Errorf("chat template: %w (and with the system message merged into the user message: %v)", err, err2)
+		}
+	} else if err != nil {
 		return "", fmt.Errorf("chat template: %w", err)
 	}
-	out, err2 := render(t, MergeSystem(msgs), opts)
-	if err2 != nil {
-		return "", fmt.Errorf("chat template: %w (and with the system message merged into the user message: %v)", err, err2)
+	if mark != "" {
+		out = strings.ReplaceAll(out, mark, "")
 	}
 	return out, nil
+}
+
+// marker is the text separateTags puts between adjacent tags.
+const marker = "\x02"
+
+// separateTags puts marker between every two adjacent tags ({{ }}, {% %},
+// {# #}) and before a tag that starts the template, so that every tag has
+// text on both sides: the engine's whitespace control then stops where
+// Jinja2's does. Tags are found the way the engine's scanner finds them
+// (closers inside quoted strings of {{ }} and {% %} do not count). An
+// unterminated tag leaves the template unchanged, for the engine to report.
+func separateTags(src string) string {
+	var b strings.Builder
+	last := -1 // end of the previous tag
+	for i := 0; i+1 < len(src); {
+		c := src[i+1]
+		if src[i] != '{' || (c != '{' && c != '%' && c != '#') {
+			i++
+			continue
+		}
+		closer := map[byte]string{'{': "}}", '%': "%}", '#': "#}"}[c]
+		j := i + 2
+		for ; j+1 < len(src); j++ {
+			if c != '#' && (src[j] == '\'' || src[j] == '"') {
+				q := src[j]
+				for j++; j < len(src) && src[j] != q; j++ {
+					if src[j] == '\\' {
+						j++
+					}
+				}
+				continue
+			}
+			if src[j] == closer[0] && src[j+1] == closer[1] {
+				break
+			}
+		}
+		if j+1 >= len(src) {
+			return src
+		}
+		if i == last || i == 0 {
+			b.WriteString(marker)
+		}
+		b.WriteString(src[max(last, 0):i])
+		b.WriteString(src[i : j+2])
+		last, i = j+2, j+2
+	}
+	if last < 0 {
+		return src
+	}
+	b.WriteString(src[last:])
+	return b.String()
+}
+
+func containsMarker(template string, msgs []Message, opts Options) bool {
+	if strings.Contains(template, marker) || strings.Contains(opts.BOS, marker) || strings.Contains(opts.EOS, marker) {
+		return true
+	}
+	for _, m := range msgs {
+		if strings.Contains(m.Role, marker) || strings.Contains(m.Content, marker) {
+			return true
+		}
+	}
+	return false
 }
 
 // MergeSystem folds system messages into the next user message, for

@@ -166,3 +166,61 @@ func TestRenderErrors(t *testing.T) {
 		t.Errorf("gemma: %v, want both the system-role and the alternation errors", err)
 	}
 }
+
+// TestWhitespace: trim_blocks, lstrip_blocks and "-" markers stop where
+// Jinja2's do (expected outputs from Jinja2 3.1 with transformers'
+// settings), including where the engine alone goes wrong.
+func TestWhitespace(t *testing.T) {
+	msgs := []Message{{Role: "system", Content: "Sys"}, {Role: "user", Content: "U1"}}
+	for _, c := range []struct{ src, want string }{
+		{"{% for m in messages %}{{ m.content }}\n{% endfor %}", "Sys\nU1\n"},
+		{"a \n{{ 'x' }}{%- if true %}y{% endif %}", "a \nxy"},
+		{"\n  {{ 'x' }}{% if true %}y{% endif %}", "\n  xy"},
+		{"{% if true -%}{{ 'x' }}  \nz{% endif %}", "x  \nz"},
+		{"{{ bos_token }}{%- if true %}\nA{% endif %}", "<s>A"},
+		{"{% for i in [1,2] %}{{ i }} {% endfor %}", "1 2 "},
+		{"   {% if true %}x{% endif %}", "x"},
+		{"\n\n{%- if true %}x{% endif %}", "x"},
+		{"{{- '\\n' }}a", "\na"},
+		{"  \n {{- 'a' }}", "a"},
+		{"{{ 'a' }} {% if true %}b{% endif %}", "a b"},
+		{"{# c #}  {% if true %}b{% endif %}", "  b"},
+		{"x{# c #}\n  {% if true %}b{% endif %}", "xb"},
+		{"{% set x = 1 %}\n{{ x }}\n{% if true %}\n  y\n{% endif %}\nz", "1\n  y\nz"},
+		{"{% for m in messages %}\n{{ m.role }}: {{ m.content }}\n{% endfor %}", "system: Sys\nuser: U1\n"},
+		{"{{ 'a' }}\n    {% if true %}b{% endif %}", "a\nb"},
+		{"{{ '}}' }}{{ \"%}\" }}{# '{{ #}{% if true %}c{% endif %}", "}}%}c"},
+	} {
+		got, err := Render(c.src, msgs, Options{BOS: "<s>"})
+		if err != nil || got != c.want {
+			t.Errorf("%q: got %q, %v; want %q", c.src, got, err, c.want)
+		}
+	}
+}
+
+// TestMarkerInInput: input that holds the marker is rendered without the
+// work-around rather than losing bytes.
+func TestMarkerInInput(t *testing.T) {
+	got, err := Render("{% for m in messages %}{{ m.content }}|{% endfor %}", []Message{{Role: "user", Content: "a\x02b"}}, Options{})
+	if err != nil || got != "a\x02b|" {
+		t.Errorf("got %q, %v", got, err)
+	}
+}
+
+func TestSeparateTags(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"", ""},
+		{"plain", "plain"},
+		{"a{{ x }}b", "a{{ x }}b"},
+		{"{{ x }}", "\x02{{ x }}"},
+		{"a{{ x }}{% if %}{# c #}b", "a{{ x }}\x02{% if %}\x02{# c #}b"},
+		{"{{ '}}' }}{{ \"\\\"}}\" }}", "\x02{{ '}}' }}\x02{{ \"\\\"}}\" }}"},
+		{"{# it's #}{{ x }}", "\x02{# it's #}\x02{{ x }}"},
+		{"a{{ x }", "a{{ x }"},
+		{"a{% if %}{{ 'x }}", "a{% if %}{{ 'x }}"},
+	} {
+		if got := separateTags(c.in); got != c.want {
+			t.Errorf("separateTags(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
