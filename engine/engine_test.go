@@ -130,24 +130,44 @@ func argmax(l []float32) int {
 	return best
 }
 
-// TestStoriesGolden checks greedy generation from "Once upon a time"
+// TestGGUFGoldens checks greedy generation from "Once upon a time"
 // against llama.cpp: every token for F32/F16; for the quantized files,
 // teacher-forced top-1 wherever llama.cpp's margin is clear, and the
 // golden's top-5 probabilities at every step.
-func TestStoriesGolden(t *testing.T) {
+func TestGGUFGoldens(t *testing.T) {
+	// Tolerances: stories260K is a real model with peaked distributions.
+	// The tiny MoE models have random weights and flat distributions, where
+	// llama.cpp's own numerics move probabilities more: its F32 and F16
+	// runs differ from ours by up to 2.7e-3 (the same architectures match
+	// transformers to 1e-6 in TestHFGoldens), and for quantized weights it
+	// also rounds activations to 8 bits before every dot product — its own
+	// Q8_0 run already differs from its F32 run by 0.03 at the first step.
+	// With experts, a rounding difference can flip a near-tied router
+	// choice and move a step's probabilities by 0.3 (tiny-mixtral-Q8_0 step
+	// 19: llama.cpp's F32 run gives p(290) = 0.371, ours on Q8_0 0.357,
+	// llama.cpp's Q8_0 run 0.144). There, top-1 must agree wherever
+	// llama.cpp's margin is clear.
 	cases := []struct {
 		file   string
-		exact  bool
-		probTo float64
+		exact  bool    // greedy output token for token
+		probTo float64 // per-step top-5 probabilities
+		margin float64 // top-1 must agree when llama.cpp's top-2 gap exceeds this
 	}{
-		{"stories260K", true, 1e-3},
-		{"stories260K-F16", true, 1e-3},
-		{"stories260K-Q8_0", false, 2e-2},
+		{"stories260K", true, 1e-3, 2e-3},
+		{"stories260K-F16", true, 1e-3, 2e-3},
+		{"stories260K-Q8_0", false, 2e-2, 4e-2},
 		// llama.cpp rounds activations to 8 bits before Q4_0 dot
-		// products (Q8_0 activations); the engine keeps them in f32, and
-		// at one step of 32 the two differ by 0.022.
-		{"stories260K-Q4_0", false, 3e-2},
-		{"stories260K-Q4_K_M", false, 2e-2},
+		// products; the engine keeps them in f32, and at one step of 32
+		// the two differ by 0.022.
+		{"stories260K-Q4_0", false, 3e-2, 4e-2},
+		{"stories260K-Q4_K_M", false, 2e-2, 4e-2},
+		{"tiny-mixtral-F32", true, 3e-3, 6e-3},
+		{"tiny-mixtral-F16", true, 3e-3, 6e-3},
+		{"tiny-mixtral-Q8_0", false, 0.3, 0.1},
+		{"tiny-mixtral-Q4_K_M", false, 0.3, 0.1},
+		{"tiny-gptoss-F32", true, 3e-3, 6e-3},
+		{"tiny-gptoss-Q8_0", false, 0.3, 0.1},
+		{"tiny-gptoss-MXFP4_MOE", false, 0.3, 0.1},
 	}
 	for _, c := range cases {
 		t.Run(c.file, func(t *testing.T) {
@@ -184,7 +204,7 @@ func TestStoriesGolden(t *testing.T) {
 						t.Errorf("step %d: p(%d) = %.5f, llama.cpp %.5f", i, int(tp[0]), p[int(tp[0])], tp[1])
 					}
 				}
-				if st.Top5[0][1]-st.Top5[1][1] > 2*c.probTo {
+				if st.Top5[0][1]-st.Top5[1][1] > c.margin {
 					clear++
 					if argmax(logits) == st.Token {
 						agree++

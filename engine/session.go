@@ -249,7 +249,8 @@ func (s *Session) build(k planKey) ([]*kernels.Op, error) {
 		add(d.KVStore(whole(s.k), whole(s.kc[l]), pos, m, c.KVHeads, c.HeadDim, s.ctxLen, kvDim, f16))
 		add(d.KVStore(whole(s.v), whole(s.vc[l]), pos, m, c.KVHeads, c.HeadDim, s.ctxLen, kvDim, f16))
 		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap)}
-		if sliding {
+		if sliding && c.SlidingWindow < s.ctxLen {
+			// (A window as long as the cache changes nothing.)
 			ao.Window = c.SlidingWindow
 		}
 		if ly.sinks != nil {
