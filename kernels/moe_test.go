@@ -715,38 +715,53 @@ func BenchmarkMoEDecode(b *testing.B) {
 	defer s.release()
 	d.WriteF32(s.x, 0, randF32(r, hidden, 1))
 	d.WriteF32(s.logits, 0, randF32(r, experts, 2))
-	var ops []*Op
-	one := func(op *Op, err error) {
-		if err != nil {
-			b.Fatal(err)
+	stages := map[string][]*Op{}
+	var order []string
+	add := func(name string) func([]*Op, error) {
+		return func(o []*Op, err error) {
+			if err != nil {
+				b.Fatal(err)
+			}
+			stages[name] = o
+			order = append(order, name)
 		}
-		ops = append(ops, op)
 	}
-	many := func(o []*Op, err error) {
-		if err != nil {
-			b.Fatal(err)
-		}
-		ops = append(ops, o...)
+	one := func(name string) func(*Op, error) {
+		return func(op *Op, err error) { add(name)([]*Op{op}, err) }
 	}
-	one(d.MoERoute(Whole(s.logits), Whole(s.sel), Whole(s.wts), 1, experts, k, GatingSoftmax))
-	many(d.MatMulExperts(gu, Whole(s.x), Whole(s.sel), Whole(s.gu), 1, k, false, BufferRange{}))
-	one(d.GatedAct(Whole(s.gu), Whole(s.h), k, ffn, 2*ffn, ffn, SiLU))
-	many(d.MatMulExperts(dn, Whole(s.h), Whole(s.sel), Whole(s.y), 1, k, true, BufferRange{}))
-	one(d.MoECombine(Whole(s.y), Whole(s.wts), Whole(s.resid), 1, k, hidden, true))
-	defer releaseOps(ops)
-	b.SetBytes(int64((gu.W.Bytes() + dn.W.Bytes()) * k / experts))
-	// Warm up (pipelines, first-touch) outside the timer.
+	one("route")(d.MoERoute(Whole(s.logits), Whole(s.sel), Whole(s.wts), 1, experts, k, GatingSoftmax))
+	add("gate_up")(d.MatMulExperts(gu, Whole(s.x), Whole(s.sel), Whole(s.gu), 1, k, false, BufferRange{}))
+	one("act")(d.GatedAct(Whole(s.gu), Whole(s.h), k, ffn, 2*ffn, ffn, SiLU))
+	add("down")(d.MatMulExperts(dn, Whole(s.h), Whole(s.sel), Whole(s.y), 1, k, true, BufferRange{}))
+	one("combine")(d.MoECombine(Whole(s.y), Whole(s.wts), Whole(s.resid), 1, k, hidden, true))
+	var block []*Op
+	for _, name := range order {
+		block = append(block, stages[name]...)
+		defer releaseOps(stages[name])
+	}
+	bytes := map[string]uint64{
+		"block":   (gu.W.Bytes() + dn.W.Bytes()) * k / experts,
+		"gate_up": gu.W.Bytes() * k / experts,
+		"down":    dn.W.Bytes() * k / experts,
+	}
+	// Warm up (pipelines, first-touch, sel) outside the timers.
 	e := d.NewEncoder()
-	e.Run(ops...)
+	e.Run(block...)
 	if _, err := e.SubmitRead(s.resid, 0, 4); err != nil {
 		b.Fatal(err)
 	}
-	b.ResetTimer()
-	e = d.NewEncoder()
-	for range b.N {
-		e.Run(ops...)
-	}
-	if _, err := e.SubmitRead(s.resid, 0, 4); err != nil {
-		b.Fatal(err)
+	stages["block"] = block
+	for _, name := range append([]string{"block"}, order...) {
+		b.Run(name, func(b *testing.B) {
+			ops := stages[name]
+			b.SetBytes(int64(bytes[name]))
+			e := d.NewEncoder()
+			for range b.N {
+				e.Run(ops...)
+			}
+			if _, err := e.SubmitRead(s.resid, 0, 4); err != nil {
+				b.Fatal(err)
+			}
+		})
 	}
 }
