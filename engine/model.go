@@ -47,6 +47,11 @@ type layer struct {
 	postAttnNorm, postFFNNorm *kernels.Buffer // sandwich norms
 	q, k, v, o                *kernels.Weight
 	qBias, kBias, vBias       *kernels.Buffer
+	// qkv, when set, replaces q, k and v: their rows stacked into one
+	// matrix (and their biases into qkvBias), so one matmul computes all
+	// three and one RoPE dispatch rotates q and k.
+	qkv     *kernels.Weight
+	qkvBias *kernels.Buffer
 	oBias                     *kernels.Buffer
 	sinks                     *kernels.Buffer
 	gateUp                    *kernels.Weight // fused [gate; up]
@@ -138,32 +143,59 @@ func Load(ctx context.Context, dev *kernels.Device, m *rdrr.Model, opts Options)
 				return nil, err
 			}
 		}
-		if fam.attnBias {
-			for _, b := range []struct {
-				dst  **kernels.Buffer
-				name string
-				n    int
-			}{{&ly.qBias, "attn_q.bias", qDim}, {&ly.kBias, "attn_k.bias", kvDim}, {&ly.vBias, "attn_v.bias", kvDim}, {&ly.oBias, "attn_output.bias", cfg.HiddenSize}} {
-				if *b.dst, err = l.vector(p(b.name), b.n); err != nil {
-					return nil, err
-				}
-			}
-		}
 		if cfg.AttnSinks {
 			if ly.sinks, err = l.vector(p("attn_sinks.weight"), cfg.Heads); err != nil {
 				return nil, err
 			}
 		}
-		// Q, K and V stay separate matrices: each output needs its own
-		// binding, and binding offsets must be 256-byte aligned.
-		if ly.q, err = l.matrix(p("attn_q.weight"), qDim, cfg.HiddenSize); err != nil {
-			return nil, err
+		qkvNames := []string{p("attn_q.weight"), p("attn_k.weight"), p("attn_v.weight")}
+		if md.canFuseQKV() && l.sameDType(qkvNames...) {
+			if ly.qkv, err = l.fused(p("attn_qkv"), cfg.HiddenSize,
+				part{qkvNames[0], qDim}, part{qkvNames[1], kvDim}, part{qkvNames[2], kvDim}); err != nil {
+				return nil, err
+			}
+			if fam.attnBias {
+				var b []byte
+				for _, n := range []struct {
+					name string
+					n    int64
+				}{{"attn_q.bias", int64(qDim)}, {"attn_k.bias", int64(kvDim)}, {"attn_v.bias", int64(kvDim)}} {
+					f, err := l.f32(p(n.name), n.n)
+					if err != nil {
+						return nil, err
+					}
+					b = append(b, f...)
+				}
+				if ly.qkvBias, err = l.upload(p("attn_qkv.bias"), b); err != nil {
+					return nil, err
+				}
+			}
+		} else {
+			if ly.q, err = l.matrix(qkvNames[0], qDim, cfg.HiddenSize); err != nil {
+				return nil, err
+			}
+			if ly.k, err = l.matrix(qkvNames[1], kvDim, cfg.HiddenSize); err != nil {
+				return nil, err
+			}
+			if ly.v, err = l.matrix(qkvNames[2], kvDim, cfg.HiddenSize); err != nil {
+				return nil, err
+			}
+			if fam.attnBias {
+				for _, b := range []struct {
+					dst  **kernels.Buffer
+					name string
+					n    int
+				}{{&ly.qBias, "attn_q.bias", qDim}, {&ly.kBias, "attn_k.bias", kvDim}, {&ly.vBias, "attn_v.bias", kvDim}} {
+					if *b.dst, err = l.vector(p(b.name), b.n); err != nil {
+						return nil, err
+					}
+				}
+			}
 		}
-		if ly.k, err = l.matrix(p("attn_k.weight"), kvDim, cfg.HiddenSize); err != nil {
-			return nil, err
-		}
-		if ly.v, err = l.matrix(p("attn_v.weight"), kvDim, cfg.HiddenSize); err != nil {
-			return nil, err
+		if fam.attnBias {
+			if ly.oBias, err = l.vector(p("attn_output.bias"), cfg.HiddenSize); err != nil {
+				return nil, err
+			}
 		}
 		if ly.o, err = l.matrix(p("attn_output.weight"), cfg.HiddenSize, qDim); err != nil {
 			return nil, err
@@ -185,6 +217,15 @@ func Load(ctx context.Context, dev *kernels.Device, m *rdrr.Model, opts Options)
 		md.layers = append(md.layers, ly)
 	}
 	return md, nil
+}
+
+// canFuseQKV reports whether q, k and v can live in one stacked matrix:
+// their slices of the output are then bound at byte offsets qDim·4 and
+// (qDim+kvDim)·4, which must be multiples of the 256-byte binding
+// alignment, and no per-head norm may sit between the matmul and RoPE.
+func (m *Model) canFuseQKV() bool {
+	c := m.Config
+	return !c.QKNorm && (c.Heads*c.HeadDim)%64 == 0 && (c.KVHeads*c.HeadDim)%64 == 0
 }
 
 // WeightBytes is the size of the weights on the GPU.
@@ -249,6 +290,19 @@ func (l *loader) matrix(name string, rows, cols int) (*kernels.Weight, error) {
 	}
 	l.md.bytes += w.Bytes()
 	return w, nil
+}
+
+// sameDType reports whether the named tensors share one dtype.
+func (l *loader) sameDType(names ...string) bool {
+	var dt quant.DType
+	for i, n := range names {
+		t, ok := l.m.Tensor(n)
+		if !ok || (i > 0 && t.DType != dt) {
+			return false
+		}
+		dt = t.DType
+	}
+	return true
 }
 
 type part struct {

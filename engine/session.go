@@ -25,6 +25,7 @@ type Session struct {
 	// activations, [batch][…]
 	x, xn, q, k, v, att, gu, h *kernels.Buffer
 	qRaw, kRaw                 *kernels.Buffer // before the per-head q/k norm
+	qkv                        *kernels.Buffer // [batch][q | k | v] for layers with a fused QKV matrix
 	tmp, tmp2                  *kernels.Buffer // block outputs before a sandwich norm
 	// MoE: router logits [batch][E], chosen experts and weights [batch][k],
 	// expert activations [batch][k][…].
@@ -80,6 +81,7 @@ func (m *Model) NewSession() (*Session, error) {
 		{&s.tok, "tok", 4},
 		{&s.posBuf, "pos", 4},
 		{&s.qRaw, "q_raw", nb(c.QKNorm, b*uint64(qDim)*4)},
+		{&s.qkv, "qkv", nb(m.canFuseQKV(), b*uint64(qDim+2*kvDim)*4)},
 		{&s.kRaw, "k_raw", nb(c.QKNorm, b*uint64(kvDim)*4)},
 		{&s.tmp, "tmp", nb(m.fam.sandwich, b*uint64(c.HiddenSize)*4)},
 		{&s.tmp2, "tmp2", nb(m.fam.sandwich, b*uint64(c.HiddenSize)*4)},
@@ -237,18 +239,32 @@ func (s *Session) build(k planKey) ([]*kernels.Op, error) {
 			rope = s.m.ropeLocal
 		}
 		add(d.RMSNorm(whole(s.x), whole(ly.attnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
-		addN(d.MatMul(ly.q, whole(s.xn), whole(qOut), m, bias(ly.qBias)))
-		addN(d.MatMul(ly.k, whole(s.xn), whole(kOut), m, bias(ly.kBias)))
-		addN(d.MatMul(ly.v, whole(s.xn), whole(s.v), m, bias(ly.vBias)))
-		if c.QKNorm {
-			add(d.RMSNorm(whole(s.qRaw), whole(ly.qNorm), whole(s.q), m*c.Heads, c.HeadDim, eps, c.NormAddOne))
-			add(d.RMSNorm(whole(s.kRaw), whole(ly.kNorm), whole(s.k), m*c.KVHeads, c.HeadDim, eps, c.NormAddOne))
+		// q, k, v: where they are, and their row strides.
+		qr, kr, vr := whole(s.q), whole(s.k), whole(s.v)
+		qStride, kvStride := qDim, kvDim
+		if ly.qkv != nil {
+			stride := qDim + 2*kvDim
+			addN(d.MatMul(ly.qkv, whole(s.xn), whole(s.qkv), m, bias(ly.qkvBias)))
+			// One dispatch rotates the q heads and the k heads after them.
+			add(d.RoPE(whole(s.qkv), pos, m, c.Heads+c.KVHeads, c.HeadDim, stride, rope))
+			qr = whole(s.qkv)
+			kr = kernels.BufferRange{Buf: s.qkv, Offset: uint64(qDim) * 4}
+			vr = kernels.BufferRange{Buf: s.qkv, Offset: uint64(qDim+kvDim) * 4}
+			qStride, kvStride = stride, stride
+		} else {
+			addN(d.MatMul(ly.q, whole(s.xn), whole(qOut), m, bias(ly.qBias)))
+			addN(d.MatMul(ly.k, whole(s.xn), whole(kOut), m, bias(ly.kBias)))
+			addN(d.MatMul(ly.v, whole(s.xn), whole(s.v), m, bias(ly.vBias)))
+			if c.QKNorm {
+				add(d.RMSNorm(whole(s.qRaw), whole(ly.qNorm), whole(s.q), m*c.Heads, c.HeadDim, eps, c.NormAddOne))
+				add(d.RMSNorm(whole(s.kRaw), whole(ly.kNorm), whole(s.k), m*c.KVHeads, c.HeadDim, eps, c.NormAddOne))
+			}
+			add(d.RoPE(whole(s.q), pos, m, c.Heads, c.HeadDim, qDim, rope))
+			add(d.RoPE(whole(s.k), pos, m, c.KVHeads, c.HeadDim, kvDim, rope))
 		}
-		add(d.RoPE(whole(s.q), pos, m, c.Heads, c.HeadDim, qDim, rope))
-		add(d.RoPE(whole(s.k), pos, m, c.KVHeads, c.HeadDim, kvDim, rope))
-		add(d.KVStore(whole(s.k), whole(s.kc[l]), pos, m, c.KVHeads, c.HeadDim, s.ctxLen, kvDim, f16))
-		add(d.KVStore(whole(s.v), whole(s.vc[l]), pos, m, c.KVHeads, c.HeadDim, s.ctxLen, kvDim, f16))
-		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap)}
+		add(d.KVStore(kr, whole(s.kc[l]), pos, m, c.KVHeads, c.HeadDim, s.ctxLen, kvStride, f16))
+		add(d.KVStore(vr, whole(s.vc[l]), pos, m, c.KVHeads, c.HeadDim, s.ctxLen, kvStride, f16))
+		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap), QStride: qStride}
 		if sliding && c.SlidingWindow < s.ctxLen {
 			// (A window as long as the cache changes nothing.)
 			ao.Window = c.SlidingWindow
@@ -256,7 +272,7 @@ func (s *Session) build(k planKey) ([]*kernels.Op, error) {
 		if ly.sinks != nil {
 			ao.Sinks = whole(ly.sinks)
 		}
-		add(d.Attention(whole(s.q), whole(s.kc[l]), whole(s.vc[l]), whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao))
+		add(d.Attention(qr, whole(s.kc[l]), whole(s.vc[l]), whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao))
 		residual(ly.o, s.att, ly.oBias, ly.postAttnNorm)
 		add(d.RMSNorm(whole(s.x), whole(ly.ffnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
 		if e := ly.moe; e != nil {
