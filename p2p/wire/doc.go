@@ -1,0 +1,59 @@
+// Package wire is DOPPLER's peer-to-peer message encoding, shared by the
+// libp2p streams (/doppler/manifest/1, /doppler/shard/1), the inventory
+// gossip topics and, in the browser, WebRTC data channels. It imports no
+// libp2p code and builds for GOOS=js GOARCH=wasm.
+//
+// # Frames
+//
+// Every message travels as one frame. All integers are big-endian.
+//
+//	offset  size  field
+//	0       4     N: u32, the number of bytes that follow (type + body);
+//	              1 ≤ N ≤ the reader's limit, checked before anything is
+//	              allocated
+//	4       1     type (below)
+//	5       N-1   body
+//
+// A reader skips frames of a type it does not know (reading them into
+// io.Discard, at most MaxSkip in a row), so a later minor revision may add
+// message types. A body must be consumed exactly: a known type with
+// trailing or missing bytes is rejected as ErrMalformed. The major version
+// (Version) is in the protocol ID (/doppler/shard/1) or, on a WebRTC data
+// channel, in the channel's label; an incompatible change bumps it.
+//
+// # Bodies
+//
+// Variable-length byte strings are written as u32 length then the bytes
+// ("bytes32"); each field has its own maximum, checked before allocating.
+// A hash is 32 raw bytes (SHA-256). A float64 is its IEEE 754 bits as u64;
+// NaN, ±Inf and negative values are rejected.
+//
+//	0x01 ManifestRequest  model-id [32]
+//	0x02 ManifestResponse manifest bytes32 (1 … MaxManifest), sig bytes32 (0 … MaxSig)
+//	0x03 BlocksRequest    shard [32], first u32, count u32 (count ≥ 1)
+//	0x04 Block            index u32, data bytes32 (1 … MaxBlockData),
+//	                      nproof u8 (≤ MaxProof), nproof × hash [32]
+//	                      (the RFC 6962 audit path, bottom-up, as rdrr.MerkleProof)
+//	0x05 End              (empty body)
+//	0x06 Error            code u16 (≠ 0), msg bytes32 (0 … MaxErrorMsg, UTF-8)
+//	0x07 Inventory        peer bytes32 (1 … MaxPeerID)
+//	                      model [32]: the model the shard bitmap refers to
+//	                      nbits u32 (≤ MaxShards), ⌈nbits/8⌉ bytes of bitmap:
+//	                        bit i (byte i/8, mask 1<<(i%8)) set = the peer holds
+//	                        shard i of the model's manifest shard table, verified;
+//	                        unused high bits of the last byte must be 0
+//	                      nmodels u16 (≤ MaxModels), nmodels × model-id [32]:
+//	                        models the peer holds complete
+//	                      nexperts u32 (≤ MaxExperts), nexperts × (layer u16, expert u16)
+//	                      upload-free u64 (bytes/s the peer can still upload)
+//	                      prefill f64, decode f64 (measured tokens/s; 0 = unknown)
+//	                      seq u64 (increases with every announcement of a peer)
+//	                      ttl u32 (seconds the entry stays valid, 1 … MaxTTL)
+//
+// # Exchanges
+//
+// Manifest: the client sends ManifestRequest; the server answers one
+// ManifestResponse or one Error. Shard: the client sends BlocksRequest; the
+// server answers Count Block frames in index order starting at First, then
+// End, or an Error at any point. Error codes are the Code constants.
+package wire
