@@ -19,6 +19,15 @@ var SynthShapes = map[string]Config{
 	"1b": {Architecture: "llama", ContextLength: 131072, HiddenSize: 2048, Layers: 16, Heads: 32, KVHeads: 8, HeadDim: 64,
 		FFN: 8192, VocabSize: 128256, NormEps: 1e-5, Activation: "silu", TiedEmbeddings: true,
 		Rope: RoPE{Theta: 500000, Dim: 64, Style: "normal", Scaling: &RoPEScaling{Type: "llama3", Factor: 32, LowFreqFactor: 1, HighFreqFact: 4, OriginalCtx: 8192}}},
+	// Mixtral-8x7B (32 layers; pass a smaller layer count to fit a card).
+	"mixtral-8x7b": {Architecture: "mixtral", ContextLength: 32768, HiddenSize: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128,
+		FFN: 14336, VocabSize: 32000, NormEps: 1e-5, Activation: "silu", Experts: 8, ExpertsUsed: 2, ExpertFFN: 14336,
+		ExpertGating: "softmax", Rope: RoPE{Theta: 1e6, Dim: 128, Style: "normal"}},
+	// GPT-OSS-20B: MXFP4 experts, Q8_0 elsewhere (--quant applies to the experts).
+	"gpt-oss-20b": {Architecture: "gpt-oss", ContextLength: 131072, HiddenSize: 2880, Layers: 24, Heads: 64, KVHeads: 8, HeadDim: 64,
+		FFN: 2880, VocabSize: 201088, NormEps: 1e-5, Activation: "swiglu_oai", Experts: 32, ExpertsUsed: 4, ExpertFFN: 2880,
+		ExpertGating: "topk_softmax", AttnSinks: true, SlidingWindow: 128, LayerTypes: alternate(24),
+		Rope: RoPE{Theta: 150000, Dim: 64, Style: "neox", Scaling: &RoPEScaling{Type: "yarn", Factor: 32, OriginalCtx: 4096, BetaFast: 32, BetaSlow: 1}}},
 	// Llama-3-8B.
 	"8b": {Architecture: "llama", ContextLength: 8192, HiddenSize: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128,
 		FFN: 14336, VocabSize: 128256, NormEps: 1e-5, Activation: "silu",
@@ -60,31 +69,55 @@ func Synthesize(ctx context.Context, cfg Config, dt quant.DType, seed uint64, ou
 	vec := func(name string, n int) error {
 		return w.AddTensor(name, quant.F32, []int64{int64(n)}, &randomBlocks{rng: rng, dt: quant.F32, left: int64(n) * 4, norm: true})
 	}
-	head := dt
+	// dense is the dtype of non-expert matrices: the requested one, or
+	// Q8_0 for MXFP4 models (as llama.cpp's MXFP4_MOE files do).
+	dense, head := dt, dt
+	if dt == quant.MXFP4 {
+		dense, head = quant.Q8_0, quant.Q8_0
+	}
 	if dt == quant.Q4_K {
 		head = quant.Q6_K
 	}
 	c := cfg
-	if err := mat("token_embd.weight", c.VocabSize, c.HiddenSize, dt); err != nil {
+	if err := mat("token_embd.weight", c.VocabSize, c.HiddenSize, dense); err != nil {
 		return ModelID{}, err
 	}
 	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	gptOSS := c.Architecture == "gpt-oss"
 	for l := 0; l < c.Layers; l++ {
 		p := func(s string) string { return fmt.Sprintf("blk.%d.%s", l, s) }
-		for _, e := range []error{
+		errs := []error{
 			vec(p("attn_norm.weight"), c.HiddenSize),
-			mat(p("attn_q.weight"), qDim, c.HiddenSize, dt),
-			mat(p("attn_k.weight"), kvDim, c.HiddenSize, dt),
-			mat(p("attn_v.weight"), kvDim, c.HiddenSize, dt),
-			mat(p("attn_output.weight"), c.HiddenSize, qDim, dt),
+			mat(p("attn_q.weight"), qDim, c.HiddenSize, dense),
+			mat(p("attn_k.weight"), kvDim, c.HiddenSize, dense),
+			mat(p("attn_v.weight"), kvDim, c.HiddenSize, dense),
+			mat(p("attn_output.weight"), c.HiddenSize, qDim, dense),
 			vec(p("ffn_norm.weight"), c.HiddenSize),
-			mat(p("ffn_gate.weight"), c.FFN, c.HiddenSize, dt),
-			mat(p("ffn_up.weight"), c.FFN, c.HiddenSize, dt),
-			mat(p("ffn_down.weight"), c.HiddenSize, c.FFN, dt),
-		} {
+		}
+		if gptOSS {
+			errs = append(errs, vec(p("attn_q.bias"), qDim), vec(p("attn_k.bias"), kvDim), vec(p("attn_v.bias"), kvDim),
+				vec(p("attn_output.bias"), c.HiddenSize), vec(p("attn_sinks.weight"), c.Heads))
+		}
+		if c.Experts > 0 {
+			errs = append(errs, mat(p("ffn_gate_inp.weight"), c.Experts, c.HiddenSize, quant.F32))
+			if gptOSS {
+				errs = append(errs, vec(p("ffn_gate_inp.bias"), c.Experts))
+			}
+		} else {
+			errs = append(errs,
+				mat(p("ffn_gate.weight"), c.FFN, c.HiddenSize, dt),
+				mat(p("ffn_up.weight"), c.FFN, c.HiddenSize, dt),
+				mat(p("ffn_down.weight"), c.HiddenSize, c.FFN, dt))
+		}
+		for _, e := range errs {
 			if e != nil {
 				return ModelID{}, e
 			}
+		}
+	}
+	if c.Experts > 0 {
+		if err := synthExperts(ctx, w, rng, c, dt, gptOSS); err != nil {
+			return ModelID{}, err
 		}
 	}
 	if err := vec("output_norm.weight", c.HiddenSize); err != nil {
@@ -103,6 +136,62 @@ func Synthesize(ctx context.Context, cfg Config, dt quant.DType, seed uint64, ou
 		return ModelID{}, err
 	}
 	return id, nil
+}
+
+// synthExperts writes every layer's expert tensors, one expert at a time.
+func synthExperts(ctx context.Context, w *Writer, rng *rand.Rand, c Config, dt quant.DType, biases bool) error {
+	E, ffn, h := int64(c.Experts), int64(c.ExpertFFN), int64(c.HiddenSize)
+	type et struct {
+		name string
+		dt   quant.DType
+		rows int64
+		cols int64
+	}
+	roles := []et{{"ffn_gate_exps.weight", dt, ffn, h}, {"ffn_up_exps.weight", dt, ffn, h}, {"ffn_down_exps.weight", dt, h, ffn}}
+	if biases {
+		roles = append(roles, et{"ffn_gate_exps.bias", quant.F32, 1, ffn}, et{"ffn_up_exps.bias", quant.F32, 1, ffn}, et{"ffn_down_exps.bias", quant.F32, 1, h})
+	}
+	for l := 0; l < c.Layers; l++ {
+		for _, r := range roles {
+			shape := []int64{E, r.rows, r.cols}
+			if r.rows == 1 {
+				shape = []int64{E, r.cols}
+			}
+			if err := w.DeclareExpertTensor(fmt.Sprintf("blk.%d.%s", l, r.name), r.dt, shape); err != nil {
+				return err
+			}
+		}
+		for e := 0; e < c.Experts; e++ {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := w.BeginExpert(l, e); err != nil {
+				return err
+			}
+			for _, r := range roles {
+				n := r.rows * int64(mustRow(r.dt, int(r.cols)))
+				if err := w.AddExpertSlice(fmt.Sprintf("blk.%d.%s", l, r.name), &randomBlocks{rng: rng, dt: r.dt, left: n}); err != nil {
+					return err
+				}
+			}
+			if err := w.EndExpert(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// alternate returns n layer types, sliding first (GPT-OSS).
+func alternate(n int) []string {
+	t := make([]string, n)
+	for i := range t {
+		t[i] = "full"
+		if i%2 == 0 {
+			t[i] = "sliding"
+		}
+	}
+	return t
 }
 
 func mustRow(d quant.DType, cols int) int {

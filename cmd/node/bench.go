@@ -124,6 +124,7 @@ func newBenchInference() *cobra.Command {
 				rows = append(rows, row)
 			}
 			out := map[string]any{
+				"expert_bytes_per_token": expertBytes(l.rm.Manifest, false), "expert_bytes_total": expertBytes(l.rm.Manifest, true),
 				"adapter": info.Name, "backend": info.Backend, "adapter_type": info.Type, "software": info.Software,
 				"model": l.dir, "model_id": l.rm.ID.String(), "model_bytes": l.rm.Manifest.TotalSize(),
 				"gpu_bytes_allocated": l.dev.AllocatedBytes(), "weight_bytes": l.model.WeightBytes(),
@@ -148,6 +149,23 @@ func newBenchInference() *cobra.Command {
 	return cmd
 }
 
+// expertBytes sums the bytes of expert tensors: all of them, or the
+// slices one token reads (experts_used of each layer's experts).
+func expertBytes(m *rdrr.Manifest, all bool) int64 {
+	var n int64
+	for _, t := range m.Tensors {
+		if t.Experts == 0 {
+			continue
+		}
+		if all {
+			n += t.Size
+		} else {
+			n += t.Size / int64(t.Experts) * int64(m.Config.ExpertsUsed)
+		}
+	}
+	return n
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func pct(sorted []time.Duration, p int) time.Duration {
@@ -161,6 +179,9 @@ func printBench(w io.Writer, out map[string]any, rows []benchRow) {
 	fmt.Fprintf(w, "memory    %s allocated on the GPU for a %s model (%.2f×)\n",
 		humanBytes(int64(out["gpu_bytes_allocated"].(uint64))), humanBytes(out["model_bytes"].(int64)),
 		float64(out["gpu_bytes_allocated"].(uint64))/float64(out["model_bytes"].(int64)))
+	if e := out["expert_bytes_total"].(int64); e > 0 {
+		fmt.Fprintf(w, "experts   %s read per token (the chosen experts) of %s\n", humanBytes(out["expert_bytes_per_token"].(int64)), humanBytes(e))
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "prompt\tgen\tTTFT ms\tprefill tok/s\tdecode tok/s\tp50 ms\tp90 ms\tp99 ms\tsubmits/tok\treadback B/tok\t")
 	for _, r := range rows {
@@ -168,6 +189,15 @@ func printBench(w io.Writer, out map[string]any, rows []benchRow) {
 			r.PrefillTokS, r.DecodeTokS, r.P50ms, r.P90ms, r.P99ms, r.SubmitsPerToken, r.ReadbackPerToken)
 	}
 	tw.Flush()
+}
+
+func synthShapeNames() []string {
+	var names []string
+	for n := range rdrr.SynthShapes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
 
 func newBenchSynth() *cobra.Command {
@@ -181,14 +211,21 @@ func newBenchSynth() *cobra.Command {
 		Short: "Write a random-weight RDRR model of a real Llama shape (Llama-3.2-1B, Llama-3-8B)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if arch != "llama" {
-				return fmt.Errorf("--arch %q: only llama shapes exist so far", arch)
-			}
 			cfg, ok := rdrr.SynthShapes[strings.ToLower(shape)]
 			if !ok {
-				return fmt.Errorf("--shape %q: want 1b or 8b", shape)
+				return fmt.Errorf("--shape %q: want one of %s", shape, strings.Join(synthShapeNames(), ", "))
+			}
+			if arch != "" && arch != cfg.Architecture {
+				return fmt.Errorf("--arch %q: shape %s is a %s model", arch, shape, cfg.Architecture)
 			}
 			if layers > 0 {
+				if len(cfg.LayerTypes) > 0 {
+					types := make([]string, layers)
+					for i := range types {
+						types[i] = cfg.LayerTypes[i%len(cfg.LayerTypes)]
+					}
+					cfg.LayerTypes = types
+				}
 				cfg.Layers = layers
 			}
 			dt, err := quant.Parse(q)
@@ -203,14 +240,14 @@ func newBenchSynth() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%s-shaped %s, %s) in %.1fs\nmodel id %s\n", out, shape, dt, arch, time.Since(start).Seconds(), id)
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%s-shaped %s, %d layers) in %.1fs\nmodel id %s\n", out, shape, dt, cfg.Layers, time.Since(start).Seconds(), id)
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&arch, "arch", "llama", "architecture")
-	f.StringVar(&shape, "shape", "1b", "1b (Llama-3.2-1B) or 8b (Llama-3-8B)")
-	f.StringVar(&q, "quant", "q4_k", "weight dtype: q4_k, q8_0, f16, …")
+	f.StringVar(&arch, "arch", "", "architecture (checked against the shape)")
+	f.StringVar(&shape, "shape", "1b", "1b (Llama-3.2-1B), 8b (Llama-3-8B), mixtral-8x7b, gpt-oss-20b")
+	f.StringVar(&q, "quant", "q4_k", "weight dtype (of the experts, for MoE shapes): q4_k, q8_0, mxfp4, f16, …")
 	f.StringVarP(&out, "out", "o", "", "output RDRR directory")
 	f.Uint64Var(&seed, "seed", 1, "random seed")
 	f.IntVar(&layers, "layers", 0, "override the layer count (0 = the real shape's)")
