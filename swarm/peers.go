@@ -1,0 +1,170 @@
+package swarm
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/doppler-llm/doppler/rdrr"
+)
+
+// Peer is a remote node that serves shard blocks (p2p's *Remote satisfies
+// it; tests use in-process fakes).
+type Peer interface {
+	// ID names the peer stably (a libp2p peer ID).
+	ID() string
+	// ReadBlocks asks for blocks [first, first+count) of shard sh and calls
+	// fn for each block received, in order, one call at a time; data is
+	// valid only during the call. It returns when the range is done, fn
+	// returns an error (which it returns), or ctx ends — promptly, since
+	// ctx is how a stalled request is cut off. A peer may return nil after
+	// fewer blocks than asked (the fetcher re-asks elsewhere for the rest).
+	//
+	// Implementations may or may not verify blocks (against Merkle proofs,
+	// say) before calling fn; the fetcher hashes every block against
+	// sh.Blocks itself before anything is written. An error wrapping
+	// rdrr.ErrBadBlock means the peer sent a bad block.
+	ReadBlocks(ctx context.Context, sh rdrr.Shard, first, count int, fn func(index int, data []byte) error) error
+}
+
+// PeerSet says who holds what, from gossiped inventories. It is read on
+// every scheduling pass, so peers that join or leave are picked up while a
+// fetch runs. Both methods must be fast and must not block.
+type PeerSet interface {
+	// Peers returns the peers that may hold shards of the model.
+	Peers(model rdrr.ModelID) []Peer
+	// Has reports whether p announced the complete shard.
+	Has(p Peer, shard rdrr.Hash) bool
+}
+
+// PeerStats is what this node measured of one peer, across fetches.
+type PeerStats struct {
+	ID string
+	// RTT and Throughput are EWMAs: the time to the first block of a
+	// request, and bytes/s after it. Samples counts the requests measured.
+	RTT        time.Duration
+	Throughput float64
+	Samples    int
+
+	Requests      int   // requests sent
+	BytesReceived int64 // every byte received, good, bad or duplicate
+	BytesUseful   int64 // verified bytes that were new to the store
+	Duplicates    int   // endgame copies that arrived second
+	BadBlocks     int   // blocks that failed verification
+	Timeouts      int   // requests cut off for stalling
+	Errors        int   // requests that failed otherwise
+	Short         int   // requests answered with fewer blocks than asked
+	// Dropped lists the models this peer is no longer asked for (it sent a
+	// bad block for them).
+	Dropped []rdrr.ModelID
+}
+
+// EWMA weight of a new sample.
+const ewmaAlpha = 0.3
+
+type peerRec struct {
+	PeerStats
+	dropped map[rdrr.ModelID]bool
+}
+
+// peerTable keeps per-peer measurements for the lifetime of a Store.
+type peerTable struct {
+	mu sync.Mutex
+	m  map[string]*peerRec
+}
+
+func newPeerTable() *peerTable { return &peerTable{m: map[string]*peerRec{}} }
+
+func (t *peerTable) rec(id string) *peerRec {
+	r, ok := t.m[id]
+	if !ok {
+		r = &peerRec{PeerStats: PeerStats{ID: id}, dropped: map[rdrr.ModelID]bool{}}
+		t.m[id] = r
+	}
+	return r
+}
+
+func (t *peerTable) update(id string, f func(r *peerRec)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f(t.rec(id))
+}
+
+// sample records one request's timing: rtt to the first block, and n bytes
+// after it in d.
+func (t *peerTable) sample(id string, rtt time.Duration, n int64, d time.Duration) {
+	t.update(id, func(r *peerRec) {
+		var tput float64
+		if d > 0 && n > 0 {
+			tput = float64(n) / d.Seconds()
+		}
+		if r.Samples == 0 {
+			r.RTT = rtt
+			r.Throughput = tput
+		} else {
+			r.RTT = time.Duration(ewmaAlpha*float64(rtt) + (1-ewmaAlpha)*float64(r.RTT))
+			if tput > 0 {
+				r.Throughput = ewmaAlpha*tput + (1-ewmaAlpha)*r.Throughput
+			}
+		}
+		r.Samples++
+	})
+}
+
+// slower records a failed request: the peer looks slower from now on.
+func (t *peerTable) slower(id string, timeout time.Duration) {
+	t.update(id, func(r *peerRec) {
+		r.RTT = time.Duration(ewmaAlpha*float64(timeout) + (1-ewmaAlpha)*float64(r.RTT))
+		r.Throughput *= 1 - ewmaAlpha
+		if r.Samples == 0 {
+			r.Samples = 1
+		}
+	})
+}
+
+func (t *peerTable) dropped(id string, model rdrr.ModelID) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r, ok := t.m[id]
+	return ok && r.dropped[model]
+}
+
+// estimate returns the expected time to fetch n bytes from the peer,
+// rtt + n/throughput, scaled up by its record of failures, and whether the
+// peer was ever measured (unknown peers are probed first).
+func (t *peerTable) estimate(id string, n int64) (time.Duration, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r, ok := t.m[id]
+	if !ok || r.Samples == 0 {
+		return 0, false
+	}
+	est := float64(r.RTT)
+	if r.Throughput > 0 {
+		est += float64(n) / r.Throughput * float64(time.Second)
+	} else {
+		est += float64(time.Second)
+	}
+	penalty := 1 + 4*float64(r.BadBlocks) + 0.5*float64(r.Timeouts+r.Errors+r.Short)
+	return time.Duration(est * penalty), true
+}
+
+func (t *peerTable) snapshot() []PeerStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]PeerStats, 0, len(t.m))
+	for _, r := range t.m {
+		ps := r.PeerStats
+		ps.Dropped = nil
+		for id := range r.dropped {
+			ps.Dropped = append(ps.Dropped, id)
+		}
+		out = append(out, ps)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// PeerStats returns this node's measurements of every peer it fetched from.
+func (s *Store) PeerStats() []PeerStats { return s.peers.snapshot() }
