@@ -272,7 +272,7 @@ func (s *Session) build(k planKey) ([]*kernels.Op, error) {
 		if ly.sinks != nil {
 			ao.Sinks = whole(ly.sinks)
 		}
-		add(d.Attention(qr, whole(s.kc[l]), whole(s.vc[l]), whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao))
+		addN(d.Attention(qr, whole(s.kc[l]), whole(s.vc[l]), whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao))
 		residual(ly.o, s.att, ly.oBias, ly.postAttnNorm)
 		add(d.RMSNorm(whole(s.x), whole(ly.ffnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
 		if e := ly.moe; e != nil {

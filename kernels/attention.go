@@ -4,6 +4,10 @@ import (
 	_ "embed"
 	"encoding/binary"
 	"fmt"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
 )
 
 //go:embed attention_decode.wgsl
@@ -19,9 +23,10 @@ const AttnMaxHeadDim = 256
 type attentionParams struct {
 	Heads, KVHeads, Capacity, QStride uint32
 	Window, HasSinks, M               uint32
-	_                                 uint32
+	NC                                uint32 // decode: chunks per (head, token)
 	Scale, Softcap                    float32
-	_                                 [2]uint32
+	MinL                              uint32 // decode: fewest keys per chunk
+	_                                 uint32
 }
 
 // AttnOpts configures Attention.
@@ -48,7 +53,7 @@ func attnPrefillShared(headDim, tile int) int {
 	return 4 * (tile*headDim + tile*(headDim+1) + tile*headDim + tile*tile + 3*tile)
 }
 
-// Attention builds an Op computing, for query tokens t < m (position
+// Attention builds the Ops computing, for query tokens t < m (position
 // pos0+t, pos0 the u32 in pos, read at run time), softmax attention over
 // cache positions max(0, pos0+t-Window+1) .. pos0+t:
 //
@@ -57,13 +62,23 @@ func attnPrefillShared(headDim, tile int) int {
 // with query head h reading kv head h/(heads/kvHeads), K/V from the
 // [kvHeads][capacity][headDim] caches (position j at slot j % capacity;
 // the KVStore of this batch must run earlier in the same pass). q holds m
-// rows at QStride; out gets m rows of heads×headDim. m == 1 uses the
-// decode kernel (a workgroup per head), m > 1 the tiled prefill kernel.
+// rows at QStride; out gets m rows of heads×headDim.
+//
+// m > 1 returns one Op, the tiled prefill kernel. m == 1 (and m > 1 where
+// the prefill tile does not fit workgroup memory) returns two Ops to run in
+// order, split-K ("flash-decoding"): the first splits each token's keys
+// into up to NC chunks per kv head (the chunk count follows pos at run
+// time; the grid is sized for the capacity) and writes per (head, chunk)
+// partials (max, Σp, Σp·V) to a buffer of the Device shared by these Ops;
+// the second merges them per head (sinks join there, once). The partials
+// buffer is shared by every split Attention of the Device (Ops run in
+// order, so reuse is safe) and goes back to the Device's pool once all Ops
+// that bind it are garbage.
 //
 // A ring cache must hold every key the batch needs: capacity ≥ pos0+m
 // for full attention, capacity ≥ Window+m-1 with a window (checked).
 // out must be its own buffer; the others may share read-only buffers.
-func (d *Device) Attention(q, kCache, vCache, out, pos BufferRange, m, heads, kvHeads, headDim, capacity int, o AttnOpts) (*Op, error) {
+func (d *Device) Attention(q, kCache, vCache, out, pos BufferRange, m, heads, kvHeads, headDim, capacity int, o AttnOpts) ([]*Op, error) {
 	qStride := o.QStride
 	if qStride == 0 {
 		qStride = heads * headDim
@@ -102,32 +117,205 @@ func (d *Device) Attention(q, kCache, vCache, out, pos BufferRange, m, heads, kv
 	if o.F16 {
 		f16, dt = 1, "f16"
 	}
-	src, key, groups := attentionDecodeWGSL, fmt.Sprintf("attention/decode/hd%d/%s", headDim, dt), [3]uint32{uint32(heads), uint32(m), 1}
-	if tile := attnPrefillTile(headDim); m > 1 && attnPrefillShared(headDim, tile) <= d.limits.MaxWorkgroupStorage {
-		var err error
-		if src, err = setConst(attentionPrefillWGSL, "BQ", uint32(tile)); err != nil {
-			return nil, err
-		}
-		if src, err = setConst(src, "BK", uint32(tile)); err != nil {
-			return nil, err
-		}
-		key = fmt.Sprintf("attention/prefill/t%d/hd%d/%s", tile, headDim, dt)
-		groups = [3]uint32{uint32((m + tile - 1) / tile), uint32(heads), 1}
+	prm := attentionParams{
+		Heads: uint32(heads), KVHeads: uint32(kvHeads), Capacity: uint32(capacity), QStride: uint32(qStride),
+		Window: uint32(o.Window), HasSinks: hasSinks, M: uint32(m), Scale: o.Scale, Softcap: o.Softcap,
 	}
-	src, err := setConst(src, "HD", uint32(headDim))
+	tile := attnPrefillTile(headDim)
+	if m == 1 || attnForceSplit || attnPrefillShared(headDim, tile) > d.limits.MaxWorkgroupStorage {
+		return d.attentionSplit(q, kCache, vCache, out, pos, sinks, m, heads, kvHeads, headDim, capacity, o.Window, f16, prm)
+	}
+	src, err := setConst(attentionPrefillWGSL, "BQ", uint32(tile))
+	if err == nil {
+		src, err = setConst(src, "BK", uint32(tile))
+	}
+	if err == nil {
+		src, err = setConst(src, "HD", uint32(headDim))
+	}
 	if err == nil {
 		src, err = setConst(src, "F16", f16)
 	}
 	if err != nil {
 		return nil, err
 	}
+	key := fmt.Sprintf("attention/prefill/t%d/hd%d/%s", tile, headDim, dt)
 	pipe, err := d.Pipeline(key, src, "main", []Binding{Uniform, ReadOnly, ReadOnly, ReadOnly, Storage, ReadOnly, ReadOnly})
 	if err != nil {
 		return nil, err
 	}
-	params, _ := binary.Append(nil, binary.LittleEndian, attentionParams{
-		Heads: uint32(heads), KVHeads: uint32(kvHeads), Capacity: uint32(capacity), QStride: uint32(qStride),
-		Window: uint32(o.Window), HasSinks: hasSinks, M: uint32(m), Scale: o.Scale, Softcap: o.Softcap,
-	})
-	return d.NewOp(pipe, params, groups, q, kCache, vCache, out, pos, sinks)
+	params, _ := binary.Append(nil, binary.LittleEndian, prm)
+	op, err := d.NewOp(pipe, params, [3]uint32{uint32((m + tile - 1) / tile), uint32(heads), 1}, q, kCache, vCache, out, pos, sinks)
+	if err != nil {
+		return nil, err
+	}
+	return []*Op{op}, nil
+}
+
+// Split-decode shape knobs (tests and BenchmarkAttentionDecode vary them):
+// the workgroup size, the workgroups per token the chunk count aims at,
+// and the fewest keys per chunk. attnForceSplit sends m > 1 to the split
+// kernel too (tests).
+var (
+	attnSplitWG     = 128
+	attnSplitTarget = 256
+	attnSplitMinL   = 32
+	attnForceSplit  = false
+)
+
+// attnGroupWidth is how many of the grp query heads sharing a kv head one
+// split workgroup serves: the largest divisor of grp that is ≤ 8 with
+// width·headDim ≤ 2048 (q of all of them sits in workgroup memory).
+func attnGroupWidth(grp, headDim int) int {
+	for w := min(grp, 8); w > 1; w-- {
+		if grp%w == 0 && w*headDim <= 2048 {
+			return w
+		}
+	}
+	return 1
+}
+
+var attnKVBlock = regexp.MustCompile(`(?s)// BEGIN KV\n.*// END KV\n`)
+
+// attnKVLoads is the K/V binding and load block of attention_decode.wgsl
+// for the cache dtype; vec: rows start at multiples of 4 elements (headDim
+// % 4 == 0), so loads are 16 (f32) or 8 (f16) bytes wide.
+func attnKVLoads(f16, vec bool) string {
+	var arr, k, v string
+	switch {
+	case !f16 && vec:
+		arr = "vec4<u32>"
+		k = "return bitcast<vec4<f32>>(kc[e >> 2u]);"
+	case f16 && vec:
+		arr = "vec2<u32>"
+		k = "let w = kc[e >> 2u]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));"
+	case !f16:
+		arr = "u32"
+		k = "return bitcast<vec4<f32>>(vec4<u32>(kc[e], kc[e + 1u], kc[e + 2u], kc[e + 3u]));"
+	default:
+		arr = "u32"
+		k = "let w = e >> 1u; return vec4<f32>(unpack2x16float(kc[w]), unpack2x16float(kc[w + 1u]));"
+	}
+	v = strings.ReplaceAll(k, "kc[", "vc[")
+	return "// BEGIN KV\n" +
+		"@group(0) @binding(2) var<storage, read> kc: array<" + arr + ">;\n" +
+		"@group(0) @binding(3) var<storage, read> vc: array<" + arr + ">;\n" +
+		"fn kld(e: u32) -> vec4<f32> { " + k + " }\n" +
+		"fn vld(e: u32) -> vec4<f32> { " + v + " }\n" +
+		"// END KV\n"
+}
+
+// attnScratch is the partials buffer the split Attention Ops of a Device
+// share; refs counts the Ops bound to it plus builds in progress (under
+// attnScratchMu).
+type attnScratch struct {
+	d    *Device
+	buf  *Buffer
+	refs int
+}
+
+var (
+	attnScratchMu sync.Mutex
+	attnScratches = map[*Device]*attnScratch{}
+)
+
+// attnPartials returns the Device's partials buffer, at least size bytes,
+// with a reference the caller drops once its Ops are tied to it.
+func (d *Device) attnPartials(size uint64) (*attnScratch, error) {
+	attnScratchMu.Lock()
+	defer attnScratchMu.Unlock()
+	s := attnScratches[d]
+	if s == nil || s.buf.Size() < size {
+		// A larger one for the new Ops; Ops bound to the old one keep it.
+		b, err := d.Scratch(size)
+		if err != nil {
+			return nil, err
+		}
+		s = &attnScratch{d: d, buf: b}
+		attnScratches[d] = s
+	}
+	s.refs++
+	return s, nil
+}
+
+// drop releases one reference; the last one gives the buffer back to the
+// Device's scratch pool (released if the Device is closed). Queue order
+// makes the pool's reuse safe after the last submit that used it.
+func (s *attnScratch) drop() {
+	attnScratchMu.Lock()
+	s.refs--
+	last := s.refs == 0
+	if last && attnScratches[s.d] == s {
+		delete(attnScratches, s.d)
+	}
+	attnScratchMu.Unlock()
+	if last {
+		s.d.Put(s.buf)
+	}
+}
+
+// tie holds a reference for as long as op is reachable.
+func (s *attnScratch) tie(op *Op) {
+	attnScratchMu.Lock()
+	s.refs++
+	attnScratchMu.Unlock()
+	runtime.AddCleanup(op, (*attnScratch).drop, s)
+}
+
+func (d *Device) attentionSplit(q, kCache, vCache, out, pos, sinks BufferRange, m, heads, kvHeads, headDim, capacity, window int, f16 uint32, prm attentionParams) ([]*Op, error) {
+	wg := attnSplitWG
+	gw := attnGroupWidth(heads/kvHeads, headDim)
+	groups := heads / gw // workgroups per chunk index
+	keys := capacity     // most keys a query sees
+	if window > 0 {
+		keys = min(keys, window)
+	}
+	minL := attnSplitMinL
+	nc := min(max((attnSplitTarget+groups-1)/groups, 1), wg, (keys+minL-1)/minL)
+	hd4 := (headDim + 3) / 4
+	size := uint64(m) * uint64(heads) * uint64(nc) * uint64(hd4+1) * 16
+	scr, err := d.attnPartials(size)
+	if err != nil {
+		return nil, err
+	}
+	defer scr.drop()
+	part := BufferRange{Buf: scr.buf, Size: size}
+	prm.NC, prm.MinL = uint32(nc), uint32(minL)
+	params, _ := binary.Append(nil, binary.LittleEndian, prm)
+	vec := headDim%4 == 0
+	dt := "f32"
+	if f16 != 0 {
+		dt = "f16"
+	}
+	src := attnKVBlock.ReplaceAllLiteralString(attentionDecodeWGSL, attnKVLoads(f16 != 0, vec))
+	for _, c := range []struct {
+		name string
+		v    uint32
+	}{{"WG", uint32(wg)}, {"HD", uint32(headDim)}, {"F16", f16}, {"GW", uint32(gw)}} {
+		if src, err = setConst(src, c.name, c.v); err != nil {
+			return nil, err
+		}
+	}
+	layout := []Binding{Uniform, ReadOnly, ReadOnly, ReadOnly, Storage, Storage, ReadOnly, ReadOnly}
+	var ops []*Op
+	for phase, grid := range [][3]uint32{{uint32(groups), uint32(nc), uint32(m)}, {uint32(heads), uint32(m), 1}} {
+		s, err := setConst(src, "PHASE", uint32(phase))
+		if err != nil {
+			return nil, err
+		}
+		key := fmt.Sprintf("attention/decode/wg%d/hd%d/%s/g%d/vec%v/phase%d", wg, headDim, dt, gw, vec, phase)
+		pipe, err := d.Pipeline(key, s, "main", layout)
+		if err == nil {
+			var op *Op
+			if op, err = d.NewOp(pipe, params, grid, q, kCache, vCache, part, out, pos, sinks); err == nil {
+				scr.tie(op)
+				ops = append(ops, op)
+				continue
+			}
+		}
+		for _, op := range ops {
+			op.Release()
+		}
+		return nil, err
+	}
+	return ops, nil
 }

@@ -1,13 +1,23 @@
-// Attention, one workgroup per (head, query token): built for decode
-// (m == 1) and the fallback for any m. Query token t (wid.y) is at position
-// i = pos[0] + t and attends over cache positions lo..i, lo = max(0,
-// i-window+1, i-capacity+1), reading K/V at slot j % capacity of the
+// Split-K ("flash-decoding") attention, built for decode (m == 1) and the
+// fallback for any m. Query token t is at position i = pos[0] + t and
+// attends over cache positions lo..i, lo = max(0, i-window+1,
+// i-capacity+1), reading K/V at slot j % capacity of the
 // [kv_heads][capacity][HD] cache (f32 bits, or F16 pairs packed in u32).
-// Keys go in chunks of WG, one thread per key (q·k from q in workgroup
-// memory); an online softmax (f32, max-subtracted) rescales the running
-// sum; then threads over (part, dim) accumulate p·V, P = WG/HD parts
-// splitting the chunk's keys, combined at the end. A sink logit (GPT-OSS)
-// starts the running max and adds exp(sink - max) to the denominator.
+//
+// PHASE 0, grid (kv_heads·heads/kv_heads/GW, NC, m): workgroup (x, c, t)
+// serves the GW query heads x·GW.. (all reading kv head x·GW/(heads/
+// kv_heads), so K/V are read once for them) over chunk c of the nk = i-lo+1
+// keys: chunks of L = max(minl, ceil(nk/NC)) keys; chunks past the last
+// exit at once (the grid is sized for the capacity, pos varies per token).
+// Per block of ≤ WG keys: thread k computes the GW scores of key k (q from
+// workgroup memory, K as vec4), a two-level max updates the running max,
+// then threads (part, d4) accumulate p·V for all GW heads over the keys
+// k ≡ part (mod P), four dims each. The P parts are summed at the end and
+// the chunk's (max, Σp, Σp·V) goes to part[].
+//
+// PHASE 1, grid (heads, m): merges the chunks of each head with
+// exp(m_c - M) weights, the sink logit (GPT-OSS) joining max and
+// denominator once, and writes out.
 
 struct Params {
     heads: u32,
@@ -17,122 +27,281 @@ struct Params {
     window: u32,
     has_sinks: u32,
     m: u32,
-    _pad0: u32,
+    nc: u32,       // chunks per (head, token): the grid's y
     scale: f32,
     softcap: f32,
-    _pad1: u32,
+    minl: u32,     // fewest keys per chunk
     _pad2: u32,
 }
 
-const WG: u32 = 256u;
+const WG: u32 = 128u;
 const HD: u32 = 64u;
 const F16: u32 = 0u;
-const P: u32 = WG / HD;
+const GW: u32 = 1u;     // query heads per workgroup
+const PHASE: u32 = 0u;  // 0: chunk partials, 1: combine
+const HD4: u32 = (HD + 3u) / 4u;
+const P: u32 = WG / HD4; // p·V parts (HD ≤ 4·WG)
+const S: u32 = WG / GW;  // max segments per head
+const PS: u32 = HD4 + 1u; // vec4 per partial: (m, l, 0, 0), then Σp·V
+const QN: u32 = GW * HD4;
+const PN: u32 = GW * WG;
 const NEG: f32 = -1e30;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> kc: array<u32>;
-@group(0) @binding(3) var<storage, read> vc: array<u32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
-@group(0) @binding(5) var<storage, read> pos: array<u32>;
-@group(0) @binding(6) var<storage, read> sinks: array<f32>;
+@group(0) @binding(4) var<storage, read_write> part: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read> pos: array<u32>;
+@group(0) @binding(7) var<storage, read> sinks: array<f32>;
 
-var<workgroup> qs: array<f32, HD>;
-var<workgroup> ps: array<f32, WG>;
+// K/V loads of 4 elements from element e (e - row start a multiple of 4).
+// Go swaps this block for f16 and for head dims that are not a multiple
+// of 4 (scalar loads; the lanes past HD meet zero q and are never written).
+// BEGIN KV
+@group(0) @binding(2) var<storage, read> kc: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> vc: array<vec4<u32>>;
+fn kld(e: u32) -> vec4<f32> { return bitcast<vec4<f32>>(kc[e >> 2u]); }
+fn vld(e: u32) -> vec4<f32> { return bitcast<vec4<f32>>(vc[e >> 2u]); }
+// END KV
+
+var<workgroup> qs: array<vec4<f32>, QN>;
+var<workgroup> ps: array<f32, PN>;
 var<workgroup> red: array<f32, WG>;
+var<workgroup> cmb: array<vec4<f32>, WG>;
 
-fn v_at(e: u32) -> f32 {
-    if (F16 != 0u) {
-        return unpack2x16float(vc[e >> 1u])[e & 1u];
-    }
-    return bitcast<f32>(vc[e]);
+struct Span {
+    lo: u32,    // first key position
+    nk: u32,    // keys
+    len: u32,   // keys per chunk
+    nact: u32,  // chunks holding keys
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-    let h = wid.x;
-    let t = wid.y;
-    let kvh = h / (params.heads / params.kv_heads);
+fn span(t: u32) -> Span {
     let i = pos[0] + t;
     var lo = i + 1u - min(i + 1u, params.capacity);
     if (params.window > 0u) {
         lo = max(lo, i + 1u - min(i + 1u, params.window));
     }
-    for (var d = lid; d < HD; d += WG) {
-        qs[d] = q[t * params.q_stride + h * HD + d];
+    let nk = i + 1u - lo;
+    let len = max(params.minl, (nk + params.nc - 1u) / params.nc);
+    return Span(lo, nk, len, (nk + len - 1u) / len);
+}
+
+fn chunk(wid: vec3<u32>, lid: u32) {
+    let t = wid.z;
+    let c = wid.y;
+    let sp = span(t);
+    if (c >= sp.nact) {
+        return;
     }
-    var m_run = NEG;
-    var l = 0.0;
-    if (params.has_sinks != 0u) {
-        m_run = sinks[h];
-        l = select(0.0, 1.0, lid < HD); // part 0 counts the sink once
-    }
-    var acc = 0.0;
-    let part = lid / HD;
-    let dd = lid % HD;
+    let grp = params.heads / params.kv_heads;
+    let kvh = (wid.x * GW) / grp;
+    let h0 = wid.x * GW;
+    let cs = sp.lo + c * sp.len;
+    let ce = min(cs + sp.len, sp.lo + sp.nk);
     let kvbase = kvh * params.capacity;
+
+    for (var x = lid; x < GW * HD4; x += WG) {
+        let g = x / HD4;
+        let d = (x % HD4) * 4u;
+        let b = t * params.q_stride + (h0 + g) * HD + d;
+        var v = vec4<f32>(0.0);
+        for (var k = 0u; k < 4u; k++) {
+            if (d + k < HD) {
+                v[k] = q[b + k];
+            }
+        }
+        qs[x] = v;
+    }
+    var m_run: array<f32, GW>;
+    var l: array<f32, GW>;
+    var acc: array<vec4<f32>, GW>;
+    for (var g = 0u; g < GW; g++) {
+        m_run[g] = NEG;
+        l[g] = 0.0;
+        acc[g] = vec4<f32>(0.0);
+    }
+    let pt = lid / HD4;
+    let d4 = lid % HD4;
     workgroupBarrier();
 
-    for (var c0 = lo; c0 <= i; c0 += WG) {
-        let j = c0 + lid;
-        var s = NEG;
-        if (j <= i) {
-            let row = (kvbase + j % params.capacity) * HD;
-            var dot = 0.0;
-            if (F16 != 0u) {
-                for (var w = 0u; w < HD / 2u; w++) {
-                    let kv = unpack2x16float(kc[(row >> 1u) + w]);
-                    dot += qs[2u * w] * kv.x + qs[2u * w + 1u] * kv.y;
-                }
-            } else {
-                for (var d = 0u; d < HD; d++) {
-                    dot += qs[d] * bitcast<f32>(kc[row + d]);
+    for (var c0 = cs; c0 < ce; c0 += WG) {
+        let n = min(WG, ce - c0);
+        var s: array<f32, GW>;
+        for (var g = 0u; g < GW; g++) {
+            s[g] = NEG;
+        }
+        if (lid < n) {
+            let row = (kvbase + (c0 + lid) % params.capacity) * HD;
+            var sd: array<f32, GW>;
+            for (var g = 0u; g < GW; g++) {
+                sd[g] = 0.0;
+            }
+            for (var k4 = 0u; k4 < HD4; k4++) {
+                let kv = kld(row + 4u * k4);
+                for (var g = 0u; g < GW; g++) {
+                    sd[g] += dot(qs[g * HD4 + k4], kv);
                 }
             }
-            s = dot * params.scale;
-            if (params.softcap > 0.0) {
-                s = params.softcap * tanh(clamp(s / params.softcap, -20.0, 20.0));
+            for (var g = 0u; g < GW; g++) {
+                var x = sd[g] * params.scale;
+                if (params.softcap > 0.0) {
+                    x = params.softcap * tanh(clamp(x / params.softcap, -20.0, 20.0));
+                }
+                s[g] = x;
             }
         }
-        red[lid] = s;
-        workgroupBarrier();
-        for (var st = WG / 2u; st > 0u; st >>= 1u) {
-            if (lid < st) {
-                red[lid] = max(red[lid], red[lid + st]);
-            }
-            workgroupBarrier();
+        for (var g = 0u; g < GW; g++) {
+            ps[g * WG + lid] = s[g];
         }
-        let m_new = max(m_run, red[0]);
-        let alpha = exp(m_run - m_new);
-        ps[lid] = select(0.0, exp(s - m_new), j <= i);
-        m_run = m_new;
         workgroupBarrier();
-        if (part < P) {
-            acc *= alpha;
-            l *= alpha;
-            let n = min(WG, i + 1u - c0);
-            for (var kk = part; kk < n; kk += P) {
-                let p = ps[kk];
-                l += p;
-                acc += p * v_at((kvbase + (c0 + kk) % params.capacity) * HD + dd);
+        // Max per head: S segments of the n scores, then one thread a head.
+        {
+            let g = lid / S;
+            let seg = lid % S;
+            if (g < GW) {
+                let sl = (n + S - 1u) / S;
+                var mx = NEG;
+                for (var k = seg * sl; k < min(seg * sl + sl, n); k++) {
+                    mx = max(mx, ps[g * WG + k]);
+                }
+                red[lid] = mx;
+            }
+        }
+        workgroupBarrier();
+        if (lid < GW) {
+            var mx = NEG;
+            for (var k = 0u; k < S; k++) {
+                mx = max(mx, red[lid * S + k]);
+            }
+            cmb[lid].x = mx;
+        }
+        workgroupBarrier();
+        var alpha: array<f32, GW>;
+        for (var g = 0u; g < GW; g++) {
+            let mn = max(m_run[g], cmb[g].x);
+            alpha[g] = exp(m_run[g] - mn);
+            m_run[g] = mn;
+            if (lid < n) {
+                ps[g * WG + lid] = exp(s[g] - mn);
+            }
+        }
+        workgroupBarrier();
+        if (pt < P) {
+            for (var g = 0u; g < GW; g++) {
+                acc[g] *= alpha[g];
+                l[g] *= alpha[g];
+            }
+            for (var kk = pt; kk < n; kk += P) {
+                let v = vld((kvbase + (c0 + kk) % params.capacity) * HD + 4u * d4);
+                for (var g = 0u; g < GW; g++) {
+                    let p = ps[g * WG + kk];
+                    l[g] += p;
+                    acc[g] += p * v;
+                }
             }
         }
         workgroupBarrier();
     }
 
-    // Combine the P parts: partial sums in ps (acc) and red (l).
-    ps[lid] = select(0.0, acc, part < P);
-    red[lid] = select(0.0, l, part < P);
-    workgroupBarrier();
-    if (lid < HD) {
-        var a = 0.0;
-        var den = 0.0;
-        for (var pp = 0u; pp < P; pp++) {
-            a += ps[pp * HD + lid];
-            den += red[pp * HD + lid];
+    // Sum the P parts of each head; write (m, l) and Σp·V.
+    for (var g = 0u; g < GW; g++) {
+        if (pt < P) {
+            cmb[lid] = acc[g];
+            if (d4 == 0u) {
+                red[pt] = l[g];
+            }
         }
-        out[(t * params.heads + h) * HD + lid] = a / den;
+        workgroupBarrier();
+        let base = ((t * params.heads + h0 + g) * params.nc + c) * PS;
+        if (lid < HD4) {
+            var a = vec4<f32>(0.0);
+            for (var pp = 0u; pp < P; pp++) {
+                a += cmb[pp * HD4 + lid];
+            }
+            part[base + 1u + lid] = a;
+        }
+        if (lid == 0u) {
+            var den = 0.0;
+            for (var pp = 0u; pp < P; pp++) {
+                den += red[pp];
+            }
+            part[base] = vec4<f32>(m_run[g], den, 0.0, 0.0);
+        }
+        workgroupBarrier();
+    }
+}
+
+fn combine(wid: vec3<u32>, lid: u32) {
+    let h = wid.x;
+    let t = wid.y;
+    let sp = span(t);
+    let hb = (t * params.heads + h) * params.nc;
+    // Chunk c's (m, l) to red / ps; then every thread finds M and the
+    // denominator and thread c turns its chunk's m into a weight.
+    if (lid < sp.nact) {
+        let ml = part[(hb + lid) * PS];
+        red[lid] = ml.x;
+        ps[lid] = ml.y;
+    }
+    workgroupBarrier();
+    var mx = NEG;
+    if (params.has_sinks != 0u) {
+        mx = sinks[h];
+    }
+    for (var c = 0u; c < sp.nact; c++) {
+        mx = max(mx, red[c]);
+    }
+    var den = 0.0;
+    if (params.has_sinks != 0u) {
+        den = exp(sinks[h] - mx);
+    }
+    for (var c = 0u; c < sp.nact; c++) {
+        den += ps[c] * exp(red[c] - mx);
+    }
+    workgroupBarrier();
+    if (lid < sp.nact) {
+        ps[lid] = exp(red[lid] - mx) / den;
+    }
+    workgroupBarrier();
+    let pt = lid / HD4;
+    let d4 = lid % HD4;
+    var a = vec4<f32>(0.0);
+    if (pt < P) {
+        var c = pt;
+        for (; c + 3u * P < sp.nact; c += 4u * P) {
+            let o0 = part[(hb + c) * PS + 1u + d4];
+            let o1 = part[(hb + c + P) * PS + 1u + d4];
+            let o2 = part[(hb + c + 2u * P) * PS + 1u + d4];
+            let o3 = part[(hb + c + 3u * P) * PS + 1u + d4];
+            a += ps[c] * o0 + ps[c + P] * o1 + ps[c + 2u * P] * o2 + ps[c + 3u * P] * o3;
+        }
+        for (; c < sp.nact; c += P) {
+            a += ps[c] * part[(hb + c) * PS + 1u + d4];
+        }
+        cmb[lid] = a;
+    }
+    workgroupBarrier();
+    if (lid < HD4) {
+        var o = vec4<f32>(0.0);
+        for (var pp = 0u; pp < P; pp++) {
+            o += cmb[pp * HD4 + lid];
+        }
+        for (var k = 0u; k < 4u; k++) {
+            let d = lid * 4u + k;
+            if (d < HD) {
+                out[(t * params.heads + h) * HD + d] = o[k];
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    if (PHASE == 0u) {
+        chunk(wid, lid);
+    } else {
+        combine(wid, lid);
     }
 }

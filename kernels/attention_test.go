@@ -1,10 +1,12 @@
 package kernels
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 )
@@ -128,17 +130,17 @@ func (h *attnHarness) step(tb testing.TB, r *rand.Rand, pos0, m int) (got, want 
 	if h.snk != nil {
 		o.Sinks = Whole(h.snk)
 	}
-	op, err := d.Attention(Whole(qb), Whole(h.kc), Whole(h.vc), Whole(ob), Whole(h.pos), m, c.heads, c.kvHeads, c.headDim, c.capacity, o)
+	ops, err := d.Attention(Whole(qb), Whole(h.kc), Whole(h.vc), Whole(ob), Whole(h.pos), m, c.heads, c.kvHeads, c.headDim, c.capacity, o)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer op.Release()
-	if prefill := strings.Contains(op.p.Key(), "prefill"); prefill != (m > 1) {
-		tb.Errorf("m=%d built %s", m, op.p.Key())
+	defer releaseOps(ops)
+	if prefill := strings.Contains(ops[0].p.Key(), "prefill"); prefill != (m > 1 && !attnForceSplit) {
+		tb.Errorf("m=%d built %s", m, ops[0].p.Key())
 	}
 	e := d.NewEncoder()
 	done := h.store(tb, e, pos0, m)
-	e.Run(op)
+	e.Run(ops...)
 	raw, err := e.SubmitRead(ob, 0, uint64(m*qw*4))
 	done()
 	if err != nil {
@@ -250,6 +252,61 @@ func TestAttentionWindowDecode(t *testing.T) {
 	}
 }
 
+// TestAttentionSplit: split-K decode over long contexts (many chunks, a
+// partial last chunk, chunks longer than a workgroup), windows, sinks, ring
+// wrap, GQA groups served by one workgroup, head dims that are not a
+// multiple of 4, other workgroup shapes, and m > 1 forced through it.
+func TestAttentionSplit(t *testing.T) {
+	d := testDevice(t)
+	r := rand.New(rand.NewPCG(19, 20))
+	type splitCase struct {
+		attnCase
+		wg, target, minL int  // 0: defaults
+		force            bool // m > 1 through the split kernel
+	}
+	cases := []splitCase{
+		// defaults: 32-key chunks, last one partial (300 = 9·32 + 12, 1000 = 31·32 + 8)
+		{attnCase: attnCase{m: 1, pos0: 299, heads: 4, kvHeads: 2, headDim: 32, capacity: 512}},
+		{attnCase: attnCase{m: 1, pos0: 999, heads: 4, kvHeads: 2, headDim: 64, capacity: 1024}},
+		{attnCase: attnCase{m: 1, pos0: 999, heads: 8, kvHeads: 2, headDim: 128, capacity: 1024, f16: true}},
+		{attnCase: attnCase{m: 1, pos0: 999, heads: 6, kvHeads: 2, headDim: 64, capacity: 1000, sinks: true}},
+		{attnCase: attnCase{m: 1, pos0: 999, heads: 4, kvHeads: 2, headDim: 32, capacity: 1024, window: 300, sinks: true}},
+		{attnCase: attnCase{m: 1, pos0: 999, heads: 4, kvHeads: 2, headDim: 32, capacity: 300, window: 300, sinks: true, f16: true}}, // ring wrapped
+		{attnCase: attnCase{m: 1, pos0: 299, heads: 4, kvHeads: 1, headDim: 32, capacity: 256, window: 200, softcap: 0.5}},
+		{attnCase: attnCase{m: 1, pos0: 299, heads: 32, kvHeads: 1, headDim: 256, capacity: 300, f16: true}}, // 4 workgroups of 8 heads
+		{attnCase: attnCase{m: 1, pos0: 299, heads: 24, kvHeads: 2, headDim: 64, capacity: 300}},             // 12 heads a kv head: 6 a workgroup
+		{attnCase: attnCase{m: 1, pos0: 299, heads: 7, kvHeads: 7, headDim: 15, capacity: 300}},              // scalar loads
+		{attnCase: attnCase{m: 1, pos0: 299, heads: 4, kvHeads: 2, headDim: 18, capacity: 300, f16: true, qPad: 2}},
+		{attnCase: attnCase{m: 1, pos0: 0, heads: 4, kvHeads: 2, headDim: 32, capacity: 1024, sinks: true}},
+		// one chunk of 1000 keys (8 blocks of a 128-key workgroup), 16-key chunks, other workgroup sizes
+		{attnCase: attnCase{m: 1, pos0: 999, heads: 32, kvHeads: 8, headDim: 128, capacity: 1024, sinks: true}, target: 1},
+		{attnCase: attnCase{m: 1, pos0: 999, heads: 4, kvHeads: 2, headDim: 64, capacity: 1024, window: 777}, minL: 16},
+		{attnCase: attnCase{m: 1, pos0: 999, heads: 4, kvHeads: 2, headDim: 256, capacity: 1024, f16: true}, wg: 64, target: 16},
+		{attnCase: attnCase{m: 1, pos0: 999, heads: 8, kvHeads: 2, headDim: 80, capacity: 1024}, wg: 256, target: 512, minL: 8},
+		// m > 1 through the split kernel (the fallback where the prefill tile does not fit)
+		{attnCase: attnCase{m: 7, pos0: 290, heads: 4, kvHeads: 2, headDim: 32, capacity: 512, sinks: true}, force: true},
+		{attnCase: attnCase{m: 5, pos0: 10, heads: 4, kvHeads: 2, headDim: 32, capacity: 10, window: 6, f16: true}, force: true},
+	}
+	defer func(wg, target, minL int) { attnSplitWG, attnSplitTarget, attnSplitMinL = wg, target, minL }(attnSplitWG, attnSplitTarget, attnSplitMinL)
+	def := [3]int{attnSplitWG, attnSplitTarget, attnSplitMinL}
+	for _, c := range cases {
+		name := c.String()
+		if c.wg+c.target+c.minL > 0 {
+			name += fmt.Sprintf("/wg%d_t%d_l%d", c.wg, c.target, c.minL)
+		}
+		t.Run(name, func(t *testing.T) {
+			attnSplitWG, attnSplitTarget, attnSplitMinL = cmp.Or(c.wg, def[0]), cmp.Or(c.target, def[1]), cmp.Or(c.minL, def[2])
+			attnForceSplit = c.force
+			defer func() { attnForceSplit = false }()
+			h := newAttnHarness(t, d, r, c.attnCase, c.pos0+c.m)
+			defer h.release()
+			h.history(t, c.pos0)
+			got, want := h.step(t, r, c.pos0, c.m)
+			compareAttn(t, got, want, c.f16, "")
+		})
+	}
+}
+
 func TestAttentionErrors(t *testing.T) {
 	d := testDevice(t)
 	b, _ := d.NewBuffer("b", 1<<16)
@@ -268,49 +325,83 @@ func TestAttentionErrors(t *testing.T) {
 		{8, 1, 1, 16, 8, AttnOpts{Window: 4}},    // ring too small for the batch
 		{1, 4, 4, 16, 16, AttnOpts{QStride: 32}}, // q rows overlap
 	} {
-		if op, err := d.Attention(Whole(b), Whole(b), Whole(b), Whole(o), Whole(p), c.m, c.heads, c.kv, c.hd, c.capacity, c.o); err == nil {
-			op.Release()
+		if ops, err := d.Attention(Whole(b), Whole(b), Whole(b), Whole(o), Whole(p), c.m, c.heads, c.kv, c.hd, c.capacity, c.o); err == nil {
+			releaseOps(ops)
 			t.Errorf("%+v accepted", c)
 		}
 	}
 }
 
 // BenchmarkAttentionDecode: one decode token (heads 32, kv 8, headDim
-// 128) over 1024 cached positions, ops recorded in one pass.
+// 128) over ctx cached positions (a cache of exactly ctx slots, pos ctx-1),
+// f32 and f16. The ops of b.N tokens are recorded back to back in one pass
+// (each waits for the previous: the latency inside a token); the caches
+// rotate over copies of ≥ 256 MiB in all on a GPU, so K/V come from HBM,
+// not L2. DOPPLER_ATTN_KNOBS="wg/target/minl ..." adds split-kernel shapes.
 func BenchmarkAttentionDecode(b *testing.B) {
 	d := testDevice(b)
 	b.Logf("adapter: %s (%s, %s)", d.Info().Name, d.Info().Backend, d.Info().Type)
-	const heads, kv, hd, ctx = 32, 8, 128, 1024
-	for _, f16 := range []bool{false, true} {
-		b.Run(fmt.Sprintf("f16=%v", f16), func(b *testing.B) {
-			r := rand.New(rand.NewPCG(15, 16))
-			size := KVCacheBytes(kv, ctx, hd, f16)
-			kc, _ := d.NewBufferInit("k", asBytes(randF32(r, int(size/4), 1)))
-			vc, _ := d.NewBufferInit("v", asBytes(randF32(r, int(size/4), 1)))
-			q, _ := d.NewBufferInit("q", asBytes(randF32(r, heads*hd, 1)))
-			out, _ := d.NewBuffer("out", heads*hd*4)
-			pos := newPos(b, d, ctx-1)
-			defer kc.Release()
-			defer vc.Release()
-			defer q.Release()
-			defer out.Release()
-			defer pos.Release()
-			op, err := d.Attention(Whole(q), Whole(kc), Whole(vc), Whole(out), Whole(pos), 1, heads, kv, hd, ctx,
-				AttnOpts{Scale: 1 / float32(math.Sqrt(hd)), F16: f16})
-			if err != nil {
-				b.Fatal(err)
+	const heads, kv, hd = 32, 8, 128
+	type knob struct{ wg, target, minL int }
+	knobs := []knob{{attnSplitWG, attnSplitTarget, attnSplitMinL}}
+	for _, f := range strings.Fields(os.Getenv("DOPPLER_ATTN_KNOBS")) {
+		var k knob
+		if _, err := fmt.Sscanf(f, "%d/%d/%d", &k.wg, &k.target, &k.minL); err != nil {
+			b.Fatalf("DOPPLER_ATTN_KNOBS %q: %v", f, err)
+		}
+		knobs = append(knobs, k)
+	}
+	defer func(wg, target, minL int) { attnSplitWG, attnSplitTarget, attnSplitMinL = wg, target, minL }(attnSplitWG, attnSplitTarget, attnSplitMinL)
+	for _, ctx := range []int{128, 1024, 4096} {
+		for _, f16 := range []bool{false, true} {
+			for i, k := range knobs {
+				name := fmt.Sprintf("ctx=%d/f16=%v", ctx, f16)
+				if i > 0 {
+					name += fmt.Sprintf("/wg%d_t%d_l%d", k.wg, k.target, k.minL)
+				}
+				attnSplitWG, attnSplitTarget, attnSplitMinL = k.wg, k.target, k.minL
+				b.Run(name, func(b *testing.B) { benchAttnDecode(b, d, heads, kv, hd, ctx, f16) })
 			}
-			defer op.Release()
-			b.SetBytes(int64(2 * size))
-			b.ResetTimer()
-			e := d.NewEncoder()
-			for range b.N {
-				e.Run(op)
-			}
-			if _, err := e.SubmitRead(out, 0, 4); err != nil {
-				b.Fatal(err)
-			}
-		})
+		}
+	}
+}
+
+func benchAttnDecode(b *testing.B, d *Device, heads, kv, hd, ctx int, f16 bool) {
+	r := rand.New(rand.NewPCG(15, 16))
+	size := KVCacheBytes(kv, ctx, hd, f16)
+	copies := 1
+	if !d.Info().Software {
+		copies = int(max(1, (256<<20)/(2*size)))
+	}
+	q, _ := d.NewBufferInit("q", asBytes(randF32(r, heads*hd, 1)))
+	out, _ := d.NewBuffer("out", uint64(heads*hd*4))
+	pos := newPos(b, d, ctx-1)
+	defer q.Release()
+	defer out.Release()
+	defer pos.Release()
+	kvData := asBytes(randF32(r, int(size/4), 1))
+	var plan [][]*Op
+	for range copies {
+		kc, _ := d.NewBufferInit("k", kvData)
+		vc, _ := d.NewBufferInit("v", kvData)
+		defer kc.Release()
+		defer vc.Release()
+		ops, err := d.Attention(Whole(q), Whole(kc), Whole(vc), Whole(out), Whole(pos), 1, heads, kv, hd, ctx,
+			AttnOpts{Scale: 1 / float32(math.Sqrt(float64(hd))), F16: f16})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer releaseOps(ops)
+		plan = append(plan, ops)
+	}
+	b.SetBytes(int64(2 * size))
+	b.ResetTimer()
+	e := d.NewEncoder()
+	for i := range b.N {
+		e.Run(plan[i%copies]...)
+	}
+	if _, err := e.SubmitRead(out, 0, 4); err != nil {
+		b.Fatal(err)
 	}
 }
 
@@ -336,16 +427,16 @@ func BenchmarkAttentionPrefill(b *testing.B) {
 	defer q.Release()
 	defer out.Release()
 	defer pos.Release()
-	op, err := d.Attention(Whole(q), Whole(kc), Whole(vc), Whole(out), Whole(pos), m, heads, kv, hd, m,
+	ops, err := d.Attention(Whole(q), Whole(kc), Whole(vc), Whole(out), Whole(pos), m, heads, kv, hd, m,
 		AttnOpts{Scale: 1 / float32(math.Sqrt(hd))})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer op.Release()
+	defer releaseOps(ops)
 	b.ResetTimer()
 	e := d.NewEncoder()
 	for range b.N {
-		e.Run(op)
+		e.Run(ops...)
 	}
 	if _, err := e.SubmitRead(out, 0, 4); err != nil {
 		b.Fatal(err)
