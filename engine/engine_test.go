@@ -253,17 +253,26 @@ func TestKVCacheConsistency(t *testing.T) {
 }
 
 // TestDecodeOneSubmit: each decode step is one submit that reads back only
-// the 4-byte token id.
+// the 4-byte token id — with MoE layers too: routing, expert choice and the
+// weighted sum never read anything back inside a token.
 func TestDecodeOneSubmit(t *testing.T) {
-	m := loadShared(t, "models/stories260K.gguf", Options{Context: 64})
-	s := newSession(t, m)
-	res, err := s.Generate(context.Background(), []int{1, 403, 407}, GenerateOptions{MaxTokens: 9})
-	if err != nil {
-		t.Fatal(err)
-	}
-	steps := uint64(len(res.Stats.TokenLatency))
-	if steps != 8 || res.Stats.Submits != steps || res.Stats.ReadbackBytes != 4*steps {
-		t.Fatalf("%d decode steps: %d submits, %d readback bytes; want one submit and 4 bytes each", steps, res.Stats.Submits, res.Stats.ReadbackBytes)
+	for _, model := range []string{"stories260K.gguf", "tiny-mixtral-Q4_K_M.gguf", "tiny-gptoss-MXFP4_MOE.gguf"} {
+		m := loadShared(t, "models/"+model, Options{Context: 64})
+		s := newSession(t, m)
+		before := m.Device().Stats()
+		res, err := s.Generate(context.Background(), []int{1, 403, 407}, GenerateOptions{MaxTokens: 9})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := m.Device().Stats()
+		steps := uint64(len(res.Stats.TokenLatency))
+		if steps != 8 || res.Stats.Submits != steps || res.Stats.ReadbackBytes != 4*steps {
+			t.Fatalf("%s: %d decode steps: %d submits, %d readback bytes; want one submit and 4 bytes each", model, steps, res.Stats.Submits, res.Stats.ReadbackBytes)
+		}
+		// Prefill included: one readback per generated token, nothing else.
+		if n := after.Readbacks - before.Readbacks; n != steps+1 {
+			t.Fatalf("%s: %d readbacks for %d tokens", model, n, steps+1)
+		}
 	}
 }
 
