@@ -31,19 +31,25 @@ func (s *Store) lookup(h rdrr.Hash) (*entry, error) {
 // The first block of a shard reserves the shard's size under the quota,
 // evicting least-recently-used shards when needed.
 func (s *Store) WriteBlock(h rdrr.Hash, index int, data []byte) error {
+	_, err := s.writeBlock(h, index, data)
+	return err
+}
+
+// writeBlock is WriteBlock; wrote tells whether the block was new.
+func (s *Store) writeBlock(h rdrr.Hash, index int, data []byte) (wrote bool, err error) {
 	e, err := s.lookup(h)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if !hashBlock(&e.sh, index, data) {
-		return fmt.Errorf("shard %s block %d: %w", h.Short(), index, rdrr.ErrBadBlock)
+		return false, fmt.Errorf("shard %s block %d: %w", h.Short(), index, rdrr.ErrBadBlock)
 	}
 	s.mu.Lock()
 	state := e.state
 	s.mu.Unlock()
 	if state == stateMissing {
 		if err := s.makeRoom(e.sh.Size, e); err != nil {
-			return fmt.Errorf("shard %s: %w", h.Short(), err)
+			return false, fmt.Errorf("shard %s: %w", h.Short(), err)
 		}
 	}
 	e.io.Lock()
@@ -51,12 +57,12 @@ func (s *Store) WriteBlock(h rdrr.Hash, index int, data []byte) error {
 	s.mu.Lock()
 	if e.state == stateComplete || (e.have[index] && e.checked[index]) {
 		s.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	if e.state == stateMissing {
 		if s.quota > 0 && s.used+e.sh.Size > s.quota {
 			s.mu.Unlock()
-			return fmt.Errorf("shard %s: %w", h.Short(), ErrQuota)
+			return false, fmt.Errorf("shard %s: %w", h.Short(), ErrQuota)
 		}
 		s.used += e.sh.Size
 		e.state = statePartial
@@ -65,21 +71,21 @@ func (s *Store) WriteBlock(h rdrr.Hash, index int, data []byte) error {
 			s.mu.Lock()
 			s.dropFilesLocked(h, e)
 			s.mu.Unlock()
-			return err
+			return false, err
 		}
 	} else {
 		s.mu.Unlock()
 	}
 	if err := s.openPartial(h, e); err != nil {
-		return err
+		return false, err
 	}
 	if _, err := e.f.WriteAt(data, int64(index)*e.sh.BlockSize); err != nil {
-		return fmt.Errorf("shard %s block %d: %w", h.Short(), index, err)
+		return false, fmt.Errorf("shard %s block %d: %w", h.Short(), index, err)
 	}
 	var rec [4]byte
 	binary.LittleEndian.PutUint32(rec[:], uint32(index))
 	if _, err := e.side.Write(rec[:]); err != nil {
-		return fmt.Errorf("shard %s sidecar: %w", h.Short(), err)
+		return false, fmt.Errorf("shard %s sidecar: %w", h.Short(), err)
 	}
 	s.mu.Lock()
 	if !e.have[index] {
@@ -90,7 +96,7 @@ func (s *Store) WriteBlock(h rdrr.Hash, index int, data []byte) error {
 	e.lastUse = s.clock.Now()
 	s.st.BytesWritten += int64(len(data))
 	s.mu.Unlock()
-	return nil
+	return true, nil
 }
 
 // createPartial creates the partial file at full size and an empty

@@ -29,7 +29,7 @@ func synthModel(t testing.TB, size, shardSize, blockSize int64, seed uint64) (st
 	}
 	rng := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)})
 	const cols = 1024
-	tensorBytes := int64(3 << 20) // tensors span shards
+	tensorBytes := min(size, 3<<20) // tensors span shards
 	for i := 0; int64(i)*tensorBytes < size; i++ {
 		rows := int64(tensorBytes / (cols * 4))
 		if err := w.AddTensor(fmt.Sprintf("blk.%d.ffn_up.weight", i), quant.F32, []int64{rows, cols}, io.LimitReader(rng, rows*cols*4)); err != nil {

@@ -142,6 +142,7 @@ type StoreStats struct {
 	Reverified    int   // blocks hashed again after a restart
 	ShardsStored  int   // shards completed (renamed into shards/)
 	PartialsFound int   // partial shards found by Open
+	Fetch         FetchStats
 }
 
 // Open opens (creating if needed) the store in dir. quota bounds the bytes
