@@ -218,7 +218,7 @@ func (d *Device) getStaging(n uint64) (*wgpu.Buffer, uint64, error) {
 	class := sizeClass(n)
 	d.mu.Lock()
 	for i, s := range d.staging {
-		if sz := s.GetSize(); sz >= n {
+		if sz := d.stageSize[s]; sz >= n {
 			d.staging = append(d.staging[:i], d.staging[i+1:]...)
 			d.mu.Unlock()
 			return s, sz, nil
@@ -234,6 +234,12 @@ func (d *Device) getStaging(n uint64) (*wgpu.Buffer, uint64, error) {
 		return nil, 0, fmt.Errorf("kernels: create staging buffer (%d bytes): %w", class, err)
 	}
 	d.allocated.Add(class)
+	d.mu.Lock()
+	if d.stageSize == nil {
+		d.stageSize = map[*wgpu.Buffer]uint64{}
+	}
+	d.stageSize[s] = class
+	d.mu.Unlock()
 	return s, class, nil
 }
 
@@ -241,7 +247,8 @@ func (d *Device) putStaging(s *wgpu.Buffer) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		d.allocated.Add(-s.GetSize())
+		d.allocated.Add(-d.stageSize[s])
+		delete(d.stageSize, s)
 		s.Destroy()
 		s.Release()
 		return

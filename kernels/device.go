@@ -79,8 +79,9 @@ type Device struct {
 	mu        sync.Mutex
 	closed    bool
 	pipelines map[string]*Pipeline
-	staging   []*wgpu.Buffer       // idle MapRead buffers
-	scratch   map[uint64][]*Buffer // idle transient buffers by capacity
+	staging   []*wgpu.Buffer          // idle MapRead buffers
+	stageSize map[*wgpu.Buffer]uint64 // sizes of staging buffers (the js backend has no GetSize)
+	scratch   map[uint64][]*Buffer    // idle transient buffers by capacity
 }
 
 // Open picks an adapter (see [Options]) and opens a device on it with the
@@ -355,7 +356,7 @@ func (d *Device) Close() {
 	}
 	d.pipelines = nil
 	for _, s := range d.staging {
-		d.allocated.Add(-s.GetSize())
+		d.allocated.Add(-d.stageSize[s])
 		s.Destroy()
 		s.Release()
 	}

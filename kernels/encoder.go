@@ -84,7 +84,7 @@ func (e *Encoder) endPass() {
 	if e.pass == nil {
 		return
 	}
-	err := e.pass.End()
+	err := endPass(e.pass)
 	e.pass.Release() // before Finish (DESIGN.md §2)
 	e.pass = nil
 	if err != nil && e.err == nil {
@@ -146,7 +146,10 @@ func (e *Encoder) SubmitRead(b *Buffer, off, size uint64) ([]byte, error) {
 	raw, err := e.d.mapRead(stage, n)
 	if err != nil {
 		// Its map state is unknown: drop it rather than pool it.
-		e.d.allocated.Add(-stage.GetSize())
+		e.d.mu.Lock()
+		e.d.allocated.Add(-e.d.stageSize[stage])
+		delete(e.d.stageSize, stage)
+		e.d.mu.Unlock()
 		stage.Destroy()
 		stage.Release()
 		return nil, err

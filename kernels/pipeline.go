@@ -81,11 +81,7 @@ func (d *Device) Pipeline(key, wgsl, entry string, layout []Binding) (*Pipeline,
 		p.release()
 		return nil, fmt.Errorf("kernels: pipeline layout %s: %w", key, err)
 	}
-	if p.pipe, err = d.dev.CreateComputePipeline(&wgpu.ComputePipelineDescriptor{
-		Label:   key,
-		Layout:  p.pl,
-		Compute: wgpu.ProgrammableStageDescriptor{Module: p.module, EntryPoint: entry},
-	}); err != nil {
+	if p.pipe, err = d.dev.CreateComputePipeline(computePipelineDesc(key, p.pl, p.module, entry)); err != nil {
 		p.release()
 		return nil, fmt.Errorf("kernels: pipeline %s: %w", key, err)
 	}
