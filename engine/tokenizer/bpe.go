@@ -72,49 +72,8 @@ type bpeBigram struct {
 	size        int
 }
 
-// bpeQueue is a min-heap on (rank, left): llm_bigram_bpe's order.
-type bpeQueue []bpeBigram
-
-func (q bpeQueue) less(i, j int) bool {
-	return q[i].rank < q[j].rank || q[i].rank == q[j].rank && q[i].left < q[j].left
-}
-
-func (q *bpeQueue) push(b bpeBigram) {
-	*q = append(*q, b)
-	h := *q
-	for i := len(h) - 1; i > 0; {
-		p := (i - 1) / 2
-		if !h.less(i, p) {
-			break
-		}
-		h[i], h[p] = h[p], h[i]
-		i = p
-	}
-}
-
-func (q *bpeQueue) pop() bpeBigram {
-	h := *q
-	top := h[0]
-	last := len(h) - 1
-	h[0] = h[last]
-	h = h[:last]
-	for i := 0; ; {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < len(h) && h.less(l, m) {
-			m = l
-		}
-		if r < len(h) && h.less(r, m) {
-			m = r
-		}
-		if m == i {
-			break
-		}
-		h[i], h[m] = h[m], h[i]
-		i = m
-	}
-	*q = h
-	return top
-}
+// bpeBefore is llm_bigram_bpe's order: lowest rank first, then leftmost.
+func bpeBefore(a, b bpeBigram) bool { return a.rank < b.rank || a.rank == b.rank && a.left < b.left }
 
 // encodeBPE appends the tokens of text to out, following
 // llm_tokenizer_bpe_session::tokenize.
@@ -123,7 +82,7 @@ func (tk *Tokenizer) encodeBPE(out []int, text string) []int {
 	cps := decodeCodepoints(text)
 	var word, raw, key []byte
 	var syms []symbol
-	var q bpeQueue
+	q := queue[bpeBigram]{before: bpeBefore}
 	start := 0
 	for _, n := range d.pre.split(cps) {
 		raw = raw[:0]
@@ -137,7 +96,7 @@ func (tk *Tokenizer) encodeBPE(out []int, text string) []int {
 		}
 		w := string(word)
 
-		syms, q = syms[:0], q[:0]
+		syms, q.items = syms[:0], q.items[:0]
 		if id, ok := tk.ids[w]; ok && d.pre.ignoreMerges {
 			out = append(out, id)
 			continue
@@ -166,7 +125,7 @@ func (tk *Tokenizer) encodeBPE(out []int, text string) []int {
 		for i := 1; i < len(syms); i++ {
 			tryAdd(i-1, i)
 		}
-		for len(q) > 0 {
+		for q.len() > 0 {
 			b := q.pop()
 			l, r := &syms[b.left], &syms[b.right]
 			if l.n == 0 || r.n == 0 || l.n+r.n != b.size {

@@ -36,49 +36,10 @@ type spmBigram struct {
 	size        int
 }
 
-// spmQueue is a max-heap of bigrams: highest score first, then leftmost,
-// the order of llama.cpp's llm_bigram_spm comparator.
-type spmQueue []spmBigram
-
-func (q spmQueue) less(i, j int) bool { // i pops before j
-	return q[i].score > q[j].score || q[i].score == q[j].score && q[i].left < q[j].left
-}
-
-func (q *spmQueue) push(b spmBigram) {
-	*q = append(*q, b)
-	h := *q
-	for i := len(h) - 1; i > 0; {
-		p := (i - 1) / 2
-		if !h.less(i, p) {
-			break
-		}
-		h[i], h[p] = h[p], h[i]
-		i = p
-	}
-}
-
-func (q *spmQueue) pop() spmBigram {
-	h := *q
-	top := h[0]
-	last := len(h) - 1
-	h[0] = h[last]
-	h = h[:last]
-	for i := 0; ; {
-		l, r, m := 2*i+1, 2*i+2, i
-		if l < len(h) && h.less(l, m) {
-			m = l
-		}
-		if r < len(h) && h.less(r, m) {
-			m = r
-		}
-		if m == i {
-			break
-		}
-		h[i], h[m] = h[m], h[i]
-		i = m
-	}
-	*q = h
-	return top
+// spmBefore is llama.cpp's llm_bigram_spm order: highest score first, then
+// leftmost.
+func spmBefore(a, b spmBigram) bool {
+	return a.score > b.score || a.score == b.score && a.left < b.left
 }
 
 // encodeSPM appends the tokens of text (spaces already escaped) to out,
@@ -97,7 +58,7 @@ func (tk *Tokenizer) encodeSPM(out []int, text string) []int {
 		syms = append(syms, symbol{prev: len(syms) - 1, next: next, start: off, n: n})
 		off += n
 	}
-	var q spmQueue
+	q := queue[spmBigram]{before: spmBefore}
 	tryAdd := func(left, right int) {
 		if left < 0 || right < 0 {
 			return
@@ -116,7 +77,7 @@ func (tk *Tokenizer) encodeSPM(out []int, text string) []int {
 	for i := 1; i < len(syms); i++ {
 		tryAdd(i-1, i)
 	}
-	for len(q) > 0 {
+	for q.len() > 0 {
 		b := q.pop()
 		l, r := &syms[b.left], &syms[b.right]
 		if l.n == 0 || r.n == 0 || l.n+r.n != b.size {
