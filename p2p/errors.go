@@ -1,0 +1,77 @@
+package p2p
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+)
+
+// Errors returned by Remote and the host. Every error wraps at most one of
+// these (plus rdrr.ErrBadBlock / rdrr.ErrBadProof / rdrr.ErrBadSignature and
+// the wire package's errors where they apply).
+var (
+	// ErrNotFound: the peer does not have the model or shard (wire.CodeNotFound).
+	ErrNotFound = errors.New("peer does not have it")
+	// ErrRemote: the peer answered another wire.Error (busy, bad request,
+	// internal); the *wire.Error is wrapped too.
+	ErrRemote = errors.New("peer refused")
+	// ErrProtocol: the peer broke the protocol: a malformed or oversize frame,
+	// an unexpected message, a block out of order or of the wrong size, or a
+	// stream that ended early (also wraps the wire error).
+	ErrProtocol = errors.New("protocol violation")
+	// ErrTimeout: the peer sent nothing for FrameTimeout (a stalled peer).
+	ErrTimeout = errors.New("peer stalled")
+	// ErrBadManifest: the bytes a peer sent do not hash to the model ID or
+	// are not a valid manifest.
+	ErrBadManifest = errors.New("manifest does not match the model ID")
+	// ErrClosed: the host is closed.
+	ErrClosed = errors.New("host closed")
+)
+
+// Stats counts payload bytes (whole frames) sent and received on the
+// stream protocols.
+type Stats struct {
+	Uploaded, Downloaded uint64
+	// BlocksServed counts Block frames sent.
+	BlocksServed uint64
+	Peers        map[string]PeerStats
+}
+
+// PeerStats is the traffic with one peer.
+type PeerStats struct {
+	Uploaded, Downloaded uint64
+}
+
+type stats struct {
+	up, down, blocks atomic.Uint64
+	mu               sync.Mutex
+	peers            map[string]*PeerStats
+}
+
+func (s *stats) init() { s.peers = map[string]*PeerStats{} }
+
+func (s *stats) add(peer string, up, down uint64) {
+	s.up.Add(up)
+	s.down.Add(down)
+	s.mu.Lock()
+	p := s.peers[peer]
+	if p == nil {
+		p = &PeerStats{}
+		s.peers[peer] = p
+	}
+	p.Uploaded += up
+	p.Downloaded += down
+	s.mu.Unlock()
+}
+
+// Stats returns a snapshot of the traffic counters.
+func (n *Host) Stats() Stats {
+	st := Stats{Uploaded: n.stats.up.Load(), Downloaded: n.stats.down.Load(),
+		BlocksServed: n.stats.blocks.Load(), Peers: map[string]PeerStats{}}
+	n.stats.mu.Lock()
+	for k, v := range n.stats.peers {
+		st.Peers[k] = *v
+	}
+	n.stats.mu.Unlock()
+	return st
+}

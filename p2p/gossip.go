@@ -1,0 +1,274 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/doppler-llm/doppler/p2p/wire"
+	"github.com/doppler-llm/doppler/rdrr"
+)
+
+// InventoryEntry is one peer's latest inventory for a model.
+type InventoryEntry struct {
+	Peer      string
+	Inv       wire.Inventory
+	Received  time.Time
+	ExpiresAt time.Time
+}
+
+type topicState struct {
+	t         *pubsub.Topic
+	subs      int                // live Subscribe calls
+	announce  *wire.Inventory    // latest inventory this host announces, nil = none
+	stop      context.CancelFunc // stops the periodic re-announcement
+	inventory map[string]InventoryEntry
+}
+
+type gossip struct {
+	mu     sync.Mutex
+	topics map[rdrr.ModelID]*topicState
+	seq    uint64
+}
+
+func (g *gossip) init() { g.topics = map[rdrr.ModelID]*topicState{} }
+
+func (g *gossip) closeAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, ts := range g.topics {
+		if ts.stop != nil {
+			ts.stop()
+		}
+	}
+}
+
+// TopicName returns a model's gossip topic.
+func TopicName(id rdrr.ModelID) string { return InventoryTopicPrefix + id.String() }
+
+// topic joins a model's topic once; the validator accepts only well-formed
+// inventories for that model whose Peer is the message's signed author.
+// Called with g.mu held.
+func (n *Host) topic(id rdrr.ModelID) (*topicState, error) {
+	if ts, ok := n.topics[id]; ok {
+		return ts, nil
+	}
+	name := TopicName(id)
+	err := n.ps.RegisterTopicValidator(name, func(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+		inv, err := decodeInventory(msg, id)
+		if err != nil {
+			n.log.Debug("gossip: rejected inventory", "from", from, "err", err)
+			return pubsub.ValidationReject
+		}
+		msg.ValidatorData = inv
+		return pubsub.ValidationAccept
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gossip %s: %w", id.Short(), err)
+	}
+	t, err := n.ps.Join(name)
+	if err != nil {
+		return nil, fmt.Errorf("gossip %s: %w", id.Short(), err)
+	}
+	ts := &topicState{t: t, inventory: map[string]InventoryEntry{}}
+	n.topics[id] = ts
+	return ts, nil
+}
+
+func decodeInventory(msg *pubsub.Message, model rdrr.ModelID) (*wire.Inventory, error) {
+	m, err := wire.Unmarshal(msg.Data, wire.MaxInventoryFrame)
+	if err != nil {
+		return nil, err
+	}
+	inv, ok := m.(*wire.Inventory)
+	if !ok {
+		return nil, fmt.Errorf("%v on an inventory topic", m.Type())
+	}
+	if inv.Peer != msg.GetFrom().String() {
+		return nil, fmt.Errorf("inventory of %s sent by %s", inv.Peer, msg.GetFrom())
+	}
+	if inv.Model != model {
+		return nil, fmt.Errorf("inventory of model %s on topic %s", inv.Model.Short(), model.Short())
+	}
+	return inv, nil
+}
+
+// Announce publishes inv on its model's topic (inv.Model) now and keeps
+// re-publishing the latest inventory every AnnounceInterval ± AnnounceJitter
+// until StopAnnouncing or Close. Call it on join and again on every change.
+// The host fills in Peer (its own ID), Seq (increasing) and, when zero, TTL
+// (3 × AnnounceInterval, at most wire.MaxTTL).
+func (n *Host) Announce(ctx context.Context, inv wire.Inventory) error {
+	if n.ctx.Err() != nil {
+		return ErrClosed
+	}
+	n.mu.Lock()
+	ts, err := n.topic(inv.Model)
+	if err != nil {
+		n.mu.Unlock()
+		return err
+	}
+	inv.Peer = n.ID()
+	if inv.TTL == 0 {
+		inv.TTL = uint32(min(3*n.opts.AnnounceInterval/time.Second, wire.MaxTTL))
+		inv.TTL = max(inv.TTL, 1)
+	}
+	ts.announce = &inv
+	if ts.stop == nil {
+		actx, cancel := context.WithCancel(n.ctx)
+		ts.stop = cancel
+		n.goBackground(func() { n.announceLoop(actx, inv.Model) })
+	}
+	n.mu.Unlock()
+	return n.publish(ctx, inv.Model)
+}
+
+// StopAnnouncing stops re-announcing a model (entries at other peers then
+// expire by TTL).
+func (n *Host) StopAnnouncing(id rdrr.ModelID) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if ts, ok := n.topics[id]; ok {
+		ts.announce = nil
+		if ts.stop != nil {
+			ts.stop()
+			ts.stop = nil
+		}
+	}
+}
+
+func (n *Host) publish(ctx context.Context, id rdrr.ModelID) error {
+	n.mu.Lock()
+	ts := n.topics[id]
+	if ts == nil || ts.announce == nil {
+		n.mu.Unlock()
+		return nil
+	}
+	inv := *ts.announce
+	n.seq = max(n.seq+1, uint64(time.Now().UnixNano()))
+	inv.Seq = n.seq
+	n.mu.Unlock()
+	b, err := wire.Marshal(&inv)
+	if err != nil {
+		return fmt.Errorf("announce %s: %w", id.Short(), err)
+	}
+	if err := ts.t.Publish(ctx, b); err != nil {
+		return fmt.Errorf("announce %s: %w", id.Short(), err)
+	}
+	return nil
+}
+
+func (n *Host) announceLoop(ctx context.Context, id rdrr.ModelID) {
+	for {
+		d := n.opts.AnnounceInterval
+		if j := n.opts.AnnounceJitter; j > 0 {
+			d += time.Duration(rand.Int64N(int64(2*j))) - j
+		}
+		t := time.NewTimer(max(d, 10*time.Millisecond))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, n.opts.FrameTimeout)
+		if err := n.publish(pctx, id); err != nil && ctx.Err() == nil {
+			n.log.Debug("gossip: re-announce", "model", id.Short(), "err", err)
+		}
+		cancel()
+	}
+}
+
+// Subscribe receives the inventories other peers announce for a model and
+// keeps them for Inventories. fn (may be nil) is called, on one goroutine per
+// subscription, with every new inventory; not with the host's own. It
+// returns once subscribed; delivery stops when ctx ends or the host closes.
+func (n *Host) Subscribe(ctx context.Context, id rdrr.ModelID, fn func(peerID string, inv wire.Inventory)) error {
+	if n.ctx.Err() != nil {
+		return ErrClosed
+	}
+	n.mu.Lock()
+	ts, err := n.topic(id)
+	if err != nil {
+		n.mu.Unlock()
+		return err
+	}
+	sub, err := ts.t.Subscribe()
+	if err != nil {
+		n.mu.Unlock()
+		return fmt.Errorf("subscribe %s: %w", id.Short(), err)
+	}
+	ts.subs++
+	n.mu.Unlock()
+	sctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(n.ctx, cancel)
+	n.goBackground(func() {
+		defer cancel()
+		defer stop()
+		defer sub.Cancel()
+		for {
+			msg, err := sub.Next(sctx)
+			if err != nil {
+				if !errors.Is(err, context.Canceled) && sctx.Err() == nil {
+					n.log.Debug("gossip: subscription ended", "model", id.Short(), "err", err)
+				}
+				return
+			}
+			inv, ok := msg.ValidatorData.(*wire.Inventory)
+			if !ok || inv.Peer == n.ID() {
+				continue
+			}
+			if n.record(id, *inv) && fn != nil {
+				fn(inv.Peer, *inv)
+			}
+		}
+	})
+	return nil
+}
+
+// record stores an inventory unless an equal or newer one is held.
+func (n *Host) record(id rdrr.ModelID, inv wire.Inventory) bool {
+	now := n.opts.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ts := n.topics[id]
+	if ts == nil {
+		return false
+	}
+	if old, ok := ts.inventory[inv.Peer]; ok && old.Inv.Seq >= inv.Seq && now.Before(old.ExpiresAt) {
+		return false
+	}
+	ts.inventory[inv.Peer] = InventoryEntry{Peer: inv.Peer, Inv: inv, Received: now,
+		ExpiresAt: now.Add(time.Duration(inv.TTL) * time.Second)}
+	return true
+}
+
+// Inventories returns the unexpired inventories other peers announced for a
+// model (of the models this host subscribed to), sorted by peer ID. Expired
+// entries are dropped.
+func (n *Host) Inventories(id rdrr.ModelID) []InventoryEntry {
+	now := n.opts.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ts := n.topics[id]
+	if ts == nil {
+		return nil
+	}
+	var out []InventoryEntry
+	for p, e := range ts.inventory {
+		if !now.Before(e.ExpiresAt) {
+			delete(ts.inventory, p)
+			continue
+		}
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Peer < out[j].Peer })
+	return out
+}

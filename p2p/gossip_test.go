@@ -1,0 +1,109 @@
+package p2p
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/doppler-llm/doppler/p2p/wire"
+	"github.com/doppler-llm/doppler/rdrr"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func TestGossipInventory(t *testing.T) {
+	model := rdrr.Sum([]byte("model"))
+	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	a := newHost(t, nil, nil)
+	b := newHost(t, nil, nil)
+	c := newHost(t, nil, func(o *Options) { o.Now = clock.Now })
+	connect(t, b, a)
+	connect(t, c, a)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type got struct {
+		peer string
+		inv  wire.Inventory
+	}
+	ch := make(chan got, 64)
+	for _, h := range []*Host{a, b} {
+		if err := h.Subscribe(ctx, model, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Subscribe(ctx, model, func(p string, inv wire.Inventory) {
+		select {
+		case ch <- got{p, inv}:
+		default:
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	have := wire.NewBitmap(3)
+	have.Set(1)
+	inv := wire.Inventory{Model: model, Have: have, UploadFree: 1 << 20, DecodeTokS: 50, TTL: 5}
+	if err := b.Announce(ctx, inv); err != nil {
+		t.Fatal(err)
+	}
+	// b reaches c through a (b and c are not connected).
+	var first got
+	select {
+	case first = <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no inventory within 10 s")
+	}
+	if first.peer != b.ID() || !first.inv.Have.Has(1) || first.inv.Have.Has(0) || first.inv.UploadFree != 1<<20 {
+		t.Errorf("got %+v from %s", first.inv, first.peer)
+	}
+	// Periodic re-announcements carry increasing sequence numbers.
+	select {
+	case next := <-ch:
+		if next.inv.Seq <= first.inv.Seq {
+			t.Errorf("seq %d after %d", next.inv.Seq, first.inv.Seq)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no re-announcement")
+	}
+	if invs := c.Inventories(model); len(invs) != 1 || invs[0].Peer != b.ID() {
+		t.Fatalf("inventories %+v", invs)
+	}
+	// A change is announced at once.
+	have.Set(2)
+	inv.Have = have
+	b.Announce(ctx, inv)
+	eventually(t, 5*time.Second, "the change arrives", func() bool {
+		invs := c.Inventories(model)
+		return len(invs) == 1 && invs[0].Inv.Have.Has(2)
+	})
+	// When b stops, its entry expires after its TTL.
+	b.StopAnnouncing(model)
+	time.Sleep(300 * time.Millisecond) // let announcements in flight land
+	clock.Add(6 * time.Second)
+	if invs := c.Inventories(model); len(invs) != 0 {
+		t.Errorf("after the TTL: %+v", invs)
+	}
+	// A forged inventory (Peer is not the sender) is rejected by validation.
+	forged := wire.Inventory{Peer: b.ID(), Model: model, Have: wire.NewBitmap(1), TTL: 5, Seq: 1 << 62}
+	raw, _ := wire.Marshal(&forged)
+	a.mu.Lock()
+	ts := a.topics[model]
+	a.mu.Unlock()
+	if err := ts.t.Publish(ctx, raw); err == nil {
+		select {
+		case g := <-ch:
+			t.Errorf("forged inventory delivered: %+v", g)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}

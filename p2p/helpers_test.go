@@ -1,0 +1,216 @@
+package p2p
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/quant"
+)
+
+// TestMain fails the package when goroutines outlive the hosts: the
+// baseline is taken after one host has been started and closed, so
+// libp2p's once-per-process goroutines are not counted.
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	h, err := New(ctx, Options{}, nil)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "warm-up host:", err)
+		os.Exit(1)
+	}
+	h.Close()
+	base := settle(0, 2*time.Second)
+	code := m.Run()
+	if code == 0 {
+		if n := settle(base, 5*time.Second); n > base {
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			fmt.Fprintf(os.Stderr, "goroutine leak: %d goroutines, %d before the tests\n%s\n", n, base, buf)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// settle waits (bounded) until at most target goroutines run (target 0:
+// until the count stops falling) and returns the count.
+func settle(target int, limit time.Duration) int {
+	deadline := time.Now().Add(limit)
+	n := runtime.NumGoroutine()
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		m := runtime.NumGoroutine()
+		if (target > 0 && m <= target) || (target == 0 && m == n) {
+			return m
+		}
+		n = m
+	}
+	return runtime.NumGoroutine()
+}
+
+// eventually polls cond every 50 ms until it holds or limit passes.
+func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// fixture is one small model held in memory: two shards of 1 KiB blocks,
+// the first with a short last block.
+type fixture struct {
+	id       rdrr.ModelID
+	manifest []byte
+	sig      []byte
+	m        *rdrr.Manifest
+	data     map[rdrr.Hash][]byte
+}
+
+func newFixture(t testing.TB, seed uint64, sign bool) *fixture {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 1))
+	f := &fixture{data: map[rdrr.Hash][]byte{}}
+	m := &rdrr.Manifest{
+		Format: rdrr.Format,
+		Config: rdrr.Config{Architecture: "llama", Layers: 1, HiddenSize: 32, Heads: 2, KVHeads: 1, HeadDim: 16,
+			FFN: 64, VocabSize: 10, NormEps: 1e-5, Activation: "silu", Rope: rdrr.RoPE{Theta: 10000, Dim: 16, Style: "normal"}},
+	}
+	for i, size := range []int{37*1024 + 300, 8 * 1024} {
+		b := make([]byte, size)
+		for j := range b {
+			b[j] = byte(rng.Uint32())
+		}
+		sh := rdrr.Shard{Hash: rdrr.Sum(b), Size: int64(size), BlockSize: 1024}
+		for off := 0; off < size; off += 1024 {
+			sh.Blocks = append(sh.Blocks, rdrr.Sum(b[off:min(off+1024, size)]))
+		}
+		sh.Root = rdrr.MerkleRoot(sh.Blocks)
+		m.Shards = append(m.Shards, sh)
+		m.Tensors = append(m.Tensors, rdrr.Tensor{Name: fmt.Sprintf("t%d", i), DType: quant.F32, Shape: []int64{4, 8}, Size: 128, Shard: i})
+		f.data[sh.Hash] = b
+	}
+	raw, err := m.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rdrr.ParseManifest(raw); err != nil {
+		t.Fatal(err)
+	}
+	f.manifest, f.m, f.id = raw, m, rdrr.Sum(raw)
+	if sign {
+		_, key, _ := ed25519.GenerateKey(nil)
+		if f.sig, err = rdrr.Sign(raw, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f
+}
+
+// memProvider serves fixtures from memory.
+type memProvider struct {
+	mu     sync.Mutex
+	models []*fixture
+}
+
+func (p *memProvider) Manifest(id rdrr.ModelID) ([]byte, []byte, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.models {
+		if f.id == id {
+			return f.manifest, f.sig, true
+		}
+	}
+	return nil, nil, false
+}
+
+func (p *memProvider) Shard(h rdrr.Hash) (rdrr.Shard, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.models {
+		for _, s := range f.m.Shards {
+			if s.Hash == h {
+				return s, true
+			}
+		}
+	}
+	return rdrr.Shard{}, false
+}
+
+func (p *memProvider) ReadBlock(h rdrr.Hash, i int, buf []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.models {
+		if b, ok := f.data[h]; ok {
+			sh, _ := func() (rdrr.Shard, bool) {
+				for _, s := range f.m.Shards {
+					if s.Hash == h {
+						return s, true
+					}
+				}
+				return rdrr.Shard{}, false
+			}()
+			start := int64(i) * sh.BlockSize
+			end := min(start+sh.BlockSize, sh.Size)
+			return copy(buf, b[start:end]), nil
+		}
+	}
+	return 0, fmt.Errorf("no shard %s", h.Short())
+}
+
+// testOptions are short, loopback-only settings.
+func testOptions() Options {
+	return Options{
+		RequestTimeout:   time.Second,
+		FrameTimeout:     time.Second,
+		DialTimeout:      3 * time.Second,
+		AnnounceInterval: 200 * time.Millisecond,
+		AnnounceJitter:   50 * time.Millisecond,
+	}
+}
+
+func newHost(t *testing.T, prov Provider, edit func(*Options)) *Host {
+	t.Helper()
+	o := testOptions()
+	if edit != nil {
+		edit(&o)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h, err := New(ctx, o, prov)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	for _, a := range h.Addrs() {
+		if !strings.HasPrefix(a, "/ip4/127.0.0.1/") {
+			t.Fatalf("host advertises a non-loopback address %s", a)
+		}
+	}
+	return h
+}
+
+func connect(t *testing.T, from, to *Host) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	id, err := from.Connect(ctx, to.Addrs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id != to.ID() {
+		t.Fatalf("connected to %s, want %s", id, to.ID())
+	}
+}

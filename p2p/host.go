@@ -1,0 +1,404 @@
+package p2p
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/doppler-llm/doppler/rdrr"
+)
+
+// Protocol IDs.
+const (
+	ManifestProtocol = "/doppler/manifest/1"
+	ShardProtocol    = "/doppler/shard/1"
+	DHTPrefix        = "/doppler"
+	// InventoryTopicPrefix + model ID (lower-case hex) is a model's gossip topic.
+	InventoryTopicPrefix = "/doppler/inv/"
+)
+
+// DefaultListen is used when Options.Listen is empty: loopback only.
+var DefaultListen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+
+// Provider is what the host serves (the swarm's store implements it).
+type Provider interface {
+	// Manifest returns manifest.json's bytes and manifest.sig's (nil when
+	// unsigned) of a model the provider holds.
+	Manifest(id rdrr.ModelID) (manifest, sig []byte, ok bool)
+	// Shard returns the table entry of a shard, from a manifest the
+	// provider trusts.
+	Shard(h rdrr.Hash) (rdrr.Shard, bool)
+	// ReadBlock fills p with the verified bytes of one block and returns
+	// their count (the block's size; the last block may be short).
+	ReadBlock(h rdrr.Hash, index int, p []byte) (int, error)
+}
+
+// Options configures a Host. Zero values take the documented defaults.
+type Options struct {
+	// Listen multiaddrs; default DefaultListen. When every address is a
+	// loopback one, the host also dials and advertises loopback only.
+	Listen []string
+	// KeyFile holds the node's ed25519 libp2p key (protobuf, as libp2p's
+	// crypto.MarshalPrivateKey writes), created with mode 0600 when missing.
+	// Empty: an ephemeral key.
+	KeyFile string
+	// Bootstrap multiaddrs (with /p2p/<id>) dialled at start; no others.
+	Bootstrap []string
+	// MDNS turns on local-network discovery.
+	MDNS bool
+	// NAT turns on AutoNAT, relays, hole punching and UPnP port mapping.
+	NAT    bool
+	Logger *slog.Logger
+
+	// Limits; defaults in parentheses.
+	MaxConns            int           // connection manager high water mark (192); low is 3/4 of it
+	MaxMemory           int64         // resource manager memory (1 GiB)
+	MaxFDs              int           // resource manager file descriptors (512)
+	MaxServing          int           // concurrent inbound streams served (64); more get CodeBusy
+	MaxBlocksPerRequest int           // largest BlocksRequest.Count served (1024)
+	RequestTimeout      time.Duration // server: time to read a request (10 s)
+	FrameTimeout        time.Duration // both sides: time to write or read one frame (30 s)
+	DialTimeout         time.Duration // per dial (10 s)
+
+	// Gossip.
+	AnnounceInterval time.Duration // re-announcement period (30 s)
+	AnnounceJitter   time.Duration // ± uniform jitter on each period (AnnounceInterval/5)
+	// Now is the clock for inventory expiry (time.Now).
+	Now func() time.Time
+}
+
+func (o *Options) fill() {
+	def := func(p *time.Duration, v time.Duration) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	if len(o.Listen) == 0 {
+		o.Listen = DefaultListen
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = 192
+	}
+	if o.MaxMemory <= 0 {
+		o.MaxMemory = 1 << 30
+	}
+	if o.MaxFDs <= 0 {
+		o.MaxFDs = 512
+	}
+	if o.MaxServing <= 0 {
+		o.MaxServing = 64
+	}
+	if o.MaxBlocksPerRequest <= 0 {
+		o.MaxBlocksPerRequest = 1024
+	}
+	def(&o.RequestTimeout, 10*time.Second)
+	def(&o.FrameTimeout, 30*time.Second)
+	def(&o.DialTimeout, 10*time.Second)
+	def(&o.AnnounceInterval, 30*time.Second)
+	if o.AnnounceJitter < 0 {
+		o.AnnounceJitter = 0
+	} else if o.AnnounceJitter == 0 {
+		o.AnnounceJitter = o.AnnounceInterval / 5
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Host is a DOPPLER node on the network: a libp2p host with the DHT,
+// gossipsub and the stream protocols. It is safe for concurrent use.
+type Host struct {
+	opts     Options
+	log      *slog.Logger
+	h        host.Host
+	dht      *dht.IpfsDHT
+	ps       *pubsub.PubSub
+	prov     Provider
+	loopback bool
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // background goroutines
+	sem    chan struct{}  // serving slots
+
+	stats stats
+	gossip
+	closeOnce sync.Once
+}
+
+// New starts a host listening on opts.Listen and serving prov (nil serves
+// nothing). ctx bounds the start only (bootstrap dials); the host lives
+// until Close.
+func New(ctx context.Context, opts Options, prov Provider) (*Host, error) {
+	opts.fill()
+	key, err := loadKey(opts.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	listen := make([]ma.Multiaddr, 0, len(opts.Listen))
+	loopback := true
+	for _, s := range opts.Listen {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("listen address %q: %w", s, err)
+		}
+		listen = append(listen, a)
+		loopback = loopback && manet.IsIPLoopback(a)
+	}
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.Scale(opts.MaxMemory, opts.MaxFDs)))
+	if err != nil {
+		return nil, fmt.Errorf("resource manager: %w", err)
+	}
+	cm, err := connmgr.NewConnManager(opts.MaxConns*3/4, opts.MaxConns, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("connection manager: %w", err)
+	}
+	lopts := []libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.ListenAddrs(listen...),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		libp2p.DisableMetrics(),
+		libp2p.WithDialTimeout(opts.DialTimeout),
+		libp2p.UserAgent("doppler"),
+	}
+	if loopback {
+		lopts = append(lopts,
+			libp2p.AddrsFactory(func(as []ma.Multiaddr) []ma.Multiaddr { return filterLoopback(as) }),
+			libp2p.ConnectionGater(loopbackGater{}))
+	}
+	if opts.NAT {
+		lopts = append(lopts, libp2p.NATPortMap(), libp2p.EnableNATService(), libp2p.EnableHolePunching(),
+			libp2p.EnableAutoNATv2(), libp2p.EnableRelay())
+	} else {
+		lopts = append(lopts, libp2p.DisableRelay(), libp2p.ForceReachabilityPrivate())
+	}
+	h, err := libp2p.New(lopts...)
+	if err != nil {
+		cm.Close()
+		rm.Close()
+		return nil, fmt.Errorf("libp2p: %w", err)
+	}
+	hctx, cancel := context.WithCancel(context.Background())
+	n := &Host{opts: opts, log: opts.Logger.With("peer", h.ID().ShortString()), h: h, prov: prov,
+		loopback: loopback, ctx: hctx, cancel: cancel, sem: make(chan struct{}, opts.MaxServing)}
+	n.stats.init()
+	n.gossip.init()
+	dopts := []dht.Option{dht.Mode(dht.ModeServer), dht.ProtocolPrefix(DHTPrefix)}
+	if loopback {
+		dopts = append(dopts, dht.AddressFilter(filterLoopback))
+	}
+	if n.dht, err = dht.New(h, dopts...); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("dht: %w", err)
+	}
+	if n.ps, err = pubsub.NewGossipSub(hctx, h, pubsub.WithMaxMessageSize(1<<20)); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("gossipsub: %w", err)
+	}
+	h.SetStreamHandler(ManifestProtocol, n.serveManifest)
+	h.SetStreamHandler(ShardProtocol, n.serveShard)
+	if opts.MDNS {
+		if err := n.startMDNS(); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	for _, b := range opts.Bootstrap {
+		if _, err := n.Connect(ctx, b); err != nil {
+			n.log.Warn("bootstrap peer unreachable", "addr", b, "err", err)
+		}
+	}
+	if len(opts.Bootstrap) > 0 {
+		if err := n.dht.Bootstrap(hctx); err != nil {
+			n.log.Warn("dht bootstrap", "err", err)
+		}
+	}
+	n.log.Info("host started", "addrs", n.Addrs())
+	return n, nil
+}
+
+// ID returns the host's peer ID.
+func (n *Host) ID() string { return n.h.ID().String() }
+
+// Addrs returns the host's full multiaddrs (…/p2p/<id>) with real ports.
+func (n *Host) Addrs() []string {
+	var out []string
+	for _, a := range n.h.Addrs() {
+		out = append(out, a.String()+"/p2p/"+n.h.ID().String())
+	}
+	return out
+}
+
+// Connect dials a full multiaddr (with /p2p/<id>) and returns the peer's ID.
+func (n *Host) Connect(ctx context.Context, addr string) (string, error) {
+	ai, err := peer.AddrInfoFromString(addr)
+	if err != nil {
+		return "", fmt.Errorf("peer address %q: %w", addr, err)
+	}
+	if ai.ID == n.h.ID() {
+		return "", fmt.Errorf("peer address %q: that is this host", addr)
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.opts.DialTimeout)
+	defer cancel()
+	if err := n.h.Connect(ctx, *ai); err != nil {
+		return "", fmt.Errorf("connect %s: %w", addr, err)
+	}
+	return ai.ID.String(), nil
+}
+
+// Peers returns the IDs of the peers the host is connected to.
+func (n *Host) Peers() []string {
+	var out []string
+	for _, p := range n.h.Network().Peers() {
+		out = append(out, p.String())
+	}
+	return out
+}
+
+// Close stops everything the host started and closes its connections.
+func (n *Host) Close() error {
+	var err error
+	n.closeOnce.Do(func() {
+		n.cancel()
+		n.gossip.closeAll()
+		if n.dht != nil {
+			err = errors.Join(err, n.dht.Close())
+		}
+		err = errors.Join(err, n.h.Close())
+		n.wg.Wait()
+	})
+	return err
+}
+
+// go runs f in a goroutine that Close waits for.
+func (n *Host) goBackground(f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+// loadKey reads or creates an ed25519 key file.
+func loadKey(path string) (crypto.PrivKey, error) {
+	if path == "" {
+		k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		return k, err
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		raw, err := crypto.MarshalPrivateKey(k)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeKey(path, raw); err != nil {
+			return nil, fmt.Errorf("node key %s: %w", path, err)
+		}
+		return k, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node key: %w", err)
+	}
+	if len(b) > 4096 {
+		return nil, fmt.Errorf("node key %s: %d bytes is not a key", path, len(b))
+	}
+	k, err := crypto.UnmarshalPrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("node key %s: %w", path, err)
+	}
+	if k.Type() != crypto.Ed25519 {
+		return nil, fmt.Errorf("node key %s: %v key, want ed25519", path, k.Type())
+	}
+	return k, nil
+}
+
+// writeKey writes a new key file with mode 0600, atomically, never
+// replacing an existing one.
+func writeKey(path string, raw []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".key-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(raw); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	// Link fails if path exists, so two processes starting together agree.
+	if err := os.Link(f.Name(), path); err != nil {
+		return err
+	}
+	return nil
+}
+
+func filterLoopback(as []ma.Multiaddr) []ma.Multiaddr {
+	out := make([]ma.Multiaddr, 0, len(as))
+	for _, a := range as {
+		if manet.IsIPLoopback(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// loopbackGater refuses to dial anything but loopback addresses, and
+// refuses inbound connections from elsewhere.
+type loopbackGater struct{}
+
+func (loopbackGater) InterceptPeerDial(peer.ID) bool { return true }
+func (loopbackGater) InterceptAddrDial(_ peer.ID, a ma.Multiaddr) bool {
+	return manet.IsIPLoopback(a)
+}
+func (loopbackGater) InterceptAccept(c network.ConnMultiaddrs) bool {
+	return manet.IsIPLoopback(c.RemoteMultiaddr())
+}
+func (loopbackGater) InterceptSecured(network.Direction, peer.ID, network.ConnMultiaddrs) bool {
+	return true
+}
+func (loopbackGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
+	return true, 0
+}
