@@ -195,12 +195,28 @@ func (s *Store) Fetch(ctx context.Context, id rdrr.ModelID, peers PeerSet, opts 
 	}
 	err := f.run()
 	cancel()
-	f.wg.Wait() // every request watches ctx, which is cancelled
+	f.drain()
 	if err != nil {
 		return err
 	}
 	f.progress(true)
 	return nil
+}
+
+// drain waits for the requests, which watch the cancelled ctx, to return;
+// a Peer that ignores ctx is abandoned after a bounded wait (and logged).
+func (f *fetcher) drain() {
+	done := make(chan struct{})
+	go func() { f.wg.Wait(); close(done) }()
+	limit := f.o.RequestTimeout + 5*time.Second
+	timeout := make(chan struct{})
+	t := f.o.Clock.AfterFunc(limit, func() { close(timeout) })
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-timeout:
+		f.log.Error("swarm: requests still running after cancel; a Peer ignores its context", "waited", limit)
+	}
 }
 
 // count recomputes fs.missing and adds the held bytes to f.done.
@@ -640,6 +656,7 @@ func (f *fetcher) finish(r *request, err error) {
 		f.log.Info("swarm: request failed", "peer", r.id, "shard", r.fs.sh.Hash.Short(), "err", err, "got", r.ngot, "excluded", excluded)
 	case failed == "short":
 		f.s.peers.update(r.id, func(p *peerRec) { p.Short++ })
+		f.s.peers.slower(r.id, f.o.RequestTimeout) // the rest costs another round trip
 		f.log.Info("swarm: short answer", "peer", r.id, "shard", r.fs.sh.Hash.Short(), "asked", r.count, "got", r.ngot, "excluded", excluded)
 	case r.ngot == r.count && !r.endgame:
 		rtt := r.firstAt.Sub(r.start)

@@ -297,9 +297,15 @@ func TestFetchChurn(t *testing.T) {
 		}
 	}()
 	s := emptyStore(t, src)
-	err := s.Fetch(context.Background(), id, net.view("me"), FetchOptions{Poll: 10 * time.Millisecond, WaitPeers: 5 * time.Second, BlocksPerRequest: 8})
+	var calls int
+	var last [2]int64
+	progress := func(done, total int64, peers int) { calls++; last = [2]int64{done, total} }
+	err := s.Fetch(context.Background(), id, net.view("me"), FetchOptions{Poll: 10 * time.Millisecond, WaitPeers: 5 * time.Second, BlocksPerRequest: 8, Progress: progress})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if calls == 0 || last[0] != last[1] || last[1] != 1<<20 {
+		t.Fatalf("progress: %d calls, last %v", calls, last)
 	}
 	sameShards(t, s, src, id)
 	logPeers(t, "me", s)

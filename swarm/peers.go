@@ -146,7 +146,7 @@ func (t *peerTable) estimate(id string, n int64) (time.Duration, bool) {
 	} else {
 		est += float64(time.Second)
 	}
-	penalty := 1 + 4*float64(r.BadBlocks) + 0.5*float64(r.Timeouts+r.Errors+r.Short)
+	penalty := 1 + 4*float64(r.BadBlocks) + float64(r.Timeouts+r.Errors+r.Short)
 	return time.Duration(est * penalty), true
 }
 
