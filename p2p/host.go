@@ -296,7 +296,7 @@ func (n *Host) Close() error {
 	return err
 }
 
-// go runs f in a goroutine that Close waits for.
+// goBackground runs f in a goroutine that Close waits for.
 func (n *Host) goBackground(f func()) {
 	n.wg.Add(1)
 	go func() {
