@@ -79,6 +79,11 @@ type Options struct {
 	FrameTimeout        time.Duration // both sides: time to write or read one frame (30 s)
 	DialTimeout         time.Duration // per dial (10 s)
 
+	// ServeUnverified, for tests only, serves blocks exactly as the Provider
+	// returns them, skipping the hash check before sending, so a Provider
+	// wrapper that flips or truncates bytes makes a lying peer.
+	ServeUnverified bool
+
 	// Gossip.
 	AnnounceInterval time.Duration // re-announcement period (30 s)
 	AnnounceJitter   time.Duration // ± uniform jitter on each period (AnnounceInterval/5)
