@@ -52,11 +52,11 @@ type layer struct {
 	// three and one RoPE dispatch rotates q and k.
 	qkv     *kernels.Weight
 	qkvBias *kernels.Buffer
-	oBias                     *kernels.Buffer
-	sinks                     *kernels.Buffer
-	gateUp                    *kernels.Weight // fused [gate; up]
-	down                      *kernels.Weight
-	moe                       *moeLayer
+	oBias   *kernels.Buffer
+	sinks   *kernels.Buffer
+	gateUp  *kernels.Weight // fused [gate; up]
+	down    *kernels.Weight
+	moe     *moeLayer
 }
 
 // moeLayer is a mixture-of-experts FFN: a router and, per expert, fused
