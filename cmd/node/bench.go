@@ -48,6 +48,8 @@ func newBenchInference() *cobra.Command {
 		warmup  int
 		runs    int
 		asJSON  bool
+
+		allowSoftware bool
 	)
 	cmd := &cobra.Command{
 		Use:   "inference -m MODEL",
@@ -68,6 +70,9 @@ func newBenchInference() *cobra.Command {
 			defer l.Close()
 			info := l.dev.Info()
 			if info.Software {
+				if !allowSoftware {
+					return fmt.Errorf("adapter %q is a software (CPU) adapter: its figures say nothing about GPU speed (pass --allow-software to run anyway)", info.Name)
+				}
 				fmt.Fprintf(os.Stderr, "WARNING: %s is a software (CPU) adapter: these figures say nothing about GPU speed\n", info.Name)
 			}
 			sess, err := l.model.NewSession()
@@ -146,6 +151,7 @@ func newBenchInference() *cobra.Command {
 	f.IntVar(&warmup, "warmup", 1, "warm-up runs per prompt size (not counted)")
 	f.IntVar(&runs, "runs", 3, "measured runs per prompt size")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
+	f.BoolVar(&allowSoftware, "allow-software", false, "run on a software (CPU) adapter too (figures marked \"software\": true)")
 	return cmd
 }
 

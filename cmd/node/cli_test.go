@@ -119,3 +119,42 @@ func TestRunErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchInference runs the benchmark command end to end (on lavapipe it
+// must be asked for explicitly: software figures are refused by default).
+func TestBenchInference(t *testing.T) {
+	src := testdata.Path(t, "models/stories260K.gguf")
+	t.Setenv("DOPPLER_CACHE", t.TempDir())
+	args := []string{"bench", "inference", "-m", src, "--prompt", "4,9", "-n", "4", "--runs", "1", "--warmup", "0", "--json"}
+	out, err := doppler(t, "", args...)
+	if err != nil && !strings.Contains(err.Error(), "software") {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if err == nil {
+		t.Skip("a hardware adapter is present; the software refusal is not exercised")
+	}
+	out, err = doppler(t, "", append(args, "--allow-software")...)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var got struct {
+		Software bool `json:"software"`
+		Results  []struct {
+			PromptTokens    int     `json:"prompt_tokens"`
+			DecodeTokS      float64 `json:"decode_tok_s"`
+			SubmitsPerToken float64 `json:"submits_per_token"`
+			ReadbackPerTok  float64 `json:"readback_bytes_per_token"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !got.Software || len(got.Results) != 2 || got.Results[1].PromptTokens != 9 {
+		t.Fatalf("unexpected report: %s", out)
+	}
+	for _, r := range got.Results {
+		if r.DecodeTokS <= 0 || r.SubmitsPerToken != 1 || r.ReadbackPerTok != 4 {
+			t.Fatalf("row %+v: want positive speed, 1 submit and 4 bytes per token", r)
+		}
+	}
+}
