@@ -69,6 +69,7 @@ type Stats struct {
 	TokenLatency    []time.Duration
 	Submits         uint64 // during decode
 	ReadbackBytes   uint64 // during decode
+	Paging          PagingStats
 }
 
 // Result is what Generate produced.
@@ -106,8 +107,8 @@ func (s *Session) Generate(ctx context.Context, prompt []int, o GenerateOptions)
 	// Prefill all chunks but the last without reading anything back.
 	rest := prompt
 	for len(rest) > s.batch {
-		e := s.dev.NewEncoder()
-		if err := s.encode(e, rest[:s.batch], false, false); err != nil {
+		e, err := s.encode(ctx, s.dev.NewEncoder(), rest[:s.batch], false, false)
+		if err != nil {
 			return nil, err
 		}
 		if err := e.Submit(); err != nil {
@@ -115,12 +116,14 @@ func (s *Session) Generate(ctx context.Context, prompt []int, o GenerateOptions)
 		}
 		rest = rest[s.batch:]
 	}
-	next, err := s.step(rest, smp)
+	before := s.dev.Stats()
+	paged := s.m.Paging()
+	next, err := s.step(ctx, rest, smp)
 	if err != nil {
 		return nil, err
 	}
 	res.Stats.Prefill = time.Since(start)
-	before := s.dev.Stats()
+	before = s.dev.Stats()
 	for {
 		if o.StopAtEOG != nil && o.StopAtEOG(next) {
 			res.Reason = "eos"
@@ -149,7 +152,7 @@ func (s *Session) Generate(ctx context.Context, prompt []int, o GenerateOptions)
 			break
 		}
 		t0 := time.Now()
-		if next, err = s.step(nil, smp); err != nil {
+		if next, err = s.step(ctx, nil, smp); err != nil {
 			return res, err
 		}
 		res.Stats.TokenLatency = append(res.Stats.TokenLatency, time.Since(t0))
@@ -158,17 +161,20 @@ func (s *Session) Generate(ctx context.Context, prompt []int, o GenerateOptions)
 	res.Stats.GeneratedTokens = len(res.Tokens)
 	res.Stats.Submits = after.Submits - before.Submits
 	res.Stats.ReadbackBytes = after.ReadbackBytes - before.ReadbackBytes
+	now := s.m.Paging()
+	res.Stats.Paging = PagingStats{Hits: now.Hits - paged.Hits, Misses: now.Misses - paged.Misses,
+		BytesPaged: now.BytesPaged - paged.BytesPaged, Stall: now.Stall - paged.Stall}
 	return res, nil
 }
 
 // step runs one forward pass (over ids, or over the last sampled token when
 // ids is nil) plus sampling in one submit, and reads back the token id.
-func (s *Session) step(ids []int, smp *gpuSampler) (int, error) {
-	e := s.dev.NewEncoder()
+func (s *Session) step(ctx context.Context, ids []int, smp *gpuSampler) (int, error) {
 	if err := smp.prepare(); err != nil {
 		return 0, err
 	}
-	if err := s.encode(e, ids, ids == nil, false); err != nil {
+	e, err := s.encode(ctx, s.dev.NewEncoder(), ids, ids == nil, false)
+	if err != nil {
 		return 0, err
 	}
 	e.Run(smp.ops...)

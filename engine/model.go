@@ -20,8 +20,14 @@ type Options struct {
 	// KVF32 keeps the KV cache in f32 instead of f16.
 	KVF32 bool
 	// Batch is the most prompt tokens one prefill pass takes; 0 = 256.
-	Batch  int
-	Logger *slog.Logger
+	Batch int
+	// ExpertCache keeps at most this many experts of each MoE layer on the
+	// GPU, paging the rest in on demand; 0 = all resident. Below the
+	// experts used per token it is raised to that, with a warning.
+	ExpertCache int
+	// ExpertVRAM bounds the bytes of resident experts (all layers); 0 = no bound.
+	ExpertVRAM int64
+	Logger     *slog.Logger
 }
 
 // Model is a model loaded onto the GPU.
@@ -36,6 +42,7 @@ type Model struct {
 	outNorm   *kernels.Buffer
 	output    *kernels.Weight
 	layers    []layer
+	pager     *pager // nil when every expert is resident
 	rope      kernels.RoPEParams
 	ropeLocal kernels.RoPEParams // sliding layers, when their RoPE differs
 	bytes     uint64             // weight bytes uploaded
@@ -83,6 +90,9 @@ func Load(ctx context.Context, dev *kernels.Device, m *rdrr.Model, opts Options)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.ExpertCache < 0 || opts.ExpertVRAM < 0 {
+		return nil, fmt.Errorf("expert cache %d / VRAM %d must not be negative", opts.ExpertCache, opts.ExpertVRAM)
+	}
 	if opts.Batch <= 0 {
 		opts.Batch = 256
 	}
@@ -94,6 +104,8 @@ func Load(ctx context.Context, dev *kernels.Device, m *rdrr.Model, opts Options)
 	}
 	md := &Model{Config: cfg, fam: fam, dev: dev, log: opts.Logger, opts: opts}
 	l := &loader{ctx: ctx, m: m, dev: dev, md: md}
+	slots := expertSlots(opts, cfg, bytesPerExpert(m.Manifest), func(msg string, args ...any) { opts.Logger.Warn(msg, args...) })
+	l.paging = slots > 0
 	var err error
 	if md.rope, err = ropeParams(cfg.Rope); err != nil {
 		return nil, err
@@ -216,7 +228,32 @@ func Load(ctx context.Context, dev *kernels.Device, m *rdrr.Model, opts Options)
 		}
 		md.layers = append(md.layers, ly)
 	}
+	if slots > 0 {
+		if md.pager, err = newPager(ctx, md, m, slots); err != nil {
+			return nil, err
+		}
+		opts.Logger.Info("expert paging", "resident per layer", slots, "of", cfg.Experts)
+	}
 	return md, nil
+}
+
+// bytesPerExpert is the size of one expert of one layer (all its tensors).
+func bytesPerExpert(m *rdrr.Manifest) int64 {
+	var n int64
+	for _, t := range m.Tensors {
+		if t.Experts > 0 && strings.HasPrefix(t.Name, "blk.0.") {
+			n += t.Size / int64(t.Experts)
+		}
+	}
+	return n
+}
+
+// Paging returns the expert paging counters (zero without paging).
+func (m *Model) Paging() PagingStats {
+	if m.pager == nil {
+		return PagingStats{}
+	}
+	return m.pager.stats
 }
 
 // canFuseQKV reports whether q, k and v can live in one stacked matrix:
@@ -235,10 +272,11 @@ func (m *Model) WeightBytes() uint64 { return m.bytes }
 func (m *Model) Device() *kernels.Device { return m.dev }
 
 type loader struct {
-	ctx context.Context
-	m   *rdrr.Model
-	dev *kernels.Device
-	md  *Model
+	paging bool // experts are paged in, not uploaded at load
+	ctx    context.Context
+	m      *rdrr.Model
+	dev    *kernels.Device
+	md     *Model
 }
 
 func (l *loader) tensor(name string, shape ...int64) (*rdrr.Tensor, []byte, error) {

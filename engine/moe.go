@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/doppler-llm/doppler/kernels"
+	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/quant"
 )
 
@@ -30,6 +31,9 @@ func (l *loader) moe(i int) (*moeLayer, error) {
 		if ml.routerBias, err = l.vector(p("ffn_gate_inp.bias"), E); err != nil {
 			return nil, err
 		}
+	}
+	if l.paging {
+		return ml, nil // the pager owns the experts' slots
 	}
 	gt, gate, err := l.tensor(p("ffn_gate_exps.weight"), int64(E), int64(ffn), int64(hidden))
 	if err != nil {
@@ -95,9 +99,15 @@ func (l *loader) f32(name string, shape ...int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := make([]float32, t.Elements())
+	return toF32(t, b)
+}
+
+// toF32 decodes raw bytes of t's dtype (the whole tensor or one expert's
+// slice) into little-endian f32 bytes.
+func toF32(t *rdrr.Tensor, b []byte) ([]byte, error) {
+	f := make([]float32, len(b)/t.DType.BlockBytes()*t.DType.BlockSize())
 	if err := quant.Dequantize(t.DType, b, f); err != nil {
-		return nil, fmt.Errorf("tensor %s: %w", name, err)
+		return nil, fmt.Errorf("tensor %s: %w", t.Name, err)
 	}
 	return f32Bytes(f), nil
 }

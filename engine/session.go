@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/doppler-llm/doppler/kernels"
 )
@@ -30,6 +32,7 @@ type Session struct {
 	// MoE: router logits [batch][E], chosen experts and weights [batch][k],
 	// expert activations [batch][k][…].
 	rlog, sel, wts, egu, eh, ey *kernels.Buffer
+	selSlots                    *kernels.Buffer // paging: sel mapped to resident slots
 	xLast, xnLast               *kernels.Buffer // the last row, for the LM head after a prefill
 	logits                      *kernels.Buffer // [vocab]
 	logitsAll                   *kernels.Buffer // [batch][vocab], built on demand
@@ -38,9 +41,21 @@ type Session struct {
 	posBuf                      *kernels.Buffer // u32 pos0 of the current batch
 	kc, vc                      []*kernels.Buffer
 
-	plans   map[planKey][]*kernels.Op
+	plans   map[planKey]*plan
 	sampler *gpuSampler
 	bufs    []*kernels.Buffer
+}
+
+// plan is a recorded forward pass. With expert paging, cuts mark where the
+// router's choices of a MoE layer must be read back before the rest runs.
+type plan struct {
+	ops  []*kernels.Op
+	cuts []cut
+}
+
+type cut struct {
+	at    int // ops[:at] end with the layer's routing
+	layer int
 }
 
 type planKey struct {
@@ -52,7 +67,7 @@ type planKey struct {
 // NewSession allocates a session's buffers and KV cache.
 func (m *Model) NewSession() (*Session, error) {
 	c := m.Config
-	s := &Session{m: m, dev: m.dev, ctxLen: m.opts.Context, batch: m.opts.Batch, plans: map[planKey][]*kernels.Op{}}
+	s := &Session{m: m, dev: m.dev, ctxLen: m.opts.Context, batch: m.opts.Batch, plans: map[planKey]*plan{}}
 	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	b := uint64(s.batch)
 	nb := func(need bool, n uint64) uint64 { // size of an optional buffer
@@ -91,6 +106,7 @@ func (m *Model) NewSession() (*Session, error) {
 		{&s.egu, "experts_gate_up", nb(m.fam.moe, b*uint64(c.ExpertsUsed*2*c.ExpertFFN)*4)},
 		{&s.eh, "experts_h", nb(m.fam.moe, b*uint64(c.ExpertsUsed*c.ExpertFFN)*4)},
 		{&s.ey, "experts_y", nb(m.fam.moe, b*uint64(c.ExpertsUsed*c.HiddenSize)*4)},
+		{&s.selSlots, "experts_slots", nb(m.pager != nil, b*uint64(c.ExpertsUsed)*4)},
 	} {
 		if a.bytes == 0 {
 			continue
@@ -125,8 +141,8 @@ func (s *Session) Close() {
 		b.Release()
 	}
 	s.bufs = nil
-	for _, ops := range s.plans {
-		for _, op := range ops {
+	for _, pl := range s.plans {
+		for _, op := range pl.ops {
 			op.Release()
 		}
 	}
@@ -157,19 +173,20 @@ func optional(b *kernels.Buffer) kernels.BufferRange {
 
 // plan returns (building once) the ops of a forward pass over m tokens,
 // ending with the logits of the last token (or of every token when all).
-func (s *Session) plan(k planKey) ([]*kernels.Op, error) {
-	if ops, ok := s.plans[k]; ok {
-		return ops, nil
+func (s *Session) plan(k planKey) (*plan, error) {
+	if pl, ok := s.plans[k]; ok {
+		return pl, nil
 	}
-	ops, err := s.build(k)
+	pl, err := s.build(k)
 	if err != nil {
 		return nil, err
 	}
-	s.plans[k] = ops
-	return ops, nil
+	s.plans[k] = pl
+	return pl, nil
 }
 
-func (s *Session) build(k planKey) ([]*kernels.Op, error) {
+func (s *Session) build(k planKey) (*plan, error) {
+	var cuts []cut
 	c := s.m.Config
 	d := s.dev
 	m := k.m
@@ -277,13 +294,20 @@ func (s *Session) build(k planKey) ([]*kernels.Op, error) {
 		add(d.RMSNorm(whole(s.x), whole(ly.ffnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
 		if e := ly.moe; e != nil {
 			// Routing, the chosen experts and their weighted sum, all on
-			// the GPU: no readback inside the token.
+			// the GPU: no readback inside the token — unless experts are
+			// paged, when the choices are read back right after routing.
 			k, ffn := c.ExpertsUsed, c.ExpertFFN
 			addN(d.MatMul(e.router, whole(s.xn), whole(s.rlog), m, bias(e.routerBias)))
 			add(d.MoERoute(whole(s.rlog), whole(s.sel), whole(s.wts), m, c.Experts, k, e.gating))
-			addN(d.MatMulExperts(e.gateUp, whole(s.xn), whole(s.sel), whole(s.egu), m, k, false, optional(e.gateUpBias)))
+			gateUp, down, gub, db, sel := e.gateUp, e.down, e.gateUpBias, e.downBias, s.sel
+			if pg := s.m.pager; pg != nil {
+				lp := pg.layers[l]
+				gateUp, down, gub, db, sel = lp.gateUp, lp.down, lp.gateUpBias, lp.downBias, s.selSlots
+				cuts = append(cuts, cut{at: len(ops), layer: l})
+			}
+			addN(d.MatMulExperts(gateUp, whole(s.xn), whole(sel), whole(s.egu), m, k, false, optional(gub)))
 			add(d.GatedAct(whole(s.egu), whole(s.eh), m*k, ffn, 2*ffn, ffn, activation(c.Activation)))
-			addN(d.MatMulExperts(e.down, whole(s.eh), whole(s.sel), whole(s.ey), m, k, true, optional(e.downBias)))
+			addN(d.MatMulExperts(down, whole(s.eh), whole(sel), whole(s.ey), m, k, true, optional(db)))
 			add(d.MoECombine(whole(s.ey), whole(s.wts), whole(s.x), m, k, c.HiddenSize, true))
 		} else {
 			addN(d.MatMul(ly.gateUp, whole(s.xn), whole(s.gu), m, kernels.MatMulOpts{}))
@@ -316,7 +340,7 @@ func (s *Session) build(k planKey) ([]*kernels.Op, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ops, nil
+	return &plan{ops: ops, cuts: cuts}, nil
 }
 
 // headOps is how many trailing ops of a plan form the LM head (norm + matmul parts).
@@ -333,36 +357,69 @@ func activation(name string) kernels.Act {
 }
 
 // encode records a forward pass over ids (or, with fromTok, over the last
-// sampled token) into e, writing the batch position first. It advances pos.
-func (s *Session) encode(e *kernels.Encoder, ids []int, fromTok, all bool) error {
+// sampled token) into e, writing the batch position first, and advances
+// pos. It returns the encoder the caller continues with and submits: with
+// expert paging, encode submits the parts of the pass before each MoE
+// layer's experts itself, reading the router's choices back in between.
+func (s *Session) encode(ctx context.Context, e *kernels.Encoder, ids []int, fromTok, all bool) (*kernels.Encoder, error) {
 	m := len(ids)
 	if fromTok {
 		m = 1
 	}
 	if s.pos+m > s.ctxLen {
-		return fmt.Errorf("%w: %d tokens in the cache + %d new > %d", ErrContextFull, s.pos, m, s.ctxLen)
+		return e, fmt.Errorf("%w: %d tokens in the cache + %d new > %d", ErrContextFull, s.pos, m, s.ctxLen)
+	}
+	if s.m.pager != nil && m > 1 {
+		// The experts a whole batch needs may not fit the slots: page
+		// token by token.
+		if all {
+			return e, errors.New("logits for every position are not available with expert paging")
+		}
+		for i := range ids {
+			var err error
+			if e, err = s.encode(ctx, e, ids[i:i+1], false, false); err != nil {
+				return e, err
+			}
+			if i < len(ids)-1 {
+				if err := e.Submit(); err != nil {
+					return e, err
+				}
+				e = s.dev.NewEncoder()
+			}
+		}
+		return e, nil
 	}
 	if !fromTok {
 		buf := make([]byte, 4*m)
 		for i, id := range ids {
 			if id < 0 || id >= s.m.Config.VocabSize {
-				return fmt.Errorf("token id %d outside the %d-token vocabulary", id, s.m.Config.VocabSize)
+				return e, fmt.Errorf("token id %d outside the %d-token vocabulary", id, s.m.Config.VocabSize)
 			}
 			binary.LittleEndian.PutUint32(buf[4*i:], uint32(id))
 		}
 		if err := s.dev.Write(s.ids, 0, buf); err != nil {
-			return err
+			return e, err
 		}
 	}
 	var p [4]byte
 	binary.LittleEndian.PutUint32(p[:], uint32(s.pos))
 	if err := s.dev.Write(s.posBuf, 0, p[:]); err != nil {
-		return err
+		return e, err
 	}
-	ops, err := s.plan(planKey{m: m, fromTok: fromTok, all: all})
+	pl, err := s.plan(planKey{m: m, fromTok: fromTok, all: all})
 	if err != nil {
-		return err
+		return e, err
 	}
+	done := 0
+	for _, c := range pl.cuts {
+		e.Run(pl.ops[done:c.at]...)
+		done = c.at
+		if err := s.pageIn(ctx, e, c.layer); err != nil {
+			return e, err
+		}
+		e = s.dev.NewEncoder()
+	}
+	ops := pl.ops[done:]
 	if m > 1 && !all {
 		head := s.headOps()
 		e.Run(ops[:len(ops)-head]...)
@@ -373,7 +430,33 @@ func (s *Session) encode(e *kernels.Encoder, ids []int, fromTok, all bool) error
 		e.Run(ops...)
 	}
 	s.pos += m
-	return nil
+	return e, nil
+}
+
+// pageIn submits e (which ends with layer l's routing of one token), reads
+// the chosen experts back, makes them resident and writes their slots.
+func (s *Session) pageIn(ctx context.Context, e *kernels.Encoder, l int) error {
+	start := time.Now()
+	k := s.m.Config.ExpertsUsed
+	raw, err := e.SubmitRead(s.sel, 0, uint64(4*k))
+	if err != nil {
+		return err
+	}
+	experts := make([]int, k)
+	for i := range experts {
+		experts[i] = int(binary.LittleEndian.Uint32(raw[4*i:]))
+	}
+	slots, err := s.m.pager.place(ctx, l, experts)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 4*k)
+	for i, sl := range slots {
+		binary.LittleEndian.PutUint32(buf[4*i:], uint32(sl))
+	}
+	err = s.dev.Write(s.selSlots, 0, buf)
+	s.m.pager.stats.Stall += time.Since(start)
+	return err
 }
 
 // Forward runs ids through the model (in chunks of the batch size) and
@@ -384,8 +467,8 @@ func (s *Session) Forward(ids []int) ([]float32, error) {
 	}
 	for len(ids) > 0 {
 		n := min(len(ids), s.batch)
-		e := s.dev.NewEncoder()
-		if err := s.encode(e, ids[:n], false, false); err != nil {
+		e, err := s.encode(context.Background(), s.dev.NewEncoder(), ids[:n], false, false)
+		if err != nil {
 			return nil, err
 		}
 		if err := e.Submit(); err != nil {
@@ -402,8 +485,8 @@ func (s *Session) ForwardAll(ids []int) ([][]float32, error) {
 	if len(ids) == 0 || len(ids) > s.batch {
 		return nil, fmt.Errorf("ForwardAll takes 1 to %d tokens, got %d", s.batch, len(ids))
 	}
-	e := s.dev.NewEncoder()
-	if err := s.encode(e, ids, false, true); err != nil {
+	e, err := s.encode(context.Background(), s.dev.NewEncoder(), ids, false, true)
+	if err != nil {
 		return nil, err
 	}
 	if err := e.Submit(); err != nil {
