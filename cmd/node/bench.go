@@ -38,6 +38,11 @@ type benchRow struct {
 	P99ms            float64 `json:"decode_p99_ms"`
 	SubmitsPerToken  float64 `json:"submits_per_token"`
 	ReadbackPerToken float64 `json:"readback_bytes_per_token"`
+	// Expert paging, per measured run (0 without paging).
+	ExpertHits       uint64  `json:"expert_hits"`
+	ExpertMisses     uint64  `json:"expert_misses"`
+	ExpertBytesPaged uint64  `json:"expert_bytes_paged"`
+	ExpertStallMs    float64 `json:"expert_stall_ms"`
 }
 
 func newBenchInference() *cobra.Command {
@@ -95,6 +100,7 @@ func newBenchInference() *cobra.Command {
 				var lat []time.Duration
 				var submits, readback uint64
 				var decoded int
+				var paging engine.PagingStats
 				for r := 0; r < warmup+runs; r++ {
 					sess.Reset()
 					res, err := sess.Generate(cmd.Context(), prompt, engine.GenerateOptions{MaxTokens: gen})
@@ -109,10 +115,15 @@ func newBenchInference() *cobra.Command {
 					submits += res.Stats.Submits
 					readback += res.Stats.ReadbackBytes
 					decoded += len(res.Stats.TokenLatency)
+					paging.Hits += res.Stats.Paging.Hits
+					paging.Misses += res.Stats.Paging.Misses
+					paging.BytesPaged += res.Stats.Paging.BytesPaged
+					paging.Stall += res.Stats.Paging.Stall
 				}
 				slices.Sort(ttft)
 				slices.Sort(lat)
-				row := benchRow{PromptTokens: p, GenTokens: gen}
+				row := benchRow{PromptTokens: p, GenTokens: gen, ExpertHits: paging.Hits / uint64(runs), ExpertMisses: paging.Misses / uint64(runs),
+					ExpertBytesPaged: paging.BytesPaged / uint64(runs), ExpertStallMs: paging.Stall.Seconds() * 1000 / float64(runs)}
 				t := ttft[len(ttft)/2]
 				row.TTFTms = ms(t)
 				row.PrefillTokS = float64(p) / t.Seconds()
@@ -195,6 +206,12 @@ func printBench(w io.Writer, out map[string]any, rows []benchRow) {
 			r.PrefillTokS, r.DecodeTokS, r.P50ms, r.P90ms, r.P99ms, r.SubmitsPerToken, r.ReadbackPerToken)
 	}
 	tw.Flush()
+	for _, r := range rows {
+		if r.ExpertMisses > 0 {
+			fmt.Fprintf(w, "prompt %d: experts %d hits, %d misses, %s paged, %.1f ms stalled per run\n",
+				r.PromptTokens, r.ExpertHits, r.ExpertMisses, humanBytes(int64(r.ExpertBytesPaged)), r.ExpertStallMs)
+		}
+	}
 }
 
 func synthShapeNames() []string {
