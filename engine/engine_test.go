@@ -378,3 +378,38 @@ func TestLoadErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestKVTransfer: a cache prefilled in one session and imported into
+// another continues exactly as the original (prefill offload's mechanism).
+func TestKVTransfer(t *testing.T) {
+	for _, kvf32 := range []bool{false, true} {
+		m := loadShared(t, "models/stories260K.gguf", Options{Context: 64, KVF32: kvf32})
+		prompt := []int{1, 403, 407, 261, 378}
+		direct, err := newSession(t, m).Generate(context.Background(), prompt, GenerateOptions{MaxTokens: 12})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := newSession(t, m)
+		if _, err := a.Forward(prompt[:len(prompt)-1]); err != nil {
+			t.Fatal(err)
+		}
+		kv, err := a.ExportKV(len(prompt) - 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := newSession(t, m)
+		if err := b.ImportKV(len(prompt)-1, kv); err != nil {
+			t.Fatal(err)
+		}
+		res, err := b.Generate(context.Background(), prompt[len(prompt)-1:], GenerateOptions{MaxTokens: 12})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(res.Tokens) != fmt.Sprint(direct.Tokens) {
+			t.Fatalf("kv f32=%v: after import %v, direct %v", kvf32, res.Tokens, direct.Tokens)
+		}
+		if err := b.ImportKV(3, kv[:10]); err == nil {
+			t.Fatal("a short KV blob was accepted")
+		}
+	}
+}
