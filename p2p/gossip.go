@@ -79,7 +79,31 @@ func (n *Host) topic(id rdrr.ModelID) (*topicState, error) {
 	}
 	ts := &topicState{t: t, inventory: map[string]InventoryEntry{}}
 	n.topics[id] = ts
+	if ev, err := t.EventHandler(); err == nil {
+		n.goBackground(func() { n.greetLoop(id, ev) })
+	}
 	return ts, nil
+}
+
+// greetLoop re-publishes this host's inventory for a model when a peer
+// joins its topic, so a newcomer learns it at once instead of at the next
+// periodic announcement. It ends when the host closes.
+func (n *Host) greetLoop(id rdrr.ModelID, ev *pubsub.TopicEventHandler) {
+	defer ev.Cancel()
+	for {
+		e, err := ev.NextPeerEvent(n.ctx)
+		if err != nil {
+			return
+		}
+		if e.Type != pubsub.PeerJoin {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, n.opts.FrameTimeout)
+		if err := n.publish(ctx, id); err != nil && n.ctx.Err() == nil {
+			n.log.Debug("gossip: greet", "model", id.Short(), "peer", e.Peer, "err", err)
+		}
+		cancel()
+	}
 }
 
 func decodeInventory(msg *pubsub.Message, model rdrr.ModelID) (*wire.Inventory, error) {

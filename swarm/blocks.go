@@ -212,6 +212,7 @@ func (s *Store) Complete(h rdrr.Hash) error {
 	}
 	e.lastUse = s.clock.Now()
 	s.st.ShardsStored++
+	s.changedLocked()
 	s.mu.Unlock()
 	s.log.Debug("store: shard complete", "shard", h.Short(), "bytes", e.sh.Size)
 	return nil
@@ -265,6 +266,7 @@ func (s *Store) dropBlocks(h rdrr.Hash, e *entry, bad []int) {
 		}
 		s.mu.Lock()
 		e.state = statePartial
+		s.changedLocked()
 		s.mu.Unlock()
 	}
 }

@@ -39,8 +39,11 @@ type FetchOptions struct {
 	// Progress, when set, is called (serially, throttled) with the verified
 	// bytes of the model held, its total size, and the peers in use.
 	Progress func(done, total int64, peers int)
-	Clock    Clock  // the wall clock by default
-	Seed     uint64 // shuffles ties between equally rare shards; 0 = from the clock
+	// Shards, when not empty, limits the fetch to these shards of the
+	// model (the others are neither fetched nor waited for).
+	Shards []rdrr.Hash
+	Clock  Clock  // the wall clock by default
+	Seed   uint64 // shuffles ties between equally rare shards; 0 = from the clock
 }
 
 func (o *FetchOptions) fill() {
@@ -159,10 +162,18 @@ func (s *Store) Fetch(ctx context.Context, id rdrr.ModelID, peers PeerSet, opts 
 	f := &fetcher{
 		s: s, id: id, peers: peers, o: opts, log: s.log.With("model", id.Short()), ctx: ctx,
 		wake: make(chan struct{}, 1), reqs: map[*request]bool{}, perPeer: map[string]int{},
-		fails: map[string]int{}, excluded: map[string]string{}, total: m.TotalSize(),
+		fails: map[string]int{}, excluded: map[string]string{},
 	}
 	var need int64
+	only := map[rdrr.Hash]bool{}
+	for _, h := range opts.Shards {
+		only[h] = true
+	}
 	for _, sh := range m.Shards {
+		if len(only) > 0 && !only[sh.Hash] {
+			continue
+		}
+		f.total += sh.Size
 		if s.Has(sh.Hash) {
 			f.done += sh.Size
 			continue

@@ -131,6 +131,7 @@ type Store struct {
 	entries map[rdrr.Hash]*entry
 	used    int64 // bytes of complete and partial shards
 	st      StoreStats
+	watch   []chan struct{} // Changes subscribers
 }
 
 // StoreStats are the store's counters.
@@ -275,6 +276,7 @@ func (s *Store) addModelLocked(id rdrr.ModelID, m *rdrr.Manifest) {
 		}
 		e.models[id] = true
 	}
+	s.changedLocked()
 }
 
 func (s *Store) loadShards() error {
@@ -623,6 +625,7 @@ func (s *Store) Remove(id rdrr.ModelID) error {
 		return err
 	}
 	delete(s.models, id)
+	s.changedLocked()
 	var drop []*entry
 	for _, sh := range m.Shards {
 		e := s.entries[sh.Hash]
@@ -667,6 +670,7 @@ func (s *Store) dropFilesLocked(h rdrr.Hash, e *entry) {
 		e.have[i], e.checked[i] = false, false
 	}
 	e.nhave = 0
+	s.changedLocked()
 }
 
 // Pin marks a shard in use: it is not evicted or removed until every pin

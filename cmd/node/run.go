@@ -25,6 +25,10 @@ type runFlags struct {
 	ctxLen  int
 	kvF32   bool
 	batch   int
+	store   string // for -m MODEL_ID
+
+	expertCache int
+	expertVRAM  string
 }
 
 func (f *runFlags) register(cmd *cobra.Command) {
@@ -34,6 +38,9 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.IntVarP(&f.ctxLen, "ctx", "c", 0, "context (KV cache) length in tokens; default min(model's, 4096)")
 	fl.BoolVar(&f.kvF32, "kv-f32", false, "keep the KV cache in f32 instead of f16")
 	fl.IntVar(&f.batch, "batch", 256, "prompt tokens per prefill pass")
+	fl.IntVar(&f.expertCache, "expert-cache", 0, "MoE: keep at most N experts of each layer on the GPU, paging the rest in (0 = all)")
+	fl.StringVar(&f.expertVRAM, "expert-vram", "", "MoE: bound the GPU memory of resident experts, e.g. 512MiB or 2GiB")
+	fl.StringVar(&f.store, "store", "", "with -m MODEL_ID: the shard store holding the model ("+storeFlagHelp+")")
 }
 
 // loaded is an opened model on the GPU.
@@ -43,18 +50,35 @@ type loaded struct {
 	model *engine.Model
 	tok   *tokenizer.Tokenizer // nil when the model has no tokenizer
 	dir   string
+	done  func() // closes the model's store, when it came from one
 }
 
-func (l *loaded) Close() { l.dev.Close() }
-
-func (f *runFlags) load(ctx context.Context) (*loaded, error) {
-	dir, err := resolveModel(ctx, f.model)
-	if err != nil {
-		return nil, err
+func (l *loaded) Close() {
+	l.dev.Close()
+	if l.done != nil {
+		l.done()
 	}
-	rm, err := rdrr.OpenDir(dir)
-	if err != nil {
-		return nil, err
+}
+
+func (f *runFlags) load(ctx context.Context) (l *loaded, err error) {
+	var rm *rdrr.Model
+	dir, done := f.model, func() {}
+	if looksLikeModelID(f.model) {
+		if rm, done, err = openStoreModel(f.store, f.model); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				done()
+			}
+		}()
+	} else {
+		if dir, err = resolveModel(ctx, f.model); err != nil {
+			return nil, err
+		}
+		if rm, err = rdrr.OpenDir(dir); err != nil {
+			return nil, err
+		}
 	}
 	var tok *tokenizer.Tokenizer
 	if rm.Manifest.Tokenizer != nil {
@@ -66,12 +90,20 @@ func (f *runFlags) load(ctx context.Context) (*loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := engine.Load(ctx, dev, rm, engine.Options{Context: f.ctxLen, KVF32: f.kvF32, Batch: f.batch, Logger: slog.Default()})
+	var vram int64
+	if f.expertVRAM != "" {
+		if vram, err = parseSize(f.expertVRAM); err != nil || vram <= 0 {
+			dev.Close()
+			return nil, fmt.Errorf("--expert-vram %q: want a size such as 512MiB or 2GiB", f.expertVRAM)
+		}
+	}
+	m, err := engine.Load(ctx, dev, rm, engine.Options{Context: f.ctxLen, KVF32: f.kvF32, Batch: f.batch,
+		ExpertCache: f.expertCache, ExpertVRAM: vram, Logger: slog.Default()})
 	if err != nil {
 		dev.Close()
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
-	return &loaded{dev: dev, rm: rm, model: m, tok: tok, dir: dir}, nil
+	return &loaded{dev: dev, rm: rm, model: m, tok: tok, dir: dir, done: done}, nil
 }
 
 func newRun() *cobra.Command {
@@ -88,6 +120,7 @@ func newRun() *cobra.Command {
 		seed         int64
 		stops        []string
 		asJSON       bool
+		stats        bool
 		ignoreEOS    bool
 		chatMode     bool
 		system       string
@@ -205,9 +238,20 @@ func newRun() *cobra.Command {
 				return printJSON(out, map[string]any{
 					"prompt_tokens": ids, "tokens": nonNil(res.Tokens), "text": final, "stop_reason": res.Reason,
 					"prefill_ms": res.Stats.Prefill.Seconds() * 1000, "decode_tok_s": decodeRate(res.Stats),
+					"expert_hits": res.Stats.Paging.Hits, "expert_misses": res.Stats.Paging.Misses,
+					"expert_bytes_paged": res.Stats.Paging.BytesPaged, "expert_stall_ms": res.Stats.Paging.Stall.Seconds() * 1000,
 				})
 			}
 			fmt.Fprintln(out)
+			if stats {
+				ps := res.Stats.Paging
+				fmt.Fprintf(os.Stderr, "prompt %d tokens, prefill %.1f ms; %d tokens at %.1f tok/s (%s)\n",
+					len(ids), res.Stats.Prefill.Seconds()*1000, len(res.Tokens), decodeRate(res.Stats), res.Reason)
+				if ps != (engine.PagingStats{}) {
+					fmt.Fprintf(os.Stderr, "experts: %d hits, %d misses, %s paged, %.1f ms stalled\n",
+						ps.Hits, ps.Misses, humanBytes(int64(ps.BytesPaged)), ps.Stall.Seconds()*1000)
+				}
+			}
 			if res.Reason == "interrupted" {
 				fmt.Fprintln(os.Stderr, "interrupted")
 			}
@@ -229,6 +273,7 @@ func newRun() *cobra.Command {
 	f.Int64Var(&seed, "seed", 0, "random seed for sampling")
 	f.StringArrayVar(&stops, "stop", nil, "stop when the output contains this text (repeatable)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object at the end instead of streaming text")
+	f.BoolVar(&stats, "stats", false, "print timing and expert-paging counters to stderr at the end")
 	f.BoolVar(&ignoreEOS, "ignore-eos", false, "keep generating past end-of-generation tokens")
 	f.BoolVar(&chatMode, "chat", false, "format -p as a user message with the model's chat template (special tokens in it are parsed)")
 	f.StringVar(&system, "system", "", "system message for --chat")

@@ -1,0 +1,462 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/spf13/cobra"
+
+	"github.com/doppler-llm/doppler/p2p"
+	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/swarm"
+)
+
+// storeFlagHelp explains --store.
+const storeFlagHelp = "shard store directory (default $DOPPLER_STORE, else the user cache dir's doppler/store)"
+
+// defaultStore is $DOPPLER_STORE, else <user cache dir>/doppler/store.
+func defaultStore() (string, error) {
+	if d := os.Getenv("DOPPLER_STORE"); d != "" {
+		return d, nil
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("no store directory (pass --store or set DOPPLER_STORE): %w", err)
+	}
+	return filepath.Join(d, "doppler", "store"), nil
+}
+
+// openStore opens --store (or the default).
+func openStore(flag string) (*swarm.Store, error) {
+	dir := flag
+	if dir == "" {
+		var err error
+		if dir, err = defaultStore(); err != nil {
+			return nil, err
+		}
+	}
+	s, err := swarm.Open(dir, 0, slog.Default())
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", dir, err)
+	}
+	return s, nil
+}
+
+// netFlags are the network flags of seed, pull and node.
+type netFlags struct {
+	store     string
+	listen    []string
+	bootstrap []string
+	key       string
+	mdns, nat bool
+	wait      time.Duration // fetches give up after this long with no progress (pull's --wait)
+}
+
+func (f *netFlags) register(cmd *cobra.Command, bootstrap bool) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.store, "store", "", storeFlagHelp)
+	fl.StringArrayVar(&f.listen, "listen", nil, "multiaddr to listen on, repeatable (default /ip4/127.0.0.1/tcp/0 and /ip4/127.0.0.1/udp/0/quic-v1)")
+	if bootstrap {
+		fl.StringArrayVar(&f.bootstrap, "bootstrap", nil, "peer to join through, a full multiaddr with /p2p/<peer-id>; repeatable")
+	}
+	fl.StringVar(&f.key, "key", "", "node key file (default <store>/node.key, created with mode 0600)")
+	fl.BoolVar(&f.mdns, "mdns", false, "discover peers on the local network (mDNS)")
+	fl.BoolVar(&f.nat, "nat", false, "enable AutoNAT, relays, hole punching and UPnP")
+}
+
+// checkListen rejects malformed listen multiaddrs with a one-line error.
+func checkListen(addrs []string) error {
+	for _, a := range addrs {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			return fmt.Errorf("bad multiaddr %q for --listen: %v", a, err)
+		}
+	}
+	return nil
+}
+
+// checkPeers rejects peer addresses that are not full multiaddrs with /p2p/<id>.
+func checkPeers(flag string, addrs []string) error {
+	for _, a := range addrs {
+		if _, err := peer.AddrInfoFromString(a); err != nil {
+			return fmt.Errorf("bad multiaddr %q for %s (want e.g. /ip4/127.0.0.1/tcp/4001/p2p/12D3Koo…): %v", a, flag, err)
+		}
+	}
+	return nil
+}
+
+// startNode puts store on the network.
+func (f *netFlags) startNode(ctx context.Context, store *swarm.Store) (*swarm.Node, error) {
+	if err := checkListen(f.listen); err != nil {
+		return nil, err
+	}
+	if err := checkPeers("--bootstrap", f.bootstrap); err != nil {
+		return nil, err
+	}
+	key := f.key
+	if key == "" {
+		key = filepath.Join(store.Dir(), "node.key")
+	}
+	return swarm.NewNode(ctx, store, swarm.NodeOptions{
+		Host: p2p.Options{Listen: f.listen, KeyFile: key, Bootstrap: f.bootstrap, MDNS: f.mdns, NAT: f.nat,
+			Logger: slog.Default()},
+		Fetch:  swarm.FetchOptions{WaitPeers: f.wait},
+		Logger: slog.Default(),
+	})
+}
+
+// printReady prints the contract lines scripts read: one "listening
+// <multiaddr>/p2p/<id>" per address and one "serving <model-id>" per model.
+func printReady(w io.Writer, n *swarm.Node, models []rdrr.ModelID) {
+	for _, a := range n.Addrs() {
+		fmt.Fprintf(w, "listening %s\n", a)
+	}
+	for _, id := range models {
+		fmt.Fprintf(w, "serving %s\n", id)
+	}
+	if f, ok := w.(*os.File); ok {
+		f.Sync()
+	}
+}
+
+// completeModels lists the models held complete, first ones first.
+func completeModels(s *swarm.Store, first ...rdrr.ModelID) []rdrr.ModelID {
+	out := append([]rdrr.ModelID(nil), first...)
+	for _, id := range s.Models() {
+		st, _ := s.Status(id)
+		if st.CompleteShards == st.Shards && !contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func contains(ids []rdrr.ModelID, id rdrr.ModelID) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// parseModelID parses a full model ID, or a unique prefix (8+ hex digits)
+// of a model in the store (s may be nil).
+func parseModelID(s *swarm.Store, arg string) (rdrr.ModelID, error) {
+	if id, err := rdrr.ParseHash(arg); err == nil {
+		return id, nil
+	}
+	if s != nil && len(arg) >= 8 && isHex(arg) {
+		var found []rdrr.ModelID
+		for _, id := range s.Models() {
+			if strings.HasPrefix(id.String(), strings.ToLower(arg)) {
+				found = append(found, id)
+			}
+		}
+		switch len(found) {
+		case 1:
+			return found[0], nil
+		case 0:
+			return rdrr.ModelID{}, fmt.Errorf("unknown model id %s (not in store %s)", arg, s.Dir())
+		default:
+			return rdrr.ModelID{}, fmt.Errorf("model id prefix %s is ambiguous: %d models in the store", arg, len(found))
+		}
+	}
+	return rdrr.ModelID{}, fmt.Errorf("bad model id %q (want 64 hex digits)", arg)
+}
+
+func isHex(s string) bool {
+	for _, c := range strings.ToLower(s) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// looksLikeModelID: not a path on disk, and hex.
+func looksLikeModelID(arg string) bool {
+	if _, err := os.Stat(arg); err == nil {
+		return false
+	}
+	return len(arg) >= 8 && isHex(arg)
+}
+
+// serveUntilDone waits for Ctrl-C, then closes the node.
+func serveUntilDone(ctx context.Context, n *swarm.Node) error {
+	<-ctx.Done()
+	slog.Info("shutting down")
+	return n.Close()
+}
+
+func newSeed() *cobra.Command {
+	var nf netFlags
+	cmd := &cobra.Command{
+		Use:   "seed DIR|GGUF|HF-DIR|MODEL_ID",
+		Short: "Import a model into the store (converting it if needed), announce it and serve it until Ctrl-C",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if err := checkListen(nf.listen); err != nil {
+				return err
+			}
+			store, err := openStore(nf.store)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			var id rdrr.ModelID
+			if looksLikeModelID(args[0]) {
+				if id, err = parseModelID(store, args[0]); err != nil {
+					return err
+				}
+				st, ok := store.Status(id)
+				if !ok {
+					return fmt.Errorf("unknown model id %s (not in store %s)", id, store.Dir())
+				}
+				if st.CompleteShards < st.Shards {
+					return fmt.Errorf("model %s: the store holds %d of %d shards; run doppler pull first", id, st.CompleteShards, st.Shards)
+				}
+			} else {
+				dir, err := resolveModel(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if id, err = store.ImportDir(ctx, dir); err != nil {
+					return err
+				}
+			}
+			n, err := nf.startNode(ctx, store)
+			if err != nil {
+				return err
+			}
+			printReady(cmd.OutOrStdout(), n, completeModels(store, id))
+			return serveUntilDone(ctx, n)
+		},
+	}
+	nf.register(cmd, true)
+	return cmd
+}
+
+func newNodeCmd() *cobra.Command {
+	var nf netFlags
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Join the swarm (through --bootstrap peers) and serve the store until Ctrl-C",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			store, err := openStore(nf.store)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			n, err := nf.startNode(ctx, store)
+			if err != nil {
+				return err
+			}
+			if len(nf.bootstrap) > 0 && len(n.Host().Peers()) == 0 {
+				n.Close()
+				return errors.New("no bootstrap peer reachable")
+			}
+			printReady(cmd.OutOrStdout(), n, completeModels(store))
+			return serveUntilDone(ctx, n)
+		},
+	}
+	nf.register(cmd, true)
+	return cmd
+}
+
+func newPull() *cobra.Command {
+	var (
+		nf    netFlags
+		peers []string
+		out   string
+		wait  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "pull MODEL_ID",
+		Short: "Fetch a model from peers into the store, verifying every block; -o writes an RDRR directory",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if err := checkPeers("--peer", peers); err != nil {
+				return err
+			}
+			if wait <= 0 {
+				return fmt.Errorf("--wait %v: must be > 0", wait)
+			}
+			if len(peers) == 0 && len(nf.bootstrap) == 0 && !nf.mdns {
+				return errors.New("no peers: pass --peer MULTIADDR (or --bootstrap, --mdns)")
+			}
+			store, err := openStore(nf.store)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			id, err := parseModelID(store, args[0])
+			if err != nil {
+				return err
+			}
+			if out != "" {
+				if ents, err := os.ReadDir(out); err == nil && len(ents) > 0 {
+					return fmt.Errorf("-o %s: exists and is not empty", out)
+				}
+			}
+			nf.wait = wait
+			n, err := nf.startNode(ctx, store)
+			if err != nil {
+				return err
+			}
+			defer n.Close()
+			progress, finish := pullProgress(id)
+			pctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			err = n.Pull(pctx, id, swarm.PullOptions{Peers: peers, Progress: progress})
+			finish()
+			if err != nil {
+				if errors.Is(err, swarm.ErrNoPeers) {
+					return fmt.Errorf("model %s: no peers reachable with the missing shards within %v", id.Short(), wait)
+				}
+				return err
+			}
+			st, _ := store.Status(id)
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "pulled %s %s: %d shards, %s verified\n", id, st.Name, st.Shards, humanBytes(st.Bytes))
+			if out != "" {
+				if err := store.Export(ctx, id, out); err != nil {
+					return fmt.Errorf("-o %s: %w", out, err)
+				}
+				fmt.Fprintf(w, "wrote %s\n", out)
+			}
+			return nil
+		},
+	}
+	nf.register(cmd, true)
+	fl := cmd.Flags()
+	fl.StringArrayVar(&peers, "peer", nil, "peer to fetch from, a full multiaddr with /p2p/<peer-id>; repeatable")
+	fl.StringVarP(&out, "output", "o", "", "also write the model as an RDRR directory here (atomically)")
+	fl.DurationVar(&wait, "wait", 30*time.Second, "give up when no peer supplies anything for this long")
+	return cmd
+}
+
+// pullProgress is a bar with bytes, rate and peers on a terminal, and
+// nothing otherwise.
+func pullProgress(id rdrr.ModelID) (func(done, total int64, peers int), func()) {
+	var bar interface {
+		Set64(int64) error
+		Describe(string)
+		Finish() error
+	}
+	started := false
+	update := func(done, total int64, peers int) {
+		if !started {
+			started = true
+			if b := newProgress("pulling "+id.Short(), total); b != nil {
+				bar = b
+			}
+		}
+		if bar != nil {
+			bar.Describe(fmt.Sprintf("pulling %s from %d peers", id.Short(), peers))
+			bar.Set64(done)
+		}
+	}
+	return update, func() {
+		if bar != nil {
+			bar.Finish()
+		}
+	}
+}
+
+func newList() *cobra.Command {
+	var storeFlag string
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the models in the store: id, name, shards held, bytes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, err := openStore(storeFlag)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "MODEL ID\tNAME\tSHARDS\tBYTES")
+			for _, id := range store.Models() {
+				st, _ := store.Status(id)
+				fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s / %s\n", id, st.Name, st.CompleteShards, st.Shards, humanBytes(st.HaveBytes), humanBytes(st.Bytes))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&storeFlag, "store", "", storeFlagHelp)
+	return cmd
+}
+
+func newRm() *cobra.Command {
+	var storeFlag string
+	cmd := &cobra.Command{
+		Use:   "rm MODEL_ID",
+		Short: "Remove a model and the shards no other model uses from the store",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, err := openStore(storeFlag)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			id, err := parseModelID(store, args[0])
+			if err != nil {
+				return err
+			}
+			if _, ok := store.Status(id); !ok {
+				return fmt.Errorf("unknown model id %s (not in store %s)", id, store.Dir())
+			}
+			if err := store.Remove(id); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", id)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&storeFlag, "store", "", storeFlagHelp)
+	return cmd
+}
+
+// openStoreModel opens -m MODEL_ID from --store for run: the model must be
+// complete in the store. It returns the model and a func that closes the store.
+func openStoreModel(storeFlag, arg string) (*rdrr.Model, func(), error) {
+	store, err := openStore(storeFlag)
+	if err != nil {
+		return nil, nil, err
+	}
+	id, err := parseModelID(store, arg)
+	if err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	st, ok := store.Status(id)
+	if !ok {
+		store.Close()
+		return nil, nil, fmt.Errorf("unknown model id %s (not in store %s; doppler pull it first)", id, store.Dir())
+	}
+	if st.CompleteShards < st.Shards {
+		store.Close()
+		return nil, nil, fmt.Errorf("model %s: the store holds %d of %d shards; run doppler pull first", id.Short(), st.CompleteShards, st.Shards)
+	}
+	m, err := store.OpenModel(id)
+	if err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	return m, func() { store.Close() }, nil
+}

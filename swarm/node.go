@@ -1,0 +1,642 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/doppler-llm/doppler/p2p"
+	"github.com/doppler-llm/doppler/p2p/wire"
+	"github.com/doppler-llm/doppler/rdrr"
+)
+
+// ErrNoManifest: no reachable peer served the model's manifest.
+var ErrNoManifest = errors.New("no reachable peer has the model")
+
+// NodeOptions configures a Node. Zero values take the defaults shown.
+type NodeOptions struct {
+	// Host configures the libp2p host (listen addresses, key file,
+	// bootstrap peers, mDNS, NAT, limits).
+	Host p2p.Options
+	// Fetch holds the defaults of every fetch the node runs (Pull and the
+	// shard source); Progress and Shards are set per call.
+	Fetch FetchOptions
+	// ReprovideInterval: how often DHT provider records are renewed (1h).
+	ReprovideInterval time.Duration
+	// ProvideRetry: how soon a failed provide is tried again (10s); a node
+	// that starts alone provides once it has DHT peers.
+	ProvideRetry time.Duration
+	// LookupTimeout bounds one DHT lookup and one manifest request (10s).
+	LookupTimeout time.Duration
+	// Discover: how often a running fetch looks for more providers on the DHT (5s).
+	Discover time.Duration
+	// AnnounceDelay coalesces bursts of store changes into one
+	// announcement (20ms).
+	AnnounceDelay time.Duration
+	// UploadCapacity is announced as wire.Inventory.UploadFree (bytes/s; 0 = unknown).
+	UploadCapacity uint64
+	// WrapProvider, for tests, wraps what the host serves (lying peers).
+	WrapProvider func(p2p.Provider) p2p.Provider
+	Logger       *slog.Logger
+}
+
+func (o *NodeOptions) fill() {
+	def := func(p *time.Duration, v time.Duration) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	def(&o.ReprovideInterval, time.Hour)
+	def(&o.ProvideRetry, 10*time.Second)
+	def(&o.LookupTimeout, 10*time.Second)
+	def(&o.Discover, 5*time.Second)
+	def(&o.AnnounceDelay, 20*time.Millisecond)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Host.Logger == nil {
+		o.Host.Logger = o.Logger
+	}
+}
+
+// Node is a store on the network: it serves the store's shards over p2p,
+// announces what it holds (gossip inventories per model and DHT provider
+// records for model IDs and shard hashes), and fetches models from other
+// nodes. It implements PeerSet from the gossiped inventories and the DHT.
+type Node struct {
+	store *Store
+	host  *p2p.Host
+	opts  NodeOptions
+	log   *slog.Logger
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	kick   chan struct{} // re-sync inventories now
+	provK  chan struct{} // new keys to provide
+
+	mu      sync.Mutex
+	tracked map[rdrr.ModelID]*tracked
+	remotes map[string]*p2p.Remote
+	provide map[rdrr.Hash]time.Time // key → next provide
+	fetchMu map[rdrr.Hash]*sync.Mutex
+}
+
+// tracked is a model the node follows: subscribed to its topic.
+type tracked struct {
+	index    map[rdrr.Hash]int      // shard → index in the manifest's table
+	view     map[string]wire.Bitmap // peer → shards announced (latest Peers snapshot)
+	assumed  map[string]bool        // peers found on the DHT as providers of the model
+	lastInv  string                 // the last inventory announced (bitmap + models)
+	announce bool                   // announcing (the model is in the store)
+	cancel   context.CancelFunc     // ends the subscription
+}
+
+// NewNode starts a libp2p host serving store and announces every model the
+// store holds. ctx bounds the start only; the node lives until Close (which
+// does not close the store).
+func NewNode(ctx context.Context, store *Store, opts NodeOptions) (*Node, error) {
+	opts.fill()
+	var prov p2p.Provider = store
+	if opts.WrapProvider != nil {
+		prov = opts.WrapProvider(prov)
+	}
+	h, err := p2p.New(ctx, opts.Host, prov)
+	if err != nil {
+		return nil, err
+	}
+	nctx, cancel := context.WithCancel(context.Background())
+	n := &Node{store: store, host: h, opts: opts, log: opts.Logger.With("node", shortID(h.ID())),
+		ctx: nctx, cancel: cancel, kick: make(chan struct{}, 1), provK: make(chan struct{}, 1),
+		tracked: map[rdrr.ModelID]*tracked{}, remotes: map[string]*p2p.Remote{},
+		provide: map[rdrr.Hash]time.Time{}, fetchMu: map[rdrr.Hash]*sync.Mutex{}}
+	changes, stop := store.Changes()
+	n.sync()
+	n.goBackground(func() {
+		defer stop()
+		n.announceLoop(changes)
+	})
+	n.goBackground(n.provideLoop)
+	return n, nil
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[len(id)-8:]
+	}
+	return id
+}
+
+func (n *Node) goBackground(f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+// Store returns the node's store.
+func (n *Node) Store() *Store { return n.store }
+
+// Host returns the node's libp2p host (addresses, traffic counters).
+func (n *Node) Host() *p2p.Host { return n.host }
+
+// ID returns the node's peer ID.
+func (n *Node) ID() string { return n.host.ID() }
+
+// Addrs returns the node's full multiaddrs (…/p2p/<id>).
+func (n *Node) Addrs() []string { return n.host.Addrs() }
+
+// Close stops announcing and closes the host. The store stays open.
+func (n *Node) Close() error {
+	n.cancel()
+	err := n.host.Close()
+	n.wg.Wait()
+	return err
+}
+
+// Connect dials peers given as full multiaddrs, in parallel, each bounded
+// by the host's dial timeout, and returns the IDs of those reached and the
+// errors of the others.
+func (n *Node) Connect(ctx context.Context, addrs []string) ([]string, []error) {
+	ids := make([]string, len(addrs))
+	errs := make([]error, len(addrs))
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ids[i], errs[i] = n.host.Connect(ctx, a)
+		}()
+	}
+	wg.Wait()
+	var ok []string
+	var bad []error
+	for i := range addrs {
+		if errs[i] != nil {
+			bad = append(bad, errs[i])
+		} else {
+			ok = append(ok, ids[i])
+		}
+	}
+	return ok, bad
+}
+
+func (n *Node) remote(id string) *p2p.Remote {
+	r, ok := n.remotes[id]
+	if !ok {
+		r = n.host.Remote(id)
+		n.remotes[id] = r
+	}
+	return r
+}
+
+// track subscribes to a model's topic once. Called with n.mu held.
+func (n *Node) track(id rdrr.ModelID) (*tracked, error) {
+	if t, ok := n.tracked[id]; ok {
+		return t, nil
+	}
+	ctx, cancel := context.WithCancel(n.ctx)
+	if err := n.host.Subscribe(ctx, id, nil); err != nil {
+		cancel()
+		return nil, err
+	}
+	t := &tracked{view: map[string]wire.Bitmap{}, assumed: map[string]bool{}, cancel: cancel}
+	n.tracked[id] = t
+	return t, nil
+}
+
+// Peers implements PeerSet: the peers whose unexpired inventory names the
+// model, and the DHT providers of the model that have not announced one.
+func (n *Node) Peers(id rdrr.ModelID) []Peer {
+	invs := n.host.Inventories(id)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t, ok := n.tracked[id]
+	if !ok {
+		return nil
+	}
+	t.view = make(map[string]wire.Bitmap, len(invs))
+	var out []Peer
+	for _, e := range invs {
+		t.view[e.Peer] = e.Inv.Have
+		out = append(out, n.remote(e.Peer))
+	}
+	for p := range t.assumed {
+		if _, ok := t.view[p]; !ok && p != n.host.ID() {
+			out = append(out, n.remote(p))
+		}
+	}
+	return out
+}
+
+// Has implements PeerSet: the peer's latest inventory has the shard's bit
+// set; a DHT provider of the model without an inventory is assumed to hold
+// every shard (a probe tells).
+func (n *Node) Has(p Peer, shard rdrr.Hash) bool {
+	id := p.ID()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, t := range n.tracked {
+		i, ok := t.index[shard]
+		if !ok {
+			continue
+		}
+		if bm, ok := t.view[id]; ok {
+			if bm.N == len(t.index) && bm.Has(i) {
+				return true
+			}
+			continue
+		}
+		if t.assumed[id] {
+			return true
+		}
+	}
+	return false
+}
+
+// sync makes the announcements match the store: every model held is
+// tracked and its inventory announced when it changed; models removed
+// stop being announced; keys newly complete are queued for the DHT.
+func (n *Node) sync() {
+	if n.ctx.Err() != nil {
+		return
+	}
+	models := n.store.Models()
+	var complete []rdrr.ModelID
+	type inv struct {
+		id   rdrr.ModelID
+		have wire.Bitmap
+	}
+	var invs []inv
+	var keys []rdrr.Hash
+	for _, id := range models {
+		m, ok := n.store.manifest(id)
+		if !ok {
+			continue
+		}
+		have := wire.NewBitmap(len(m.Shards))
+		all := true
+		for i, sh := range m.Shards {
+			if n.store.Has(sh.Hash) {
+				have.Set(i)
+				keys = append(keys, sh.Hash)
+			} else {
+				all = false
+			}
+		}
+		if all {
+			complete = append(complete, id)
+			keys = append(keys, id)
+		}
+		invs = append(invs, inv{id, have})
+	}
+	if len(complete) > wire.MaxModels {
+		complete = complete[:wire.MaxModels]
+	}
+	present := map[rdrr.ModelID]bool{}
+	for _, v := range invs {
+		present[v.id] = true
+		n.mu.Lock()
+		t, err := n.track(v.id)
+		if err != nil {
+			n.mu.Unlock()
+			n.log.Warn("swarm: cannot follow model", "model", v.id.Short(), "err", err)
+			continue
+		}
+		if t.index == nil {
+			if m, ok := n.store.manifest(v.id); ok {
+				t.index = make(map[rdrr.Hash]int, len(m.Shards))
+				for i, sh := range m.Shards {
+					t.index[sh.Hash] = i
+				}
+			}
+		}
+		key := fmt.Sprintf("%x|%v", v.have.Bits, complete)
+		changed := key != t.lastInv || !t.announce
+		t.lastInv, t.announce = key, true
+		n.mu.Unlock()
+		if !changed {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, n.opts.LookupTimeout)
+		err = n.host.Announce(ctx, wire.Inventory{Model: v.id, Have: v.have, Models: complete, UploadFree: n.opts.UploadCapacity})
+		cancel()
+		if err != nil && n.ctx.Err() == nil {
+			n.log.Warn("swarm: announce", "model", v.id.Short(), "err", err)
+		}
+	}
+	n.mu.Lock()
+	for id, t := range n.tracked {
+		if t.announce && !present[id] {
+			t.announce, t.lastInv = false, ""
+			n.host.StopAnnouncing(id)
+		}
+	}
+	want := map[rdrr.Hash]bool{}
+	added := false
+	for _, k := range keys {
+		want[k] = true
+		if _, ok := n.provide[k]; !ok {
+			n.provide[k] = time.Time{}
+			added = true
+		}
+	}
+	for k := range n.provide {
+		if !want[k] {
+			delete(n.provide, k)
+		}
+	}
+	n.mu.Unlock()
+	if added {
+		select {
+		case n.provK <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// announceLoop re-syncs after store changes, coalescing bursts.
+func (n *Node) announceLoop(changes <-chan struct{}) {
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-changes:
+		case <-n.kick:
+		}
+		t := time.NewTimer(n.opts.AnnounceDelay)
+		select {
+		case <-n.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		n.sync()
+	}
+}
+
+// provideLoop puts DHT provider records for the keys sync queued, renews
+// them every ReprovideInterval and retries failures after ProvideRetry.
+func (n *Node) provideLoop() {
+	for {
+		now := time.Now()
+		var due []rdrr.Hash
+		next := now.Add(n.opts.ProvideRetry)
+		n.mu.Lock()
+		for k, at := range n.provide {
+			if !at.After(now) {
+				due = append(due, k)
+			} else if at.Before(next) {
+				next = at
+			}
+		}
+		n.mu.Unlock()
+		slices.SortFunc(due, func(a, b rdrr.Hash) int { return slices.Compare(a[:], b[:]) })
+		for _, k := range due {
+			if n.ctx.Err() != nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, n.opts.LookupTimeout)
+			err := n.host.Provide(ctx, k)
+			cancel()
+			at := time.Now().Add(n.opts.ReprovideInterval)
+			if err != nil {
+				at = time.Now().Add(n.opts.ProvideRetry)
+				n.log.Debug("swarm: provide", "key", k.Short(), "err", err)
+			}
+			n.mu.Lock()
+			if _, ok := n.provide[k]; ok {
+				n.provide[k] = at
+			}
+			n.mu.Unlock()
+		}
+		if len(due) > 0 {
+			continue
+		}
+		t := time.NewTimer(max(time.Until(next), 10*time.Millisecond))
+		select {
+		case <-n.ctx.Done():
+			t.Stop()
+			return
+		case <-n.provK:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// discover looks up DHT providers of a model until ctx ends, connects to
+// them (so gossip flows) and keeps them as assumed holders.
+func (n *Node) discover(ctx context.Context, id rdrr.ModelID) {
+	for {
+		n.findProviders(ctx, id)
+		t := time.NewTimer(n.opts.Discover)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (n *Node) findProviders(ctx context.Context, id rdrr.ModelID) []string {
+	lctx, cancel := context.WithTimeout(ctx, n.opts.LookupTimeout)
+	defer cancel()
+	ps, err := n.host.FindProviders(lctx, id, 20)
+	if err != nil {
+		n.log.Debug("swarm: find providers", "model", id.Short(), "err", err)
+		return nil
+	}
+	var found []string
+	connected := map[string]bool{}
+	for _, p := range n.host.Peers() {
+		connected[p] = true
+	}
+	for _, p := range ps {
+		if p.ID == n.host.ID() {
+			continue
+		}
+		found = append(found, p.ID)
+		if !connected[p.ID] && len(p.Addrs) > 0 {
+			// Connect so the gossip mesh includes it; failures leave it to
+			// the fetcher's scoring.
+			n.host.Connect(lctx, p.Addrs[0]+"/p2p/"+p.ID)
+		}
+	}
+	n.mu.Lock()
+	if t, ok := n.tracked[id]; ok {
+		for _, p := range found {
+			t.assumed[p] = true
+		}
+	}
+	n.mu.Unlock()
+	return found
+}
+
+// Seed imports an RDRR directory into the store (verifying every block)
+// and announces it; it returns the model ID.
+func (n *Node) Seed(ctx context.Context, dir string) (rdrr.ModelID, error) {
+	id, err := n.store.ImportDir(ctx, dir)
+	if err != nil {
+		return id, err
+	}
+	n.sync()
+	return id, nil
+}
+
+// PullOptions tunes Pull.
+type PullOptions struct {
+	// Peers are full multiaddrs to dial first. Without any, the node uses
+	// the peers it is connected to and the DHT.
+	Peers []string
+	// Progress is called with the verified bytes held, the model's size
+	// and the peers in use.
+	Progress func(done, total int64, peers int)
+}
+
+// Pull fetches model id: it connects to the given peers, gets the manifest
+// from one of them (or a DHT provider), verified against the ID, adds it
+// to the store and fetches every shard. It returns nil only when every
+// shard is complete and verified in the store.
+func (n *Node) Pull(ctx context.Context, id rdrr.ModelID, opts PullOptions) error {
+	if len(opts.Peers) > 0 {
+		ok, errs := n.Connect(ctx, opts.Peers)
+		if len(ok) == 0 {
+			return fmt.Errorf("no peer reachable: %w", errors.Join(errs...))
+		}
+		for _, e := range errs {
+			n.log.Warn("swarm: peer unreachable", "err", e)
+		}
+	}
+	if len(n.host.Peers()) == 0 {
+		return fmt.Errorf("model %s: not connected to any peer (pass --peer or --bootstrap)", id.Short())
+	}
+	n.mu.Lock()
+	_, err := n.track(id)
+	n.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := n.ensureManifest(ctx, id); err != nil {
+		return err
+	}
+	return n.fetch(ctx, id, nil, opts.Progress)
+}
+
+// ensureManifest adds the model's manifest to the store from a peer when
+// the store lacks it: connected peers first, then DHT providers.
+func (n *Node) ensureManifest(ctx context.Context, id rdrr.ModelID) error {
+	if _, _, ok := n.store.Manifest(id); ok {
+		return nil
+	}
+	try := func(peers []string) error {
+		var errs []error
+		for _, p := range peers {
+			n.mu.Lock()
+			r := n.remote(p)
+			n.mu.Unlock()
+			mctx, cancel := context.WithTimeout(ctx, n.opts.LookupTimeout)
+			man, sig, err := r.Manifest(mctx, id)
+			cancel()
+			if err == nil {
+				_, err = n.store.AddModel(man, sig)
+			}
+			if err == nil {
+				return nil
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	}
+	err1 := try(n.host.Peers())
+	if err1 == nil || ctx.Err() != nil {
+		return err1
+	}
+	err2 := try(n.findProviders(ctx, id))
+	if err2 == nil || ctx.Err() != nil {
+		return err2
+	}
+	return fmt.Errorf("model %s: %w", id.Short(), ErrNoManifest)
+}
+
+// fetch runs Store.Fetch with the node as the PeerSet and DHT discovery
+// alongside.
+func (n *Node) fetch(ctx context.Context, id rdrr.ModelID, shards []rdrr.Hash, progress func(done, total int64, peers int)) error {
+	n.mu.Lock()
+	_, err := n.track(id)
+	n.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	n.sync() // index the model's shards; announce interest
+	dctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.discover(dctx, id)
+	}()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	o := n.opts.Fetch
+	o.Progress, o.Shards = progress, shards
+	return n.store.Fetch(ctx, id, n, o)
+}
+
+// Source returns a shard source for model id that reads from the store
+// and fetches a missing shard from peers first.
+func (n *Node) Source(id rdrr.ModelID) rdrr.ShardSource { return nodeSource{n, id} }
+
+// OpenModel opens model id for the engine, getting its manifest from a
+// peer when the store lacks it; shards come from the store, fetched from
+// peers on first use.
+func (n *Node) OpenModel(ctx context.Context, id rdrr.ModelID) (*rdrr.Model, error) {
+	if err := n.ensureManifest(ctx, id); err != nil {
+		return nil, err
+	}
+	b, sig, ok := n.store.Manifest(id)
+	if !ok {
+		return nil, fmt.Errorf("model %s: %w", id.Short(), ErrUnknownModel)
+	}
+	return rdrr.Open(b, sig, n.Source(id))
+}
+
+type nodeSource struct {
+	n  *Node
+	id rdrr.ModelID
+}
+
+// ReadShardAt implements rdrr.ShardSource.
+func (s nodeSource) ReadShardAt(ctx context.Context, h rdrr.Hash, p []byte, off int64) error {
+	err := s.n.store.ReadShardAt(ctx, h, p, off)
+	if !errors.Is(err, ErrMissingBlock) {
+		return err
+	}
+	s.n.mu.Lock()
+	mu, ok := s.n.fetchMu[h]
+	if !ok {
+		mu = &sync.Mutex{}
+		s.n.fetchMu[h] = mu
+	}
+	s.n.mu.Unlock()
+	mu.Lock()
+	defer mu.Unlock()
+	if err := s.n.store.ReadShardAt(ctx, h, p, off); !errors.Is(err, ErrMissingBlock) {
+		return err
+	}
+	if err := s.n.fetch(ctx, s.id, []rdrr.Hash{h}, nil); err != nil {
+		return err
+	}
+	return s.n.store.ReadShardAt(ctx, h, p, off)
+}
