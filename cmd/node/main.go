@@ -72,7 +72,7 @@ func newRoot() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug detail to stderr")
-	root.AddCommand(newConvert(), newInspect(), newVerify(), newRun(), newBench(), newTokenize(),
+	root.AddCommand(newConvert(), newInspect(), newVerify(), newRun(), benchWithSwarm(), newTokenize(),
 		newSeed(), newPull(), newNodeCmd(), newList(), newRm())
 	return root
 }
