@@ -191,6 +191,22 @@ func looksLikeModelID(arg string) bool {
 	return len(arg) >= 8 && isHex(arg)
 }
 
+// oneLine flattens a multi-line error (libp2p dial errors list every
+// address tried) into one line.
+func oneLine(err error) error {
+	msg := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", " ; ")), " ")
+	if msg == err.Error() {
+		return err
+	}
+	return fmt.Errorf("%s%w", msg, errSilent{err})
+}
+
+// errSilent wraps an error for errors.Is without adding to the message.
+type errSilent struct{ err error }
+
+func (e errSilent) Error() string { return "" }
+func (e errSilent) Unwrap() error { return e.err }
+
 // serveUntilDone waits for Ctrl-C, then closes the node.
 func serveUntilDone(ctx context.Context, n *swarm.Node) error {
 	<-ctx.Done()
@@ -327,7 +343,7 @@ func newPull() *cobra.Command {
 				if errors.Is(err, swarm.ErrNoPeers) {
 					return fmt.Errorf("model %s: no peers reachable with the missing shards within %v", id.Short(), wait)
 				}
-				return err
+				return oneLine(err)
 			}
 			st, _ := store.Status(id)
 			w := cmd.OutOrStdout()

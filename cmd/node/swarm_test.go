@@ -113,11 +113,19 @@ func TestSeedPullRun(t *testing.T) {
 		want string
 	}{
 		{[]string{"pull", r.id, "--peer", "/ip4/1.2.3.4/tcp/x", "--store", filepath.Join(tmp, "C")}, "bad multiaddr"},
+		{[]string{"pull", r.id, "--peer", "/ip4/127.0.0.1/tcp/1" + r.addr[strings.Index(r.addr, "/p2p/"):], "--store", filepath.Join(tmp, "C")}, "no peer reachable"},
 		{[]string{"pull", "zz", "--peer", r.addr, "--store", filepath.Join(tmp, "C")}, "bad model id"},
 		{[]string{"rm", strings.Repeat("ab", 32), "--store", filepath.Join(tmp, "B")}, "unknown model id"},
 		{[]string{"seed", "--listen", "nonsense", src, "--store", filepath.Join(tmp, "A2")}, "bad multiaddr"},
 	} {
-		if o, err := run(c.args...); err == nil || !strings.Contains(o, c.want) || strings.Count(strings.TrimSpace(o), "\n") > 0 {
+		o, err := run(c.args...)
+		var errLines []string
+		for _, l := range strings.Split(o, "\n") {
+			if !strings.HasPrefix(l, "time=") && strings.TrimSpace(l) != "" {
+				errLines = append(errLines, l)
+			}
+		}
+		if err == nil || len(errLines) != 1 || !strings.HasPrefix(errLines[0], "doppler: ") || !strings.Contains(errLines[0], c.want) {
 			t.Errorf("%v: %v\n%s\nwant one line mentioning %q", c.args, err, o, c.want)
 		}
 	}
