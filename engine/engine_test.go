@@ -69,6 +69,7 @@ func loadShared(t testing.TB, rel string, opts Options) *Model {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(m.Close)
 	return m
 }
 

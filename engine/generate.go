@@ -162,8 +162,7 @@ func (s *Session) Generate(ctx context.Context, prompt []int, o GenerateOptions)
 	res.Stats.Submits = after.Submits - before.Submits
 	res.Stats.ReadbackBytes = after.ReadbackBytes - before.ReadbackBytes
 	now := s.m.Paging()
-	res.Stats.Paging = PagingStats{Hits: now.Hits - paged.Hits, Misses: now.Misses - paged.Misses,
-		BytesPaged: now.BytesPaged - paged.BytesPaged, Stall: now.Stall - paged.Stall}
+	res.Stats.Paging = now.sub(paged)
 	return res, nil
 }
 

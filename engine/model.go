@@ -38,11 +38,14 @@ type Model struct {
 	log    *slog.Logger
 	opts   Options
 
-	embed     *kernels.Weight
-	outNorm   *kernels.Buffer
-	output    *kernels.Weight
-	layers    []layer
-	pager     *pager // nil when every expert is resident
+	embed   *kernels.Weight
+	outNorm *kernels.Buffer
+	output  *kernels.Weight
+	layers  []layer
+	pager   *pager // nil when every expert is resident
+	// everything uploaded, for Close
+	weights   []interface{ Release() }
+	buffers   []*kernels.Buffer
 	rope      kernels.RoPEParams
 	ropeLocal kernels.RoPEParams // sliding layers, when their RoPE differs
 	bytes     uint64             // weight bytes uploaded
@@ -248,6 +251,22 @@ func bytesPerExpert(m *rdrr.Manifest) int64 {
 	return n
 }
 
+// Close frees the model's GPU memory (its sessions must be closed first).
+func (m *Model) Close() {
+	m.dev.Sync() // flush queued writes before buffers go (kernels.Device.Sync)
+	if m.pager != nil {
+		m.pager.release()
+		m.pager = nil
+	}
+	for _, w := range m.weights {
+		w.Release()
+	}
+	for _, b := range m.buffers {
+		b.Release()
+	}
+	m.weights, m.buffers = nil, nil
+}
+
 // Paging returns the expert paging counters (zero without paging).
 func (m *Model) Paging() PagingStats {
 	if m.pager == nil {
@@ -326,6 +345,7 @@ func (l *loader) matrix(name string, rows, cols int) (*kernels.Weight, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.md.weights = append(l.md.weights, w)
 	l.md.bytes += w.Bytes()
 	return w, nil
 }
@@ -377,6 +397,7 @@ func (l *loader) fused(name string, cols int, parts ...part) (*kernels.Weight, e
 	if err != nil {
 		return nil, err
 	}
+	l.md.weights = append(l.md.weights, w)
 	l.md.bytes += w.Bytes()
 	return w, nil
 }

@@ -51,6 +51,7 @@ func (l *loader) moe(i int) (*moeLayer, error) {
 		return nil, err
 	}
 	l.md.bytes += ml.gateUp.W.Bytes()
+	l.md.weights = append(l.md.weights, ml.gateUp)
 	dt, down, err := l.tensor(p("ffn_down_exps.weight"), int64(E), int64(hidden), int64(ffn))
 	if err != nil {
 		return nil, err
@@ -59,6 +60,7 @@ func (l *loader) moe(i int) (*moeLayer, error) {
 		return nil, err
 	}
 	l.md.bytes += ml.down.W.Bytes()
+	l.md.weights = append(l.md.weights, ml.down)
 	if _, ok := l.m.Tensor(p("ffn_gate_exps.bias")); ok {
 		gb, err := l.f32(p("ffn_gate_exps.bias"), int64(E), int64(ffn))
 		if err != nil {
@@ -117,6 +119,7 @@ func (l *loader) upload(name string, data []byte) (*kernels.Buffer, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.md.buffers = append(l.md.buffers, buf)
 	l.md.bytes += uint64(len(data))
 	return buf, nil
 }

@@ -21,8 +21,16 @@ import (
 // PagingStats counts what paging did.
 type PagingStats struct {
 	Hits, Misses uint64
-	BytesPaged   uint64
-	Stall        time.Duration // waiting for routing readbacks and expert uploads
+	// Prefetched counts misses whose expert was already read ahead.
+	Prefetched uint64
+	BytesPaged uint64
+	Stall      time.Duration // waiting for routing readbacks and expert uploads
+}
+
+// sub returns the counts since an earlier snapshot.
+func (a PagingStats) sub(b PagingStats) PagingStats {
+	return PagingStats{Hits: a.Hits - b.Hits, Misses: a.Misses - b.Misses, Prefetched: a.Prefetched - b.Prefetched,
+		BytesPaged: a.BytesPaged - b.BytesPaged, Stall: a.Stall - b.Stall}
 }
 
 type pager struct {
@@ -32,6 +40,7 @@ type pager struct {
 	layers []*layerPager // by layer; nil for dense layers
 	tick   uint64
 	stats  PagingStats
+	pre    *prefetcher
 }
 
 type layerPager struct {
@@ -39,6 +48,8 @@ type layerPager struct {
 	slotOf     []int // expert → slot, -1 when not resident
 	expertIn   []int // slot → expert, -1 when empty
 	lastUse    []uint64
+	lastChoice []int                 // the previous token's experts
+	uses       []uint64              // how often each expert was chosen
 	gateUp     *kernels.ExpertWeight // [slots][2·ffn][hidden]
 	down       *kernels.ExpertWeight // [slots][hidden][ffn]
 	gateUpBias *kernels.Buffer       // [slots][2·ffn], nil without biases
@@ -81,7 +92,7 @@ func newPager(ctx context.Context, md *Model, src *rdrr.Model, slots int) (*page
 		if !ok {
 			return nil, fmt.Errorf("tensor blk.%d.ffn_down_exps.weight is missing", l)
 		}
-		lp := &layerPager{layer: l, slotOf: make([]int, c.Experts), expertIn: make([]int, slots), lastUse: make([]uint64, slots)}
+		lp := &layerPager{layer: l, slotOf: make([]int, c.Experts), expertIn: make([]int, slots), lastUse: make([]uint64, slots), uses: make([]uint64, c.Experts)}
 		for i := range lp.slotOf {
 			lp.slotOf[i] = -1
 		}
@@ -105,6 +116,7 @@ func newPager(ctx context.Context, md *Model, src *rdrr.Model, slots int) (*page
 		}
 		p.layers[l] = lp
 	}
+	p.pre = newPrefetcher(p)
 	return p, nil
 }
 
@@ -172,6 +184,17 @@ func (p *pager) place(ctx context.Context, l int, experts []int) ([]int, error) 
 		busy[s] = true
 		out[i] = s
 	}
+	for _, e := range experts {
+		lp.uses[e]++
+	}
+	lp.lastChoice = append(lp.lastChoice[:0], experts...)
+	// Read ahead for the next MoE layer while this one runs.
+	for n := l + 1; n < l+len(p.layers); n++ {
+		if next := p.layers[n%len(p.layers)]; next != nil {
+			p.pre.want(next.layer, p.predict(next.layer), p.m.Config.ExpertsUsed)
+			break
+		}
+	}
 	return out, nil
 }
 
@@ -192,47 +215,62 @@ func (lp *layerPager) victim(busy map[int]bool) int {
 	return best
 }
 
-// load reads expert e of layer lp through the model's ShardSource (every
-// block verified) and uploads it into slot s.
-func (p *pager) load(ctx context.Context, lp *layerPager, e, s int) error {
-	name := func(x string) string { return fmt.Sprintf("blk.%d.%s", lp.layer, x) }
+// read reads expert e of layer l through the model's ShardSource (every
+// block verified).
+func (p *pager) read(ctx context.Context, l, e int) (*expertData, error) {
+	name := func(x string) string { return fmt.Sprintf("blk.%d.%s", l, x) }
 	read := func(x string) ([]byte, error) { return p.src.ReadExpert(ctx, name(x), e) }
-	gate, err := read("ffn_gate_exps.weight")
-	if err != nil {
-		return err
+	d := &expertData{}
+	var err error
+	if d.gate, err = read("ffn_gate_exps.weight"); err != nil {
+		return nil, err
 	}
-	up, err := read("ffn_up_exps.weight")
-	if err != nil {
-		return err
+	if d.up, err = read("ffn_up_exps.weight"); err != nil {
+		return nil, err
 	}
-	down, err := read("ffn_down_exps.weight")
-	if err != nil {
-		return err
+	if d.down, err = read("ffn_down_exps.weight"); err != nil {
+		return nil, err
 	}
-	if err := p.writeSlot(lp.gateUp, s, append(gate, up...)); err != nil {
-		return err
-	}
-	if err := p.writeSlot(lp.down, s, down); err != nil {
-		return err
-	}
-	p.stats.BytesPaged += uint64(len(gate) + len(up) + len(down))
-	if lp.gateUpBias != nil {
-		var bias [3][]byte
+	if p.layers[l].gateUpBias != nil {
 		for i, x := range []string{"ffn_gate_exps.bias", "ffn_up_exps.bias", "ffn_down_exps.bias"} {
 			t, _ := p.src.Tensor(name(x))
 			raw, err := read(x)
 			if err != nil {
-				return err
+				return nil, err
 			}
-			if bias[i], err = toF32(t, raw); err != nil {
-				return err
+			if d.bias[i], err = toF32(t, raw); err != nil {
+				return nil, err
 			}
 		}
-		gu := append(bias[0], bias[1]...)
+	}
+	return d, nil
+}
+
+// load makes expert e of layer lp resident in slot s: from the prefetched
+// copy when there is one, else read now.
+func (p *pager) load(ctx context.Context, lp *layerPager, e, s int) error {
+	d := p.pre.take(ctx, lp.layer, e)
+	if d != nil {
+		p.stats.Prefetched++
+	} else {
+		var err error
+		if d, err = p.read(ctx, lp.layer, e); err != nil {
+			return err
+		}
+	}
+	if err := p.writeSlot(lp.gateUp, s, append(append([]byte(nil), d.gate...), d.up...)); err != nil {
+		return err
+	}
+	if err := p.writeSlot(lp.down, s, d.down); err != nil {
+		return err
+	}
+	p.stats.BytesPaged += uint64(len(d.gate) + len(d.up) + len(d.down))
+	if lp.gateUpBias != nil {
+		gu := append(append([]byte(nil), d.bias[0]...), d.bias[1]...)
 		if err := p.m.dev.Write(lp.gateUpBias, uint64(s*len(gu)), gu); err != nil {
 			return err
 		}
-		if err := p.m.dev.Write(lp.downBias, uint64(s*len(bias[2])), bias[2]); err != nil {
+		if err := p.m.dev.Write(lp.downBias, uint64(s*len(d.bias[2])), d.bias[2]); err != nil {
 			return err
 		}
 	}
@@ -255,6 +293,7 @@ func (p *pager) writeSlot(w *kernels.ExpertWeight, s int, data []byte) error {
 }
 
 func (p *pager) release() {
+	p.pre.stop()
 	for _, lp := range p.layers {
 		if lp == nil {
 			continue

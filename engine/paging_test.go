@@ -41,7 +41,7 @@ func TestExpertPaging(t *testing.T) {
 			if c.golden && fmt.Sprint(paged) != fmt.Sprint(g.Generated[:16]) {
 				t.Fatalf("paged %v, llama.cpp %v", paged, g.Generated[:16])
 			}
-			if ps.Misses == 0 || ps.Hits == 0 || ps.BytesPaged == 0 {
+			if ps.Misses == 0 || ps.Hits == 0 || ps.BytesPaged == 0 || ps.Prefetched == 0 {
 				t.Fatalf("paging counters %+v", ps)
 			}
 			// Below top-k the cache is raised to top-k (2 here).
@@ -49,7 +49,7 @@ func TestExpertPaging(t *testing.T) {
 			if fmt.Sprint(low) != fmt.Sprint(resident) {
 				t.Fatalf("cache 1 (raised to 2): %v", low)
 			}
-			t.Logf("%d hits, %d misses, %d bytes paged, stall %v", ps.Hits, ps.Misses, ps.BytesPaged, ps.Stall)
+			t.Logf("%d hits, %d misses (%d read ahead), %d bytes paged, stall %v", ps.Hits, ps.Misses, ps.Prefetched, ps.BytesPaged, ps.Stall)
 		})
 	}
 }

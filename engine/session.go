@@ -137,6 +137,7 @@ func (m *Model) NewSession() (*Session, error) {
 
 // Close frees the session's GPU memory.
 func (s *Session) Close() {
+	s.dev.Sync() // flush queued writes before buffers go (kernels.Device.Sync)
 	for _, b := range s.bufs {
 		b.Release()
 	}

@@ -341,6 +341,18 @@ func (d *Device) Wait() {
 	d.dev.Poll(true, nil)
 }
 
+// Sync submits an empty command buffer — flushing writes queued with Write
+// since the last submit — and waits for the GPU. Call it before releasing
+// buffers that queued work may still touch: in this wgpu build, destroying
+// a buffer with writes still queued corrupts a later map callback.
+func (d *Device) Sync() error {
+	if err := d.NewEncoder().Submit(); err != nil {
+		return err
+	}
+	d.Wait()
+	return nil
+}
+
 // Close waits for the GPU, releases pooled buffers, pipelines and the
 // device. Buffers and Ops the caller still holds must not be used after.
 func (d *Device) Close() {
