@@ -27,7 +27,13 @@ type Options struct {
 	ExpertCache int
 	// ExpertVRAM bounds the bytes of resident experts (all layers); 0 = no bound.
 	ExpertVRAM int64
-	Logger     *slog.Logger
+	// OnRoute, when set, is told each token's experts of each MoE layer
+	// (paging mode only: the choices are read back there anyway).
+	OnRoute func(layer int, experts []int)
+	// ExpertHints, when set, names experts to read ahead once a layer's
+	// experts are known (say, the rest of a cluster the choice belongs to).
+	ExpertHints func(layer int, experts []int) []ExpertRef
+	Logger      *slog.Logger
 }
 
 // Model is a model loaded onto the GPU.
@@ -239,6 +245,9 @@ func Load(ctx context.Context, dev *kernels.Device, m *rdrr.Model, opts Options)
 	}
 	return md, nil
 }
+
+// ExpertRef names one expert of one layer.
+type ExpertRef struct{ Layer, Expert int }
 
 // bytesPerExpert is the size of one expert of one layer (all its tensors).
 func bytesPerExpert(m *rdrr.Manifest) int64 {

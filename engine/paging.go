@@ -188,6 +188,17 @@ func (p *pager) place(ctx context.Context, l int, experts []int) ([]int, error) 
 		lp.uses[e]++
 	}
 	lp.lastChoice = append(lp.lastChoice[:0], experts...)
+	o := p.m.opts
+	if o.OnRoute != nil {
+		o.OnRoute(l, append([]int(nil), experts...))
+	}
+	if o.ExpertHints != nil {
+		for _, r := range o.ExpertHints(l, append([]int(nil), experts...)) {
+			if r.Layer >= 0 && r.Layer < len(p.layers) && p.layers[r.Layer] != nil && r.Expert >= 0 && r.Expert < len(p.layers[r.Layer].slotOf) {
+				p.pre.want(r.Layer, []int{r.Expert}, 1)
+			}
+		}
+	}
 	// Read ahead for the next MoE layer while this one runs.
 	for n := l + 1; n < l+len(p.layers); n++ {
 		if next := p.layers[n%len(p.layers)]; next != nil {

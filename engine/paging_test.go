@@ -53,3 +53,37 @@ func TestExpertPaging(t *testing.T) {
 		})
 	}
 }
+
+// TestExpertHooks: OnRoute sees every MoE layer's choices; hinted experts
+// are read ahead and count as prefetched when a miss needs them.
+func TestExpertHooks(t *testing.T) {
+	var routed int
+	all := func(layer int, _ []int) []ExpertRef {
+		var out []ExpertRef
+		for e := 0; e < 4; e++ {
+			out = append(out, ExpertRef{Layer: (layer + 1) % 2, Expert: e})
+		}
+		return out
+	}
+	m := loadShared(t, "models/tiny-mixtral-F32.gguf", Options{Context: 64, ExpertCache: 2,
+		OnRoute: func(layer int, experts []int) {
+			if len(experts) != 2 || layer < 0 || layer > 1 {
+				t.Errorf("OnRoute(%d, %v)", layer, experts)
+			}
+			routed++
+		},
+		ExpertHints: all})
+	res, err := newSession(t, m).Generate(context.Background(), []int{1, 403, 407}, GenerateOptions{MaxTokens: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := res.Stats.Paging
+	if want := 2 * (3 + 9); routed != want {
+		t.Fatalf("OnRoute called %d times, want %d (2 layers × 12 tokens)", routed, want)
+	}
+	// Hinting every expert of the next layer means every miss after the
+	// first layer of the first token was read ahead.
+	if ps.Misses == 0 || ps.Prefetched+2 < ps.Misses {
+		t.Fatalf("%d misses, %d read ahead", ps.Misses, ps.Prefetched)
+	}
+}

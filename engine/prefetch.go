@@ -34,7 +34,7 @@ type prefetcher struct {
 func newPrefetcher(p *pager) *prefetcher {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &prefetcher{p: p, ctx: ctx, cancel: cancel, sem: make(chan struct{}, 2),
-		limit: 2 * p.m.Config.ExpertsUsed * 2, ready: map[expertKey]*expertData{}, inflight: map[expertKey]chan struct{}{}}
+		limit: max(4*p.m.Config.ExpertsUsed, 16), ready: map[expertKey]*expertData{}, inflight: map[expertKey]chan struct{}{}}
 }
 
 // want starts background reads of up to n of experts (in order of
