@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math/bits"
+	"runtime/debug"
 	"sync/atomic"
 	"unsafe"
 
@@ -261,6 +262,17 @@ func (d *Device) putStaging(s *wgpu.Buffer) {
 func (d *Device) mapRead(s *wgpu.Buffer, n uint64) ([]byte, error) {
 	var status wgpu.BufferMapAsyncStatus
 	done := false
+	// cogentcore/webgpu's MapAsync hands C the address of a Go variable
+	// holding the callback's cgo.Handle and reads it back in the callback,
+	// during a later Poll. Nothing keeps that variable alive in between, so
+	// a garbage collection there frees it and the callback reads garbage
+	// ("misuse of an invalid Handle"). Keep the collector off from the
+	// map request until the callback has run; disabling it first waits for
+	// any running cycle to finish.
+	d.mapMu.Lock()
+	defer d.mapMu.Unlock()
+	gc := debug.SetGCPercent(-1)
+	defer debug.SetGCPercent(gc)
 	if err := s.MapAsync(wgpu.MapModeRead, 0, n, func(st wgpu.BufferMapAsyncStatus) {
 		status, done = st, true
 	}); err != nil {

@@ -81,6 +81,7 @@ type Device struct {
 	pipelines map[string]*Pipeline
 	staging   []*wgpu.Buffer          // idle MapRead buffers
 	stageSize map[*wgpu.Buffer]uint64 // sizes of staging buffers (the js backend has no GetSize)
+	mapMu     sync.Mutex              // one buffer map at a time (see mapRead)
 	scratch   map[uint64][]*Buffer    // idle transient buffers by capacity
 }
 
