@@ -16,6 +16,7 @@ import (
 	"github.com/doppler-llm/doppler/engine/tokenizer"
 	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/swarm"
 )
 
 // runFlags are the model and sampling flags shared by run and bench.
@@ -29,6 +30,8 @@ type runFlags struct {
 
 	expertCache int
 	expertVRAM  string
+
+	sw *runSwarm // run's swarm flags (nil for bench)
 }
 
 func (f *runFlags) register(cmd *cobra.Command) {
@@ -51,6 +54,9 @@ type loaded struct {
 	tok   *tokenizer.Tokenizer // nil when the model has no tokenizer
 	dir   string
 	done  func() // closes the model's store, when it came from one
+
+	node *swarm.Node  // the swarm node, when run joined one
+	id   rdrr.ModelID // the model's ID, when it came from a store
 }
 
 func (l *loaded) Close() {
@@ -62,8 +68,19 @@ func (l *loaded) Close() {
 
 func (f *runFlags) load(ctx context.Context) (l *loaded, err error) {
 	var rm *rdrr.Model
+	var node *swarm.Node
 	dir, done := f.model, func() {}
-	if looksLikeModelID(f.model) {
+	if looksLikeModelID(f.model) && f.sw != nil && f.sw.joined() {
+		// Shards missing from the store are fetched from peers, verified.
+		if rm, node, done, err = f.sw.open(ctx, f.store, f.model); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				done()
+			}
+		}()
+	} else if looksLikeModelID(f.model) {
 		if rm, done, err = openStoreModel(f.store, f.model); err != nil {
 			return nil, err
 		}
@@ -103,7 +120,11 @@ func (f *runFlags) load(ctx context.Context) (l *loaded, err error) {
 		dev.Close()
 		return nil, fmt.Errorf("%s: %w", dir, err)
 	}
-	return &loaded{dev: dev, rm: rm, model: m, tok: tok, dir: dir, done: done}, nil
+	l = &loaded{dev: dev, rm: rm, model: m, tok: tok, dir: dir, done: done, node: node}
+	if node != nil {
+		l.id = rm.ID
+	}
+	return l, nil
 }
 
 func newRun() *cobra.Command {
@@ -258,7 +279,9 @@ func newRun() *cobra.Command {
 			return nil
 		},
 	}
+	rf.sw = &runSwarm{}
 	rf.register(cmd)
+	rf.sw.register(cmd)
 	f := cmd.Flags()
 	f.StringVarP(&prompt, "prompt", "p", "", "prompt text (- reads stdin); BOS is added when the tokenizer says so")
 	f.StringVar(&promptTokens, "prompt-tokens", "", "raw prompt token ids, comma-separated (no BOS added)")

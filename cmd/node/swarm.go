@@ -60,6 +60,7 @@ type netFlags struct {
 	key       string
 	mdns, nat bool
 	wait      time.Duration // fetches give up after this long with no progress (pull's --wait)
+	ephemeral bool          // no --key: a fresh key (run, which may share a store with a node)
 }
 
 func (f *netFlags) register(cmd *cobra.Command, bootstrap bool) {
@@ -103,7 +104,7 @@ func (f *netFlags) startNode(ctx context.Context, store *swarm.Store) (*swarm.No
 		return nil, err
 	}
 	key := f.key
-	if key == "" {
+	if key == "" && !f.ephemeral {
 		key = filepath.Join(store.Dir(), "node.key")
 	}
 	return swarm.NewNode(ctx, store, swarm.NodeOptions{
@@ -475,4 +476,70 @@ func openStoreModel(storeFlag, arg string) (*rdrr.Model, func(), error) {
 		return nil, nil, err
 	}
 	return m, func() { store.Close() }, nil
+}
+
+// runSwarm are doppler run's swarm flags: with --peer, --bootstrap or
+// --mdns, run joins the swarm and -m MODEL_ID may name a model whose
+// shards the store lacks (they are fetched from peers, verified).
+type runSwarm struct {
+	peers, bootstrap, listen []string
+	key                      string
+	mdns                     bool
+}
+
+func (f *runSwarm) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringArrayVar(&f.peers, "peer", nil, "with -m MODEL_ID: join the swarm through this peer (a full multiaddr with /p2p/<peer-id>); repeatable")
+	fl.StringArrayVar(&f.bootstrap, "bootstrap", nil, "with -m MODEL_ID: join the swarm through this bootstrap peer; repeatable")
+	fl.StringArrayVar(&f.listen, "listen", nil, "with --peer/--bootstrap: multiaddr to listen on (default loopback only)")
+	fl.StringVar(&f.key, "key", "", "with --peer/--bootstrap: node key file (default: a fresh key per run)")
+	fl.BoolVar(&f.mdns, "mdns", false, "with -m MODEL_ID: discover peers on the local network (mDNS)")
+}
+
+// joined reports whether run was asked to join the swarm.
+func (f *runSwarm) joined() bool { return len(f.peers) > 0 || len(f.bootstrap) > 0 || f.mdns }
+
+// open starts a node over the store, joins the swarm and opens model arg
+// through the node: its manifest from a peer when the store lacks it, its
+// shards from the store or, when missing, from peers. done closes the node
+// and the store.
+func (f *runSwarm) open(ctx context.Context, storeFlag, arg string) (*rdrr.Model, *swarm.Node, func(), error) {
+	if err := checkPeers("--peer", f.peers); err != nil {
+		return nil, nil, nil, err
+	}
+	store, err := openStore(storeFlag)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	id, err := parseModelID(store, arg)
+	if err != nil {
+		store.Close()
+		return nil, nil, nil, err
+	}
+	nf := netFlags{listen: f.listen, bootstrap: f.bootstrap, key: f.key, mdns: f.mdns, ephemeral: true}
+	node, err := nf.startNode(ctx, store)
+	if err != nil {
+		store.Close()
+		return nil, nil, nil, oneLine(err)
+	}
+	done := func() {
+		node.Close()
+		store.Close()
+	}
+	if len(f.peers) > 0 {
+		ok, errs := node.Connect(ctx, f.peers)
+		if len(ok) == 0 {
+			done()
+			return nil, nil, nil, oneLine(fmt.Errorf("no peer reachable: %w", errors.Join(errs...)))
+		}
+		for _, e := range errs {
+			slog.Warn("peer unreachable", "err", e)
+		}
+	}
+	rm, err := node.OpenModel(ctx, id)
+	if err != nil {
+		done()
+		return nil, nil, nil, oneLine(err)
+	}
+	return rm, node, done, nil
 }
