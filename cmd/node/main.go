@@ -73,6 +73,6 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug detail to stderr")
 	root.AddCommand(newConvert(), newInspect(), newVerify(), newRun(), benchWithSwarm(), newTokenize(),
-		newSeed(), newPull(), newNodeCmd(), newList(), newRm())
+		newSeed(), newPull(), newNodeCmd(), newList(), newRm(), newServe())
 	return root
 }
