@@ -56,6 +56,8 @@ const (
 	TypeEnd              Type = 0x05
 	TypeError            Type = 0x06
 	TypeInventory        Type = 0x07
+	TypeUsage            Type = 0x10 // usage.go
+	TypeClusters         Type = 0x11
 )
 
 func (t Type) String() string {
@@ -74,11 +76,15 @@ func (t Type) String() string {
 		return "Error"
 	case TypeInventory:
 		return "Inventory"
+	case TypeUsage:
+		return "Usage"
+	case TypeClusters:
+		return "Clusters"
 	}
 	return fmt.Sprintf("Type(0x%02x)", byte(t))
 }
 
-func (t Type) known() bool { return t >= TypeManifestRequest && t <= TypeInventory }
+func (t Type) known() bool { return newMessage(t) != nil }
 
 // Message is one of the message types of this package.
 type Message interface {
@@ -177,6 +183,10 @@ func newMessage(t Type) Message {
 		return &Error{}
 	case TypeInventory:
 		return &Inventory{}
+	case TypeUsage:
+		return &Usage{}
+	case TypeClusters:
+		return &Clusters{}
 	}
 	return nil
 }
