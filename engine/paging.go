@@ -195,7 +195,7 @@ func (p *pager) place(ctx context.Context, l int, experts []int) ([]int, error) 
 	if o.ExpertHints != nil {
 		for _, r := range o.ExpertHints(l, append([]int(nil), experts...)) {
 			if r.Layer >= 0 && r.Layer < len(p.layers) && p.layers[r.Layer] != nil && r.Expert >= 0 && r.Expert < len(p.layers[r.Layer].slotOf) {
-				p.pre.want(r.Layer, []int{r.Expert}, 1)
+				p.pre.hint(r.Layer, r.Expert)
 			}
 		}
 	}

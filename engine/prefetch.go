@@ -28,18 +28,28 @@ type prefetcher struct {
 	mu       sync.Mutex
 	ready    map[expertKey]*expertData
 	inflight map[expertKey]chan struct{}
+	asked    map[expertKey]uint64 // held entry → pager tick it was last asked for
 	wg       sync.WaitGroup
 }
 
 func newPrefetcher(p *pager) *prefetcher {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &prefetcher{p: p, ctx: ctx, cancel: cancel, sem: make(chan struct{}, 2),
-		limit: max(4*p.m.Config.ExpertsUsed, 16), ready: map[expertKey]*expertData{}, inflight: map[expertKey]chan struct{}{}}
+		limit: max(4*p.m.Config.ExpertsUsed, 16), ready: map[expertKey]*expertData{}, inflight: map[expertKey]chan struct{}{},
+		asked: map[expertKey]uint64{}}
 }
 
 // want starts background reads of up to n of experts (in order of
 // preference) that are neither resident nor already held.
-func (f *prefetcher) want(layer int, experts []int, n int) {
+func (f *prefetcher) want(layer int, experts []int, n int) { f.request(layer, experts, n, false) }
+
+// hint is want for one expert named by Options.ExpertHints: when the held
+// entries are at the limit, it makes room by dropping the read-ahead copy
+// asked for least recently (never one asked for during this token's
+// current layer), so a cluster's members displace stale speculation.
+func (f *prefetcher) hint(layer, e int) { f.request(layer, []int{e}, 1, true) }
+
+func (f *prefetcher) request(layer int, experts []int, n int, evict bool) {
 	lp := f.p.layers[layer]
 	for _, e := range experts {
 		if n == 0 {
@@ -49,7 +59,13 @@ func (f *prefetcher) want(layer int, experts []int, n int) {
 		f.mu.Lock()
 		_, have := f.ready[k]
 		_, busy := f.inflight[k]
+		if have || busy {
+			f.asked[k] = f.p.tick
+		}
 		full := len(f.ready)+len(f.inflight) >= f.limit
+		if full && evict && !have && !busy && lp.slotOf[e] < 0 {
+			full = !f.evictLocked()
+		}
 		if have || busy || full || lp.slotOf[e] >= 0 {
 			f.mu.Unlock()
 			continue
@@ -57,6 +73,7 @@ func (f *prefetcher) want(layer int, experts []int, n int) {
 		n--
 		done := make(chan struct{})
 		f.inflight[k] = done
+		f.asked[k] = f.p.tick
 		f.mu.Unlock()
 		f.wg.Add(1)
 		go func() {
@@ -73,6 +90,8 @@ func (f *prefetcher) want(layer int, experts []int, n int) {
 			delete(f.inflight, k)
 			if err == nil {
 				f.ready[k] = d
+			} else {
+				delete(f.asked, k)
 			}
 			f.mu.Unlock()
 		}()
@@ -96,7 +115,29 @@ func (f *prefetcher) take(ctx context.Context, layer, e int) *expertData {
 	defer f.mu.Unlock()
 	d := f.ready[k]
 	delete(f.ready, k)
+	delete(f.asked, k)
 	return d
+}
+
+// evictLocked drops the ready entry asked for least recently before the
+// current tick; it reports whether there was one.
+func (f *prefetcher) evictLocked() bool {
+	var victim expertKey
+	found := false
+	for k := range f.ready {
+		if a := f.asked[k]; a < f.p.tick && (!found || a < f.asked[victim] || a == f.asked[victim] && keyLess(k, victim)) {
+			victim, found = k, true
+		}
+	}
+	if found {
+		delete(f.ready, victim)
+		delete(f.asked, victim)
+	}
+	return found
+}
+
+func keyLess(a, b expertKey) bool {
+	return a.layer < b.layer || a.layer == b.layer && a.expert < b.expert
 }
 
 func (f *prefetcher) stop() {
