@@ -39,6 +39,9 @@ type NodeOptions struct {
 	AnnounceDelay time.Duration
 	// UploadCapacity is announced as wire.Inventory.UploadFree (bytes/s; 0 = unknown).
 	UploadCapacity uint64
+	// Experts configures expert-usage gossip and the gatekeeper role
+	// (gatekeeper.go).
+	Experts ExpertOptions
 	// WrapProvider, for tests, wraps what the host serves (lying peers).
 	WrapProvider func(p2p.Provider) p2p.Provider
 	Logger       *slog.Logger
@@ -84,6 +87,7 @@ type Node struct {
 	remotes map[string]*p2p.Remote
 	provide map[rdrr.Hash]time.Time // key → next provide
 	fetchMu map[rdrr.Hash]*sync.Mutex
+	xp      experts // expert usage and clusters (gatekeeper.go)
 }
 
 // tracked is a model the node follows: subscribed to its topic.
@@ -207,6 +211,7 @@ func (n *Node) track(id rdrr.ModelID) (*tracked, error) {
 	}
 	t := &tracked{view: map[string]wire.Bitmap{}, assumed: map[string]bool{}, cancel: cancel}
 	n.tracked[id] = t
+	n.gatekeep(id)
 	return t, nil
 }
 
