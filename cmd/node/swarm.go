@@ -54,13 +54,14 @@ func openStore(flag string) (*swarm.Store, error) {
 
 // netFlags are the network flags of seed, pull and node.
 type netFlags struct {
-	store     string
-	listen    []string
-	bootstrap []string
-	key       string
-	mdns, nat bool
-	wait      time.Duration // fetches give up after this long with no progress (pull's --wait)
-	ephemeral bool          // no --key: a fresh key (run, which may share a store with a node)
+	store      string
+	listen     []string
+	bootstrap  []string
+	key        string
+	mdns, nat  bool
+	wait       time.Duration // fetches give up after this long with no progress (pull's --wait)
+	ephemeral  bool          // no --key: a fresh key (run, which may share a store with a node)
+	gatekeeper bool          // aggregate expert usage and publish clusters (seed, node)
 }
 
 func (f *netFlags) register(cmd *cobra.Command, bootstrap bool) {
@@ -73,6 +74,12 @@ func (f *netFlags) register(cmd *cobra.Command, bootstrap bool) {
 	fl.StringVar(&f.key, "key", "", "node key file (default <store>/node.key, created with mode 0600)")
 	fl.BoolVar(&f.mdns, "mdns", false, "discover peers on the local network (mDNS)")
 	fl.BoolVar(&f.nat, "nat", false, "enable AutoNAT, relays, hole punching and UPnP")
+}
+
+// registerGatekeeper adds --gatekeeper (seed and node).
+func (f *netFlags) registerGatekeeper(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&f.gatekeeper, "gatekeeper", false,
+		"act as a gatekeeper: aggregate the expert usage peers gossip for the models this node follows and publish expert clusters (read-ahead hints)")
 }
 
 // checkListen rejects malformed listen multiaddrs with a one-line error.
@@ -110,8 +117,9 @@ func (f *netFlags) startNode(ctx context.Context, store *swarm.Store) (*swarm.No
 	return swarm.NewNode(ctx, store, swarm.NodeOptions{
 		Host: p2p.Options{Listen: f.listen, KeyFile: key, Bootstrap: f.bootstrap, MDNS: f.mdns, NAT: f.nat,
 			Logger: slog.Default()},
-		Fetch:  swarm.FetchOptions{WaitPeers: f.wait},
-		Logger: slog.Default(),
+		Fetch:   swarm.FetchOptions{WaitPeers: f.wait},
+		Experts: swarm.ExpertOptions{Gatekeeper: f.gatekeeper},
+		Logger:  slog.Default(),
 	})
 }
 
@@ -261,6 +269,7 @@ func newSeed() *cobra.Command {
 		},
 	}
 	nf.register(cmd, true)
+	nf.registerGatekeeper(cmd)
 	return cmd
 }
 
@@ -290,6 +299,7 @@ func newNodeCmd() *cobra.Command {
 		},
 	}
 	nf.register(cmd, true)
+	nf.registerGatekeeper(cmd)
 	return cmd
 }
 

@@ -49,6 +49,15 @@
 //	                      prefill f64, decode f64 (measured tokens/s; 0 = unknown)
 //	                      seq u64 (increases with every announcement of a peer)
 //	                      ttl u32 (seconds the entry stays valid, 1 … MaxTTL)
+//	0x10 Usage            peer bytes32 (1 … MaxPeerID), model [32], seq u64, tokens u64,
+//	                      ncounts u32 (≤ MaxUsageCounts), ncounts × (layer u16, expert u16, n u32)
+//	                        (strictly increasing by expert, n ≥ 1),
+//	                      npairs u32 (≤ MaxUsagePairs), npairs × (layer u16, expert u16,
+//	                        layer u16, expert u16, n u32) (a < b, strictly increasing, n ≥ 1)
+//	0x11 Clusters         peer bytes32 (1 … MaxPeerID), model [32], version u64,
+//	                      nclusters u32 (≤ MaxClusters), nclusters × (n u16 (2 … MaxClusterSize),
+//	                        n × (layer u16, expert u16), strictly increasing);
+//	                      clusters disjoint, ≤ MaxClusterExperts experts in all
 //
 // # Exchanges
 //
