@@ -87,7 +87,9 @@ type Node struct {
 	remotes map[string]*p2p.Remote
 	provide map[rdrr.Hash]time.Time // key → next provide
 	fetchMu map[rdrr.Hash]*sync.Mutex
-	xp      experts // expert usage and clusters (gatekeeper.go)
+	xp      experts                 // expert usage and clusters (gatekeeper.go)
+	speeds  map[rdrr.ModelID]speeds // measured tokens/s, announced (offload.go)
+	offload offloadState            // prefill offload client state (offload.go)
 }
 
 // tracked is a model the node follows: subscribed to its topic.
@@ -321,7 +323,8 @@ func (n *Node) sync() {
 				}
 			}
 		}
-		key := fmt.Sprintf("%x|%v", v.have.Bits, complete)
+		sp := n.speeds[v.id]
+		key := fmt.Sprintf("%x|%v|%v", v.have.Bits, complete, sp)
 		changed := key != t.lastInv || !t.announce
 		t.lastInv, t.announce = key, true
 		n.mu.Unlock()
@@ -329,7 +332,8 @@ func (n *Node) sync() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, n.opts.LookupTimeout)
-		err = n.host.Announce(ctx, wire.Inventory{Model: v.id, Have: v.have, Models: complete, UploadFree: n.opts.UploadCapacity})
+		err = n.host.Announce(ctx, wire.Inventory{Model: v.id, Have: v.have, Models: complete, UploadFree: n.opts.UploadCapacity,
+			PrefillTokS: sp.prefill, DecodeTokS: sp.decode})
 		cancel()
 		if err != nil && n.ctx.Err() == nil {
 			n.log.Warn("swarm: announce", "model", v.id.Short(), "err", err)

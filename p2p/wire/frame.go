@@ -81,6 +81,9 @@ func (t Type) String() string {
 	case TypeClusters:
 		return "Clusters"
 	}
+	if name := prefillTypeName(t); name != "" {
+		return name
+	}
 	return fmt.Sprintf("Type(0x%02x)", byte(t))
 }
 
@@ -188,7 +191,7 @@ func newMessage(t Type) Message {
 	case TypeClusters:
 		return &Clusters{}
 	}
-	return nil
+	return newPrefillMessage(t) // prefill.go
 }
 
 // ReadMessage reads one message from r. Frames longer than max are refused
