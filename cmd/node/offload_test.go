@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/swarm"
@@ -66,7 +67,8 @@ func seedNode(t *testing.T, dir string, edit func(*swarm.NodeOptions)) *swarm.No
 	return n
 }
 
-// partialStore is a store holding model dir without shard drop.
+// partialStore is a store holding model dir without shard drop (the zero
+// hash: the whole model).
 func partialStore(t *testing.T, dir string, drop rdrr.Hash) string {
 	t.Helper()
 	sd := t.TempDir()
@@ -79,6 +81,9 @@ func partialStore(t *testing.T, dir string, drop rdrr.Hash) string {
 		t.Fatal(err)
 	}
 	s.Close()
+	if drop == (rdrr.Hash{}) {
+		return sd
+	}
 	if err := os.Remove(filepath.Join(sd, "shards", drop.String())); err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +100,11 @@ func partialStore(t *testing.T, dir string, drop rdrr.Hash) string {
 }
 
 type runOut struct {
-	Tokens []int  `json:"tokens"`
-	Text   string `json:"text"`
+	Tokens      []int   `json:"tokens"`
+	Text        string  `json:"text"`
+	OffloadUsed bool    `json:"offload_used"`
+	OffloadPeer string  `json:"offload_peer"`
+	OffloadB    float64 `json:"offload_bytes"`
 }
 
 func runJSON(t *testing.T, args ...string) runOut {
@@ -138,5 +146,44 @@ func TestRunFetchesMissingShards(t *testing.T) {
 	defer s.Close()
 	if !s.Has(drop) {
 		t.Fatal("the missing shard is not in the store after the run")
+	}
+}
+
+// TestRunOffload: doppler run --offload force to an in-process node serving
+// prefills gives the output of a local run, with the KV cache from the peer.
+func TestRunOffload(t *testing.T) {
+	dir, _, id := convertSmallShards(t)
+	t.Setenv("DOPPLER_CACHE", t.TempDir())
+	want := runJSON(t, "-m", dir)
+	b := seedNode(t, dir, func(o *swarm.NodeOptions) { o.Host.AnnounceInterval = time.Second })
+	dev, err := kernels.Open(kernels.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dev.Close)
+	p, err := b.ServePrefill(swarm.PrefillOptions{Device: dev, Warmup: []rdrr.ModelID{id}, WarmupTokens: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	deadline := time.Now().Add(30 * time.Second)
+	for p.Stats().TokS == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	sd := partialStore(t, dir, rdrr.Hash{}) // the whole model: offload is about prefill
+	got := runJSON(t, "-m", id.String(), "--store", sd, "--peer", b.Addrs()[0], "--offload", "force", "--offload-peers", b.ID())
+	if fmt.Sprint(got.Tokens) != fmt.Sprint(want.Tokens) {
+		t.Fatalf("with offload: %v, local: %v", got.Tokens, want.Tokens)
+	}
+	if !got.OffloadUsed || got.OffloadPeer != b.ID() || got.OffloadB == 0 || p.Stats().Served != 1 {
+		t.Fatalf("offload not used: %+v, server %+v", got, p.Stats())
+	}
+	// Not allowed to that peer: local prefill, same output.
+	got = runJSON(t, "-m", id.String(), "--store", sd, "--peer", b.Addrs()[0], "--offload", "force")
+	if got.OffloadUsed || fmt.Sprint(got.Tokens) != fmt.Sprint(want.Tokens) {
+		t.Fatalf("offload without --offload-peers/--offload-any: %+v", got)
+	}
+	if _, err := doppler(t, "", "run", "-m", dir, "--prompt-tokens", "1,2", "--offload", "force"); err == nil {
+		t.Fatal("--offload without a swarm was accepted")
 	}
 }

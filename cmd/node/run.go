@@ -175,6 +175,10 @@ func newRun() *cobra.Command {
 				}
 				prompt = string(b)
 			}
+			pol, err := rf.sw.offloadPolicy()
+			if err != nil {
+				return err
+			}
 			l, err := rf.load(ctx)
 			if err != nil {
 				return err
@@ -234,10 +238,28 @@ func newRun() *cobra.Command {
 					return false
 				}
 			}
+			// Prefill offload: a peer prefills all but the last prompt token
+			// (checked here), and Generate continues from the last one.
+			var off *swarm.OffloadResult
+			gen := ids
+			if l.node != nil && n > 0 && pol.Mode != swarm.OffloadOff {
+				if repPen != 0 && repPen != 1 {
+					off = &swarm.OffloadResult{Reason: "--repeat-penalty needs the whole prompt in the sampler"}
+				} else {
+					r, err := l.node.Offload(ctx, l.id, l.model, sess, ids, pol)
+					if err != nil {
+						return err
+					}
+					off = &r
+					if r.Used {
+						gen = ids[len(ids)-1:]
+					}
+				}
+			}
 			var res *engine.Result
 			if n == 0 {
 				res = &engine.Result{Reason: "length"}
-			} else if res, err = sess.Generate(ctx, ids, opts); err != nil {
+			} else if res, err = sess.Generate(ctx, gen, opts); err != nil {
 				return err
 			}
 			if stream != nil {
@@ -261,6 +283,8 @@ func newRun() *cobra.Command {
 					"prefill_ms": res.Stats.Prefill.Seconds() * 1000, "decode_tok_s": decodeRate(res.Stats),
 					"expert_hits": res.Stats.Paging.Hits, "expert_misses": res.Stats.Paging.Misses,
 					"expert_bytes_paged": res.Stats.Paging.BytesPaged, "expert_stall_ms": res.Stats.Paging.Stall.Seconds() * 1000,
+					"offload_used": off != nil && off.Used, "offload_peer": offPeer(off), "offload_bytes": offBytes(off),
+					"offload_ms": offMS(off),
 				})
 			}
 			fmt.Fprintln(out)
@@ -268,6 +292,9 @@ func newRun() *cobra.Command {
 				ps := res.Stats.Paging
 				fmt.Fprintf(os.Stderr, "prompt %d tokens, prefill %.1f ms; %d tokens at %.1f tok/s (%s)\n",
 					len(ids), res.Stats.Prefill.Seconds()*1000, len(res.Tokens), decodeRate(res.Stats), res.Reason)
+				if off != nil {
+					printOffload(os.Stderr, off)
+				}
 				if ps != (engine.PagingStats{}) {
 					fmt.Fprintf(os.Stderr, "experts: %d hits, %d misses, %s paged, %.1f ms stalled\n",
 						ps.Hits, ps.Misses, humanBytes(int64(ps.BytesPaged)), ps.Stall.Seconds()*1000)
@@ -339,4 +366,40 @@ func parseIDs(s string) ([]int, error) {
 		return nil, errors.New("no token ids")
 	}
 	return ids, nil
+}
+
+func offPeer(o *swarm.OffloadResult) string {
+	if o == nil || !o.Used {
+		return ""
+	}
+	return o.Peer
+}
+
+func offBytes(o *swarm.OffloadResult) uint64 {
+	if o == nil {
+		return 0
+	}
+	return o.Received
+}
+
+func offMS(o *swarm.OffloadResult) float64 {
+	if o == nil {
+		return 0
+	}
+	return o.Elapsed.Seconds() * 1000
+}
+
+// printOffload is run --stats' prefill offload line.
+func printOffload(w io.Writer, o *swarm.OffloadResult) {
+	if !o.Used {
+		fmt.Fprintf(w, "prefill offload: not used (%s)\n", o.Reason)
+		return
+	}
+	enc := "raw"
+	if o.Compressed {
+		enc = "deflate"
+	}
+	fmt.Fprintf(w, "prefill offload: peer %s, KV %s, %s received (%s), %.1f ms (estimate %.1f ms, local %.1f ms), max |Δlogit| %.2g\n",
+		o.Peer, humanBytes(int64(o.KVBytes)), humanBytes(int64(o.Received)), enc, o.Elapsed.Seconds()*1000,
+		o.Estimate.Seconds()*1000, o.Local.Seconds()*1000, o.MaxDiff)
 }

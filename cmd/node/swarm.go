@@ -16,6 +16,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
+	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/swarm"
@@ -224,7 +225,10 @@ func serveUntilDone(ctx context.Context, n *swarm.Node) error {
 }
 
 func newSeed() *cobra.Command {
-	var nf netFlags
+	var (
+		nf netFlags
+		pf prefillFlags
+	)
 	cmd := &cobra.Command{
 		Use:   "seed DIR|GGUF|HF-DIR|MODEL_ID",
 		Short: "Import a model into the store (converting it if needed), announce it and serve it until Ctrl-C",
@@ -264,17 +268,27 @@ func newSeed() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			stop, err := pf.start(n, completeModels(store, id))
+			if err != nil {
+				n.Close()
+				return err
+			}
+			defer stop()
 			printReady(cmd.OutOrStdout(), n, completeModels(store, id))
 			return serveUntilDone(ctx, n)
 		},
 	}
 	nf.register(cmd, true)
 	nf.registerGatekeeper(cmd)
+	pf.register(cmd)
 	return cmd
 }
 
 func newNodeCmd() *cobra.Command {
-	var nf netFlags
+	var (
+		nf netFlags
+		pf prefillFlags
+	)
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Join the swarm (through --bootstrap peers) and serve the store until Ctrl-C",
@@ -294,12 +308,19 @@ func newNodeCmd() *cobra.Command {
 				n.Close()
 				return errors.New("no bootstrap peer reachable")
 			}
+			stop, err := pf.start(n, completeModels(store))
+			if err != nil {
+				n.Close()
+				return err
+			}
+			defer stop()
 			printReady(cmd.OutOrStdout(), n, completeModels(store))
 			return serveUntilDone(ctx, n)
 		},
 	}
 	nf.register(cmd, true)
 	nf.registerGatekeeper(cmd)
+	pf.register(cmd)
 	return cmd
 }
 
@@ -495,6 +516,10 @@ type runSwarm struct {
 	peers, bootstrap, listen []string
 	key                      string
 	mdns                     bool
+
+	offload      string // auto, force, off; "" = auto when joined, else off
+	offloadPeers string // comma-separated peer IDs
+	offloadAny   bool
 }
 
 func (f *runSwarm) register(cmd *cobra.Command) {
@@ -504,6 +529,24 @@ func (f *runSwarm) register(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.listen, "listen", nil, "with --peer/--bootstrap: multiaddr to listen on (default loopback only)")
 	fl.StringVar(&f.key, "key", "", "with --peer/--bootstrap: node key file (default: a fresh key per run)")
 	fl.BoolVar(&f.mdns, "mdns", false, "with -m MODEL_ID: discover peers on the local network (mDNS)")
+	fl.StringVar(&f.offload, "offload", "", "prefill offload: auto (when a peer's estimate beats local prefill), force, or off; default auto when joined to the swarm, else off")
+	fl.StringVar(&f.offloadPeers, "offload-peers", "", "peer IDs (comma-separated) a prefill may be offloaded to")
+	fl.BoolVar(&f.offloadAny, "offload-any", false, "allow offloading a prefill to any peer that advertises the model and a prefill speed")
+}
+
+// offloadPolicy returns the prefill offload policy of the flags.
+func (f *runSwarm) offloadPolicy() (swarm.OffloadPolicy, error) {
+	mode, err := swarm.ParseOffloadMode(f.offload)
+	if err != nil {
+		return swarm.OffloadPolicy{}, fmt.Errorf("--offload: %w", err)
+	}
+	if f.offload == "" && f.joined() {
+		mode = swarm.OffloadAuto
+	}
+	if mode != swarm.OffloadOff && !f.joined() {
+		return swarm.OffloadPolicy{}, errors.New("--offload needs the swarm: pass --peer, --bootstrap or --mdns (with -m MODEL_ID)")
+	}
+	return swarm.OffloadPolicy{Mode: mode, Peers: swarm.ParsePeerList(f.offloadPeers), Any: f.offloadAny}, nil
 }
 
 // joined reports whether run was asked to join the swarm.
@@ -552,4 +595,39 @@ func (f *runSwarm) open(ctx context.Context, storeFlag, arg string) (*rdrr.Model
 		return nil, nil, nil, oneLine(err)
 	}
 	return rm, node, done, nil
+}
+
+// prefillFlags are seed's and node's prefill-offload service flags.
+type prefillFlags struct {
+	on      bool
+	adapter string
+	ctxLen  int
+}
+
+func (f *prefillFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.BoolVar(&f.on, "prefill", false, "serve prefill offload (/doppler/prefill/1) on this node's GPU for models held complete; the measured speed is announced")
+	fl.StringVar(&f.adapter, "prefill-adapter", "", "with --prefill: GPU adapter to use (a substring of its name)")
+	fl.IntVar(&f.ctxLen, "prefill-ctx", 0, "with --prefill: KV cache length of the service (default min(model's, 4096); longer prompts reload up to the model's)")
+}
+
+// start opens the GPU and starts the prefill service, warming up (and so
+// measuring and announcing) the given models in the background.
+func (f *prefillFlags) start(n *swarm.Node, warm []rdrr.ModelID) (stop func(), err error) {
+	if !f.on {
+		return func() {}, nil
+	}
+	dev, err := kernels.Open(kernels.Options{Adapter: f.adapter, Logger: slog.Default()})
+	if err != nil {
+		return nil, fmt.Errorf("--prefill: %w", err)
+	}
+	p, err := n.ServePrefill(swarm.PrefillOptions{Device: dev, Context: f.ctxLen, Warmup: warm, Logger: slog.Default()})
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return func() {
+		p.Close()
+		dev.Close()
+	}, nil
 }

@@ -58,6 +58,13 @@
 //	                      nclusters u32 (≤ MaxClusters), nclusters × (n u16 (2 … MaxClusterSize),
 //	                        n × (layer u16, expert u16), strictly increasing);
 //	                      clusters disjoint, ≤ MaxClusterExperts experts in all
+//	0x20 PrefillRequest   model [32], kv u8 (1 f16, 2 f32), ntok u32 (1 … MaxPrefillTokens),
+//	                      ntok × token id u32
+//	0x21 PrefillHeader    positions u32 (1 … MaxPrefillTokens), kv u8, encoding u8
+//	                      (0 raw, 1 DEFLATE), kvsize u64 (1 … MaxKVBytes), payload u64
+//	                      (= kvsize when raw, ≤ kvsize when DEFLATE), nlogits u32
+//	                      (1 … MaxLogits), nlogits × f32 (finite): the last position's logits
+//	0x22 PrefillChunk     data bytes32 (1 … MaxChunkData)
 //
 // # Exchanges
 //
@@ -65,4 +72,9 @@
 // ManifestResponse or one Error. Shard: the client sends BlocksRequest; the
 // server answers Count Block frames in index order starting at First, then
 // End, or an Error at any point. Error codes are the Code constants.
+// Prefill (/doppler/prefill/1): the client sends PrefillRequest; the server
+// answers PrefillHeader, then Payload bytes in PrefillChunk frames, then End,
+// or an Error at any point (CodeBusy when its queue is full). The raw KV
+// bytes are engine.Session.ExportKV's layout; EncodeKV/DecodeKV choose and
+// undo the encoding. A reader uses MaxPrefillFrame on this protocol.
 package wire
