@@ -110,7 +110,7 @@ func TestPrefillHostileServers(t *testing.T) {
 		{"garbage", [][]byte{{0, 0, 0, 3, byte(wire.TypePrefillHeader), 1, 2}}, ErrProtocol},
 		{"wrong message", [][]byte{frameBytes(t, &wire.End{})}, ErrProtocol},
 		{"wrong positions", [][]byte{frameBytes(t, hdr(func(h *wire.PrefillHeader) { h.Positions = 3 }))}, ErrProtocol},
-		{"huge KV", [][]byte{frameBytes(t, hdr(func(h *wire.PrefillHeader) { h.KVSize, h.Payload = 1 << 37, 1 << 37 }))}, ErrProtocol},
+		{"huge KV", [][]byte{frameBytes(t, hdr(func(h *wire.PrefillHeader) { h.KVSize, h.Payload = 1<<37, 1<<37 }))}, ErrProtocol},
 		{"wrong vocab", [][]byte{frameBytes(t, hdr(func(h *wire.PrefillHeader) { h.Logits = make([]float32, 5) }))}, ErrProtocol},
 		{"wrong KV type", [][]byte{frameBytes(t, hdr(func(h *wire.PrefillHeader) { h.KV = wire.KVF32 }))}, ErrProtocol},
 		{"too many bytes", [][]byte{frameBytes(t, hdr(nil)), frameBytes(t, chunk), frameBytes(t, chunk), frameBytes(t, chunk)}, ErrProtocol},
