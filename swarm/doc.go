@@ -3,4 +3,54 @@
 // rarest-first multi-source fetching with per-block verification, expert
 // paging and prefill offload. It implements rdrr.ShardSource so the engine
 // can run a model straight from the swarm without importing p2p.
+//
+// # Fetch policy
+//
+// A seed's upload is the scarce resource: every peer that joins knows the
+// seed first, so if each asks it for what it lacks the seed sends the model
+// once per peer. Store.Fetch spends it so that the seed sends each shard
+// about once and the peers send each other the rest:
+//
+//   - Seeds and fetchers. A holder that held every shard of the model when
+//     the fetch first saw it is a seed. A peer that held nothing then, or
+//     whose holdings have changed since, is a fetcher (it is downloading
+//     too). Peers that complete during the fetch stay ordinary holders.
+//   - Rarest first. Incomplete shards are scheduled by how many holders
+//     announce them, fewest first; a shard held by no one waits.
+//   - Territories (stagger). The fetchers (this node included) are sorted
+//     by a hash of (model, peer ID), and the model's shards, rotated to start
+//     at the first fetcher's hash, are cut into equal runs, one per fetcher.
+//     A node asks a seed for a shard that only seeds hold only within its
+//     own run (its territory), starting at its first place; every fetcher
+//     computes the same cut, so the seed serves each shard to one fetcher
+//     and the others get it from that fetcher once it is announced. Ties
+//     among equally rare shards are otherwise broken in a random order of
+//     this fetch (FetchOptions.Seed), so peers start on different shards.
+//     Outside its territory a node asks a seed for a seed-only shard only
+//     after it has had nothing in flight for about twice the time the seed
+//     takes to send a shard (the owner may be gone or not be fetching).
+//     A fetch limited to some shards (FetchOptions.Shards, the engine
+//     reading a tensor) has no territory: it must not wait.
+//   - Holder choice. Among a shard's holders the fetch asks the one with
+//     the lowest cost: its expected time for a request (measured RTT plus
+//     size over throughput; an unmeasured holder first gets a one-block
+//     probe, which measures latency only, and is assumed the median
+//     throughput until a longer request measures it) times (1 + this
+//     node's requests in flight to it) times (1 + its load). Load is the
+//     expected number of fetchers asking it: for each shard it holds, the
+//     fetchers lacking the shard, divided among the shard's holders for a
+//     peer and undivided for a seed. A seed thus costs the whole swarm's
+//     demand at first and loses to any peer holding the shard, and to a
+//     busy one too: when the cheapest holder has no free slot nothing else
+//     is asked for that shard, since waiting for it is expected to be
+//     cheaper than the next.
+//   - Several sources and endgame. A shard's missing blocks are split into
+//     runs of FetchOptions.BlocksPerRequest asked of different holders. When
+//     every missing block is in flight and few remain, idle holders are
+//     asked for the same blocks and the first verified copy wins; seeds are
+//     left out of the endgame for shards that other peers hold.
+//   - Trust. Every block is hashed against the manifest before it is
+//     written; a peer that sends a bad one is dropped for the model, a
+//     request that stalls is cut off, and repeated failures set a peer
+//     aside for the fetch.
 package swarm

@@ -2,10 +2,14 @@ package swarm
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -91,6 +95,7 @@ type FetchStats struct {
 // fshard is a shard being fetched.
 type fshard struct {
 	sh         rdrr.Shard
+	idx        int // in the manifest's shard table
 	have       []bool
 	copies     []int // requests in flight that have not delivered the block
 	missing    int
@@ -127,9 +132,16 @@ type fetcher struct {
 	wg    sync.WaitGroup
 	wake  chan struct{}
 
+	all     []rdrr.Hash // every shard of the model, in manifest order
+	whole   bool        // fetching the whole model: territories apply
+	selfKey uint64      // this node's place on the territory ring
+
 	mu        sync.Mutex
 	shards    []*fshard
-	order     []int // tie-break order of shards (random)
+	byIndex   []*fshard // by manifest index; nil where not fetched
+	seen      map[string]*seenPeer
+	idleSince time.Time // when the last request in flight ended
+	order     []int     // tie-break order of shards (random)
 	reqs      map[*request]bool
 	perPeer   map[string]int
 	fails     map[string]int
@@ -162,14 +174,16 @@ func (s *Store) Fetch(ctx context.Context, id rdrr.ModelID, peers PeerSet, opts 
 	f := &fetcher{
 		s: s, id: id, peers: peers, o: opts, log: s.log.With("model", id.Short()), ctx: ctx,
 		wake: make(chan struct{}, 1), reqs: map[*request]bool{}, perPeer: map[string]int{},
-		fails: map[string]int{}, excluded: map[string]string{},
+		fails: map[string]int{}, excluded: map[string]string{}, seen: map[string]*seenPeer{},
+		whole: len(opts.Shards) == 0, byIndex: make([]*fshard, len(m.Shards)),
 	}
 	var need int64
 	only := map[rdrr.Hash]bool{}
 	for _, h := range opts.Shards {
 		only[h] = true
 	}
-	for _, sh := range m.Shards {
+	for i, sh := range m.Shards {
+		f.all = append(f.all, sh.Hash)
 		if len(only) > 0 && !only[sh.Hash] {
 			continue
 		}
@@ -178,7 +192,7 @@ func (s *Store) Fetch(ctx context.Context, id rdrr.ModelID, peers PeerSet, opts 
 			f.done += sh.Size
 			continue
 		}
-		fs := &fshard{sh: sh, have: s.HaveBlocks(sh.Hash), copies: make([]int, len(sh.Blocks))}
+		fs := &fshard{sh: sh, idx: i, have: s.HaveBlocks(sh.Hash), copies: make([]int, len(sh.Blocks))}
 		if fs.have == nil {
 			return fmt.Errorf("shard %s: %w", sh.Hash.Short(), ErrUnknownShard)
 		}
@@ -187,6 +201,7 @@ func (s *Store) Fetch(ctx context.Context, id rdrr.ModelID, peers PeerSet, opts 
 			need += sh.Size
 		}
 		f.shards = append(f.shards, fs)
+		f.byIndex[i] = fs
 	}
 	if err := s.makeRoom(need, nil); err != nil {
 		return err
@@ -196,6 +211,13 @@ func (s *Store) Fetch(ctx context.Context, id rdrr.ModelID, peers PeerSet, opts 
 		seed = uint64(opts.Clock.Now().UnixNano())
 	}
 	f.order = rand.New(rand.NewPCG(seed, 0xf37c4)).Perm(len(f.shards))
+	// This node's place on the territory ring: from its peer ID when the
+	// PeerSet has one (a Node), else from the seed.
+	if self, ok := peers.(interface{ ID() string }); ok {
+		f.selfKey = peerKey(id, self.ID())
+	} else {
+		f.selfKey = peerKey(id, fmt.Sprint(seed))
+	}
 	// Shards held whole (left by a run that stopped before Complete) are
 	// checked and completed before anything is asked for.
 	for _, fs := range f.shards {
@@ -256,6 +278,7 @@ func (f *fetcher) signal() {
 func (f *fetcher) run() error {
 	clock := f.o.Clock
 	f.lastBlock = clock.Now()
+	f.idleSince = f.lastBlock
 	for {
 		f.mu.Lock()
 		if f.fatal != nil {
@@ -295,8 +318,134 @@ func (f *fetcher) run() error {
 
 // candidate is a usable peer in one scheduling pass.
 type candidate struct {
-	p  Peer
-	id string
+	p    Peer
+	id   string
+	has  []bool  // per shard of the model (f.all): announced complete
+	n    int     // shards held
+	seed bool    // held every shard when this fetch first saw it
+	load float64 // requests the swarm is expected to send it (see survey)
+}
+
+// seenPeer is what a fetch remembers of a peer from its first sighting.
+type seenPeer struct {
+	seed  bool // held every shard: a seed, whose upload is the scarce resource
+	first int  // shards held then
+	// fetcher: held nothing then, or its holdings changed since: a peer
+	// that is itself downloading the model (and so gets a territory).
+	fetcher bool
+}
+
+// view is one scheduling pass's picture of the swarm.
+type view struct {
+	cands   []candidate
+	holders []int // per shard of the model
+	// Territory: the model's shards, rotated by offset, are split into M
+	// equal runs among the fetchers sorted by key; this node is rank r.
+	offset, rank, fetchers int
+	fallback               bool // idle long enough to ask a seed outside the territory
+}
+
+// pos is shard s's place in the rotated order; start is the first place
+// of this node's territory.
+func (v *view) pos(s int) int   { n := len(v.holders); return ((s-v.offset)%n + n) % n }
+func (v *view) start() int      { n := len(v.holders); return (v.rank*n + v.fetchers - 1) / v.fetchers }
+func (v *view) mine(s int) bool { return v.pos(s)*v.fetchers/len(v.holders) == v.rank }
+
+// rot orders shards from the start of this node's territory, wrapping.
+func (v *view) rot(s int) int { n := len(v.holders); return (v.pos(s) - v.start() + n) % n }
+
+// seedOnly reports whether every holder of shard s is a seed.
+func (v *view) seedOnly(s int) bool {
+	for _, c := range v.cands {
+		if c.has[s] && !c.seed {
+			return false
+		}
+	}
+	return true
+}
+
+// peerKey places a peer on the territory ring of a model.
+func peerKey(model rdrr.ModelID, id string) uint64 {
+	h := sha256.New()
+	h.Write(model[:])
+	h.Write([]byte(id))
+	return binary.BigEndian.Uint64(h.Sum(nil))
+}
+
+// survey reads who holds what, classifies peers (seed, fetcher), weighs
+// each holder's load and places this node on the territory ring. f.mu held.
+func (f *fetcher) survey(usable []candidate) *view {
+	n := len(f.all)
+	v := &view{cands: usable, holders: make([]int, n)}
+	lack := make([]float64, n) // fetchers (this node included) that lack shard s
+	keys := []uint64{f.selfKey}
+	for i := range usable {
+		c := &usable[i]
+		c.has = make([]bool, n)
+		for s, h := range f.all {
+			if f.peers.Has(c.p, h) {
+				c.has[s] = true
+				c.n++
+				v.holders[s]++
+			}
+		}
+		sp := f.seen[c.id]
+		if sp == nil {
+			sp = &seenPeer{seed: c.n == n, first: c.n, fetcher: c.n == 0}
+			f.seen[c.id] = sp
+		} else if c.n != sp.first {
+			sp.fetcher = true
+		}
+		c.seed = sp.seed
+		if sp.fetcher && c.n < n {
+			keys = append(keys, peerKey(f.id, c.id))
+			for s, ok := range c.has {
+				if !ok {
+					lack[s]++
+				}
+			}
+		}
+	}
+	for s, fs := range f.byIndex {
+		if fs != nil && !fs.done {
+			lack[s]++
+		}
+	}
+	// A holder's load: for every shard it holds, the fetchers that lack
+	// it, shared among its holders; a seed's is not shared (every fetcher
+	// knows the seeds from the start). A seed thus starts with the whole
+	// swarm's demand and keeps far more than a peer with a few fresh shards.
+	for i := range usable {
+		c := &usable[i]
+		for s, ok := range c.has {
+			switch {
+			case !ok:
+			case c.seed:
+				c.load += lack[s]
+			default:
+				c.load += lack[s] / float64(v.holders[s])
+			}
+		}
+	}
+	slices.Sort(keys)
+	v.rank, v.fetchers = slices.Index(keys, f.selfKey), len(keys)
+	hi, _ := bits.Mul64(keys[0], uint64(n))
+	v.offset = int(hi)
+	// Outside its territory a node asks a seed for a shard only seeds hold
+	// after being idle for about the time a seed takes to send a shard
+	// (its owner may be gone or not be fetching).
+	if len(f.reqs) == 0 {
+		wait := 4 * f.o.Poll
+		for _, c := range usable {
+			if c.seed {
+				if est, ok := f.s.peers.estimate(c.id, f.total/int64(n)); ok {
+					wait = max(wait, 2*est)
+				}
+			}
+		}
+		v.fallback = f.o.Clock.Now().Sub(f.idleSince) >= wait
+	}
+	return v
 }
 
 // schedule starts requests until Parallel are in flight or nothing more
@@ -313,15 +462,18 @@ func (f *fetcher) schedule() {
 			continue
 		}
 		seen[id] = true
-		usable = append(usable, candidate{p, id})
+		usable = append(usable, candidate{p: p, id: id})
 	}
 	if len(usable) == 0 {
 		return
 	}
-	// Holders of each incomplete shard, then the shards rarest first.
+	v := f.survey(usable)
+	// The incomplete shards someone holds, rarest first; ties among shards
+	// only seeds hold in territory order (this node's own first), other
+	// ties in this fetch's random order.
 	type rank struct {
 		fs      *fshard
-		holders []candidate
+		holders int
 		tie     int
 	}
 	var ranks []rank
@@ -329,12 +481,6 @@ func (f *fetcher) schedule() {
 	for i, fs := range f.shards {
 		if fs.done || fs.completing {
 			continue
-		}
-		var hs []candidate
-		for _, c := range usable {
-			if f.peers.Has(c.p, fs.sh.Hash) {
-				hs = append(hs, c)
-			}
 		}
 		for b, ok := range fs.have {
 			if !ok {
@@ -344,13 +490,17 @@ func (f *fetcher) schedule() {
 				}
 			}
 		}
-		if len(hs) > 0 {
-			ranks = append(ranks, rank{fs, hs, f.order[i]})
+		if h := v.holders[fs.idx]; h > 0 {
+			tie := len(f.all) + f.order[i]
+			if v.seedOnly(fs.idx) {
+				tie = v.rot(fs.idx)
+			}
+			ranks = append(ranks, rank{fs, h, tie})
 		}
 	}
 	sort.Slice(ranks, func(i, j int) bool {
-		if len(ranks[i].holders) != len(ranks[j].holders) {
-			return len(ranks[i].holders) < len(ranks[j].holders)
+		if ranks[i].holders != ranks[j].holders {
+			return ranks[i].holders < ranks[j].holders
 		}
 		return ranks[i].tie < ranks[j].tie
 	})
@@ -358,7 +508,7 @@ func (f *fetcher) schedule() {
 	for len(f.reqs) < f.o.Parallel {
 		started := false
 		for _, r := range ranks {
-			c, probe, ok := f.best(r.fs, r.holders)
+			c, probe, ok := f.best(r.fs, v, endgame)
 			if !ok {
 				continue
 			}
@@ -378,27 +528,43 @@ func (f *fetcher) schedule() {
 	}
 }
 
-// best returns the idle holder with the lowest expected time to fetch a
-// request's worth of the shard; unmeasured peers come first (probes).
-func (f *fetcher) best(fs *fshard, holders []candidate) (c candidate, probe, ok bool) {
+// best returns the holder of fs to ask now: an unmeasured one first (a
+// probe), else the one with the lowest cost, its expected time for a
+// request times (1 + our requests in flight to it) times (1 + its load).
+// When that holder has no free slot nothing is started: waiting for it is
+// expected to be cheaper than a worse holder (a seed, typically). A seed
+// is asked for a shard that only seeds hold just within this node's
+// territory (or when idle); in the endgame, seeds are left out of shards
+// that other peers hold.
+func (f *fetcher) best(fs *fshard, v *view, endgame bool) (c candidate, probe, ok bool) {
 	bytes := int64(f.o.BlocksPerRequest) * fs.sh.BlockSize
+	seedOnly := v.seedOnly(fs.idx)
+	seedOK := !seedOnly || !f.whole || v.mine(fs.idx) || v.fallback
 	var best candidate
-	var bestEst time.Duration
-	found := false
-	for _, h := range holders {
-		if f.perPeer[h.id] >= f.o.PerPeer {
+	var bestCost float64
+	found, free := false, false
+	for _, h := range v.cands {
+		if !h.has[fs.idx] || (h.seed && !seedOK) {
+			continue
+		}
+		idle := f.perPeer[h.id] < f.o.PerPeer
+		if endgame && (!idle || (h.seed && !seedOnly)) {
 			continue
 		}
 		est, known := f.s.peers.estimate(h.id, bytes)
-		est *= time.Duration(1 + f.perPeer[h.id])
 		if !known {
-			est = 0
+			if idle {
+				return h, true, true
+			}
+			// Its probe is in flight: wait for the measurement.
+			est, known = 0, true
 		}
-		if !found || est < bestEst {
-			best, bestEst, found, probe = h, est, true, !known
+		cost := float64(est) * float64(1+f.perPeer[h.id]) * (1 + h.load)
+		if !found || cost < bestCost {
+			best, bestCost, found, free = h, cost, true, idle
 		}
 	}
-	return best, probe, found
+	return best, false, found && free
 }
 
 // pick returns a run of at most n missing blocks of fs to ask peer id for:
@@ -612,6 +778,9 @@ func (f *fetcher) finish(r *request, err error) {
 	f.mu.Lock()
 	delete(f.reqs, r)
 	f.perPeer[r.id]--
+	if len(f.reqs) == 0 {
+		f.idleSince = now
+	}
 	requeued := 0
 	for i, ok := range r.got {
 		if !ok {
@@ -674,7 +843,7 @@ func (f *fetcher) finish(r *request, err error) {
 		if r.count > 1 {
 			f.s.peers.sample(r.id, rtt, r.bytes-int64(blockLen(r.fs.sh, r.first)), now.Sub(r.firstAt))
 		} else {
-			f.s.peers.sample(r.id, rtt, r.bytes, max(now.Sub(r.start), time.Microsecond))
+			f.s.peers.sample(r.id, rtt, 0, 0) // a probe: latency only
 		}
 	}
 	if r.superseded {

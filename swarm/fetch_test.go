@@ -44,7 +44,7 @@ func logPeers(t *testing.T, name string, s *Store) {
 // TestFetchSwarm: one seed and five peers that start together; each
 // announces shards as it completes them and serves them to the others.
 // Every peer ends with byte-identical verified shards, and the seed
-// uploads well under five copies of the model.
+// uploads about one copy of the model.
 func TestFetchSwarm(t *testing.T) {
 	src, id := synthModel(t, 24<<20, 1<<20, 16<<10, 11)
 	net := &testNet{}
@@ -87,8 +87,10 @@ func TestFetchSwarm(t *testing.T) {
 	}
 	up := float64(seed.Stats().BytesServed) / float64(total)
 	t.Logf("model %d bytes; seed uploaded %.2f× the model to %d peers", total, up, n)
-	if up > 2.5 {
-		t.Fatalf("seed uploaded %.2f× the model; peers did not serve each other", up)
+	// Each fetcher asks the seed only for its territory and prefers peers
+	// for the rest: about one copy (the old policy sent 1.3×).
+	if up > 1.2 {
+		t.Fatalf("seed uploaded %.2f× the model; want about one copy (peers serve each other)", up)
 	}
 }
 

@@ -72,6 +72,9 @@ type peerRec struct {
 type peerTable struct {
 	mu sync.Mutex
 	m  map[string]*peerRec
+	// typical is the median throughput of the peers measured, the prior
+	// for a peer known only by its probe (0 while none is measured).
+	typical float64
 }
 
 func newPeerTable() *peerTable { return &peerTable{m: map[string]*peerRec{}} }
@@ -91,8 +94,26 @@ func (t *peerTable) update(id string, f func(r *peerRec)) {
 	f(t.rec(id))
 }
 
+// retypical recomputes typical. t.mu held.
+func (t *peerTable) retypical() {
+	var ts []float64
+	for _, r := range t.m {
+		if r.Throughput > 0 {
+			ts = append(ts, r.Throughput)
+		}
+	}
+	t.typical = 0
+	if len(ts) > 0 {
+		sort.Float64s(ts)
+		t.typical = ts[len(ts)/2]
+	}
+}
+
 // sample records one request's timing: rtt to the first block, and n bytes
-// after it in d.
+// after it in d. A one-block probe passes n = 0: its time is all latency
+// (a first request may include the dial), which says nothing of the
+// throughput; until a longer request measures it, the peer is assumed to
+// have the typical throughput of the peers measured.
 func (t *peerTable) sample(id string, rtt time.Duration, n int64, d time.Duration) {
 	t.update(id, func(r *peerRec) {
 		var tput float64
@@ -104,11 +125,17 @@ func (t *peerTable) sample(id string, rtt time.Duration, n int64, d time.Duratio
 			r.Throughput = tput
 		} else {
 			r.RTT = time.Duration(ewmaAlpha*float64(rtt) + (1-ewmaAlpha)*float64(r.RTT))
-			if tput > 0 {
+			switch {
+			case tput > 0 && r.Throughput > 0:
 				r.Throughput = ewmaAlpha*tput + (1-ewmaAlpha)*r.Throughput
+			case tput > 0:
+				r.Throughput = tput
 			}
 		}
 		r.Samples++
+		if tput > 0 {
+			t.retypical()
+		}
 	})
 }
 
@@ -120,6 +147,7 @@ func (t *peerTable) slower(id string, timeout time.Duration) {
 		if r.Samples == 0 {
 			r.Samples = 1
 		}
+		t.retypical()
 	})
 }
 
@@ -131,8 +159,9 @@ func (t *peerTable) dropped(id string, model rdrr.ModelID) bool {
 }
 
 // estimate returns the expected time to fetch n bytes from the peer,
-// rtt + n/throughput, scaled up by its record of failures, and whether the
-// peer was ever measured (unknown peers are probed first).
+// rtt + n/throughput (the typical throughput, or 1 s for the lot, while
+// only its latency is known), scaled up by its record of failures, and
+// whether the peer was ever measured (unknown peers are probed first).
 func (t *peerTable) estimate(id string, n int64) (time.Duration, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -143,6 +172,8 @@ func (t *peerTable) estimate(id string, n int64) (time.Duration, bool) {
 	est := float64(r.RTT)
 	if r.Throughput > 0 {
 		est += float64(n) / r.Throughput * float64(time.Second)
+	} else if t.typical > 0 {
+		est += float64(n) / t.typical * float64(time.Second)
 	} else {
 		est += float64(time.Second)
 	}
