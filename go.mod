@@ -4,6 +4,7 @@ go 1.26.6
 
 require (
 	github.com/ardanlabs/jinja v1.8.0
+	github.com/coder/websocket v1.8.15
 	github.com/cogentcore/webgpu v0.23.1-0.20260618184503-834052c46924
 	github.com/ipfs/go-cid v0.6.2
 	github.com/libp2p/go-libp2p v0.51.0

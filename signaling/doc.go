@@ -2,4 +2,9 @@
 // (SDP offers/answers and ICE candidates relayed between peers), the HTTP
 // seed (manifests and shards with Range, ETag = shard hash, block proofs),
 // and the web page at /d.
+//
+// Server (server.go, room.go) is the signaling: mount Handler at /signal;
+// browsers connect to /signal?room=<model-id>, and the node itself joins a
+// room through Join, an in-process Endpoint. Seed (seed.go) is the HTTP
+// seed. The wire format and limits are in docs/protocols.md, "Signaling".
 package signaling

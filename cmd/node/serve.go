@@ -47,7 +47,7 @@ func newServe() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "serve MODEL... --http ADDR",
-		Short: "Serve models over HTTP (manifests, shards with Range, block proofs) for browsers and plain clients",
+		Short: "Serve models over HTTP for browsers and plain clients: the seed (manifests, shards with Range, block proofs) and WebSocket signaling at /signal",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -71,8 +71,16 @@ func newServe() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--http %s: %w", addr, err)
 			}
+			sig := signaling.New(signaling.Options{
+				// Rooms are the models this store holds.
+				Allow: func(room rdrr.ModelID) bool { _, _, ok := store.Manifest(room); return ok },
+				Log:   slog.Default(),
+			})
+			mux := http.NewServeMux()
+			mux.Handle("/signal", sig.Handler())
+			mux.Handle("/", signaling.NewSeed(store, slog.Default()).Handler())
 			srv := &http.Server{
-				Handler:           signaling.NewSeed(store, slog.Default()).Handler(),
+				Handler:           mux,
 				ReadHeaderTimeout: 10 * time.Second,
 				IdleTimeout:       2 * time.Minute,
 			}
@@ -95,10 +103,16 @@ func newServe() *cobra.Command {
 			}()
 			select {
 			case err := <-errc:
-				return err
-			case <-ctx.Done():
 				shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
+				sig.Shutdown(shut)
+				return err
+			case <-ctx.Done():
+				// Signaling connections are hijacked: http.Server.Shutdown
+				// does not see them, so close them first.
+				shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				sig.Shutdown(shut)
 				return srv.Shutdown(shut)
 			}
 		},
