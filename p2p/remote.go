@@ -67,35 +67,46 @@ func (r *Remote) Manifest(ctx context.Context, id rdrr.ModelID) (manifest, sig [
 		return nil, nil, err
 	}
 	defer c.close()
-	if err := c.write(&wire.ManifestRequest{ModelID: id}); err != nil {
-		c.reset()
-		return nil, nil, classify(ctx, c.peer, err)
-	}
-	c.s.CloseWrite()
-	m, err := c.read(wire.MaxManifestFrame)
+	manifest, sig, err = FetchManifest(ctx, c, c.peer, id)
 	if err != nil {
 		c.reset()
-		return nil, nil, classify(ctx, c.peer, err)
+	}
+	return manifest, sig, err
+}
+
+// FetchManifest is Remote.Manifest over an open exchange c on any
+// transport: it sends a ManifestRequest and verifies the answer. peer names
+// the peer in errors; ctx is consulted to classify a failed read (c bounds
+// its own calls). On error the caller aborts the exchange.
+func FetchManifest(ctx context.Context, c MsgConn, peer string, id rdrr.ModelID) (manifest, sig []byte, err error) {
+	if err := c.WriteMsg(&wire.ManifestRequest{ModelID: id}); err != nil {
+		return nil, nil, classify(ctx, peer, err)
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	m, err := c.ReadMsg(wire.MaxManifestFrame)
+	if err != nil {
+		return nil, nil, classify(ctx, peer, err)
 	}
 	switch m := m.(type) {
 	case *wire.Error:
-		return nil, nil, remoteError(c.peer, m)
+		return nil, nil, remoteError(peer, m)
 	case *wire.ManifestResponse:
 		if rdrr.Sum(m.Manifest) != id {
-			return nil, nil, fmt.Errorf("peer %s: model %s: %w", c.peer, id.Short(), ErrBadManifest)
+			return nil, nil, fmt.Errorf("peer %s: model %s: %w", peer, id.Short(), ErrBadManifest)
 		}
 		if _, err := rdrr.ParseManifest(m.Manifest); err != nil {
-			return nil, nil, fmt.Errorf("peer %s: model %s: %w: %w", c.peer, id.Short(), ErrBadManifest, err)
+			return nil, nil, fmt.Errorf("peer %s: model %s: %w: %w", peer, id.Short(), ErrBadManifest, err)
 		}
 		if m.Sig != nil {
 			if _, err := rdrr.VerifySignature(m.Manifest, m.Sig); err != nil {
-				return nil, nil, fmt.Errorf("peer %s: model %s: %w", c.peer, id.Short(), err)
+				return nil, nil, fmt.Errorf("peer %s: model %s: %w", peer, id.Short(), err)
 			}
 		}
 		return m.Manifest, m.Sig, nil
 	default:
-		c.reset()
-		return nil, nil, fmt.Errorf("peer %s: %w: %v in answer to ManifestRequest", c.peer, ErrProtocol, m.Type())
+		return nil, nil, fmt.Errorf("peer %s: %w: %v in answer to ManifestRequest", peer, ErrProtocol, m.Type())
 	}
 }
 
@@ -108,6 +119,23 @@ func (r *Remote) Manifest(ctx context.Context, id rdrr.ModelID) (manifest, sig [
 // Blocks before the failure have been delivered, so a caller resumes from
 // the last good one.
 func (r *Remote) ReadBlocks(ctx context.Context, sh rdrr.Shard, first, count int, fn func(index int, data []byte) error) error {
+	if err := CheckRange(sh, first, count); err != nil {
+		return err
+	}
+	c, err := r.open(ctx, ShardProtocol)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	if err := FetchBlocks(ctx, c, c.peer, sh, first, count, fn); err != nil {
+		c.reset()
+		return err
+	}
+	return nil
+}
+
+// CheckRange validates a ReadBlocks request before anything is sent.
+func CheckRange(sh rdrr.Shard, first, count int) error {
 	nb := len(sh.Blocks)
 	if first < 0 || count <= 0 || first+count > nb || int64(first+count) > 1<<32-1 {
 		return fmt.Errorf("shard %s: blocks [%d, %d) of %d", sh.Hash.Short(), first, first+count, nb)
@@ -115,48 +143,52 @@ func (r *Remote) ReadBlocks(ctx context.Context, sh rdrr.Shard, first, count int
 	if nb != rdrr.NumBlocks(sh.Size, sh.BlockSize) {
 		return fmt.Errorf("shard %s: %d block hashes for %d bytes", sh.Hash.Short(), nb, sh.Size)
 	}
-	c, err := r.open(ctx, ShardProtocol)
-	if err != nil {
+	return nil
+}
+
+// FetchBlocks is Remote.ReadBlocks over an open exchange c on any
+// transport: it sends a BlocksRequest and verifies every block (hash and
+// Merkle proof) before fn sees it, with the same errors. peer names the
+// peer in errors; ctx is consulted to classify a failed read (c bounds its
+// own calls). On error the caller aborts the exchange.
+func FetchBlocks(ctx context.Context, c MsgConn, peer string, sh rdrr.Shard, first, count int, fn func(index int, data []byte) error) error {
+	if err := CheckRange(sh, first, count); err != nil {
 		return err
 	}
-	defer c.close()
-	if err := c.write(&wire.BlocksRequest{Shard: sh.Hash, First: uint32(first), Count: uint32(count)}); err != nil {
-		c.reset()
-		return classify(ctx, c.peer, err)
+	if err := c.WriteMsg(&wire.BlocksRequest{Shard: sh.Hash, First: uint32(first), Count: uint32(count)}); err != nil {
+		return classify(ctx, peer, err)
 	}
-	c.s.CloseWrite()
-	fail := func(err error) error {
-		c.reset()
-		return err
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
 	}
 	for i := first; i <= first+count; i++ {
-		m, err := c.read(wire.MaxFrame)
+		m, err := c.ReadMsg(wire.MaxFrame)
 		if err != nil {
-			return fail(classify(ctx, c.peer, err))
+			return classify(ctx, peer, err)
 		}
 		switch m := m.(type) {
 		case *wire.Error:
-			return fail(remoteError(c.peer, m))
+			return remoteError(peer, m)
 		case *wire.End:
 			if i != first+count {
-				return fail(fmt.Errorf("peer %s: shard %s: %w: End after %d of %d blocks", c.peer, sh.Hash.Short(), ErrProtocol, i-first, count))
+				return fmt.Errorf("peer %s: shard %s: %w: End after %d of %d blocks", peer, sh.Hash.Short(), ErrProtocol, i-first, count)
 			}
 			return nil
 		case *wire.Block:
 			if i == first+count {
-				return fail(fmt.Errorf("peer %s: shard %s: %w: more blocks than asked", c.peer, sh.Hash.Short(), ErrProtocol))
+				return fmt.Errorf("peer %s: shard %s: %w: more blocks than asked", peer, sh.Hash.Short(), ErrProtocol)
 			}
 			if int(m.Index) != i {
-				return fail(fmt.Errorf("peer %s: shard %s: %w: block %d where %d was due", c.peer, sh.Hash.Short(), ErrProtocol, m.Index, i))
+				return fmt.Errorf("peer %s: shard %s: %w: block %d where %d was due", peer, sh.Hash.Short(), ErrProtocol, m.Index, i)
 			}
 			if err := verifyBlock(sh, i, m); err != nil {
-				return fail(fmt.Errorf("peer %s: shard %s block %d: %w", c.peer, sh.Hash.Short(), i, err))
+				return fmt.Errorf("peer %s: shard %s block %d: %w", peer, sh.Hash.Short(), i, err)
 			}
 			if err := fn(i, m.Data); err != nil {
-				return fail(err)
+				return err
 			}
 		default:
-			return fail(fmt.Errorf("peer %s: %w: %v in a block stream", c.peer, ErrProtocol, m.Type()))
+			return fmt.Errorf("peer %s: %w: %v in a block stream", peer, ErrProtocol, m.Type())
 		}
 	}
 	panic("unreachable")

@@ -14,6 +14,27 @@ import (
 	"github.com/doppler-llm/doppler/p2p/wire"
 )
 
+// MsgConn carries the shard protocol's messages over one exchange (one
+// request and its answer) on any transport: a libp2p stream here, a WebRTC
+// data channel in p2p/rtc. The implementation bounds every call (a deadline
+// per frame, a context) and counts traffic if it wants to; ReadMsg refuses
+// frames over max before allocating them. An implementation that can
+// half-close (CloseWrite() error) is half-closed after the request is sent.
+type MsgConn interface {
+	ReadMsg(max int) (wire.Message, error)
+	WriteMsg(m wire.Message) error
+}
+
+// Frames returns a MsgConn that frames messages over a byte stream with
+// wire.ReadMessage and wire.WriteMessage (one Write per frame); rw bounds
+// its own calls.
+func Frames(rw io.ReadWriter) MsgConn { return frames{rw} }
+
+type frames struct{ rw io.ReadWriter }
+
+func (f frames) ReadMsg(max int) (wire.Message, error) { return wire.ReadMessage(f.rw, max) }
+func (f frames) WriteMsg(m wire.Message) error         { return wire.WriteMessage(f.rw, m) }
+
 // conn wraps one stream: every read and write has a deadline and is
 // counted against the peer.
 type conn struct {
@@ -52,6 +73,11 @@ func (c *conn) write(m wire.Message) error {
 	c.n.stats.add(c.peer, uint64(k), 0)
 	return err
 }
+
+// ReadMsg and WriteMsg make a conn a MsgConn.
+func (c *conn) ReadMsg(max int) (wire.Message, error) { return c.read(max) }
+func (c *conn) WriteMsg(m wire.Message) error         { return c.write(m) }
+func (c *conn) CloseWrite() error                     { return c.s.CloseWrite() }
 
 // read reads one message of at most max bytes within the frame timeout.
 func (c *conn) read(max int) (wire.Message, error) {
