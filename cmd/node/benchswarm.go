@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -118,6 +119,7 @@ func newBenchSwarm() *cobra.Command {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 			defer cancel()
 			t0 = time.Now()
+			cpu0 := cpuTime()
 			errs := make([]error, peers)
 			var wg sync.WaitGroup
 			for i, n := range nodes {
@@ -129,12 +131,14 @@ func newBenchSwarm() *cobra.Command {
 			}
 			wg.Wait()
 			p2pTime := time.Since(t0)
+			p2pCPU := cpuTime() - cpu0
 			if err := errors.Join(errs...); err != nil {
 				return err
 			}
 			up := float64(seed.Host().Stats().Uploaded) / float64(total)
-			fmt.Fprintf(w, "p2p:  %d peers pulled in %v (%s/s per peer); seed uploaded %.2f× the model\n", peers,
-				p2pTime.Round(time.Millisecond), humanBytes(int64(float64(total)/p2pTime.Seconds())), up)
+			fmt.Fprintf(w, "p2p:  %d peers pulled in %v (%s/s per peer); seed uploaded %.2f× the model; cpu %v (%.2f cores)\n", peers,
+				p2pTime.Round(time.Millisecond), humanBytes(int64(float64(total)/p2pTime.Seconds())), up,
+				p2pCPU.Round(10*time.Millisecond), p2pCPU.Seconds()/p2pTime.Seconds())
 			for i, n := range nodes {
 				st := n.Host().Stats()
 				fmt.Fprintf(w, "      peer %d: uploaded %.2f×, downloaded %.2f×\n", i, float64(st.Uploaded)/float64(total), float64(st.Downloaded)/float64(total))
@@ -146,12 +150,14 @@ func newBenchSwarm() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			cpu0 = cpuTime()
 			all, err := httpPull(ctx, src, m.Manifest, dir, peers)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "http: 1 client in %v; %d parallel clients in %v (seed uploaded %d×)\n",
-				one.Round(time.Millisecond), peers, all.Round(time.Millisecond), peers)
+			httpCPU := cpuTime() - cpu0
+			fmt.Fprintf(w, "http: 1 client in %v; %d parallel clients in %v (seed uploaded %d×; cpu %v)\n",
+				one.Round(time.Millisecond), peers, all.Round(time.Millisecond), peers, httpCPU.Round(10*time.Millisecond))
 			fmt.Fprintf(w, "p2p / http(%d clients) time: %.2f; p2p / one http download: %.2f\n", peers,
 				p2pTime.Seconds()/all.Seconds(), p2pTime.Seconds()/one.Seconds())
 			return nil
@@ -260,4 +266,14 @@ func httpGet(ctx context.Context, url, path string, want rdrr.Hash) error {
 		return fmt.Errorf("GET %s: content hashes to %s", url, got[:12])
 	}
 	return f.Close()
+}
+
+// cpuTime is the process's user + system CPU time so far: on a shared or
+// small machine it tells work from waiting.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
