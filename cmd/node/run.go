@@ -114,8 +114,18 @@ func (f *runFlags) load(ctx context.Context) (l *loaded, err error) {
 			return nil, fmt.Errorf("--expert-vram %q: want a size such as 512MiB or 2GiB", f.expertVRAM)
 		}
 	}
-	m, err := engine.Load(ctx, dev, rm, engine.Options{Context: f.ctxLen, KVF32: f.kvF32, Batch: f.batch,
-		ExpertCache: f.expertCache, ExpertVRAM: vram, Logger: slog.Default()})
+	eo := engine.Options{Context: f.ctxLen, KVF32: f.kvF32, Batch: f.batch,
+		ExpertCache: f.expertCache, ExpertVRAM: vram, Logger: slog.Default()}
+	if node != nil && len(rm.Manifest.Experts) > 0 && (f.expertCache > 0 || vram > 0) {
+		// Joined and paging experts: record usage for gossip and read
+		// ahead the clusters gatekeepers publish.
+		if tr, err := node.Experts(rm.ID); err != nil {
+			slog.Warn("expert usage gossip off", "err", err)
+		} else {
+			tr.Hook(&eo)
+		}
+	}
+	m, err := engine.Load(ctx, dev, rm, eo)
 	if err != nil {
 		dev.Close()
 		return nil, fmt.Errorf("%s: %w", dir, err)
