@@ -29,6 +29,8 @@
 //     Outside its territory a node asks a seed for a seed-only shard only
 //     after it has had nothing in flight for about twice the time the seed
 //     takes to send a shard (the owner may be gone or not be fetching).
+//     Requests to a seed are a quarter of BlocksPerRequest, so what a node
+//     asked for before it saw the other fetchers costs the seed little.
 //     A fetch limited to some shards (FetchOptions.Shards, the engine
 //     reading a tensor) has no territory: it must not wait.
 //   - Holder choice. Among a shard's holders the fetch asks the one with
@@ -43,7 +45,9 @@
 //     demand at first and loses to any peer holding the shard, and to a
 //     busy one too: when the cheapest holder has no free slot nothing else
 //     is asked for that shard, since waiting for it is expected to be
-//     cheaper than the next.
+//     cheaper than the next. A seed is considered for a shard that peers
+//     hold only when this node has nothing in flight (its peers failed,
+//     left or were set aside).
 //   - Several sources and endgame. A shard's missing blocks are split into
 //     runs of FetchOptions.BlocksPerRequest asked of different holders. When
 //     every missing block is in flight and few remain, idle holders are

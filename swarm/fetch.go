@@ -513,6 +513,12 @@ func (f *fetcher) schedule() {
 				continue
 			}
 			n := f.o.BlocksPerRequest
+			if c.seed && f.whole {
+				// Short requests to a seed: what a node asked for before it
+				// knew the other fetchers (or before a shard's owner
+				// announced it) costs the seed little.
+				n = max(1, n/4)
+			}
 			if probe {
 				n = 1 // an unmeasured peer gets a one-block probe first
 			}
@@ -534,12 +540,16 @@ func (f *fetcher) schedule() {
 // When that holder has no free slot nothing is started: waiting for it is
 // expected to be cheaper than a worse holder (a seed, typically). A seed
 // is asked for a shard that only seeds hold just within this node's
-// territory (or when idle); in the endgame, seeds are left out of shards
-// that other peers hold.
+// territory (or when idle), and for a shard that peers hold too only when
+// this node has nothing in flight; in the endgame, seeds are left out of
+// shards that other peers hold.
 func (f *fetcher) best(fs *fshard, v *view, endgame bool) (c candidate, probe, ok bool) {
 	bytes := int64(f.o.BlocksPerRequest) * fs.sh.BlockSize
 	seedOnly := v.seedOnly(fs.idx)
-	seedOK := !seedOnly || !f.whole || v.mine(fs.idx) || v.fallback
+	// A seed: for a shard only seeds hold, within the territory (or when
+	// idle for long); for one that peers hold too, only while this node
+	// has nothing else in flight (then the costs decide).
+	seedOK := !f.whole || (seedOnly && (v.mine(fs.idx) || v.fallback)) || (!seedOnly && len(f.reqs) == 0)
 	var best candidate
 	var bestCost float64
 	found, free := false, false

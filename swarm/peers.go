@@ -159,8 +159,9 @@ func (t *peerTable) dropped(id string, model rdrr.ModelID) bool {
 }
 
 // estimate returns the expected time to fetch n bytes from the peer,
-// rtt + n/throughput (the typical throughput, or 1 s for the lot, while
-// only its latency is known), scaled up by its record of failures, and
+// rtt + n/throughput (while only its latency is known: the typical
+// throughput, or 1 s for the lot if it ever failed or none is measured),
+// scaled up by its record of failures and bad blocks, and
 // whether the peer was ever measured (unknown peers are probed first).
 func (t *peerTable) estimate(id string, n int64) (time.Duration, bool) {
 	t.mu.Lock()
@@ -172,12 +173,14 @@ func (t *peerTable) estimate(id string, n int64) (time.Duration, bool) {
 	est := float64(r.RTT)
 	if r.Throughput > 0 {
 		est += float64(n) / r.Throughput * float64(time.Second)
-	} else if t.typical > 0 {
+	} else if t.typical > 0 && r.Timeouts+r.Errors+r.Short+r.BadBlocks == 0 {
 		est += float64(n) / t.typical * float64(time.Second)
 	} else {
 		est += float64(time.Second)
 	}
-	penalty := 1 + 4*float64(r.BadBlocks) + float64(r.Timeouts+r.Errors+r.Short)
+	// A forged block weighs far more than a failure: such a peer is only
+	// worth asking (for another model) if it is much faster than the rest.
+	penalty := 1 + 64*float64(r.BadBlocks) + float64(r.Timeouts+r.Errors+r.Short)
 	return time.Duration(est * penalty), true
 }
 
