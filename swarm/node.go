@@ -545,6 +545,9 @@ func (n *Node) ensureManifest(ctx context.Context, id rdrr.ModelID) error {
 		return nil
 	}
 	try := func(peers []string) error {
+		if len(peers) == 0 {
+			return errors.New("no peer to ask") // (errors.Join of nothing is nil: not a success)
+		}
 		var errs []error
 		for _, p := range peers {
 			n.mu.Lock()
