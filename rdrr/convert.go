@@ -188,7 +188,7 @@ func convertInto(ctx context.Context, src source, dir string, opts ConvertOption
 		if err != nil {
 			return ModelID{}, err
 		}
-		if err := writeFileSync(filepath.Join(dir, SignatureFile), sig); err != nil {
+		if err := WriteFileAtomic(filepath.Join(dir, SignatureFile), sig); err != nil {
 			return ModelID{}, err
 		}
 	}

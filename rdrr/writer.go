@@ -161,7 +161,7 @@ func (w *Writer) Finish(m *Manifest) (ModelID, error) {
 	if err != nil {
 		return ModelID{}, err
 	}
-	if err := writeFileSync(filepath.Join(w.dir, ManifestFile), b); err != nil {
+	if err := WriteFileAtomic(filepath.Join(w.dir, ManifestFile), b); err != nil {
 		return ModelID{}, err
 	}
 	return Sum(b), nil
@@ -348,8 +348,10 @@ func (s *shardFile) finish() (Shard, error) {
 	return Shard{Hash: h, Size: s.size, BlockSize: s.blockSize, Blocks: s.blocks, Root: MerkleRoot(s.blocks)}, nil
 }
 
-// writeFileSync writes a file through a temporary name, syncs and renames it.
-func writeFileSync(path string, data []byte) error {
+// WriteFileAtomic writes a file through a temporary name in the same
+// directory, syncs it and renames it into place: readers see the old file
+// or the whole new one, never a part.
+func WriteFileAtomic(path string, data []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return err

@@ -110,7 +110,7 @@ func (s *Store) createPartial(h rdrr.Hash, e *entry) error {
 		f.Close()
 		return err
 	}
-	if err := writeFileSync(s.sidecarPath(h), []byte(sidecarMagic)); err != nil {
+	if err := rdrr.WriteFileAtomic(s.sidecarPath(h), []byte(sidecarMagic)); err != nil {
 		f.Close()
 		return err
 	}
@@ -250,7 +250,7 @@ func (s *Store) dropBlocks(h rdrr.Hash, e *entry, bad []int) {
 		e.side.Close()
 		e.side = nil
 	}
-	if err := writeFileSync(s.sidecarPath(h), side); err != nil {
+	if err := rdrr.WriteFileAtomic(s.sidecarPath(h), side); err != nil {
 		s.log.Error("store: rewriting sidecar failed; dropping the shard", "shard", h.Short(), "err", err)
 		s.mu.Lock()
 		s.dropFilesLocked(h, e)

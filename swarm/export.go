@@ -49,11 +49,11 @@ func (s *Store) Export(ctx context.Context, id rdrr.ModelID, dir string) error {
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(tmp, rdrr.ManifestFile), man); err != nil {
+	if err := rdrr.WriteFileAtomic(filepath.Join(tmp, rdrr.ManifestFile), man); err != nil {
 		return err
 	}
 	if sig != nil {
-		if err := writeFileSync(filepath.Join(tmp, rdrr.SignatureFile), sig); err != nil {
+		if err := rdrr.WriteFileAtomic(filepath.Join(tmp, rdrr.SignatureFile), sig); err != nil {
 			return err
 		}
 	}

@@ -386,11 +386,11 @@ func (s *Store) AddModel(manifest, sig []byte) (rdrr.ModelID, error) {
 		return id, err
 	}
 	defer os.RemoveAll(tmp)
-	if err := writeFileSync(filepath.Join(tmp, rdrr.ManifestFile), manifest); err != nil {
+	if err := rdrr.WriteFileAtomic(filepath.Join(tmp, rdrr.ManifestFile), manifest); err != nil {
 		return id, err
 	}
 	if sig != nil {
-		if err := writeFileSync(filepath.Join(tmp, rdrr.SignatureFile), sig); err != nil {
+		if err := rdrr.WriteFileAtomic(filepath.Join(tmp, rdrr.SignatureFile), sig); err != nil {
 			return id, err
 		}
 	}
@@ -751,28 +751,6 @@ func (s *Store) makeRoom(need int64, keep *entry) error {
 
 func blockLen(sh rdrr.Shard, i int) int {
 	return int(min(sh.BlockSize, sh.Size-int64(i)*sh.BlockSize))
-}
-
-// writeFileSync writes a file through a temporary name, syncs and renames it.
-func writeFileSync(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }
 
 func syncDir(dir string) {
