@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -80,7 +81,7 @@ func (n *Host) topic(id rdrr.ModelID) (*topicState, error) {
 	ts := &topicState{t: t, inventory: map[string]InventoryEntry{}}
 	n.topics[id] = ts
 	if ev, err := t.EventHandler(); err == nil {
-		n.goBackground(func() { n.greetLoop(id, ev) })
+		n.goBackground(func() { n.greetLoop(id, t, ev) })
 	}
 	return ts, nil
 }
@@ -88,7 +89,7 @@ func (n *Host) topic(id rdrr.ModelID) (*topicState, error) {
 // greetLoop re-publishes this host's inventory for a model when a peer
 // joins its topic, so a newcomer learns it at once instead of at the next
 // periodic announcement. It ends when the host closes.
-func (n *Host) greetLoop(id rdrr.ModelID, ev *pubsub.TopicEventHandler) {
+func (n *Host) greetLoop(id rdrr.ModelID, t *pubsub.Topic, ev *pubsub.TopicEventHandler) {
 	defer ev.Cancel()
 	for {
 		e, err := ev.NextPeerEvent(n.ctx)
@@ -98,11 +99,40 @@ func (n *Host) greetLoop(id rdrr.ModelID, ev *pubsub.TopicEventHandler) {
 		if e.Type != pubsub.PeerJoin {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(n.ctx, n.opts.FrameTimeout)
-		if err := n.publish(ctx, id); err != nil && n.ctx.Err() == nil {
-			n.log.Debug("gossip: greet", "model", id.Short(), "peer", e.Peer, "err", err)
-		}
-		cancel()
+		// The join event can come before the topic lists the peer or before
+		// the stream to it is ready, and a publish then reaches no one: wait
+		// (bounded) until it is listed, then greet twice, shortly and a
+		// little later.
+		p := e.Peer
+		n.goBackground(func() {
+			for i := 0; i < 40 && !slices.Contains(t.ListPeers(), p); i++ {
+				if !n.sleep(25 * time.Millisecond) {
+					return
+				}
+			}
+			for _, d := range []time.Duration{250 * time.Millisecond, 2 * time.Second} {
+				if !n.sleep(d) {
+					return
+				}
+				ctx, cancel := context.WithTimeout(n.ctx, n.opts.FrameTimeout)
+				if err := n.publish(ctx, id); err != nil && n.ctx.Err() == nil {
+					n.log.Debug("gossip: greet", "model", id.Short(), "peer", p, "err", err)
+				}
+				cancel()
+			}
+		})
+	}
+}
+
+// sleep waits d, or returns false when the host closes first.
+func (n *Host) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-n.ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
