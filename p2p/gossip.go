@@ -54,6 +54,28 @@ func (g *gossip) closeAll() {
 // TopicName returns a model's gossip topic.
 func TopicName(id rdrr.ModelID) string { return InventoryTopicPrefix + id.String() }
 
+// joinValidated registers a validator that accepts a message when decode
+// does (keeping the decoded value as ValidatorData), then joins the topic.
+func (n *Host) joinValidated(name, what string, decode func(*pubsub.Message) (any, error)) (*pubsub.Topic, error) {
+	err := n.ps.RegisterTopicValidator(name, func(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+		v, err := decode(msg)
+		if err != nil {
+			n.log.Debug(what+": rejected message", "from", from, "err", err)
+			return pubsub.ValidationReject
+		}
+		msg.ValidatorData = v
+		return pubsub.ValidationAccept
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	t, err := n.ps.Join(name)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return t, nil
+}
+
 // topic joins a model's topic once; the validator accepts only well-formed
 // inventories for that model whose Peer is the message's signed author.
 // Called with g.mu held.
@@ -61,22 +83,11 @@ func (n *Host) topic(id rdrr.ModelID) (*topicState, error) {
 	if ts, ok := n.topics[id]; ok {
 		return ts, nil
 	}
-	name := TopicName(id)
-	err := n.ps.RegisterTopicValidator(name, func(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
-		inv, err := decodeInventory(msg, id)
-		if err != nil {
-			n.log.Debug("gossip: rejected inventory", "from", from, "err", err)
-			return pubsub.ValidationReject
-		}
-		msg.ValidatorData = inv
-		return pubsub.ValidationAccept
+	t, err := n.joinValidated(TopicName(id), "gossip "+id.Short(), func(msg *pubsub.Message) (any, error) {
+		return decodeInventory(msg, id)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("gossip %s: %w", id.Short(), err)
-	}
-	t, err := n.ps.Join(name)
-	if err != nil {
-		return nil, fmt.Errorf("gossip %s: %w", id.Short(), err)
+		return nil, err
 	}
 	ts := &topicState{t: t, inventory: map[string]InventoryEntry{}}
 	n.topics[id] = ts

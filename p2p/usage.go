@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
@@ -50,22 +49,11 @@ func (n *Host) usageTopic(id rdrr.ModelID) (*pubsub.Topic, error) {
 	if t, ok := us.topics[id]; ok {
 		return t, nil
 	}
-	name := UsageTopicName(id)
-	err := n.ps.RegisterTopicValidator(name, func(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
-		m, err := decodeUsage(msg, id)
-		if err != nil {
-			n.log.Debug("gossip: rejected usage message", "from", from, "err", err)
-			return pubsub.ValidationReject
-		}
-		msg.ValidatorData = m
-		return pubsub.ValidationAccept
+	t, err := n.joinValidated(UsageTopicName(id), "usage gossip "+id.Short(), func(msg *pubsub.Message) (any, error) {
+		return decodeUsage(msg, id)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("usage gossip %s: %w", id.Short(), err)
-	}
-	t, err := n.ps.Join(name)
-	if err != nil {
-		return nil, fmt.Errorf("usage gossip %s: %w", id.Short(), err)
+		return nil, err
 	}
 	us.topics[id] = t
 	return t, nil
