@@ -4,26 +4,19 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+
+	"github.com/doppler-llm/doppler/p2p/shardproto"
 )
 
 // Errors returned by Remote and the host. Every error wraps at most one of
 // these (plus rdrr.ErrBadBlock / rdrr.ErrBadProof / rdrr.ErrBadSignature and
 // the wire package's errors where they apply).
 var (
-	// ErrNotFound: the peer does not have the model or shard (wire.CodeNotFound).
-	ErrNotFound = errors.New("peer does not have it")
-	// ErrRemote: the peer answered another wire.Error (busy, bad request,
-	// internal); the *wire.Error is wrapped too.
-	ErrRemote = errors.New("peer refused")
-	// ErrProtocol: the peer broke the protocol: a malformed or oversize frame,
-	// an unexpected message, a block out of order or of the wrong size, or a
-	// stream that ended early (also wraps the wire error).
-	ErrProtocol = errors.New("protocol violation")
-	// ErrTimeout: the peer sent nothing for FrameTimeout (a stalled peer).
-	ErrTimeout = errors.New("peer stalled")
-	// ErrBadManifest: the bytes a peer sent do not hash to the model ID or
-	// are not a valid manifest.
-	ErrBadManifest = errors.New("manifest does not match the model ID")
+	ErrNotFound    = shardproto.ErrNotFound    // the peer does not have the model or shard
+	ErrRemote      = shardproto.ErrRemote      // the peer answered another wire.Error
+	ErrProtocol    = shardproto.ErrProtocol    // the peer broke the protocol
+	ErrTimeout     = shardproto.ErrTimeout     // the peer sent nothing for FrameTimeout
+	ErrBadManifest = shardproto.ErrBadManifest // the manifest does not match the model ID
 	// ErrClosed: the host is closed.
 	ErrClosed = errors.New("host closed")
 )

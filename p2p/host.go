@@ -24,7 +24,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
-	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/p2p/shardproto"
 )
 
 // Protocol IDs.
@@ -40,17 +40,7 @@ const (
 var DefaultListen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 
 // Provider is what the host serves (the swarm's store implements it).
-type Provider interface {
-	// Manifest returns manifest.json's bytes and manifest.sig's (nil when
-	// unsigned) of a model the provider holds.
-	Manifest(id rdrr.ModelID) (manifest, sig []byte, ok bool)
-	// Shard returns the table entry of a shard, from a manifest the
-	// provider trusts.
-	Shard(h rdrr.Hash) (rdrr.Shard, bool)
-	// ReadBlock fills p with the verified bytes of one block and returns
-	// their count (the block's size; the last block may be short).
-	ReadBlock(h rdrr.Hash, index int, p []byte) (int, error)
-}
+type Provider = shardproto.Provider
 
 // Options configures a Host. Zero values take the documented defaults.
 type Options struct {

@@ -1,16 +1,14 @@
 package p2p
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
-	"github.com/doppler-llm/doppler/p2p/wire"
+	"github.com/doppler-llm/doppler/p2p/shardproto"
 	"github.com/doppler-llm/doppler/rdrr"
 )
 
@@ -75,39 +73,9 @@ func (r *Remote) Manifest(ctx context.Context, id rdrr.ModelID) (manifest, sig [
 }
 
 // FetchManifest is Remote.Manifest over an open exchange c on any
-// transport: it sends a ManifestRequest and verifies the answer. peer names
-// the peer in errors; ctx is consulted to classify a failed read (c bounds
-// its own calls). On error the caller aborts the exchange.
+// transport (see shardproto.FetchManifest).
 func FetchManifest(ctx context.Context, c MsgConn, peer string, id rdrr.ModelID) (manifest, sig []byte, err error) {
-	if err := c.WriteMsg(&wire.ManifestRequest{ModelID: id}); err != nil {
-		return nil, nil, classify(ctx, peer, err)
-	}
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
-	m, err := c.ReadMsg(wire.MaxManifestFrame)
-	if err != nil {
-		return nil, nil, classify(ctx, peer, err)
-	}
-	switch m := m.(type) {
-	case *wire.Error:
-		return nil, nil, remoteError(peer, m)
-	case *wire.ManifestResponse:
-		if rdrr.Sum(m.Manifest) != id {
-			return nil, nil, fmt.Errorf("peer %s: model %s: %w", peer, id.Short(), ErrBadManifest)
-		}
-		if _, err := rdrr.ParseManifest(m.Manifest); err != nil {
-			return nil, nil, fmt.Errorf("peer %s: model %s: %w: %w", peer, id.Short(), ErrBadManifest, err)
-		}
-		if m.Sig != nil {
-			if _, err := rdrr.VerifySignature(m.Manifest, m.Sig); err != nil {
-				return nil, nil, fmt.Errorf("peer %s: model %s: %w", peer, id.Short(), err)
-			}
-		}
-		return m.Manifest, m.Sig, nil
-	default:
-		return nil, nil, fmt.Errorf("peer %s: %w: %v in answer to ManifestRequest", peer, ErrProtocol, m.Type())
-	}
+	return shardproto.FetchManifest(ctx, c, peer, id)
 }
 
 // ReadBlocks fetches blocks [first, first+count) of a shard and calls fn
@@ -136,74 +104,11 @@ func (r *Remote) ReadBlocks(ctx context.Context, sh rdrr.Shard, first, count int
 
 // CheckRange validates a ReadBlocks request before anything is sent.
 func CheckRange(sh rdrr.Shard, first, count int) error {
-	nb := len(sh.Blocks)
-	if first < 0 || count <= 0 || first+count > nb || int64(first+count) > 1<<32-1 {
-		return fmt.Errorf("shard %s: blocks [%d, %d) of %d", sh.Hash.Short(), first, first+count, nb)
-	}
-	if nb != rdrr.NumBlocks(sh.Size, sh.BlockSize) {
-		return fmt.Errorf("shard %s: %d block hashes for %d bytes", sh.Hash.Short(), nb, sh.Size)
-	}
-	return nil
+	return shardproto.CheckRange(sh, first, count)
 }
 
 // FetchBlocks is Remote.ReadBlocks over an open exchange c on any
-// transport: it sends a BlocksRequest and verifies every block (hash and
-// Merkle proof) before fn sees it, with the same errors. peer names the
-// peer in errors; ctx is consulted to classify a failed read (c bounds its
-// own calls). On error the caller aborts the exchange.
+// transport (see shardproto.FetchBlocks).
 func FetchBlocks(ctx context.Context, c MsgConn, peer string, sh rdrr.Shard, first, count int, fn func(index int, data []byte) error) error {
-	if err := CheckRange(sh, first, count); err != nil {
-		return err
-	}
-	if err := c.WriteMsg(&wire.BlocksRequest{Shard: sh.Hash, First: uint32(first), Count: uint32(count)}); err != nil {
-		return classify(ctx, peer, err)
-	}
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-	}
-	for i := first; i <= first+count; i++ {
-		m, err := c.ReadMsg(wire.MaxFrame)
-		if err != nil {
-			return classify(ctx, peer, err)
-		}
-		switch m := m.(type) {
-		case *wire.Error:
-			return remoteError(peer, m)
-		case *wire.End:
-			if i != first+count {
-				return fmt.Errorf("peer %s: shard %s: %w: End after %d of %d blocks", peer, sh.Hash.Short(), ErrProtocol, i-first, count)
-			}
-			return nil
-		case *wire.Block:
-			if i == first+count {
-				return fmt.Errorf("peer %s: shard %s: %w: more blocks than asked", peer, sh.Hash.Short(), ErrProtocol)
-			}
-			if int(m.Index) != i {
-				return fmt.Errorf("peer %s: shard %s: %w: block %d where %d was due", peer, sh.Hash.Short(), ErrProtocol, m.Index, i)
-			}
-			if err := verifyBlock(sh, i, m); err != nil {
-				return fmt.Errorf("peer %s: shard %s block %d: %w", peer, sh.Hash.Short(), i, err)
-			}
-			if err := fn(i, m.Data); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("peer %s: %w: %v in a block stream", peer, ErrProtocol, m.Type())
-		}
-	}
-	panic("unreachable")
-}
-
-func verifyBlock(sh rdrr.Shard, i int, b *wire.Block) error {
-	if want := blockLen(sh, i); len(b.Data) != want {
-		return fmt.Errorf("%w: %d bytes, want %d", rdrr.ErrBadBlock, len(b.Data), want)
-	}
-	leaf := rdrr.Hash(sha256.Sum256(b.Data))
-	if !bytes.Equal(leaf[:], sh.Blocks[i][:]) {
-		return rdrr.ErrBadBlock
-	}
-	if err := rdrr.VerifyProof(sh.Root, leaf, i, len(sh.Blocks), b.Proof); err != nil {
-		return fmt.Errorf("%w: %w", rdrr.ErrBadBlock, err)
-	}
-	return nil
+	return shardproto.FetchBlocks(ctx, c, peer, sh, first, count, fn)
 }

@@ -2,38 +2,23 @@ package p2p
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/doppler-llm/doppler/p2p/shardproto"
 	"github.com/doppler-llm/doppler/p2p/wire"
 )
 
-// MsgConn carries the shard protocol's messages over one exchange (one
-// request and its answer) on any transport: a libp2p stream here, a WebRTC
-// data channel in p2p/rtc. The implementation bounds every call (a deadline
-// per frame, a context) and counts traffic if it wants to; ReadMsg refuses
-// frames over max before allocating them. An implementation that can
-// half-close (CloseWrite() error) is half-closed after the request is sent.
-type MsgConn interface {
-	ReadMsg(max int) (wire.Message, error)
-	WriteMsg(m wire.Message) error
-}
+// MsgConn carries the shard protocol's messages over one exchange on any
+// transport: a libp2p stream here, a WebRTC data channel in p2p/rtc (see
+// shardproto.MsgConn).
+type MsgConn = shardproto.MsgConn
 
-// Frames returns a MsgConn that frames messages over a byte stream with
-// wire.ReadMessage and wire.WriteMessage (one Write per frame); rw bounds
-// its own calls.
-func Frames(rw io.ReadWriter) MsgConn { return frames{rw} }
-
-type frames struct{ rw io.ReadWriter }
-
-func (f frames) ReadMsg(max int) (wire.Message, error) { return wire.ReadMessage(f.rw, max) }
-func (f frames) WriteMsg(m wire.Message) error         { return wire.WriteMessage(f.rw, m) }
+// Frames returns a MsgConn that frames messages over a byte stream.
+func Frames(rw io.ReadWriter) MsgConn { return shardproto.Frames(rw) }
 
 // conn wraps one stream: every read and write has a deadline and is
 // counted against the peer.
@@ -99,35 +84,12 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return k, err
 }
 
-// classify turns a read error into one of the package's sentinels.
 func classify(ctx context.Context, peer string, err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case ctx.Err() != nil:
-		return fmt.Errorf("peer %s: %w", peer, ctx.Err())
-	case errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err):
-		return fmt.Errorf("peer %s: %w: %v", peer, ErrTimeout, err)
-	case errors.Is(err, io.EOF):
-		return fmt.Errorf("peer %s: %w: stream ended early", peer, ErrProtocol)
-	case errors.Is(err, wire.ErrFrameTooLarge), errors.Is(err, wire.ErrMalformed),
-		errors.Is(err, wire.ErrTruncated), errors.Is(err, wire.ErrTooManySkips):
-		return fmt.Errorf("peer %s: %w: %w", peer, ErrProtocol, err)
-	}
-	return fmt.Errorf("peer %s: %w", peer, err)
+	return shardproto.Classify(ctx, peer, err)
 }
 
-func isTimeout(err error) bool {
-	var t interface{ Timeout() bool }
-	return errors.As(err, &t) && t.Timeout()
-}
+func isTimeout(err error) bool { return shardproto.IsTimeout(err) }
 
-// remoteError turns a wire.Error into a sentinel.
-func remoteError(peer string, e *wire.Error) error {
-	if e.Code == wire.CodeNotFound {
-		return fmt.Errorf("peer %s: %w: %w", peer, ErrNotFound, e)
-	}
-	return fmt.Errorf("peer %s: %w: %w", peer, ErrRemote, e)
-}
+func remoteError(peer string, e *wire.Error) error { return shardproto.RemoteError(peer, e) }
 
 func protoID(s string) protocol.ID { return protocol.ID(s) }

@@ -31,12 +31,12 @@ func (s *Store) lookup(h rdrr.Hash) (*entry, error) {
 // The first block of a shard reserves the shard's size under the quota,
 // evicting least-recently-used shards when needed.
 func (s *Store) WriteBlock(h rdrr.Hash, index int, data []byte) error {
-	_, err := s.writeBlock(h, index, data)
+	_, err := s.PutBlock(h, index, data)
 	return err
 }
 
-// writeBlock is WriteBlock; wrote tells whether the block was new.
-func (s *Store) writeBlock(h rdrr.Hash, index int, data []byte) (wrote bool, err error) {
+// PutBlock is WriteBlock telling whether the block was new (BlockStore).
+func (s *Store) PutBlock(h rdrr.Hash, index int, data []byte) (wrote bool, err error) {
 	e, err := s.lookup(h)
 	if err != nil {
 		return false, err

@@ -123,7 +123,8 @@ type request struct {
 }
 
 type fetcher struct {
-	s     *Store
+	s     *Fetcher
+	bs    BlockStore
 	id    rdrr.ModelID
 	peers PeerSet
 	o     FetchOptions
@@ -154,6 +155,62 @@ type fetcher struct {
 	lastProg  time.Time
 }
 
+// BlockStore is what a Fetcher writes verified blocks into: the node's
+// Store, or the browser client's OPFS store.
+type BlockStore interface {
+	// Has reports whether shard h is held complete.
+	Has(h rdrr.Hash) bool
+	// HaveBlocks returns which blocks of shard h are held (nil: a shard of
+	// no model the store knows).
+	HaveBlocks(h rdrr.Hash) []bool
+	// PutBlock hashes block index of shard h and keeps it; a block that
+	// does not match the manifest is an error wrapping rdrr.ErrBadBlock,
+	// and wrote is false when the block was held already.
+	PutBlock(h rdrr.Hash, index int, data []byte) (wrote bool, err error)
+	// Complete checks a shard whose every block is held and makes it
+	// complete; ErrIncomplete (with HaveBlocks updated) sends the fetch
+	// back for the blocks found bad.
+	Complete(h rdrr.Hash) error
+}
+
+// Fetcher downloads models' shards into a BlockStore with the swarm's
+// policy (rarest first, territories, several sources per shard, endgame,
+// stalled requests cut off, bad peers dropped). What it learns of peers
+// (speed, failures, peers dropped per model) lasts across fetches. It
+// builds for GOOS=js: the browser client fetches with it.
+type Fetcher struct {
+	bs    BlockStore
+	log   *slog.Logger
+	peers *peerTable
+
+	mu sync.Mutex
+	st FetchStats
+}
+
+// NewFetcher returns a Fetcher writing into bs (log nil: discard).
+func NewFetcher(bs BlockStore, log *slog.Logger) *Fetcher {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Fetcher{bs: bs, log: log, peers: newPeerTable()}
+}
+
+// Stats returns the cumulative counters of the fetcher's fetches.
+func (fr *Fetcher) Stats() FetchStats {
+	fr.mu.Lock()
+	defer fr.mu.Unlock()
+	return fr.st
+}
+
+// PeerStats reports what the fetcher knows of each peer it has used.
+func (fr *Fetcher) PeerStats() []PeerStats { return fr.peers.snapshot() }
+
+func (fr *Fetcher) count(f func(st *FetchStats)) {
+	fr.mu.Lock()
+	f(&fr.st)
+	fr.mu.Unlock()
+}
+
 // Fetch downloads every shard of model id (whose manifest is already in
 // the store) that the store lacks, from the peers of peers, verifying each
 // block before it is written. It resumes from the blocks already held
@@ -162,22 +219,39 @@ type fetcher struct {
 // peers, cuts off requests that stall, drops for this model a peer that
 // sends a bad block, and returns nil only when every shard is complete.
 func (s *Store) Fetch(ctx context.Context, id rdrr.ModelID, peers PeerSet, opts FetchOptions) error {
-	opts.fill()
 	m, ok := s.manifest(id)
 	if !ok {
 		return fmt.Errorf("model %s: %w", id.Short(), ErrUnknownModel)
 	}
 	unpin := s.pinModel(m)
 	defer unpin()
+	var need int64
+	for _, sh := range m.Shards {
+		if len(opts.Shards) > 0 && !slices.Contains(opts.Shards, sh.Hash) || s.Has(sh.Hash) {
+			continue
+		}
+		if !slices.Contains(s.HaveBlocks(sh.Hash), true) {
+			need += sh.Size
+		}
+	}
+	if err := s.makeRoom(need, nil); err != nil {
+		return err
+	}
+	return s.fetch.Fetch(ctx, id, m, peers, opts)
+}
+
+// Fetch downloads every shard of model id (manifest m) that the
+// BlockStore lacks, as Store.Fetch does.
+func (fr *Fetcher) Fetch(ctx context.Context, id rdrr.ModelID, m *rdrr.Manifest, peers PeerSet, opts FetchOptions) error {
+	opts.fill()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	f := &fetcher{
-		s: s, id: id, peers: peers, o: opts, log: s.log.With("model", id.Short()), ctx: ctx,
+		s: fr, bs: fr.bs, id: id, peers: peers, o: opts, log: fr.log.With("model", id.Short()), ctx: ctx,
 		wake: make(chan struct{}, 1), reqs: map[*request]bool{}, perPeer: map[string]int{},
 		fails: map[string]int{}, excluded: map[string]string{}, seen: map[string]*seenPeer{},
 		whole: len(opts.Shards) == 0, byIndex: make([]*fshard, len(m.Shards)),
 	}
-	var need int64
 	only := map[rdrr.Hash]bool{}
 	for _, h := range opts.Shards {
 		only[h] = true
@@ -188,23 +262,17 @@ func (s *Store) Fetch(ctx context.Context, id rdrr.ModelID, peers PeerSet, opts 
 			continue
 		}
 		f.total += sh.Size
-		if s.Has(sh.Hash) {
+		if f.bs.Has(sh.Hash) {
 			f.done += sh.Size
 			continue
 		}
-		fs := &fshard{sh: sh, idx: i, have: s.HaveBlocks(sh.Hash), copies: make([]int, len(sh.Blocks))}
+		fs := &fshard{sh: sh, idx: i, have: f.bs.HaveBlocks(sh.Hash), copies: make([]int, len(sh.Blocks))}
 		if fs.have == nil {
 			return fmt.Errorf("shard %s: %w", sh.Hash.Short(), ErrUnknownShard)
 		}
 		f.count(fs)
-		if fs.missing == len(sh.Blocks) {
-			need += sh.Size
-		}
 		f.shards = append(f.shards, fs)
 		f.byIndex[i] = fs
-	}
-	if err := s.makeRoom(need, nil); err != nil {
-		return err
 	}
 	seed := opts.Seed
 	if seed == 0 {
@@ -624,12 +692,12 @@ func (f *fetcher) start(c candidate, fs *fshard, first, count int, endgame bool)
 	f.reqs[r] = true
 	f.perPeer[c.id]++
 	f.s.peers.update(c.id, func(p *peerRec) { p.Requests++ })
-	f.s.mu.Lock()
-	f.s.st.Fetch.Requests++
-	if endgame {
-		f.s.st.Fetch.Endgame++
-	}
-	f.s.mu.Unlock()
+	f.s.count(func(st *FetchStats) {
+		st.Requests++
+		if endgame {
+			st.Endgame++
+		}
+	})
 	f.wg.Add(1)
 	go f.do(ctx, r)
 }
@@ -688,7 +756,7 @@ func (f *fetcher) onBlock(r *request, index int, data []byte) error {
 			return r.bad
 		}
 		f.s.peers.update(r.id, func(p *peerRec) { p.Duplicates++ })
-	} else if wrote, err := f.s.writeBlock(fs.sh.Hash, index, data); err != nil {
+	} else if wrote, err := f.bs.PutBlock(fs.sh.Hash, index, data); err != nil {
 		if errors.Is(err, rdrr.ErrBadBlock) {
 			r.bad = fmt.Errorf("peer %s: %w", r.id, err)
 			return r.bad
@@ -704,9 +772,7 @@ func (f *fetcher) onBlock(r *request, index int, data []byte) error {
 		f.s.peers.update(r.id, func(p *peerRec) { p.Duplicates++ })
 	} else {
 		f.s.peers.update(r.id, func(p *peerRec) { p.BytesUseful += int64(len(data)) })
-		f.s.mu.Lock()
-		f.s.st.Fetch.Bytes += int64(len(data))
-		f.s.mu.Unlock()
+		f.s.count(func(st *FetchStats) { st.Bytes += int64(len(data)) })
 	}
 	r.ngot++
 	r.bytes += int64(len(data))
@@ -758,7 +824,7 @@ func (f *fetcher) covered(r *request) bool {
 // complete moves a fully fetched shard into shards/. If the store finds
 // blocks bad on disk they are marked missing again and fetched anew.
 func (f *fetcher) complete(fs *fshard) {
-	err := f.s.Complete(fs.sh.Hash)
+	err := f.bs.Complete(fs.sh.Hash)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	fs.completing = false
@@ -768,7 +834,7 @@ func (f *fetcher) complete(fs *fshard) {
 	case errors.Is(err, ErrIncomplete):
 		f.log.Warn("swarm: shard failed its final check; fetching the bad blocks again", "shard", fs.sh.Hash.Short(), "err", err)
 		f.done -= fs.sh.Size
-		fs.have = f.s.HaveBlocks(fs.sh.Hash)
+		fs.have = f.bs.HaveBlocks(fs.sh.Hash)
 		f.count(fs)
 	default:
 		if f.fatal == nil {
@@ -825,9 +891,7 @@ func (f *fetcher) finish(r *request, err error) {
 	f.mu.Unlock()
 
 	if requeued > 0 {
-		f.s.mu.Lock()
-		f.s.st.Fetch.Requeued += requeued
-		f.s.mu.Unlock()
+		f.s.count(func(st *FetchStats) { st.Requeued += requeued })
 	}
 	switch {
 	case r.bad != nil:
@@ -857,9 +921,7 @@ func (f *fetcher) finish(r *request, err error) {
 		}
 	}
 	if r.superseded {
-		f.s.mu.Lock()
-		f.s.st.Fetch.Cancelled++
-		f.s.mu.Unlock()
+		f.s.count(func(st *FetchStats) { st.Cancelled++ })
 	}
 	f.signal()
 }

@@ -257,7 +257,7 @@ func TestFetchMaliciousPeers(t *testing.T) {
 	// A second fetch of the same model never asks the flipper again.
 	before := flip.blocks.Load()
 	s2 := emptyStore(t, src)
-	s2.peers = s.peers
+	s2.fetch.peers = s.fetch.peers
 	if err := s2.Fetch(ctx, id, net.view("me"), FetchOptions{RequestTimeout: 200 * time.Millisecond, MaxFailures: 2}); err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +267,7 @@ func TestFetchMaliciousPeers(t *testing.T) {
 }
 
 func (p PeerStats) estimateWith(s *Store) (time.Duration, bool) {
-	return s.peers.estimate(p.ID, 1<<20)
+	return s.fetch.peers.estimate(p.ID, 1<<20)
 }
 
 // TestFetchChurn: the only holder of a one-shard model leaves part way;

@@ -121,8 +121,8 @@ func TestNodeOversizeFramePeer(t *testing.T) {
 	if ps.Errors+ps.BadBlocks == 0 || ps.BytesUseful != 0 {
 		t.Fatalf("oversize peer: %+v; want its requests failed and nothing used", ps)
 	}
-	if e, known := d.Store().peers.estimate(ps.ID, 1<<20); known {
-		if h, _ := d.Store().peers.estimate(seed.ID(), 1<<20); e <= h {
+	if e, known := d.Store().fetch.peers.estimate(ps.ID, 1<<20); known {
+		if h, _ := d.Store().fetch.peers.estimate(seed.ID(), 1<<20); e <= h {
 			t.Errorf("oversize peer scores no worse than the seed (%v ≤ %v)", e, h)
 		}
 	}

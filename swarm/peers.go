@@ -201,4 +201,4 @@ func (t *peerTable) snapshot() []PeerStats {
 }
 
 // PeerStats returns this node's measurements of every peer it fetched from.
-func (s *Store) PeerStats() []PeerStats { return s.peers.snapshot() }
+func (s *Store) PeerStats() []PeerStats { return s.fetch.PeerStats() }

@@ -124,7 +124,7 @@ type Store struct {
 	quota int64
 	log   *slog.Logger
 	clock Clock
-	peers *peerTable
+	fetch *Fetcher
 
 	mu      sync.Mutex
 	models  map[rdrr.ModelID]*rdrr.Manifest
@@ -166,9 +166,10 @@ func Open(dir string, quota int64, log *slog.Logger, opts ...Option) (*Store, er
 		}
 	}
 	s := &Store{
-		dir: dir, quota: quota, log: log, clock: cfg.clock, peers: newPeerTable(),
+		dir: dir, quota: quota, log: log, clock: cfg.clock,
 		models: map[rdrr.ModelID]*rdrr.Manifest{}, entries: map[rdrr.Hash]*entry{},
 	}
+	s.fetch = NewFetcher(s, log)
 	if err := s.loadModels(); err != nil {
 		return nil, err
 	}
@@ -586,8 +587,10 @@ func (s *Store) HaveBlocks(h rdrr.Hash) []bool {
 // Stats returns the store's counters.
 func (s *Store) Stats() StoreStats {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.st
+	st := s.st
+	s.mu.Unlock()
+	st.Fetch = s.fetch.Stats()
+	return st
 }
 
 // Used returns the bytes of shards (complete and partial) in the store.
