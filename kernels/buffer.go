@@ -3,7 +3,6 @@ package kernels
 import (
 	"fmt"
 	"math/bits"
-	"runtime/debug"
 	"sync/atomic"
 	"unsafe"
 
@@ -255,42 +254,4 @@ func (d *Device) putStaging(s *wgpu.Buffer) {
 		return
 	}
 	d.staging = append(d.staging, s)
-}
-
-// mapRead maps the first n bytes of a staging buffer whose copy has been
-// submitted, waits for it and returns a copy.
-func (d *Device) mapRead(s *wgpu.Buffer, n uint64) ([]byte, error) {
-	var status wgpu.BufferMapAsyncStatus
-	done := false
-	// cogentcore/webgpu's MapAsync hands C the address of a Go variable
-	// holding the callback's cgo.Handle and reads it back in the callback,
-	// during a later Poll. Nothing keeps that variable alive in between, so
-	// a garbage collection there frees it and the callback reads garbage
-	// ("misuse of an invalid Handle"). Keep the collector off from the
-	// map request until the callback has run; disabling it first waits for
-	// any running cycle to finish.
-	d.mapMu.Lock()
-	defer d.mapMu.Unlock()
-	gc := debug.SetGCPercent(-1)
-	defer debug.SetGCPercent(gc)
-	if err := s.MapAsync(wgpu.MapModeRead, 0, n, func(st wgpu.BufferMapAsyncStatus) {
-		status, done = st, true
-	}); err != nil {
-		return nil, fmt.Errorf("kernels: map staging: %w", err)
-	}
-	for i := 0; !done; i++ {
-		if i == 1000 {
-			return nil, fmt.Errorf("kernels: map staging: no callback after %d polls", i)
-		}
-		d.dev.Poll(true, nil)
-	}
-	if status != wgpu.BufferMapAsyncStatusSuccess {
-		return nil, fmt.Errorf("kernels: map staging: %s", status)
-	}
-	out := make([]byte, n)
-	copy(out, s.GetMappedRange(0, uint(n)))
-	if err := s.Unmap(); err != nil {
-		return nil, fmt.Errorf("kernels: unmap staging: %w", err)
-	}
-	return out, nil
 }

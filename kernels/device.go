@@ -18,6 +18,12 @@ var ErrNoAdapter = errors.New("no WebGPU adapter found: install a Vulkan driver 
 // ErrReleased is returned when a released buffer, op or device is used.
 var ErrReleased = errors.New("kernels: use after release")
 
+// ErrGPU is wrapped by errors that the WebGPU implementation reported on
+// its own time rather than from a call: in the browser, an uncaptured
+// validation or out-of-memory error, or a lost device. Results computed
+// since are wrong, and the device refuses further submits.
+var ErrGPU = errors.New("kernels: WebGPU error")
+
 // Options configures [Open].
 type Options struct {
 	// Adapter picks the adapter whose name contains this substring
@@ -75,6 +81,7 @@ type Device struct {
 
 	allocated atomic.Uint64
 	stats     counters
+	platform  platformState // per-platform extras (the browser's error handlers)
 
 	mu        sync.Mutex
 	closed    bool
@@ -92,54 +99,20 @@ func Open(opts Options) (*Device, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	wgpu.SetLogLevel(wgpu.LogLevelError) // its Warn level is chatty and goes to stderr
-	inst := wgpu.CreateInstance(&wgpu.InstanceDescriptor{Backends: wgpu.InstanceBackendPrimary})
-	adapter, info, err := chooseAdapter(inst, opts.Adapter)
+	be, err := openBackend(opts.Adapter, log)
 	if err != nil {
-		inst.Release()
 		return nil, err
 	}
-	if info.Software {
-		log.Warn("webgpu: using a CPU/software adapter; expect it to be very slow", "adapter", info.Name, "backend", info.Backend)
-	} else {
-		log.Info("webgpu: adapter", "name", info.Name, "vendor", info.Vendor, "backend", info.Backend, "type", info.Type)
-	}
-
-	// Requesting the adapter's own limits fails (its MaxPushConstantSize is
-	// garbage in this binding): start from the defaults, raise what we use.
-	al := adapter.GetLimits().Limits
-	req := wgpu.DefaultLimits()
-	req.MaxPushConstantSize = 0
-	req.MaxStorageBufferBindingSize = al.MaxStorageBufferBindingSize
-	// NVIDIA reports MaxBufferSize = 2^64-1, which is also the binding's
-	// "undefined" value: passed through, it grants the 256 MiB default.
-	req.MaxBufferSize = al.MaxBufferSize
-	if req.MaxBufferSize == wgpu.LimitU64Undefined {
-		req.MaxBufferSize = 1 << 40
-	}
-	req.MaxComputeWorkgroupStorageSize = al.MaxComputeWorkgroupStorageSize
-	req.MaxComputeInvocationsPerWorkgroup = al.MaxComputeInvocationsPerWorkgroup
-	req.MaxStorageBuffersPerShaderStage = al.MaxStorageBuffersPerShaderStage
-	req.MaxComputeWorkgroupSizeX = al.MaxComputeWorkgroupSizeX
-	// No DeviceLostCallback: this binding stores a Go pointer in the C
-	// descriptor and panics under the default cgocheck.
-	dev, err := adapter.RequestDevice(&wgpu.DeviceDescriptor{
-		Label:          "doppler",
-		RequiredLimits: &wgpu.RequiredLimits{Limits: req},
-	})
-	if err != nil {
-		adapter.Release()
-		inst.Release()
-		return nil, fmt.Errorf("kernels: request device on %q: %w", info.Name, err)
-	}
+	info, dev := be.info, be.dev
 	gl := dev.GetLimits().Limits
 	d := &Device{
-		log:     log,
-		inst:    inst,
-		adapter: adapter,
-		dev:     dev,
-		queue:   dev.GetQueue(),
-		info:    info,
+		log:      log,
+		inst:     be.inst,
+		adapter:  be.adapter,
+		dev:      dev,
+		queue:    dev.GetQueue(),
+		info:     info,
+		platform: be.platform,
 		limits: Limits{
 			MaxStorageBufferBindingSize: gl.MaxStorageBufferBindingSize,
 			MaxBufferSize:               gl.MaxBufferSize,
@@ -154,6 +127,26 @@ func Open(opts Options) (*Device, error) {
 	}
 	log.Debug("webgpu: device limits", "limits", d.limits)
 	return d, nil
+}
+
+// backend is what a platform's openBackend (wgpu_native.go, wgpu_js.go)
+// hands to Open: the device, its adapter's description and whatever the
+// platform must keep beside them.
+type backend struct {
+	inst     *wgpu.Instance // nil in the browser
+	adapter  *wgpu.Adapter  // nil in the browser
+	dev      *wgpu.Device
+	info     AdapterInfo
+	platform platformState
+}
+
+// logAdapter reports the chosen adapter, warning about software ones.
+func logAdapter(log *slog.Logger, info AdapterInfo) {
+	if info.Software {
+		log.Warn("webgpu: using a CPU/software adapter; expect it to be very slow", "adapter", info.Name, "backend", info.Backend)
+	} else {
+		log.Info("webgpu: adapter", "name", info.Name, "vendor", info.Vendor, "backend", info.Backend, "type", info.Type)
+	}
 }
 
 // chooseAdapter enumerates adapters (falling back to RequestAdapter) and
@@ -339,7 +332,7 @@ func (d *Device) AllocatedBytes() uint64 { return d.allocated.Load() }
 
 // Wait blocks until all submitted work has finished.
 func (d *Device) Wait() {
-	d.dev.Poll(true, nil)
+	d.waitIdle()
 }
 
 // Sync submits an empty command buffer — flushing writes queued with Write
@@ -351,7 +344,7 @@ func (d *Device) Sync() error {
 		return err
 	}
 	d.Wait()
-	return nil
+	return d.gpuErr()
 }
 
 // Close waits for the GPU, releases pooled buffers, pipelines and the
@@ -363,7 +356,7 @@ func (d *Device) Close() {
 		return
 	}
 	d.closed = true
-	d.dev.Poll(true, nil)
+	d.waitIdle()
 	for _, p := range d.pipelines {
 		p.release()
 	}
@@ -381,7 +374,12 @@ func (d *Device) Close() {
 	}
 	d.scratch = nil
 	d.queue.Release()
+	d.platform.release()
 	d.dev.Release()
-	d.adapter.Release()
-	d.inst.Release()
+	if d.adapter != nil {
+		d.adapter.Release()
+	}
+	if d.inst != nil {
+		d.inst.Release()
+	}
 }

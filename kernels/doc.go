@@ -1,7 +1,10 @@
 // Package kernels is DOPPLER's GPU layer: the WGSL compute kernels
 // (embedded with go:embed) and the Go that compiles, binds and dispatches
-// them through WebGPU (github.com/cogentcore/webgpu, wgpu-native). It is the
-// only package that imports wgpu, so a change of binding touches one place.
+// them through WebGPU (github.com/cogentcore/webgpu: wgpu-native natively,
+// the browser's navigator.gpu under GOOS=js). It is the only package that
+// imports wgpu, so a change of binding touches one place; the two
+// platforms differ only in wgpu_native.go and wgpu_js.go (how a device is
+// opened, waited on, read back, and how errors arrive).
 //
 // # Model
 //
@@ -34,9 +37,13 @@
 //	              tolerance, using testDevice(t); BenchmarkFoo
 //
 // WGSL rules for this wgpu: no `enable f16` (f16 data is packed in u32 and
-// read with unpack2x16float), no subgroup ops (reduce through workgroup
-// memory), quantized blocks are read byte-wise from array<u32> with the
-// helpers of common.wgsl ([helpersWGSL]).
+// read with unpack2x16float; Chromium's SwiftShader has no shader-f16),
+// no subgroup ops (reduce through workgroup memory), quantized blocks are
+// read byte-wise from array<u32> with the helpers of common.wgsl
+// ([helpersWGSL]). Kernels must also pass Chrome's stricter compiler
+// (Tint), which naga does not check for us: no constant expression may
+// evaluate to an infinity or NaN (read -inf from a var<private> holding
+// its bits).
 //
 // Binding rule: WebGPU tracks buffer usage per whole buffer, so a buffer
 // bound writable in an Op may not be bound read-only in the same Op, even
@@ -50,4 +57,18 @@
 // example a submit that uses a destroyed buffer) as fatal, so this package
 // checks offsets, sizes, limits and released buffers in Go before calling
 // wgpu.
+//
+// In the browser, calls return no errors at all: WebGPU reports them
+// later, as uncapturederror events (a WGSL compile error, a bad bind
+// group) or by losing the device. The device listens for both; the first
+// one makes every later submit, read and [Device.Sync] fail with an error
+// wrapping [ErrGPU] that carries the browser's message.
+//
+// # The browser (GOOS=js)
+//
+// The page must set globalThis.wasm to the WebAssembly.instantiate result
+// ({module, instance}) before running Go: the binding hands byte slices
+// to queue.writeBuffer as views of wasm.instance.exports.mem. Reads
+// (mapAsync) and [Device.Wait] park the calling goroutine on a promise, so
+// they must not run inside a js.FuncOf callback: start a goroutine there.
 package kernels

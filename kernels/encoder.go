@@ -106,6 +106,9 @@ func (e *Encoder) finish() error {
 	if e.err != nil {
 		return e.err
 	}
+	if err := e.d.gpuErr(); err != nil {
+		return err
+	}
 	cmd, err := e.enc.Finish(nil)
 	if err != nil {
 		return fmt.Errorf("kernels: finish: %w", err)

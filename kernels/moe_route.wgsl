@@ -24,10 +24,15 @@ const NONE: u32 = 0xffffffffu;
 @group(0) @binding(2) var<storage, read_write> sel: array<u32>;
 @group(0) @binding(3) var<storage, read_write> wts: array<f32>;
 
+// -inf, read from a variable: WGSL makes a constant expression that
+// evaluates to an infinity a shader-creation error (Chrome's Tint enforces
+// it, wgpu's naga does not), so the bitcast must not be constant-folded.
+var<private> neg_inf_bits: u32 = 0xff800000u;
+
 // The logit as a sort key: NaN (tested on the bits) becomes -inf.
 fn key(i: u32) -> f32 {
     let v = logits[i];
-    return select(v, bitcast<f32>(0xff800000u), (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u);
+    return select(v, bitcast<f32>(neg_inf_bits), (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u);
 }
 
 @compute @workgroup_size(WG)
@@ -58,7 +63,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
         }
         if (j == 0u) {
             // The top logit is the max; -inf (all masked) → 0 to stay finite.
-            mx = select(bv, 0.0, bv == bitcast<f32>(0xff800000u));
+            mx = select(bv, 0.0, bv == bitcast<f32>(neg_inf_bits));
         }
         let ev = exp(bv - mx);
         sel[t * k + j] = bi;

@@ -73,11 +73,16 @@ fn penalized(i: u32) -> bool {
     return false;
 }
 
+// -inf, read from a variable: WGSL makes a constant expression that
+// evaluates to an infinity a shader-creation error (Chrome's Tint enforces
+// it, wgpu's naga does not), so the bitcast must not be constant-folded.
+var<private> neg_inf_bits: u32 = 0xff800000u;
+
 // The penalized value of logit i.
 fn lv(i: u32) -> f32 {
     var v = logits[i];
     if ((bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u) {
-        v = bitcast<f32>(0xff800000u);
+        v = bitcast<f32>(neg_inf_bits);
     }
     if (params.last_n != 0u && penalized(i)) {
         v = select(v * params.pen, v * params.inv_pen, v > 0.0);

@@ -2,7 +2,30 @@
 
 package kernels
 
-import "github.com/cogentcore/webgpu/wgpu"
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"syscall/js"
+
+	"github.com/cogentcore/webgpu/wgpu"
+)
+
+// The browser backend of cogentcore/webgpu (GOOS=js) wraps navigator.gpu,
+// but leaves out what this package needs to open a device properly: its
+// RequestDevice drops RequiredLimits (the device would get WebGPU's
+// defaults: 128 MiB bindings, 256 MiB buffers, 16 KiB of workgroup
+// memory), its Adapter.GetInfo is empty, its Poll is a no-op, and it has
+// no error or device-lost reporting. So the device is requested here
+// through syscall/js and handed to the binding with wgpu.NewDevice;
+// everything after that goes through the binding as natively.
+//
+// Blocking: MapAsync and the requests below wait on JavaScript promises by
+// parking the calling goroutine while the page's event loop runs. They
+// must not be called from inside a js.FuncOf callback (that blocks the
+// event loop the promise needs): start a goroutine there instead.
 
 func endPass(p *wgpu.ComputePassEncoder) error {
 	p.End()
@@ -11,4 +34,274 @@ func endPass(p *wgpu.ComputePassEncoder) error {
 
 func computePipelineDesc(_ string, l *wgpu.PipelineLayout, m *wgpu.ShaderModule, entry string) *wgpu.ComputePipelineDescriptor {
 	return &wgpu.ComputePipelineDescriptor{Layout: l, Compute: wgpu.ProgrammableStageDescriptor{Module: m, EntryPoint: entry}}
+}
+
+// requestedLimits are the limits raised to the adapter's, as natively
+// (wgpu_native.go); WebGPU accepts any value up to the adapter's.
+var requestedLimits = []string{
+	"maxStorageBufferBindingSize",
+	"maxBufferSize",
+	"maxComputeWorkgroupStorageSize",
+	"maxComputeInvocationsPerWorkgroup",
+	"maxStorageBuffersPerShaderStage",
+	"maxComputeWorkgroupSizeX",
+}
+
+// platformState holds the browser device and its error handlers.
+type platformState struct{ *jsDevice }
+
+type jsDevice struct {
+	dev     js.Value // GPUDevice
+	log     *slog.Logger
+	onError js.Func
+	onLost  js.Func
+
+	mu  sync.Mutex
+	err error // the first uncaptured error or the loss, wrapping ErrGPU
+}
+
+func (j *jsDevice) fail(err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.err == nil {
+		j.err = err
+	}
+}
+
+// release destroys the device (freeing its GPU memory now rather than at
+// the page's garbage collection) and waits for its lost promise: the lost
+// handler, registered first, has then run (seeing reason "destroyed") and
+// released itself, so no callback into Go is left pending — one would
+// throw "Go program has already exited" if main returned meanwhile.
+func (p platformState) release() {
+	if p.jsDevice == nil {
+		return
+	}
+	p.dev.Call("removeEventListener", "uncapturederror", p.onError)
+	p.onError.Release()
+	p.dev.Call("destroy")
+	if _, err := await(p.dev.Get("lost")); err != nil {
+		p.log.Warn("webgpu: waiting for the destroyed device", "err", err)
+	}
+}
+
+// gpuErr is the first error the browser reported asynchronously.
+func (d *Device) gpuErr() error {
+	if d.platform.jsDevice == nil {
+		return nil
+	}
+	d.platform.mu.Lock()
+	defer d.platform.mu.Unlock()
+	return d.platform.err
+}
+
+// waitIdle waits for queue.onSubmittedWorkDone (the binding's Poll is a
+// no-op in the browser).
+func (d *Device) waitIdle() {
+	if d.platform.jsDevice == nil {
+		return
+	}
+	if _, err := await(d.platform.dev.Get("queue").Call("onSubmittedWorkDone")); err != nil {
+		d.platform.fail(fmt.Errorf("%w: onSubmittedWorkDone: %v", ErrGPU, err))
+	}
+}
+
+// openBackend requests the page's WebGPU adapter and a device on it with
+// the storage and compute limits raised to the adapter's. Browsers expose
+// one adapter; want, when set, must match its name.
+func openBackend(want string, log *slog.Logger) (be backend, err error) {
+	defer func() {
+		// syscall/js panics with a js.Error when a call throws.
+		if r := recover(); r != nil {
+			jerr, ok := r.(js.Error)
+			if !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("kernels: open WebGPU device: %w", jerr)
+		}
+	}()
+	gpu := js.Global().Get("navigator").Get("gpu")
+	if !gpu.Truthy() {
+		return backend{}, fmt.Errorf("kernels: navigator.gpu is missing (no WebGPU in this browser, or not a secure context): %w", ErrNoAdapter)
+	}
+	opts := js.Global().Get("Object").New()
+	opts.Set("powerPreference", "high-performance")
+	adapter, err := await(gpu.Call("requestAdapter", opts))
+	if err != nil {
+		return backend{}, fmt.Errorf("kernels: requestAdapter: %w", err)
+	}
+	if !adapter.Truthy() {
+		return backend{}, fmt.Errorf("kernels: requestAdapter returned no adapter: %w", ErrNoAdapter)
+	}
+	info := jsAdapterInfo(adapter)
+	if want != "" && !strings.Contains(strings.ToLower(info.Name), strings.ToLower(want)) {
+		return backend{}, fmt.Errorf("kernels: no adapter matches %q; have %s (WebGPU)", want, info.Name)
+	}
+	logAdapter(log, info)
+	if feats := adapter.Get("features"); feats.Truthy() {
+		arr := js.Global().Get("Array").Call("from", feats)
+		names := make([]string, arr.Length())
+		for i := range names {
+			names[i] = arr.Index(i).String()
+		}
+		log.Debug("webgpu: adapter features", "features", strings.Join(names, " "))
+	}
+
+	al := adapter.Get("limits")
+	req := js.Global().Get("Object").New()
+	for _, name := range requestedLimits {
+		if v := al.Get(name); v.Type() == js.TypeNumber {
+			req.Set(name, v)
+		}
+	}
+	desc := js.Global().Get("Object").New()
+	desc.Set("label", "doppler")
+	desc.Set("requiredLimits", req)
+	dev, err := await(adapter.Call("requestDevice", desc))
+	if err != nil {
+		return backend{}, fmt.Errorf("kernels: request device on %q: %w", info.Name, err)
+	}
+	if !dev.Truthy() {
+		return backend{}, fmt.Errorf("kernels: request device on %q: no device", info.Name)
+	}
+
+	j := &jsDevice{dev: dev, log: log}
+	j.onError = js.FuncOf(func(_ js.Value, args []js.Value) any {
+		msg := "unknown error"
+		if len(args) > 0 {
+			if e := args[0].Get("error"); e.Truthy() {
+				msg = e.Get("constructor").Get("name").String() + ": " + e.Get("message").String()
+			}
+		}
+		log.Error("webgpu: uncaptured error", "err", msg)
+		j.fail(fmt.Errorf("%w: %s", ErrGPU, msg))
+		return nil
+	})
+	dev.Call("addEventListener", "uncapturederror", j.onError)
+	j.onLost = js.FuncOf(func(_ js.Value, args []js.Value) any {
+		defer j.onLost.Release()
+		reason, msg := "unknown", ""
+		if len(args) > 0 && args[0].Truthy() {
+			reason, msg = args[0].Get("reason").String(), args[0].Get("message").String()
+		}
+		if reason == "destroyed" {
+			return nil
+		}
+		log.Error("webgpu: device lost", "reason", reason, "message", msg)
+		j.fail(fmt.Errorf("%w: device lost (%s): %s", ErrGPU, reason, msg))
+		return nil
+	})
+	dev.Get("lost").Call("then", j.onLost)
+
+	wd := wgpu.NewDevice(dev)
+	return backend{dev: &wd, info: info, platform: platformState{j}}, nil
+}
+
+// jsAdapterInfo reads GPUAdapter.info (GPUAdapterInfo: vendor,
+// architecture, device, description; isFallbackAdapter in newer
+// browsers, on the adapter itself in older ones). Browsers may blank
+// these for privacy.
+func jsAdapterInfo(a js.Value) AdapterInfo {
+	in := a.Get("info")
+	str := func(v js.Value, k string) string {
+		if !v.Truthy() {
+			return ""
+		}
+		if s := v.Get(k); s.Type() == js.TypeString {
+			return s.String()
+		}
+		return ""
+	}
+	vendor, arch, device, desc := str(in, "vendor"), str(in, "architecture"), str(in, "device"), str(in, "description")
+	fallback := in.Truthy() && in.Get("isFallbackAdapter").Truthy() || a.Get("isFallbackAdapter").Truthy()
+	out := AdapterInfo{Vendor: vendor, Driver: arch, Backend: "WebGPU", Type: "Unknown"}
+	switch {
+	case desc != "":
+		out.Name = desc
+	case device != "":
+		out.Name = device
+	default:
+		out.Name = strings.TrimSpace(vendor + " " + arch)
+	}
+	if out.Name == "" {
+		out.Name = "WebGPU adapter"
+	}
+	name := strings.ToLower(out.Name + " " + arch)
+	out.Software = fallback || strings.Contains(name, "swiftshader") || strings.Contains(name, "llvmpipe") ||
+		strings.Contains(name, "lavapipe") || strings.Contains(name, "basic render")
+	if out.Software {
+		out.Type = "CPU"
+	}
+	return out
+}
+
+// mapRead maps the first n bytes of a staging buffer whose copy has been
+// submitted and returns a copy. The binding's MapAsync awaits mapAsync
+// (parking this goroutine) and then reports success even when the promise
+// rejected; a failed map then throws from getMappedRange, which is turned
+// into an error here, and the cause shows up as the device's error.
+func (d *Device) mapRead(s *wgpu.Buffer, n uint64) (out []byte, err error) {
+	d.mapMu.Lock()
+	defer d.mapMu.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			jerr, ok := r.(js.Error)
+			if !ok {
+				panic(r)
+			}
+			s.Unmap()
+			out, err = nil, fmt.Errorf("kernels: map staging: %w", jerr)
+		}
+		if gerr := d.gpuErr(); gerr != nil {
+			out, err = nil, gerr
+		}
+	}()
+	if err := s.MapAsync(wgpu.MapModeRead, 0, n, func(wgpu.BufferMapAsyncStatus) {}); err != nil {
+		return nil, fmt.Errorf("kernels: map staging: %w", err)
+	}
+	out = s.GetMappedRange(0, uint(n)) // a copy already (js.CopyBytesToGo)
+	if len(out) != int(n) {
+		out = out[:min(uint64(len(out)), n)]
+	}
+	if err := s.Unmap(); err != nil {
+		return nil, fmt.Errorf("kernels: unmap staging: %w", err)
+	}
+	return out, nil
+}
+
+// await waits for a JavaScript promise (a non-promise is returned as is),
+// parking the goroutine while the event loop runs.
+func await(p js.Value) (js.Value, error) {
+	if p.Type() != js.TypeObject || p.Get("then").Type() != js.TypeFunction {
+		return p, nil
+	}
+	type result struct {
+		v   js.Value
+		err error
+	}
+	ch := make(chan result, 1)
+	arg := func(args []js.Value) js.Value {
+		if len(args) == 0 {
+			return js.Undefined()
+		}
+		return args[0]
+	}
+	resolve := js.FuncOf(func(_ js.Value, args []js.Value) any {
+		ch <- result{v: arg(args)}
+		return nil
+	})
+	defer resolve.Release()
+	reject := js.FuncOf(func(_ js.Value, args []js.Value) any {
+		v := arg(args)
+		msg := v.String()
+		if v.Type() == js.TypeObject && v.Get("message").Type() == js.TypeString {
+			msg = v.Get("name").String() + ": " + v.Get("message").String()
+		}
+		ch <- result{err: errors.New(msg)}
+		return nil
+	})
+	defer reject.Release()
+	p.Call("then", resolve, reject)
+	r := <-ch
+	return r.v, r.err
 }

@@ -2,13 +2,114 @@
 
 package kernels
 
-import "github.com/cogentcore/webgpu/wgpu"
+import (
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+
+	"github.com/cogentcore/webgpu/wgpu"
+)
 
 // The native and js backends of cogentcore/webgpu differ in a few
-// signatures; these shims keep the rest of the package on one code path.
+// signatures and in how a device is opened, waited on and read back;
+// these shims (and wgpu_js.go) keep the rest of the package on one code
+// path.
 
 func endPass(p *wgpu.ComputePassEncoder) error { return p.End() }
 
 func computePipelineDesc(label string, l *wgpu.PipelineLayout, m *wgpu.ShaderModule, entry string) *wgpu.ComputePipelineDescriptor {
 	return &wgpu.ComputePipelineDescriptor{Label: label, Layout: l, Compute: wgpu.ProgrammableStageDescriptor{Module: m, EntryPoint: entry}}
+}
+
+// platformState is empty natively: wgpu-native reports errors from the
+// calls themselves.
+type platformState struct{}
+
+func (platformState) release() {}
+
+// gpuErr is always nil natively (errors come back from each call).
+func (d *Device) gpuErr() error { return nil }
+
+// waitIdle blocks until the queue is empty.
+func (d *Device) waitIdle() { d.dev.Poll(true, nil) }
+
+// openBackend picks an adapter (see [Options.Adapter]) among those
+// wgpu-native enumerates and requests a device with the storage and
+// compute limits raised to the adapter's.
+func openBackend(want string, log *slog.Logger) (backend, error) {
+	wgpu.SetLogLevel(wgpu.LogLevelError) // its Warn level is chatty and goes to stderr
+	inst := wgpu.CreateInstance(&wgpu.InstanceDescriptor{Backends: wgpu.InstanceBackendPrimary})
+	adapter, info, err := chooseAdapter(inst, want)
+	if err != nil {
+		inst.Release()
+		return backend{}, err
+	}
+	logAdapter(log, info)
+
+	// Requesting the adapter's own limits fails (its MaxPushConstantSize is
+	// garbage in this binding): start from the defaults, raise what we use.
+	al := adapter.GetLimits().Limits
+	req := wgpu.DefaultLimits()
+	req.MaxPushConstantSize = 0
+	req.MaxStorageBufferBindingSize = al.MaxStorageBufferBindingSize
+	// NVIDIA reports MaxBufferSize = 2^64-1, which is also the binding's
+	// "undefined" value: passed through, it grants the 256 MiB default.
+	req.MaxBufferSize = al.MaxBufferSize
+	if req.MaxBufferSize == wgpu.LimitU64Undefined {
+		req.MaxBufferSize = 1 << 40
+	}
+	req.MaxComputeWorkgroupStorageSize = al.MaxComputeWorkgroupStorageSize
+	req.MaxComputeInvocationsPerWorkgroup = al.MaxComputeInvocationsPerWorkgroup
+	req.MaxStorageBuffersPerShaderStage = al.MaxStorageBuffersPerShaderStage
+	req.MaxComputeWorkgroupSizeX = al.MaxComputeWorkgroupSizeX
+	// No DeviceLostCallback: this binding stores a Go pointer in the C
+	// descriptor and panics under the default cgocheck.
+	dev, err := adapter.RequestDevice(&wgpu.DeviceDescriptor{
+		Label:          "doppler",
+		RequiredLimits: &wgpu.RequiredLimits{Limits: req},
+	})
+	if err != nil {
+		adapter.Release()
+		inst.Release()
+		return backend{}, fmt.Errorf("kernels: request device on %q: %w", info.Name, err)
+	}
+	return backend{inst: inst, adapter: adapter, dev: dev, info: info}, nil
+}
+
+// mapRead maps the first n bytes of a staging buffer whose copy has been
+// submitted, waits for it and returns a copy.
+func (d *Device) mapRead(s *wgpu.Buffer, n uint64) ([]byte, error) {
+	var status wgpu.BufferMapAsyncStatus
+	done := false
+	// cogentcore/webgpu's MapAsync hands C the address of a Go variable
+	// holding the callback's cgo.Handle and reads it back in the callback,
+	// during a later Poll. Nothing keeps that variable alive in between, so
+	// a garbage collection there frees it and the callback reads garbage
+	// ("misuse of an invalid Handle"). Keep the collector off from the
+	// map request until the callback has run; disabling it first waits for
+	// any running cycle to finish.
+	d.mapMu.Lock()
+	defer d.mapMu.Unlock()
+	gc := debug.SetGCPercent(-1)
+	defer debug.SetGCPercent(gc)
+	if err := s.MapAsync(wgpu.MapModeRead, 0, n, func(st wgpu.BufferMapAsyncStatus) {
+		status, done = st, true
+	}); err != nil {
+		return nil, fmt.Errorf("kernels: map staging: %w", err)
+	}
+	for i := 0; !done; i++ {
+		if i == 1000 {
+			return nil, fmt.Errorf("kernels: map staging: no callback after %d polls", i)
+		}
+		d.dev.Poll(true, nil)
+	}
+	if status != wgpu.BufferMapAsyncStatusSuccess {
+		return nil, fmt.Errorf("kernels: map staging: %s", status)
+	}
+	out := make([]byte, n)
+	copy(out, s.GetMappedRange(0, uint(n)))
+	if err := s.Unmap(); err != nil {
+		return nil, fmt.Errorf("kernels: unmap staging: %w", err)
+	}
+	return out, nil
 }
