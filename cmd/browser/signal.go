@@ -1,0 +1,148 @@
+//go:build js && wasm
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall/js"
+	"time"
+)
+
+// sigMessage is a signaling message (docs/protocols.md, "Signaling").
+type sigMessage struct {
+	Type      string          `json:"type"`
+	ID        string          `json:"id,omitempty"`
+	Room      string          `json:"room,omitempty"`
+	Peers     []string        `json:"peers,omitempty"`
+	To        string          `json:"to,omitempty"`
+	From      string          `json:"from,omitempty"`
+	SDP       json.RawMessage `json:"sdp,omitempty"`
+	Candidate json.RawMessage `json:"candidate,omitempty"`
+	Code      string          `json:"code,omitempty"`
+	Error     string          `json:"error,omitempty"`
+}
+
+// signaler is the WebSocket to the signaling server. Messages received
+// are queued by the onmessage callback and delivered in order on recv.
+type signaler struct {
+	ws    js.Value
+	funcs []js.Func
+
+	mu     sync.Mutex
+	queue  []sigMessage
+	closed error
+	wake   chan struct{}
+}
+
+// dialSignal connects to url and waits for the welcome.
+func dialSignal(ctx context.Context, url string) (*signaler, sigMessage, error) {
+	ws, err := newJS("WebSocket", url)
+	if err != nil {
+		return nil, sigMessage{}, err
+	}
+	s := &signaler{ws: ws, wake: make(chan struct{}, 1)}
+	on := func(ev string, f func(js.Value)) {
+		fn := js.FuncOf(func(_ js.Value, args []js.Value) any {
+			v := js.Undefined()
+			if len(args) > 0 {
+				v = args[0]
+			}
+			f(v)
+			return nil
+		})
+		s.funcs = append(s.funcs, fn)
+		ws.Set(ev, fn)
+	}
+	on("onmessage", func(ev js.Value) {
+		var m sigMessage
+		if d := ev.Get("data"); d.Type() != js.TypeString || json.Unmarshal([]byte(d.String()), &m) != nil {
+			return
+		}
+		s.mu.Lock()
+		s.queue = append(s.queue, m)
+		s.mu.Unlock()
+		signal(s.wake)
+	})
+	on("onclose", func(ev js.Value) {
+		s.mu.Lock()
+		if s.closed == nil {
+			s.closed = fmt.Errorf("signaling closed (%d %s)", ev.Get("code").Int(), ev.Get("reason").String())
+		}
+		s.mu.Unlock()
+		signal(s.wake)
+	})
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	m, err := s.recv(ctx)
+	if err != nil {
+		s.close()
+		return nil, m, fmt.Errorf("signaling %s: %w", url, err)
+	}
+	if m.Type != "welcome" {
+		s.close()
+		return nil, m, fmt.Errorf("signaling %s: %s %s", url, m.Type, m.Error)
+	}
+	return s, m, nil
+}
+
+// recv returns the next message.
+func (s *signaler) recv(ctx context.Context) (sigMessage, error) {
+	for {
+		s.mu.Lock()
+		if len(s.queue) > 0 {
+			m := s.queue[0]
+			s.queue = s.queue[1:]
+			s.mu.Unlock()
+			return m, nil
+		}
+		err := s.closed
+		s.mu.Unlock()
+		if err != nil {
+			return sigMessage{}, err
+		}
+		select {
+		case <-s.wake:
+		case <-ctx.Done():
+			return sigMessage{}, ctx.Err()
+		}
+	}
+}
+
+// send sends one message.
+func (s *signaler) send(m sigMessage) error {
+	s.mu.Lock()
+	err := s.closed
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if s.ws.Get("readyState").Int() != 1 {
+		return errors.New("signaling socket not open")
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = call(s.ws, "send", string(b))
+	return err
+}
+
+func (s *signaler) close() {
+	s.mu.Lock()
+	if s.closed == nil {
+		s.closed = errors.New("signaling closed")
+	}
+	s.mu.Unlock()
+	call(s.ws, "close")
+	for _, ev := range []string{"onmessage", "onclose"} {
+		s.ws.Set(ev, js.Null())
+	}
+	for _, f := range s.funcs {
+		f.Release()
+	}
+	signal(s.wake)
+}
