@@ -125,10 +125,14 @@ func (f *netFlags) startNode(ctx context.Context, store *swarm.Store) (*swarm.No
 }
 
 // printReady prints the contract lines scripts read: one "listening
-// <multiaddr>/p2p/<id>" per address and one "serving <model-id>" per model.
-func printReady(w io.Writer, n *swarm.Node, models []rdrr.ModelID) {
+// <multiaddr>/p2p/<id>" per address, then one "listening <url>" per URL
+// (node --http), and one "serving <model-id>" per model.
+func printReady(w io.Writer, n *swarm.Node, models []rdrr.ModelID, urls ...string) {
 	for _, a := range n.Addrs() {
 		fmt.Fprintf(w, "listening %s\n", a)
+	}
+	for _, u := range urls {
+		fmt.Fprintf(w, "listening %s\n", u)
 	}
 	for _, id := range models {
 		fmt.Fprintf(w, "serving %s\n", id)
@@ -288,13 +292,17 @@ func newNodeCmd() *cobra.Command {
 	var (
 		nf netFlags
 		pf prefillFlags
+		hf httpFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
-		Short: "Join the swarm (through --bootstrap peers) and serve the store until Ctrl-C",
+		Short: "Join the swarm (through --bootstrap peers) and serve the store until Ctrl-C; with --http also to browsers (seed, signaling, WebRTC)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if err := hf.check(); err != nil {
+				return err
+			}
 			store, err := openStore(nf.store)
 			if err != nil {
 				return err
@@ -314,13 +322,26 @@ func newNodeCmd() *cobra.Command {
 				return err
 			}
 			defer stop()
-			printReady(cmd.OutOrStdout(), n, completeModels(store))
-			return serveUntilDone(ctx, n)
+			models := completeModels(store)
+			if hf.addr == "" {
+				printReady(cmd.OutOrStdout(), n, models)
+				return serveUntilDone(ctx, n)
+			}
+			site, err := startWeb(ctx, hf, store, models, true)
+			if err != nil {
+				n.Close()
+				return err
+			}
+			printReady(cmd.OutOrStdout(), n, models, site.url())
+			werr := site.run(ctx)
+			slog.Info("shutting down")
+			return errors.Join(werr, n.Close())
 		},
 	}
 	nf.register(cmd, true)
 	nf.registerGatekeeper(cmd)
 	pf.register(cmd)
+	hf.register(cmd, "", "also serve browsers over HTTP on this address (port 0 picks a free one): the seed, signaling at /signal, WebRTC answered for every model held complete")
 	return cmd
 }
 
