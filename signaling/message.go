@@ -14,7 +14,7 @@ type PeerID string
 // Message is one signaling message, a JSON text frame on the WebSocket (see
 // docs/protocols.md, "Signaling"). Fields not used by a type are omitted.
 //
-// Server to client: welcome {id, room, peers}, join {id}, leave {id},
+// Server to client: welcome {id, room, peers, iceServers?}, join {id}, leave {id},
 // peers {peers}, offer/answer/candidate {from, sdp|candidate} (relayed),
 // error {code, error, id?}.
 // Client to server: offer/answer {to, sdp}, candidate {to, candidate},
@@ -33,6 +33,17 @@ type Message struct {
 	Candidate json.RawMessage `json:"candidate,omitempty"`
 	Code      string          `json:"code,omitempty"`
 	Error     string          `json:"error,omitempty"`
+	// ICEServers, in a welcome, are what the client should put in its
+	// RTCConfiguration (the node's TURN relay on loopback; none otherwise).
+	ICEServers []ICEServer `json:"iceServers,omitempty"`
+}
+
+// ICEServer is one entry of RTCConfiguration.iceServers, as the welcome
+// message hands it to browsers.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
 }
 
 // Message types.

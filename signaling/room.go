@@ -77,7 +77,7 @@ func (s *Server) join(id rdrr.ModelID, local bool) (*peer, []PeerID, error) {
 	p := &peer{id: pid, room: r, local: local, out: make(chan Message, s.opts.QueueSize), gone: make(chan struct{})}
 	others := r.list("")
 	if !local {
-		p.out <- Message{Type: TypeWelcome, ID: pid, Room: id.String(), Peers: others}
+		p.out <- Message{Type: TypeWelcome, ID: pid, Room: id.String(), Peers: others, ICEServers: s.opts.ICEServers}
 	}
 	r.peers[pid] = p
 	s.notify(r, Message{Type: TypeJoin, ID: pid}, pid)

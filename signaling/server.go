@@ -34,8 +34,11 @@ type Options struct {
 	// OriginPatterns are the cross-origin hosts allowed to connect (see
 	// websocket.AcceptOptions); none: same origin or no Origin header.
 	OriginPatterns []string
-	Log            *slog.Logger
-	Now            func() time.Time // the rate limiter's clock; time.Now
+	// ICEServers are handed to every client in its welcome (a Relay's
+	// ICEServer on a loopback node).
+	ICEServers []ICEServer
+	Log        *slog.Logger
+	Now        func() time.Time // the rate limiter's clock; time.Now
 }
 
 func (o *Options) defaults() {

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +33,8 @@ type client struct {
 	seed     *httpPeer
 	fetcher  *swarm.Fetcher
 	gen      *generator
+	// iceServers come from the welcome (the node's TURN relay on loopback).
+	iceServers json.RawMessage
 
 	mu           sync.Mutex
 	peers        map[string]*rtcPeer
@@ -54,15 +57,15 @@ func newClient(ctx context.Context, log *slog.Logger, u *ui, st *store, base str
 
 // join enters the model's signaling room and offers a connection to every
 // peer already there (the node and other browsers); later arrivals offer
-// to us. It returns once those connections are up and have sent their
-// inventories, or after a bounded wait.
-func (c *client) join() error {
+// to us. With wait, it returns once those connections are up and have
+// sent their inventories, or after a bounded wait.
+func (c *client) join(wait bool) error {
 	url := wsURL(c.base) + "/signal?room=" + c.model.String()
 	sig, welcome, err := dialSignal(c.ctx, url)
 	if err != nil {
 		return err
 	}
-	c.sig, c.self = sig, welcome.ID
+	c.sig, c.self, c.iceServers = sig, welcome.ID, welcome.ICEServers
 	c.ui.log("info", fmt.Sprintf("joined room %s as %s with %d peers", c.model.Short(), c.self, len(welcome.Peers)))
 	go c.signalLoop()
 	var offered []*rtcPeer
@@ -79,14 +82,17 @@ func (c *client) join() error {
 		}
 		offered = append(offered, p)
 	}
+	if !wait {
+		return nil
+	}
 	// Wait for the connections and their first inventories (bounded).
-	wait, cancel := context.WithTimeout(c.ctx, 8*time.Second)
+	ctx, cancel := context.WithTimeout(c.ctx, 8*time.Second)
 	defer cancel()
 	for _, p := range offered {
 		select {
 		case <-p.invSeen:
 		case <-p.ctx.Done():
-		case <-wait.Done():
+		case <-ctx.Done():
 		}
 	}
 	n := 0
@@ -319,10 +325,7 @@ func (c *client) rejected(peer string, err error) {
 // manifest gets the model's manifest: from OPFS, else from a peer, else
 // from the HTTP seed; every path checks it hashes to the model ID.
 func (c *client) manifest() error {
-	if ok, err := c.store.Load(c.model); err != nil {
-		return err
-	} else if ok {
-		c.ui.log("info", "manifest found in OPFS")
+	if _, ok := c.store.Model(c.model); ok {
 		return nil
 	}
 	for _, p := range c.usablePeers() {

@@ -96,7 +96,17 @@ func run(ctx context.Context, log *slog.Logger, u *ui, o options) error {
 		return err
 	}
 	c := newClient(ctx, log, u, st, o.base, id, o.loopback)
-	if err := c.join(); err != nil {
+	// A model already whole in OPFS needs no peer: join only to serve.
+	stored, err := st.Load(id)
+	if err != nil {
+		return err
+	}
+	held, total := st.Held(id)
+	whole := stored && held == total
+	if whole {
+		u.log("info", "model found in OPFS")
+	}
+	if err := c.join(!whole); err != nil {
 		u.log("warn", fmt.Sprintf("signaling: %v; downloading over HTTP only", err))
 	}
 	go c.report()

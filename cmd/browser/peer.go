@@ -56,7 +56,13 @@ type rtcPeer struct {
 }
 
 func newPeer(c *client, id string) (*rtcPeer, error) {
-	cfg := object(map[string]any{"iceServers": js.Global().Get("Array").New()})
+	servers := js.Global().Get("Array").New()
+	if len(c.iceServers) > 0 {
+		if v := jsonParse(string(c.iceServers)); v.InstanceOf(js.Global().Get("Array")) {
+			servers = v
+		}
+	}
+	cfg := object(map[string]any{"iceServers": servers})
 	pc, err := newJS("RTCPeerConnection", cfg)
 	if err != nil {
 		return nil, fmt.Errorf("peer %s: %w", id, err)
@@ -70,7 +76,8 @@ func newPeer(c *client, id string) (*rtcPeer, error) {
 			p.signal("candidate", json.RawMessage("null"))
 			return
 		}
-		if p.loopback && !loopbackCandidate(cand.Get("candidate").String()) {
+		if line := cand.Get("candidate").String(); p.loopback && !loopbackCandidate(line) {
+			p.log.Debug("not sending a non-loopback candidate", "candidate", line)
 			return
 		}
 		p.signal("candidate", json.RawMessage(jsonStringify(cand.Call("toJSON"))))

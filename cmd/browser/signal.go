@@ -24,6 +24,8 @@ type sigMessage struct {
 	Candidate json.RawMessage `json:"candidate,omitempty"`
 	Code      string          `json:"code,omitempty"`
 	Error     string          `json:"error,omitempty"`
+	// ICEServers (welcome): an RTCConfiguration.iceServers array.
+	ICEServers json.RawMessage `json:"iceServers,omitempty"`
 }
 
 // signaler is the WebSocket to the signaling server. Messages received

@@ -131,7 +131,8 @@ type webServer struct {
 	srv    *http.Server
 	sig    *signaling.Server
 	gw     *signaling.Gateway
-	errc   chan error // the HTTP server's end
+	relay  *signaling.Relay // on a loopback node: TURN for browser-to-browser channels
+	errc   chan error       // the HTTP server's end
 
 	stop     context.CancelFunc // ends the rooms and the store watch
 	watching sync.WaitGroup
@@ -148,21 +149,36 @@ func startWeb(ctx context.Context, f httpFlags, store *swarm.Store, models []rdr
 		return nil, fmt.Errorf("--http %s: %w", f.addr, err)
 	}
 	loopback := false
+	var ip net.IP
 	if a, ok := ln.Addr().(*net.TCPAddr); ok {
-		loopback = a.IP.IsLoopback()
+		loopback, ip = a.IP.IsLoopback(), a.IP
 	}
 	log := slog.Default()
-	sig := signaling.New(signaling.Options{
+	sopts := signaling.Options{
 		// Rooms are the models this store holds.
 		Allow: func(room rdrr.ModelID) bool { _, _, ok := store.Manifest(room); return ok },
 		Log:   log,
-	})
+	}
+	// Browsers never gather loopback candidates: on loopback they reach
+	// each other through the node's TURN relay on the same address.
+	var relay *signaling.Relay
+	if loopback {
+		if relay, err = signaling.NewRelay(ip, signaling.RelayOptions{Logger: log}); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		sopts.ICEServers = []signaling.ICEServer{relay.ICEServer()}
+	}
+	sig := signaling.New(sopts)
 	gw, err := signaling.NewGateway(sig, store, signaling.GatewayOptions{Loopback: loopback, Logger: log})
 	if err != nil {
 		ln.Close()
+		if relay != nil {
+			relay.Close()
+		}
 		return nil, err
 	}
-	w := &webServer{ln: ln, scheme: "http", sig: sig, gw: gw, errc: make(chan error, 1)}
+	w := &webServer{ln: ln, scheme: "http", sig: sig, gw: gw, relay: relay, errc: make(chan error, 1)}
 	var rctx context.Context
 	rctx, w.stop = context.WithCancel(ctx)
 	for _, id := range models {
@@ -265,6 +281,9 @@ func (w *webServer) shutdown() error {
 	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	w.sig.Shutdown(shut)
+	if w.relay != nil {
+		w.relay.Close()
+	}
 	if w.srv == nil {
 		return w.ln.Close()
 	}

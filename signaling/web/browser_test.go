@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,17 +43,49 @@ type result struct {
 }
 
 // node is an in-process DOPPLER node serving one model to browsers: the
-// HTTP seed, signaling, the page.
+// HTTP seed, signaling, the WebRTC gateway, the page.
 type node struct {
-	url   string
-	id    rdrr.ModelID
-	store *swarm.Store
-	size  int64
+	url    string
+	id     rdrr.ModelID
+	store  *swarm.Store
+	size   int64
+	shards []rdrr.Shard
+	gw     *signaling.Gateway
+}
+
+// nodeOptions make a node misbehave on its WebRTC side (the HTTP seed
+// stays honest).
+type nodeOptions struct {
+	refuse  int // 1 + the index of a shard the node neither announces nor serves
+	corrupt int // 1 + the index of a shard whose blocks it serves with a flipped byte
+}
+
+// holdings wraps the store as the gateway sees it.
+type holdings struct {
+	*swarm.Store
+	refuse, corrupt rdrr.Hash
+}
+
+func (h holdings) Shard(x rdrr.Hash) (rdrr.Shard, bool) {
+	if x == h.refuse {
+		return rdrr.Shard{}, false
+	}
+	return h.Store.Shard(x)
+}
+
+func (h holdings) Has(x rdrr.Hash) bool { return x != h.refuse && h.Store.Has(x) }
+
+func (h holdings) ReadBlock(x rdrr.Hash, i int, p []byte) (int, error) {
+	n, err := h.Store.ReadBlock(x, i, p)
+	if x == h.corrupt && n > 0 {
+		p[n/2] ^= 0x40
+	}
+	return n, err
 }
 
 // startNode converts stories260K into small shards (several shards, many
 // blocks) and serves it on 127.0.0.1.
-func startNode(t *testing.T) *node {
+func startNode(t *testing.T, o nodeOptions) *node {
 	t.Helper()
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "model")
@@ -71,7 +104,32 @@ func startNode(t *testing.T) *node {
 		t.Fatal(err)
 	}
 	status, _ := st.Status(id)
-	sig := signaling.New(signaling.Options{Allow: func(room rdrr.ModelID) bool { return room == id }})
+	raw, _, _ := st.Manifest(id)
+	m, err := rdrr.ParseManifest(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay, err := signaling.NewRelay(net.IPv4(127, 0, 0, 1), signaling.RelayOptions{Logger: slog.Default()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { relay.Close() })
+	sig := signaling.New(signaling.Options{Allow: func(room rdrr.ModelID) bool { return room == id },
+		ICEServers: []signaling.ICEServer{relay.ICEServer()}})
+	h := holdings{Store: st}
+	if o.refuse > 0 {
+		h.refuse = m.Shards[o.refuse-1].Hash
+	}
+	if o.corrupt > 0 {
+		h.corrupt = m.Shards[o.corrupt-1].Hash
+	}
+	gw, err := signaling.NewGateway(sig, h, signaling.GatewayOptions{Loopback: true, ServeUnverified: o.corrupt > 0, Logger: slog.Default()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Add(ctx, id); err != nil {
+		t.Fatal(err)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/signal", sig.Handler())
 	mux.Handle("/d", web.Handler())
@@ -86,10 +144,11 @@ func startNode(t *testing.T) *node {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		gw.Close()
 		sig.Shutdown(ctx)
 		srv.Shutdown(ctx)
 	})
-	return &node{url: "http://" + ln.Addr().String(), id: id, store: st, size: status.Bytes}
+	return &node{url: "http://" + ln.Addr().String(), id: id, store: st, size: status.Bytes, shards: m.Shards, gw: gw}
 }
 
 func loadGolden(t *testing.T) golden {
@@ -109,9 +168,6 @@ func (n *node) pageURL(g golden) string {
 }
 
 func newBrowser(t *testing.T, opts ...browsertest.Option) *browsertest.Browser {
-	opts = append([]browsertest.Option{
-		browsertest.WithFlag("allow-loopback-in-peer-connection", true),
-	}, opts...)
 	return browsertest.New(t, opts...)
 }
 
@@ -135,7 +191,7 @@ func run(t *testing.T, p *browsertest.Page, url string) result {
 // downloads nothing.
 func TestPageGeneratesGolden(t *testing.T) {
 	browsertest.Chromium(t)
-	n := startNode(t)
+	n := startNode(t, nodeOptions{})
 	g := loadGolden(t)
 	b := newBrowser(t)
 	p, err := b.NewPage()
@@ -147,8 +203,9 @@ func TestPageGeneratesGolden(t *testing.T) {
 		t.Fatalf("tokens %v\nwant   %v", r.Tokens, g.Generated)
 	}
 	t.Logf("text %q; bytes %+v", r.Text, r.BytesByTransport)
-	if got := r.BytesByTransport.WebRTC + r.BytesByTransport.HTTP; got < n.size {
-		t.Fatalf("downloaded %d bytes of a %d-byte model", got, n.size)
+	// Every byte came over WebRTC from the node: none from the HTTP seed.
+	if r.BytesByTransport.WebRTC < n.size || r.BytesByTransport.HTTP != 0 || r.RejectedBlocks != 0 {
+		t.Fatalf("model of %d bytes: got %+v, %d rejected blocks", n.size, r.BytesByTransport, r.RejectedBlocks)
 	}
 	// Reload: everything is in OPFS.
 	r2 := run(t, p, n.pageURL(g))
@@ -158,4 +215,68 @@ func TestPageGeneratesGolden(t *testing.T) {
 	if r2.BytesByTransport.WebRTC+r2.BytesByTransport.HTTP != 0 {
 		t.Fatalf("reload downloaded %+v", r2.BytesByTransport)
 	}
+}
+
+// TestTwoBrowsers: the node refuses one shard over WebRTC, so the first
+// browser takes it from the HTTP seed; the second browser gets it from the
+// first over a browser-to-browser data channel, verified, and nothing over
+// HTTP.
+func TestTwoBrowsers(t *testing.T) {
+	browsertest.Chromium(t)
+	const refused = 2
+	n := startNode(t, nodeOptions{refuse: refused})
+	g := loadGolden(t)
+	short := golden{Prompt: g.Prompt, Generated: g.Generated[:4]}
+	pa, err := newBrowser(t).NewPage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra := run(t, pa, n.pageURL(short))
+	sh := n.shards[refused-1]
+	if ra.BytesByTransport.HTTP < sh.Size || ra.BytesByTransport.WebRTC < n.size-sh.Size {
+		t.Fatalf("first browser: %+v; the refused shard is %d of %d bytes", ra.BytesByTransport, sh.Size, n.size)
+	}
+	pb, err := newBrowser(t).NewPage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb := run(t, pb, n.pageURL(short))
+	if !slices.Equal(rb.Tokens, short.Generated) {
+		t.Fatalf("second browser: tokens %v, want %v", rb.Tokens, short.Generated)
+	}
+	if rb.BytesByTransport.HTTP != 0 || rb.BytesByTransport.WebRTC < n.size {
+		t.Fatalf("second browser: %+v for a %d-byte model; the refused shard must come from the first browser", rb.BytesByTransport, n.size)
+	}
+	var served int
+	if err := pa.Eval(context.Background(), `Number(document.getElementById("served").textContent)`, &served); err != nil {
+		t.Fatal(err)
+	}
+	if want := len(sh.Blocks); served < want {
+		t.Fatalf("first browser served %d blocks; the refused shard has %d", served, want)
+	}
+}
+
+// TestCorruptPeer: the node serves one shard corrupted over WebRTC; the
+// page rejects the block, names the peer, and completes from the HTTP
+// seed with the golden output.
+func TestCorruptPeer(t *testing.T) {
+	browsertest.Chromium(t)
+	n := startNode(t, nodeOptions{corrupt: 3})
+	g := loadGolden(t)
+	p, err := newBrowser(t).NewPage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, p, n.pageURL(g))
+	if !slices.Equal(r.Tokens, g.Generated) {
+		t.Fatalf("tokens %v\nwant   %v", r.Tokens, g.Generated)
+	}
+	nodeID, _ := n.gw.ID(n.id)
+	if r.RejectedBlocks < 1 || len(r.Rejected) == 0 || !strings.Contains(r.Rejected[0], string(nodeID)) {
+		t.Fatalf("rejected %d blocks: %q; want the node %s named", r.RejectedBlocks, r.Rejected, nodeID)
+	}
+	if r.BytesByTransport.HTTP < n.shards[2].BlockSize {
+		t.Fatalf("bytes %+v: the corrupted shard must come from the HTTP seed", r.BytesByTransport)
+	}
+	t.Logf("rejected: %s", r.Rejected[0])
 }
