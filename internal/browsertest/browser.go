@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
 
@@ -91,7 +94,10 @@ var loopbackOnly = []chromedp.ExecAllocatorOption{
 	chromedp.Flag("disable-default-apps", true),
 	chromedp.Flag("no-pings", true),
 	chromedp.Flag("no-service-autorun", true),
-	chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,OptimizationHints,MediaRouter,DialMediaRouteProvider,AutofillServerCommunication,CertificateTransparencyComponentUpdater"),
+	chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,OptimizationHints,MediaRouter,DialMediaRouteProvider,AutofillServerCommunication,CertificateTransparencyComponentUpdater,WebRtcHideLocalIpsWithMdns"),
+	// WebRTC between pages and loopback nodes: gather 127.0.0.1 host
+	// candidates, under their real address (not an mDNS name).
+	chromedp.Flag("allow-loopback-in-peer-connection", true),
 	chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, EXCLUDE [::1]"),
 }
 
@@ -166,7 +172,17 @@ func (b *Browser) attach(ctx context.Context, cancel context.CancelFunc) *Page {
 	p := &Page{b: b, ctx: ctx, cancel: cancel, name: fmt.Sprintf("tab%d", b.tabs)}
 	b.pages = append(b.pages, p)
 	b.mu.Unlock()
-	msgs := chromedp.Console(ctx)
+	// Console queues the messages for the forwarder; Listen counts them
+	// as they arrive, so Close can wait until all have been logged.
+	cctx, ccancel := context.WithCancel(ctx)
+	p.stopConsole = ccancel
+	msgs := chromedp.Console(cctx)
+	chromedp.Listen(cctx, func(ev any) {
+		switch ev.(type) {
+		case *runtime.EventConsoleAPICalled, *runtime.EventExceptionThrown, *cdplog.EventEntryAdded:
+			p.received.Add(1)
+		}
+	})
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -182,6 +198,7 @@ func (b *Browser) attach(ctx context.Context, cancel context.CancelFunc) *Page {
 				p.mu.Unlock()
 			}
 			b.logf("%s %s: %s", p.name, m.Type, m.Text)
+			p.logged.Add(1)
 		}
 	}()
 	return p
@@ -239,6 +256,9 @@ type Page struct {
 	cancel context.CancelFunc
 	name   string
 	wg     sync.WaitGroup // the console forwarder
+
+	stopConsole      context.CancelFunc
+	received, logged atomic.Int64 // console messages arrived, forwarded
 
 	mu        sync.Mutex
 	exception string // the first uncaught exception, for Wait's timeout error
@@ -378,7 +398,8 @@ func (p *Page) Screenshot(ctx context.Context, path string) error {
 	return nil
 }
 
-// Close closes the tab (the first tab closes with the browser).
+// Close closes the tab (the first tab closes with the browser), after
+// logging the console messages the page sent before.
 func (p *Page) Close() {
 	p.mu.Lock()
 	if p.closed {
@@ -387,8 +408,23 @@ func (p *Page) Close() {
 	}
 	p.closed = true
 	p.mu.Unlock()
+	p.flushConsole()
+	p.stopConsole()
 	p.cancel()
 	p.wg.Wait()
+}
+
+// flushConsole waits (up to a second) until every console message that
+// arrived before a round trip to the page has been logged.
+func (p *Page) flushConsole() {
+	ctx, cancel := context.WithTimeout(p.ctx, time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[chromedp.Void]("0")); err != nil {
+		return // the page or browser is gone: nothing more will come
+	}
+	for p.logged.Load() < p.received.Load() && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // ctxErr prefers the caller's context error, which says why an action was

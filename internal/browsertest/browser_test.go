@@ -240,3 +240,27 @@ func TestChromiumMissing(t *testing.T) {
 		t.Error("Chromium returned for a missing executable instead of skipping")
 	}
 }
+
+func TestGoTest(t *testing.T) {
+	b := New(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	tests := []struct {
+		run  string
+		want int
+	}{
+		{run: "TestInBrowser", want: 0},
+		{run: "TestFails", want: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.run, func(t *testing.T) {
+			code, err := b.GoTest(ctx, "testdata/gotest", "-test.v", "-test.run", "^"+tc.run+"$")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.want {
+				t.Errorf("exit code %d, want %d", code, tc.want)
+			}
+		})
+	}
+}
