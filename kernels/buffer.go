@@ -61,7 +61,11 @@ func (d *Device) newBuffer(label string, size, capacity uint64) (*Buffer, error)
 	if capacity > d.limits.MaxBufferSize {
 		return nil, fmt.Errorf("kernels: buffer %q: %d bytes exceeds the device's max buffer size %d", label, capacity, d.limits.MaxBufferSize)
 	}
-	buf, err := d.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: label, Size: capacity, Usage: storageUsage})
+	var buf *wgpu.Buffer
+	err := d.checked("buffer "+label, func() (err error) {
+		buf, err = d.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: label, Size: capacity, Usage: storageUsage})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("kernels: create buffer %q (%d bytes): %w", label, capacity, err)
 	}
@@ -225,10 +229,14 @@ func (d *Device) getStaging(n uint64) (*wgpu.Buffer, uint64, error) {
 		}
 	}
 	d.mu.Unlock()
-	s, err := d.dev.CreateBuffer(&wgpu.BufferDescriptor{
-		Label: "staging",
-		Size:  class,
-		Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst,
+	var s *wgpu.Buffer
+	err := d.checked("staging buffer", func() (err error) {
+		s, err = d.dev.CreateBuffer(&wgpu.BufferDescriptor{
+			Label: "staging",
+			Size:  class,
+			Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("kernels: create staging buffer (%d bytes): %w", class, err)

@@ -58,35 +58,42 @@ func (d *Device) Pipeline(key, wgsl, entry string, layout []Binding) (*Pipeline,
 		return p, nil
 	}
 	p := &Pipeline{key: key, src: wgsl, layout: append([]Binding(nil), layout...)}
+	if err := d.checked("pipeline "+key, func() error { return d.compile(p, entry) }); err != nil {
+		p.release()
+		return nil, err
+	}
+	d.pipelines[key] = p
+	return p, nil
+}
+
+// compile creates p's shader module, bind-group layout, pipeline layout
+// and pipeline.
+func (d *Device) compile(p *Pipeline, entry string) error {
 	var err error
 	if p.module, err = d.dev.CreateShaderModule(&wgpu.ShaderModuleDescriptor{
-		Label:          key,
-		WGSLDescriptor: &wgpu.ShaderModuleWGSLDescriptor{Code: wgsl},
+		Label:          p.key,
+		WGSLDescriptor: &wgpu.ShaderModuleWGSLDescriptor{Code: p.src},
 	}); err != nil {
-		return nil, fmt.Errorf("kernels: compile %s: %w", key, err)
+		return fmt.Errorf("kernels: compile %s: %w", p.key, err)
 	}
-	entries := make([]wgpu.BindGroupLayoutEntry, len(layout))
-	for i, b := range layout {
+	entries := make([]wgpu.BindGroupLayoutEntry, len(p.layout))
+	for i, b := range p.layout {
 		entries[i] = wgpu.BindGroupLayoutEntry{
 			Binding:    uint32(i),
 			Visibility: wgpu.ShaderStageCompute,
 			Buffer:     wgpu.BufferBindingLayout{Type: b.wgpu()},
 		}
 	}
-	if p.bgl, err = d.dev.CreateBindGroupLayout(&wgpu.BindGroupLayoutDescriptor{Label: key, Entries: entries}); err != nil {
-		p.release()
-		return nil, fmt.Errorf("kernels: bind group layout %s: %w", key, err)
+	if p.bgl, err = d.dev.CreateBindGroupLayout(&wgpu.BindGroupLayoutDescriptor{Label: p.key, Entries: entries}); err != nil {
+		return fmt.Errorf("kernels: bind group layout %s: %w", p.key, err)
 	}
-	if p.pl, err = d.dev.CreatePipelineLayout(&wgpu.PipelineLayoutDescriptor{Label: key, BindGroupLayouts: []*wgpu.BindGroupLayout{p.bgl}}); err != nil {
-		p.release()
-		return nil, fmt.Errorf("kernels: pipeline layout %s: %w", key, err)
+	if p.pl, err = d.dev.CreatePipelineLayout(&wgpu.PipelineLayoutDescriptor{Label: p.key, BindGroupLayouts: []*wgpu.BindGroupLayout{p.bgl}}); err != nil {
+		return fmt.Errorf("kernels: pipeline layout %s: %w", p.key, err)
 	}
-	if p.pipe, err = d.dev.CreateComputePipeline(computePipelineDesc(key, p.pl, p.module, entry)); err != nil {
-		p.release()
-		return nil, fmt.Errorf("kernels: pipeline %s: %w", key, err)
+	if p.pipe, err = d.dev.CreateComputePipeline(computePipelineDesc(p.key, p.pl, p.module, entry)); err != nil {
+		return fmt.Errorf("kernels: pipeline %s: %w", p.key, err)
 	}
-	d.pipelines[key] = p
-	return p, nil
+	return nil
 }
 
 func (p *Pipeline) release() {

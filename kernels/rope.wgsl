@@ -5,8 +5,11 @@
 //   neox != 0: pairs (i, i + dim/2)  (HF rotate-half)
 //   neox == 0: pairs (2i, 2i + 1)    (GGUF llama, interleaved)
 // Pair i uses angle = f32(pos) * inv_freq[i] (an f32 product, as HF and
-// llama.cpp compute it), reduced mod 2π before cos/sin (Vulkan's cos/sin
-// are only accurate on [-π, π]); cos and sin are multiplied by scale.
+// llama.cpp compute it), reduced mod 2π and then to [-π/4, π/4] plus a
+// quadrant, where cos and sin are polynomials (Cephes' sinf/cosf, ~1 ulp):
+// the built-ins may be off by 2^-11 even on [-π, π] (WebGPU's bound;
+// SwiftShader in Chromium is), not by an ulp. cos and sin are multiplied
+// by scale.
 // One invocation per (token, head, pair).
 
 struct Params {
@@ -38,6 +41,27 @@ fn reduce_angle(a: f32) -> f32 {
     return r;
 }
 
+// cos and sin of a, to about an ulp: after reduce_angle, r = y + j·π/2
+// with |j| ≤ 2 (π/2 split like 2π above, so j·P1..P4 are exact) and
+// |y| ≤ π/4, where the minimax polynomials of Cephes' sinf/cosf hold.
+fn cos_sin(a: f32) -> vec2<f32> {
+    let r = reduce_angle(a);
+    let j = round(r * 0.6366197723675814);
+    var y = r - j * bitcast<f32>(0x3fc90000u);
+    y = y - j * bitcast<f32>(0x39fd0000u);
+    y = y - j * bitcast<f32>(0x35aa0000u);
+    y = y - j * bitcast<f32>(0x30885a30u);
+    let z = y * y;
+    let s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * y + y;
+    let c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z - 0.5 * z + 1.0;
+    switch (u32(i32(j)) & 3u) {
+        case 1u: { return vec2<f32>(-s, c); }
+        case 2u: { return vec2<f32>(-c, -s); }
+        case 3u: { return vec2<f32>(s, -c); }
+        default: { return vec2<f32>(c, s); }
+    }
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>,
@@ -52,9 +76,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
     let h = th % params.heads;
     let t = th / params.heads;
     let p = pos[0] + t;
-    let ang = reduce_angle(f32(p) * params.inv_freq[i / 4u][i % 4u]);
-    let c = cos(ang) * params.scale;
-    let s = sin(ang) * params.scale;
+    let cs = cos_sin(f32(p) * params.inv_freq[i / 4u][i % 4u]) * params.scale;
+    let c = cs.x;
+    let s = cs.y;
     let base = t * params.stride + h * params.head_dim;
     var i0 = base + 2u * i;
     var i1 = i0 + 1u;

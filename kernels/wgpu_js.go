@@ -95,6 +95,35 @@ func (d *Device) gpuErr() error {
 	return d.platform.err
 }
 
+// checked runs f, which creates WebGPU objects, inside validation and
+// out-of-memory error scopes and returns what they caught: in the browser
+// the calls themselves return no errors, and an uncaught one would poison
+// the device (ErrGPU). It costs a round trip to the GPU process, so it
+// wraps what is created at load time (pipelines, buffers), not per-token
+// work. Both scopes are popped before either is awaited: an await lets
+// other goroutines run, and their calls must not land in these scopes.
+func (d *Device) checked(what string, f func() error) error {
+	j := d.platform.jsDevice
+	if j == nil {
+		return f()
+	}
+	j.dev.Call("pushErrorScope", "validation")
+	j.dev.Call("pushErrorScope", "out-of-memory")
+	err := f()
+	oom := j.dev.Call("popErrorScope")
+	val := j.dev.Call("popErrorScope")
+	for _, p := range []js.Value{oom, val} {
+		e, aerr := await(p)
+		switch {
+		case aerr != nil && err == nil:
+			err = fmt.Errorf("kernels: %s: %w: popErrorScope: %v", what, ErrGPU, aerr)
+		case aerr == nil && e.Truthy() && err == nil:
+			err = fmt.Errorf("kernels: %s: %s: %s", what, e.Get("constructor").Get("name").String(), e.Get("message").String())
+		}
+	}
+	return err
+}
+
 // waitIdle waits for queue.onSubmittedWorkDone (the binding's Poll is a
 // no-op in the browser).
 func (d *Device) waitIdle() {

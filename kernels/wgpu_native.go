@@ -30,6 +30,10 @@ func (platformState) release() {}
 // gpuErr is always nil natively (errors come back from each call).
 func (d *Device) gpuErr() error { return nil }
 
+// checked runs f, which creates WebGPU objects; natively the calls return
+// their own errors, so this is just f().
+func (d *Device) checked(_ string, f func() error) error { return f() }
+
 // waitIdle blocks until the queue is empty.
 func (d *Device) waitIdle() { d.dev.Poll(true, nil) }
 
