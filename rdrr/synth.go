@@ -64,7 +64,7 @@ func Synthesize(ctx context.Context, cfg Config, dt quant.DType, seed uint64, ou
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		return w.AddTensor(name, d, []int64{int64(rows), int64(cols)}, &randomBlocks{rng: rng, dt: d, left: int64(rows) * int64(mustRow(d, cols))})
+		return w.AddTensor(name, d, []int64{int64(rows), int64(cols)}, &randomBlocks{rng: rng, dt: d, left: int64(rows) * int64(mustRow(d, cols)), std: 1 / float32(math.Sqrt(float64(cols)))})
 	}
 	vec := func(name string, n int) error {
 		return w.AddTensor(name, quant.F32, []int64{int64(n)}, &randomBlocks{rng: rng, dt: quant.F32, left: int64(n) * 4, norm: true})
@@ -210,7 +210,13 @@ type randomBlocks struct {
 	dt   quant.DType
 	left int64
 	norm bool // f32 values near 1 (norm weights)
-	buf  []byte
+	// std, when set, is the standard deviation of the values (1/√cols for a
+	// matrix, so activations keep their scale through any depth and
+	// context); the block scales are chosen for it and the quantized values
+	// are centred on zero.
+	std float32
+	buf []byte // a block split across reads
+	off int    // bytes of buf already returned
 }
 
 func (r *randomBlocks) Read(p []byte) (int, error) {
@@ -218,21 +224,30 @@ func (r *randomBlocks) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	bb := r.dt.BlockBytes()
-	n := int(min(int64(len(p)), r.left))
-	n -= n % bb
-	if n == 0 {
-		if r.buf == nil {
-			r.buf = make([]byte, bb)
+	if r.buf == nil {
+		r.buf = make([]byte, bb)
+		r.off = bb
+	}
+	n := 0
+	for n < len(p) && r.left > 0 {
+		if r.off == bb {
+			// Whole blocks go straight into p.
+			if k := min(len(p)-n, int(min(r.left, 1<<30))) / bb * bb; k > 0 {
+				for off := 0; off < k; off += bb {
+					r.fill(p[n+off : n+off+bb])
+				}
+				n += k
+				r.left -= int64(k)
+				continue
+			}
+			r.fill(r.buf) // a block split across reads
+			r.off = 0
 		}
-		r.fill(r.buf)
-		n = copy(p, r.buf)
-		r.left -= int64(n)
-		return n, nil
+		k := copy(p[n:n+int(min(int64(len(p)-n), r.left))], r.buf[r.off:])
+		r.off += k
+		n += k
+		r.left -= int64(k)
 	}
-	for off := 0; off < n; off += bb {
-		r.fill(p[off : off+bb])
-	}
-	r.left -= int64(n)
 	return n, nil
 }
 
@@ -244,6 +259,9 @@ func (r *randomBlocks) fill(b []byte) {
 		b[i] = byte(r.rng.Uint32())
 	}
 	scale := func(off int, v float32) { binary.LittleEndian.PutUint16(b[off:], quant.F32ToF16(v)) }
+	if r.std > 0 && r.fillStd(b, scale) {
+		return
+	}
 	switch r.dt {
 	case quant.F32:
 		v := (r.rng.Float32() - 0.5) * 0.04
@@ -265,4 +283,43 @@ func (r *randomBlocks) fill(b []byte) {
 	case quant.MXFP4:
 		b[0] = 120
 	}
+}
+
+// fillStd sets the block scales of b (already random) for values of
+// standard deviation r.std centred on zero; false for dtypes it leaves to
+// the defaults. The divisors are the standard deviations of the quantized
+// integers: int8 73.9; 4-bit q−8 4.61; 5-bit q−16 9.23; Q4_K with every
+// sub-block scale 2 and min 15, d·(2q−15) 9.22; Q6_K with scales 16,
+// 16·(q−32) 295.
+func (r *randomBlocks) fillStd(b []byte, scale func(off int, v float32)) bool {
+	uniform := func() float32 { return (r.rng.Float32() - 0.5) * 3.4641016 * r.std } // √12·σ wide
+	switch r.dt {
+	case quant.F32:
+		binary.LittleEndian.PutUint32(b, math.Float32bits(uniform()))
+	case quant.F16:
+		scale(0, uniform())
+	case quant.Q8_0:
+		scale(0, r.std/73.9)
+	case quant.Q4_0:
+		scale(0, r.std/4.61)
+	case quant.Q5_0:
+		scale(0, r.std/9.23)
+	case quant.Q4_K:
+		d := r.std / 9.22
+		scale(0, d)
+		scale(2, d)
+		for j := range 4 {
+			b[4+j] = 2          // scales of sub-blocks 0–3 (6 bits, high bits 0)
+			b[8+j] = 15         // mins of sub-blocks 0–3
+			b[12+j] = 2 | 15<<4 // sub-blocks 4–7: low nibbles of scale | min
+		}
+	case quant.Q6_K:
+		for j := range 16 {
+			b[192+j] = 16
+		}
+		scale(208, r.std/295)
+	default:
+		return false
+	}
+	return true
 }
