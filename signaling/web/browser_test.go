@@ -56,14 +56,16 @@ type node struct {
 // nodeOptions make a node misbehave on its WebRTC side (the HTTP seed
 // stays honest).
 type nodeOptions struct {
-	refuse  int // 1 + the index of a shard the node neither announces nor serves
-	corrupt int // 1 + the index of a shard whose blocks it serves with a flipped byte
+	refuse  int           // 1 + the index of a shard the node neither announces nor serves
+	corrupt int           // 1 + the index of a shard whose blocks it serves with a flipped byte
+	slow    time.Duration // a delay before each block served (to watch a download)
 }
 
 // holdings wraps the store as the gateway sees it.
 type holdings struct {
 	*swarm.Store
 	refuse, corrupt rdrr.Hash
+	slow            time.Duration
 }
 
 func (h holdings) Shard(x rdrr.Hash) (rdrr.Shard, bool) {
@@ -76,6 +78,7 @@ func (h holdings) Shard(x rdrr.Hash) (rdrr.Shard, bool) {
 func (h holdings) Has(x rdrr.Hash) bool { return x != h.refuse && h.Store.Has(x) }
 
 func (h holdings) ReadBlock(x rdrr.Hash, i int, p []byte) (int, error) {
+	time.Sleep(h.slow)
 	n, err := h.Store.ReadBlock(x, i, p)
 	if x == h.corrupt && n > 0 {
 		p[n/2] ^= 0x40
@@ -116,7 +119,7 @@ func startNode(t *testing.T, o nodeOptions) *node {
 	t.Cleanup(func() { relay.Close() })
 	sig := signaling.New(signaling.Options{Allow: func(room rdrr.ModelID) bool { return room == id },
 		ICEServers: []signaling.ICEServer{relay.ICEServer()}})
-	h := holdings{Store: st}
+	h := holdings{Store: st, slow: o.slow}
 	if o.refuse > 0 {
 		h.refuse = m.Shards[o.refuse-1].Hash
 	}
@@ -279,4 +282,43 @@ func TestCorruptPeer(t *testing.T) {
 		t.Fatalf("bytes %+v: the corrupted shard must come from the HTTP seed", r.BytesByTransport)
 	}
 	t.Logf("rejected: %s", r.Rejected[0])
+}
+
+// TestPageScreenshots saves the page mid-download and after generation to
+// $DOPPLER_SCREENSHOTS (skipped when unset): look at them after a change
+// to the page.
+func TestPageScreenshots(t *testing.T) {
+	dir := os.Getenv("DOPPLER_SCREENSHOTS")
+	if dir == "" {
+		t.Skip("set DOPPLER_SCREENSHOTS to a directory")
+	}
+	browsertest.Chromium(t)
+	n := startNode(t, nodeOptions{slow: 25 * time.Millisecond})
+	g := loadGolden(t)
+	p, err := newBrowser(t, browsertest.WithWindowSize(1280, 1000)).NewPage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := p.Open(ctx, n.pageURL(g)); err != nil {
+		t.Fatal(err)
+	}
+	for ctx.Err() == nil {
+		var pct float64
+		p.Eval(ctx, `parseFloat(document.getElementById("bar-fill").style.width) || 0`, &pct)
+		if pct >= 30 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := p.Screenshot(ctx, filepath.Join(dir, "d-downloading.png")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Screenshot(ctx, filepath.Join(dir, "d-done.png")); err != nil {
+		t.Fatal(err)
+	}
 }

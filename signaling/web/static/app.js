@@ -40,7 +40,7 @@
       $("bar-fill").style.width = pct.toFixed(1) + "%";
       $("bytes").textContent = fmtBytes(p.done) + " of " + fmtBytes(p.total) + " (" + pct.toFixed(0) + "%)";
       if (p.seconds > 0) $("rate").textContent = fmtBytes(p.done / p.seconds) + "/s";
-      $("eta").textContent = p.peers + (p.peers === 1 ? " source" : " sources");
+      $("eta").textContent = p.done >= p.total ? "complete, verified" : p.peers + (p.peers === 1 ? " source" : " sources");
     },
     status(s) {
       $("self").textContent = s.self ? "you are " + s.self : "";
