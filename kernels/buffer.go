@@ -164,7 +164,7 @@ func (d *Device) Write(b *Buffer, offset uint64, data []byte) error {
 		copy(padded, data)
 		data = padded
 	}
-	if err := d.queue.WriteBuffer(b.buf, offset, data); err != nil {
+	if err := d.writeBuffer(b.buf, offset, data); err != nil {
 		return fmt.Errorf("kernels: write %q: %w", b.label, err)
 	}
 	return nil

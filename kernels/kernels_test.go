@@ -191,6 +191,47 @@ func TestBufferRoundTrip(t *testing.T) {
 	}
 }
 
+// TestWriteWhileHeapGrows writes many small pieces while the Go heap
+// grows in small steps. In the browser, growing the wasm memory detaches
+// every view of it: a write that handed WebGPU such a view and then
+// allocated (as cogentcore/webgpu's Queue.WriteBuffer does) failed with
+// "Number of bytes to write is too large" whenever the growth fell
+// between the two.
+func TestWriteWhileHeapGrows(t *testing.T) {
+	d := testDevice(t)
+	const n = 50000
+	b, err := d.NewBuffer("heap growth", n*4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Release()
+	var ptrs []*[16]byte
+	for i := range n {
+		for range 64 {
+			ptrs = append(ptrs, new([16]byte)) // small allocations, kept
+		}
+		if err := d.WriteU32(b, uint64(i)*4, []uint32{uint32(i) * 2654435761}); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	runtime.KeepAlive(ptrs)
+	got, err := d.ReadU32(b, 0, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := 0
+	for i, v := range got {
+		if v != uint32(i)*2654435761 {
+			if bad++; bad <= 3 {
+				t.Errorf("word %d = %#x, want %#x", i, v, uint32(i)*2654435761)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d words wrong", bad, n)
+	}
+}
+
 func TestScratchPool(t *testing.T) {
 	d := testDevice(t)
 	s1, err := d.Scratch(1000)

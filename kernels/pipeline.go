@@ -233,7 +233,7 @@ func (o *Op) SetParams(params []byte) error {
 	}
 	buf := make([]byte, o.nparams)
 	copy(buf, params)
-	if err := o.d.queue.WriteBuffer(o.params, 0, buf); err != nil {
+	if err := o.d.writeBuffer(o.params, 0, buf); err != nil {
 		return fmt.Errorf("kernels: op %s params: %w", o.p.key, err)
 	}
 	return nil

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall/js"
+	"unsafe"
 
 	"github.com/cogentcore/webgpu/wgpu"
 )
@@ -52,9 +54,13 @@ type platformState struct{ *jsDevice }
 
 type jsDevice struct {
 	dev     js.Value // GPUDevice
+	queue   js.Value // its GPUQueue
 	log     *slog.Logger
 	onError js.Func
 	onLost  js.Func
+
+	writeMu sync.Mutex
+	stage   js.Value // a JavaScript-owned Uint8Array that writes go through
 
 	mu  sync.Mutex
 	err error // the first uncaptured error or the loss, wrapping ErrGPU
@@ -124,13 +130,69 @@ func (d *Device) checked(what string, f func() error) error {
 	return err
 }
 
+// maxStage bounds the staging array writes are copied through.
+const maxStage = 16 << 20
+
+// writeBuffer queues a write of data into buf at off. The binding's
+// Queue.WriteBuffer hands writeBuffer a Uint8ClampedArray view of the wasm
+// memory, but every js.Value Go creates allocates, and an allocation that
+// grows the wasm memory detaches the ArrayBuffer under that view before
+// writeBuffer reads it ("Number of bytes to write is too large", seen
+// loading a model). Here the bytes are copied with js.CopyBytesToJS (one
+// JavaScript-side memcpy, immune to growth) into a JavaScript-owned
+// staging array, at most maxStage bytes at a time, and written from there:
+// writeBuffer copies its source before it returns.
+func (d *Device) writeBuffer(buf *wgpu.Buffer, off uint64, data []byte) (err error) {
+	j := d.platform.jsDevice
+	gb, err := jsValueOf(buf)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			jerr, ok := r.(js.Error)
+			if !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("writeBuffer: %w", jerr)
+		}
+	}()
+	j.writeMu.Lock()
+	defer j.writeMu.Unlock()
+	for len(data) > 0 {
+		n := min(len(data), maxStage)
+		if j.stage.IsUndefined() || j.stage.Length() < n {
+			size := 64 << 10
+			for size < n {
+				size *= 2
+			}
+			j.stage = js.Global().Get("Uint8Array").New(size)
+		}
+		js.CopyBytesToJS(j.stage, data[:n])
+		j.queue.Call("writeBuffer", gb, off, j.stage, 0, n)
+		off += uint64(n)
+		data = data[n:]
+	}
+	return nil
+}
+
+// jsValueOf returns the GPU object a binding type wraps: the binding keeps
+// it in an unexported field named jsValue.
+func jsValueOf[T any](p *T) (js.Value, error) {
+	f := reflect.ValueOf(p).Elem().FieldByName("jsValue")
+	if !f.IsValid() || f.Type() != reflect.TypeFor[js.Value]() {
+		return js.Value{}, fmt.Errorf("kernels: %T has no jsValue field: cogentcore/webgpu changed, update wgpu_js.go", p)
+	}
+	return *(*js.Value)(unsafe.Pointer(f.UnsafeAddr())), nil
+}
+
 // waitIdle waits for queue.onSubmittedWorkDone (the binding's Poll is a
 // no-op in the browser).
 func (d *Device) waitIdle() {
 	if d.platform.jsDevice == nil {
 		return
 	}
-	if _, err := await(d.platform.dev.Get("queue").Call("onSubmittedWorkDone")); err != nil {
+	if _, err := await(d.platform.queue.Call("onSubmittedWorkDone")); err != nil {
 		d.platform.fail(fmt.Errorf("%w: onSubmittedWorkDone: %v", ErrGPU, err))
 	}
 }
@@ -194,7 +256,7 @@ func openBackend(want string, log *slog.Logger) (be backend, err error) {
 		return backend{}, fmt.Errorf("kernels: request device on %q: no device", info.Name)
 	}
 
-	j := &jsDevice{dev: dev, log: log}
+	j := &jsDevice{dev: dev, queue: dev.Get("queue"), log: log}
 	j.onError = js.FuncOf(func(_ js.Value, args []js.Value) any {
 		msg := "unknown error"
 		if len(args) > 0 {

@@ -34,6 +34,11 @@ func (d *Device) gpuErr() error { return nil }
 // their own errors, so this is just f().
 func (d *Device) checked(_ string, f func() error) error { return f() }
 
+// writeBuffer queues a write of data into buf at off.
+func (d *Device) writeBuffer(buf *wgpu.Buffer, off uint64, data []byte) error {
+	return d.queue.WriteBuffer(buf, off, data)
+}
+
 // waitIdle blocks until the queue is empty.
 func (d *Device) waitIdle() { d.dev.Poll(true, nil) }
 
