@@ -38,12 +38,23 @@
 // reliability, translate, optimization hints), and every host except
 // localhost, 127.0.0.1 and [::1] (IP literals included) resolves to
 // nothing, so a page can reach only loopback servers such as an
-// httptest.Server. WebRTC's ICE does not go through the resolver: a test
-// of data channels must filter candidates itself.
+// httptest.Server. WebRTC's ICE does not go through the resolver: pages
+// gather 127.0.0.1 host candidates under their real address (loopback
+// allowed, mDNS names off), and a test of data channels must drop any
+// other candidate itself.
 //
 // The page's console messages, uncaught exceptions and browser log entries
-// are forwarded to t.Log, prefixed with the tab's name. Everything is
-// closed on t.Cleanup.
+// are forwarded to t.Log, prefixed with the tab's name ("tab1 log: …");
+// closing a tab first logs everything it sent. Everything is closed on
+// t.Cleanup.
+//
+// # Go tests in the browser
+//
+// [Browser.GoTest] compiles a package's tests for GOOS=js GOARCH=wasm and
+// runs the binary in a tab (wasm_exec.js from GOROOT, globalThis.wasm set
+// as cogentcore/webgpu's js backend needs), returning its exit code; the
+// test output arrives through the console. kernels.TestInBrowser uses it
+// to run the kernel tests on Chromium's WebGPU.
 //
 // # Example
 //
