@@ -411,6 +411,7 @@ func (s *Session) encode(ctx context.Context, e *kernels.Encoder, ids []int, fro
 	if err != nil {
 		return e, err
 	}
+	e.SetPositions(s.pos, m)
 	done := 0
 	for _, c := range pl.cuts {
 		e.Run(pl.ops[done:c.at]...)
@@ -419,6 +420,7 @@ func (s *Session) encode(ctx context.Context, e *kernels.Encoder, ids []int, fro
 			return e, err
 		}
 		e = s.dev.NewEncoder()
+		e.SetPositions(s.pos, m)
 	}
 	ops := pl.ops[done:]
 	if m > 1 && !all {

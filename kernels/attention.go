@@ -162,6 +162,18 @@ var (
 	attnForceSplit  = false
 )
 
+// attnActiveChunks is how many of nc chunks hold keys for the query at
+// position i: span() of attention_decode.wgsl, on the host.
+func attnActiveChunks(i, capacity, window, nc, minL int) int {
+	lo := i + 1 - min(i+1, capacity)
+	if window > 0 {
+		lo = max(lo, i+1-min(i+1, window))
+	}
+	nk := i + 1 - lo
+	l := max(minL, (nk+nc-1)/nc)
+	return max(1, min(nc, (nk+l-1)/l))
+}
+
 // attnGroupWidth is how many of the grp query heads sharing a kv head one
 // split workgroup serves: the largest divisor of grp that is ≤ 8 with
 // width·headDim ≤ 2048 (q of all of them sits in workgroup memory).
@@ -307,6 +319,14 @@ func (d *Device) attentionSplit(q, kCache, vCache, out, pos, sinks BufferRange, 
 		if err == nil {
 			var op *Op
 			if op, err = d.NewOp(pipe, params, grid, q, kCache, vCache, part, out, pos, sinks); err == nil {
+				if phase == 0 {
+					// Only the chunks holding keys of the pass's last token
+					// (the most any of its tokens has) get workgroups.
+					x, z := grid[0], grid[2]
+					op.grid = func(pos, _ int) [3]uint32 {
+						return [3]uint32{x, uint32(attnActiveChunks(pos+m-1, capacity, window, nc, minL)), z}
+					}
+				}
 				scr.tie(op)
 				ops = append(ops, op)
 				continue

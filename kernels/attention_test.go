@@ -38,6 +38,7 @@ type attnHarness struct {
 	c                attnCase
 	k, v, sinks      []float32
 	kc, vc, pos, snk *Buffer
+	noHint           bool // step without Encoder.SetPositions
 }
 
 func newAttnHarness(tb testing.TB, d *Device, r *rand.Rand, c attnCase, n int) *attnHarness {
@@ -141,6 +142,9 @@ func (h *attnHarness) step(tb testing.TB, r *rand.Rand, pos0, m int) (got, want 
 	}
 	e := d.NewEncoder()
 	done := h.store(tb, e, pos0, m)
+	if !h.noHint {
+		e.SetPositions(pos0, m)
+	}
 	e.Run(ops...)
 	raw, err := e.SubmitRead(ob, 0, uint64(m*qw*4))
 	done()
@@ -304,6 +308,11 @@ func TestAttentionSplit(t *testing.T) {
 			h.history(t, c.pos0)
 			got, want := h.step(t, r, c.pos0, c.m)
 			compareAttn(t, got, want, c.f16, "")
+			// The grid sized for the whole capacity (no SetPositions) gives
+			// the same result.
+			h.noHint = true
+			got, want = h.step(t, r, c.pos0, c.m)
+			compareAttn(t, got, want, c.f16, "no position hint")
 		})
 	}
 }

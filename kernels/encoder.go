@@ -17,6 +17,21 @@ type Encoder struct {
 	last *Pipeline
 	err  error
 	done bool
+	// pos, m: the tokens this pass computes (SetPositions); m 0 = unknown.
+	pos, m int
+}
+
+// SetPositions tells the encoder that the ops it runs next compute the
+// tokens at positions pos … pos+m-1 (the value of the position buffer they
+// read), so ops whose work grows with the position — split attention,
+// whose grid otherwise covers the whole cache capacity — dispatch only the
+// workgroups that have keys to read. Without it such ops dispatch the grid
+// sized for any position: the same result, more idle workgroups (which cost
+// little on a GPU and much on a CPU rasterizer).
+func (e *Encoder) SetPositions(pos, m int) {
+	if pos >= 0 && m > 0 {
+		e.pos, e.m = pos, m
+	}
 }
 
 // NewEncoder starts recording.
@@ -53,7 +68,11 @@ func (e *Encoder) Run(ops ...*Op) {
 			e.last = op.p
 		}
 		e.pass.SetBindGroup(0, op.bg, nil)
-		e.pass.DispatchWorkgroups(op.groups[0], op.groups[1], op.groups[2])
+		g := op.groups
+		if op.grid != nil && e.m > 0 {
+			g = op.grid(e.pos, e.m)
+		}
+		e.pass.DispatchWorkgroups(g[0], g[1], g[2])
 	}
 	e.d.stats.dispatches.Add(uint64(len(ops)))
 }

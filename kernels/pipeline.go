@@ -135,6 +135,10 @@ type Op struct {
 	nparams uint64
 	bufs    []*Buffer
 	groups  [3]uint32
+	// grid, when set, sizes the dispatch for a pass that computes the
+	// tokens at positions pos … pos+m-1 (Encoder.SetPositions); groups is
+	// the grid for any position.
+	grid func(pos, m int) [3]uint32
 }
 
 // NewOp binds buffers to p. When params is non-nil the op gets its own
