@@ -174,7 +174,7 @@ func (c *client) load(ctx context.Context) (*generator, error) {
 	}
 	info := dev.Info()
 	c.ui.log("info", fmt.Sprintf("WebGPU adapter: %s (%s)", info.Name, info.Type))
-	m, err := engine.Load(ctx, dev, rm, engine.Options{})
+	m, err := engine.Load(ctx, dev, rm, engine.Options{Context: 256})
 	if err != nil {
 		dev.Close()
 		return nil, fmt.Errorf("load %s: %w", c.model.Short(), err)
@@ -227,6 +227,10 @@ func (c *client) generate(ctx context.Context, prompt string, n int, temp float6
 		prompts[i] = t
 	}
 	secs := time.Since(start).Seconds()
+	lat := make([]any, len(res.Stats.TokenLatency))
+	for i, d := range res.Stats.TokenLatency {
+		lat[i] = float64(d.Microseconds()) / 1000
+	}
 	c.ui.done(map[string]any{
 		"model":            c.model.String(),
 		"promptTokens":     prompts,
@@ -240,6 +244,7 @@ func (c *client) generate(ctx context.Context, prompt string, n int, temp float6
 		"seconds":          secs,
 		"prefillMs":        res.Stats.Prefill.Seconds() * 1000,
 		"loadMs":           g.load.Seconds() * 1000,
+		"tokenMs":          lat,
 	})
 	return nil
 }

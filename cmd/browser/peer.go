@@ -48,6 +48,7 @@ type rtcPeer struct {
 	inv        *wire.Inventory
 	invCh      *channel
 	state      string
+	chOpen     bool // a data channel opened: the connection is up, whatever connectionState says yet
 	bad        bool // sent a bad block: not asked again
 	connected  chan struct{}
 	invSeen    chan struct{}
@@ -280,7 +281,9 @@ func (p *rtcPeer) Connected() <-chan struct{} { return p.connected }
 func (p *rtcPeer) usable() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.state == "connected" && !p.bad && p.ctx.Err() == nil
+	// Chromium may deliver a channel's open and first messages before the
+	// connectionstatechange to "connected".
+	return (p.state == "connected" || p.chOpen) && !p.bad && p.ctx.Err() == nil
 }
 
 // Inventory returns the peer's last inventory (nil before the first).
@@ -306,6 +309,10 @@ func (p *rtcPeer) adoptInventory(dc js.Value) {
 		if err := ch.waitOpen(p.ctx, openTimeout+frameTimeout); err != nil {
 			return
 		}
+		p.mu.Lock()
+		p.chOpen = true
+		p.mu.Unlock()
+		closeOnce(&p.mu, p.connected)
 		p.sendInventory()
 		for p.ctx.Err() == nil {
 			m, err := wire.ReadMessage(idleReader{ch}, wire.MaxInventoryFrame)

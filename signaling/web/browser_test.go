@@ -38,8 +38,10 @@ type result struct {
 		WebRTC int64 `json:"webrtc"`
 		HTTP   int64 `json:"http"`
 	} `json:"bytesByTransport"`
-	RejectedBlocks int      `json:"rejectedBlocks"`
-	Rejected       []string `json:"rejected"`
+	RejectedBlocks int       `json:"rejectedBlocks"`
+	Rejected       []string  `json:"rejected"`
+	PrefillMs      float64   `json:"prefillMs"`
+	TokenMs        []float64 `json:"tokenMs"`
 }
 
 // node is an in-process DOPPLER node serving one model to browsers: the
@@ -205,7 +207,7 @@ func TestPageGeneratesGolden(t *testing.T) {
 	if !slices.Equal(r.Tokens, g.Generated) {
 		t.Fatalf("tokens %v\nwant   %v", r.Tokens, g.Generated)
 	}
-	t.Logf("text %q; bytes %+v", r.Text, r.BytesByTransport)
+	t.Logf("text %q; bytes %+v; prefill %.0f ms; token ms %.0f", r.Text, r.BytesByTransport, r.PrefillMs, r.TokenMs)
 	// Every byte came over WebRTC from the node: none from the HTTP seed.
 	if r.BytesByTransport.WebRTC < n.size || r.BytesByTransport.HTTP != 0 || r.RejectedBlocks != 0 {
 		t.Fatalf("model of %d bytes: got %+v, %d rejected blocks", n.size, r.BytesByTransport, r.RejectedBlocks)
