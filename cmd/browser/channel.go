@@ -39,7 +39,7 @@ type channel struct {
 	wake   chan struct{} // a message arrived or the channel closed
 	drain  chan struct{} // bufferedamountlow
 	opened chan struct{}
-	funcs  []js.Func
+	h      handlers
 	ctx    context.Context
 	cancel context.CancelFunc
 }
@@ -51,18 +51,7 @@ func newChannel(ctx context.Context, dc js.Value, timeout time.Duration, count f
 		opened: make(chan struct{}), ctx: ctx, cancel: cancel}
 	dc.Set("binaryType", "arraybuffer")
 	dc.Set("bufferedAmountLowThreshold", lowWater)
-	on := func(ev string, f func(v js.Value)) {
-		fn := js.FuncOf(func(_ js.Value, args []js.Value) any {
-			v := js.Undefined()
-			if len(args) > 0 {
-				v = args[0]
-			}
-			f(v)
-			return nil
-		})
-		c.funcs = append(c.funcs, fn)
-		dc.Set(ev, fn)
-	}
+	on := func(ev string, f func(v js.Value)) { c.h.on(dc, ev, f) }
 	on("onopen", func(js.Value) { c.open() })
 	on("onmessage", func(ev js.Value) {
 		d := ev.Get("data")
@@ -232,16 +221,10 @@ func (c *channel) Close() error {
 	if c.err == nil {
 		c.err = io.ErrClosedPipe
 	}
-	funcs := c.funcs
 	c.mu.Unlock()
 	c.cancel()
 	call(c.dc, "close")
-	for _, ev := range []string{"onopen", "onmessage", "onclose", "onerror", "onbufferedamountlow"} {
-		c.dc.Set(ev, js.Null())
-	}
-	for _, f := range funcs {
-		f.Release()
-	}
+	c.h.release()
 	signal(c.wake)
 	return nil
 }

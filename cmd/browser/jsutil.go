@@ -129,3 +129,43 @@ func jsonParse(s string) js.Value { return js.Global().Get("JSON").Call("parse",
 func jsonStringify(v js.Value) string {
 	return js.Global().Get("JSON").Call("stringify", v).String()
 }
+
+// handlers sets event handler properties (onmessage, …) on JavaScript
+// objects and releases the Go functions behind them when done.
+type handlers struct {
+	funcs []js.Func
+	set   []struct {
+		target js.Value
+		event  string
+	}
+}
+
+// on sets target[event] to call f with the event (undefined if none). f
+// runs on the event loop: it must not block.
+func (h *handlers) on(target js.Value, event string, f func(ev js.Value)) {
+	fn := js.FuncOf(func(_ js.Value, args []js.Value) any {
+		v := js.Undefined()
+		if len(args) > 0 {
+			v = args[0]
+		}
+		f(v)
+		return nil
+	})
+	h.funcs = append(h.funcs, fn)
+	h.set = append(h.set, struct {
+		target js.Value
+		event  string
+	}{target, event})
+	target.Set(event, fn)
+}
+
+// release clears every handler set and frees its function.
+func (h *handlers) release() {
+	for _, s := range h.set {
+		s.target.Set(s.event, js.Null())
+	}
+	for _, f := range h.funcs {
+		f.Release()
+	}
+	h.funcs, h.set = nil, nil
+}

@@ -40,7 +40,7 @@ type rtcPeer struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	sem      chan struct{}
-	funcs    []js.Func
+	h        handlers
 
 	mu         sync.Mutex
 	haveRemote bool
@@ -124,18 +124,7 @@ func closeOnce(mu *sync.Mutex, ch chan struct{}) {
 	}
 }
 
-func (p *rtcPeer) on(ev string, f func(js.Value)) {
-	fn := js.FuncOf(func(_ js.Value, args []js.Value) any {
-		v := js.Undefined()
-		if len(args) > 0 {
-			v = args[0]
-		}
-		f(v)
-		return nil
-	})
-	p.funcs = append(p.funcs, fn)
-	p.pc.Set(ev, fn)
-}
+func (p *rtcPeer) on(ev string, f func(js.Value)) { p.h.on(p.pc, ev, f) }
 
 // loopbackCandidate reports whether an ICE candidate line is a UDP
 // candidate on a 127.0.0.0/8 address (the only kind used when the page
@@ -314,28 +303,19 @@ func (p *rtcPeer) adoptInventory(dc js.Value) {
 		p.mu.Unlock()
 		closeOnce(&p.mu, p.connected)
 		p.sendInventory()
-		for p.ctx.Err() == nil {
-			m, err := wire.ReadMessage(idleReader{ch}, wire.MaxInventoryFrame)
-			if err != nil {
-				p.log.Debug("inventory channel", "err", err)
-				return
-			}
-			inv, ok := m.(*wire.Inventory)
-			if !ok {
-				p.log.Debug("inventory channel: protocol violation", "msg", m.Type())
-				return
-			}
+		err := shardproto.ReadInventories(shardproto.Frames(idleReader{ch}), func(inv *wire.Inventory) {
 			p.mu.Lock()
 			p.inv = inv
 			p.mu.Unlock()
 			closeOnce(&p.mu, p.invSeen)
 			p.c.changed()
-		}
+		})
+		p.log.Debug("inventory channel", "err", err)
 	}()
 }
 
-// idleReader reads a channel with no deadline between frames (the
-// inventory channel idles between announcements).
+// idleReader is a channel read with no deadline (the inventory channel
+// idles between announcements); its writes go to the channel.
 type idleReader struct{ c *channel }
 
 func (r idleReader) Read(b []byte) (int, error) {
@@ -346,6 +326,8 @@ func (r idleReader) Read(b []byte) (int, error) {
 		}
 	}
 }
+
+func (r idleReader) Write(b []byte) (int, error) { return r.c.Write(b) }
 
 // sendInventory sends this browser's inventory of the client's model.
 func (p *rtcPeer) sendInventory() {
@@ -478,11 +460,6 @@ func (p *rtcPeer) Close() {
 	p.state = "closed"
 	p.mu.Unlock()
 	call(p.pc, "close")
-	for _, ev := range []string{"onicecandidate", "onconnectionstatechange", "ondatachannel"} {
-		p.pc.Set(ev, js.Null())
-	}
-	for _, f := range p.funcs {
-		f.Release()
-	}
+	p.h.release()
 	p.c.dropPeer(p)
 }

@@ -31,8 +31,8 @@ type sigMessage struct {
 // signaler is the WebSocket to the signaling server. Messages received
 // are queued by the onmessage callback and delivered in order on recv.
 type signaler struct {
-	ws    js.Value
-	funcs []js.Func
+	ws js.Value
+	h  handlers
 
 	mu     sync.Mutex
 	queue  []sigMessage
@@ -47,18 +47,7 @@ func dialSignal(ctx context.Context, url string) (*signaler, sigMessage, error) 
 		return nil, sigMessage{}, err
 	}
 	s := &signaler{ws: ws, wake: make(chan struct{}, 1)}
-	on := func(ev string, f func(js.Value)) {
-		fn := js.FuncOf(func(_ js.Value, args []js.Value) any {
-			v := js.Undefined()
-			if len(args) > 0 {
-				v = args[0]
-			}
-			f(v)
-			return nil
-		})
-		s.funcs = append(s.funcs, fn)
-		ws.Set(ev, fn)
-	}
+	on := func(ev string, f func(js.Value)) { s.h.on(ws, ev, f) }
 	on("onmessage", func(ev js.Value) {
 		var m sigMessage
 		if d := ev.Get("data"); d.Type() != js.TypeString || json.Unmarshal([]byte(d.String()), &m) != nil {
@@ -140,11 +129,6 @@ func (s *signaler) close() {
 	}
 	s.mu.Unlock()
 	call(s.ws, "close")
-	for _, ev := range []string{"onmessage", "onclose"} {
-		s.ws.Set(ev, js.Null())
-	}
-	for _, f := range s.funcs {
-		f.Release()
-	}
+	s.h.release()
 	signal(s.wake)
 }

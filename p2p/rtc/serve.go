@@ -11,6 +11,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/doppler-llm/doppler/p2p"
+	"github.com/doppler-llm/doppler/p2p/shardproto"
 	"github.com/doppler-llm/doppler/p2p/wire"
 )
 
@@ -91,26 +92,17 @@ func (p *Peer) setInventory(raw datachannel.ReadWriteCloserDeadliner) {
 	p.mu.Unlock()
 	s.watch(p.ctx)
 	defer s.abort()
-	for {
-		// No deadline: the channel idles between announcements.
-		m, err := s.frames.ReadMsg(wire.MaxInventoryFrame)
-		if err != nil {
-			if p.ctx.Err() == nil {
-				p.log.Debug("inventory channel", "err", err)
-			}
-			return
-		}
-		inv, ok := m.(*wire.Inventory)
-		if !ok {
-			p.log.Debug("inventory channel: protocol violation", "msg", m.Type())
-			return
-		}
+	// No deadline: the channel idles between announcements.
+	err := shardproto.ReadInventories(s.frames, func(inv *wire.Inventory) {
 		p.mu.Lock()
 		f := p.onInv
 		p.mu.Unlock()
 		if f != nil {
 			f(inv)
 		}
+	})
+	if p.ctx.Err() == nil {
+		p.log.Debug("inventory channel", "err", err)
 	}
 }
 

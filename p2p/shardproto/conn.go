@@ -1,6 +1,7 @@
 package shardproto
 
 import (
+	"fmt"
 	"io"
 
 	"github.com/doppler-llm/doppler/p2p/wire"
@@ -46,4 +47,23 @@ type Provider interface {
 func BlockLen(sh rdrr.Shard, i int) int {
 	start := int64(i) * sh.BlockSize
 	return int(min(sh.BlockSize, sh.Size-start))
+}
+
+// ReadInventories reads Inventory frames (at most wire.MaxInventoryFrame
+// bytes) from an inventory channel and hands each to fn, in order, until
+// the channel fails; anything but an Inventory is a protocol violation
+// (ErrProtocol). c sets its own deadlines (none: the channel idles between
+// announcements).
+func ReadInventories(c MsgConn, fn func(*wire.Inventory)) error {
+	for {
+		m, err := c.ReadMsg(wire.MaxInventoryFrame)
+		if err != nil {
+			return err
+		}
+		inv, ok := m.(*wire.Inventory)
+		if !ok {
+			return fmt.Errorf("%w: %v on an inventory channel", ErrProtocol, m.Type())
+		}
+		fn(inv)
+	}
 }
