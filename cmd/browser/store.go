@@ -24,9 +24,11 @@ import (
 //	doppler/partial/<hash>/<block index>     verified blocks of a shard being fetched
 //
 // A block file is written whole by one FileSystemWritableFileStream,
-// which commits atomically on close, so a reload finds either the whole
-// block or nothing; a complete shard is written from its blocks, checked
-// against the shard hash, then its partial directory is removed. Reads
+// which commits atomically on close, so a reload finds the whole block or
+// an empty file (created, never committed), which Complete refetches; a
+// complete shard is written from its blocks, checked against the shard
+// hash, then its partial directory is removed — a shard file of the wrong
+// size (a visit cut off mid-write) is dropped when its manifest is read. Reads
 // (the engine, peers) go through File.slice; the rdrr reader and the shard
 // protocol check every block they read against the manifest, so a file
 // damaged in OPFS is never used.
@@ -232,7 +234,19 @@ func (s *store) add(id rdrr.ModelID, raw, sig []byte) error {
 		done := s.complete[sh.Hash]
 		_, known := s.have[sh.Hash]
 		s.mu.Unlock()
-		if done || known {
+		if done {
+			// A visit cut off while a complete shard was being written
+			// leaves the file empty (getFileHandle creates it; the
+			// writable commits only on close): such a file is dropped.
+			if f, err := s.file(s.ctx, sh.Hash); err == nil && int64(f.Get("size").Float()) == sh.Size {
+				continue
+			}
+			callAwait(s.ctx, s.shards, "removeEntry", sh.Hash.String())
+			s.mu.Lock()
+			delete(s.complete, sh.Hash)
+			delete(s.files, sh.Hash)
+			s.mu.Unlock()
+		} else if known {
 			continue
 		}
 		have := make([]bool, len(sh.Blocks))

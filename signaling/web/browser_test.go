@@ -324,3 +324,38 @@ func TestPageScreenshots(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPageResumes: a visit cut off mid-download leaves verified blocks in
+// OPFS; the next visit fetches only the rest and still matches the golden.
+func TestPageResumes(t *testing.T) {
+	browsertest.Chromium(t)
+	n := startNode(t, nodeOptions{slow: 20 * time.Millisecond})
+	g := loadGolden(t)
+	short := golden{Prompt: g.Prompt, Generated: g.Generated[:4]}
+	p, err := newBrowser(t).NewPage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := p.Open(ctx, n.pageURL(short)); err != nil {
+		t.Fatal(err)
+	}
+	var held float64
+	for ctx.Err() == nil && held < 0.3 {
+		time.Sleep(20 * time.Millisecond)
+		p.Eval(ctx, `parseFloat(document.getElementById("bar-fill").style.width) / 100 || 0`, &held)
+	}
+	if held >= 1 {
+		t.Fatalf("the download finished before it could be cut off (%.0f%%)", 100*held)
+	}
+	r := run(t, p, n.pageURL(short)) // navigating away cuts the first visit off
+	if !slices.Equal(r.Tokens, short.Generated) {
+		t.Fatalf("tokens %v, want %v", r.Tokens, short.Generated)
+	}
+	got := r.BytesByTransport.WebRTC + r.BytesByTransport.HTTP
+	if got >= n.size || got == 0 {
+		t.Fatalf("second visit downloaded %d bytes of %d; it should resume from the first visit's blocks", got, n.size)
+	}
+	t.Logf("cut off at %.0f%%; the second visit downloaded %d of %d bytes", 100*held, got, n.size)
+}
