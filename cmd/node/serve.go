@@ -79,6 +79,7 @@ func newServe() *cobra.Command {
 			fmt.Fprintf(out, "listening %s\n", site.url())
 			for _, id := range ids {
 				fmt.Fprintf(out, "serving %s\n", id)
+				slog.Info("browser page", "url", site.url()+"/d?model="+id.String())
 			}
 			return site.run(ctx)
 		},
