@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"cmp"
 	_ "embed"
 	"encoding/binary"
 	"fmt"
@@ -122,7 +123,7 @@ func (d *Device) Attention(q, kCache, vCache, out, pos BufferRange, m, heads, kv
 		Window: uint32(o.Window), HasSinks: hasSinks, M: uint32(m), Scale: o.Scale, Softcap: o.Softcap,
 	}
 	tile := attnPrefillTile(headDim)
-	if m == 1 || attnForceSplit || attnPrefillShared(headDim, tile) > d.limits.MaxWorkgroupStorage {
+	if m == 1 || d.attn.tune.forceSplit || attnPrefillShared(headDim, tile) > d.limits.MaxWorkgroupStorage {
 		return d.attentionSplit(q, kCache, vCache, out, pos, sinks, m, heads, kvHeads, headDim, capacity, o.Window, f16, prm)
 	}
 	src, err := setConst(attentionPrefillWGSL, "BQ", uint32(tile))
@@ -151,16 +152,26 @@ func (d *Device) Attention(q, kCache, vCache, out, pos BufferRange, m, heads, kv
 	return []*Op{op}, nil
 }
 
-// Split-decode shape knobs (tests and BenchmarkAttentionDecode vary them):
-// the workgroup size, the workgroups per token the chunk count aims at,
-// and the fewest keys per chunk. attnForceSplit sends m > 1 to the split
-// kernel too (tests).
-var (
-	attnSplitWG     = 128
-	attnSplitTarget = 256
-	attnSplitMinL   = 32
-	attnForceSplit  = false
-)
+// attnTune holds the split-decode shape knobs of a Device (tests and
+// BenchmarkAttentionDecode vary them; zero fields take the defaults): the
+// workgroup size, the workgroups per token the chunk count aims at, and the
+// fewest keys per chunk. forceSplit sends m > 1 to the split kernel too.
+type attnTune struct {
+	wg, target, minL int
+	forceSplit       bool
+}
+
+func (t attnTune) shape() (wg, target, minL int) {
+	return cmp.Or(t.wg, 128), cmp.Or(t.target, 256), cmp.Or(t.minL, 32)
+}
+
+// attnState is a Device's attention state: the knobs and the partials
+// buffer its split Attention Ops share.
+type attnState struct {
+	mu   sync.Mutex
+	tune attnTune
+	scr  *attnScratch
+}
 
 // attnActiveChunks is how many of nc chunks hold keys for the query at
 // position i: span() of attention_decode.wgsl, on the host.
@@ -218,24 +229,19 @@ func attnKVLoads(f16, vec bool) string {
 
 // attnScratch is the partials buffer the split Attention Ops of a Device
 // share; refs counts the Ops bound to it plus builds in progress (under
-// attnScratchMu).
+// the Device's attn.mu).
 type attnScratch struct {
 	d    *Device
 	buf  *Buffer
 	refs int
 }
 
-var (
-	attnScratchMu sync.Mutex
-	attnScratches = map[*Device]*attnScratch{}
-)
-
 // attnPartials returns the Device's partials buffer, at least size bytes,
 // with a reference the caller drops once its Ops are tied to it.
 func (d *Device) attnPartials(size uint64) (*attnScratch, error) {
-	attnScratchMu.Lock()
-	defer attnScratchMu.Unlock()
-	s := attnScratches[d]
+	d.attn.mu.Lock()
+	defer d.attn.mu.Unlock()
+	s := d.attn.scr
 	if s == nil || s.buf.Size() < size {
 		// A larger one for the new Ops; Ops bound to the old one keep it.
 		b, err := d.Scratch(size)
@@ -243,7 +249,7 @@ func (d *Device) attnPartials(size uint64) (*attnScratch, error) {
 			return nil, err
 		}
 		s = &attnScratch{d: d, buf: b}
-		attnScratches[d] = s
+		d.attn.scr = s
 	}
 	s.refs++
 	return s, nil
@@ -253,13 +259,14 @@ func (d *Device) attnPartials(size uint64) (*attnScratch, error) {
 // Device's scratch pool (released if the Device is closed). Queue order
 // makes the pool's reuse safe after the last submit that used it.
 func (s *attnScratch) drop() {
-	attnScratchMu.Lock()
+	a := &s.d.attn
+	a.mu.Lock()
 	s.refs--
 	last := s.refs == 0
-	if last && attnScratches[s.d] == s {
-		delete(attnScratches, s.d)
+	if last && a.scr == s {
+		a.scr = nil
 	}
-	attnScratchMu.Unlock()
+	a.mu.Unlock()
 	if last {
 		s.d.Put(s.buf)
 	}
@@ -267,22 +274,21 @@ func (s *attnScratch) drop() {
 
 // tie holds a reference for as long as op is reachable.
 func (s *attnScratch) tie(op *Op) {
-	attnScratchMu.Lock()
+	s.d.attn.mu.Lock()
 	s.refs++
-	attnScratchMu.Unlock()
+	s.d.attn.mu.Unlock()
 	runtime.AddCleanup(op, (*attnScratch).drop, s)
 }
 
 func (d *Device) attentionSplit(q, kCache, vCache, out, pos, sinks BufferRange, m, heads, kvHeads, headDim, capacity, window int, f16 uint32, prm attentionParams) ([]*Op, error) {
-	wg := attnSplitWG
+	wg, target, minL := d.attn.tune.shape()
 	gw := attnGroupWidth(heads/kvHeads, headDim)
 	groups := heads / gw // workgroups per chunk index
 	keys := capacity     // most keys a query sees
 	if window > 0 {
 		keys = min(keys, window)
 	}
-	minL := attnSplitMinL
-	nc := min(max((attnSplitTarget+groups-1)/groups, 1), wg, (keys+minL-1)/minL)
+	nc := min(max((target+groups-1)/groups, 1), wg, (keys+minL-1)/minL)
 	hd4 := (headDim + 3) / 4
 	size := uint64(m) * uint64(heads) * uint64(nc) * uint64(hd4+1) * 16
 	scr, err := d.attnPartials(size)

@@ -1,7 +1,6 @@
 package kernels
 
 import (
-	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -137,7 +136,7 @@ func (h *attnHarness) step(tb testing.TB, r *rand.Rand, pos0, m int) (got, want 
 		tb.Fatal(err)
 	}
 	defer releaseOps(ops)
-	if prefill := strings.Contains(ops[0].p.Key(), "prefill"); prefill != (m > 1 && !attnForceSplit) {
+	if prefill := strings.Contains(ops[0].p.Key(), "prefill"); prefill != (m > 1 && !d.attn.tune.forceSplit) {
 		tb.Errorf("m=%d built %s", m, ops[0].p.Key())
 	}
 	e := d.NewEncoder()
@@ -292,17 +291,14 @@ func TestAttentionSplit(t *testing.T) {
 		{attnCase: attnCase{m: 7, pos0: 290, heads: 4, kvHeads: 2, headDim: 32, capacity: 512, sinks: true}, force: true},
 		{attnCase: attnCase{m: 5, pos0: 10, heads: 4, kvHeads: 2, headDim: 32, capacity: 10, window: 6, f16: true}, force: true},
 	}
-	defer func(wg, target, minL int) { attnSplitWG, attnSplitTarget, attnSplitMinL = wg, target, minL }(attnSplitWG, attnSplitTarget, attnSplitMinL)
-	def := [3]int{attnSplitWG, attnSplitTarget, attnSplitMinL}
+	defer func(t attnTune) { d.attn.tune = t }(d.attn.tune)
 	for _, c := range cases {
 		name := c.String()
 		if c.wg+c.target+c.minL > 0 {
 			name += fmt.Sprintf("/wg%d_t%d_l%d", c.wg, c.target, c.minL)
 		}
 		t.Run(name, func(t *testing.T) {
-			attnSplitWG, attnSplitTarget, attnSplitMinL = cmp.Or(c.wg, def[0]), cmp.Or(c.target, def[1]), cmp.Or(c.minL, def[2])
-			attnForceSplit = c.force
-			defer func() { attnForceSplit = false }()
+			d.attn.tune = attnTune{wg: c.wg, target: c.target, minL: c.minL, forceSplit: c.force}
 			h := newAttnHarness(t, d, r, c.attnCase, c.pos0+c.m)
 			defer h.release()
 			h.history(t, c.pos0)
@@ -355,7 +351,8 @@ func BenchmarkAttentionDecode(b *testing.B) {
 	b.Logf("adapter: %s (%s, %s)", d.Info().Name, d.Info().Backend, d.Info().Type)
 	const heads, kv, hd = 32, 8, 128
 	type knob struct{ wg, target, minL int }
-	knobs := []knob{{attnSplitWG, attnSplitTarget, attnSplitMinL}}
+	wg, target, minL := attnTune{}.shape()
+	knobs := []knob{{wg, target, minL}}
 	for _, f := range strings.Fields(os.Getenv("DOPPLER_ATTN_KNOBS")) {
 		var k knob
 		if _, err := fmt.Sscanf(f, "%d/%d/%d", &k.wg, &k.target, &k.minL); err != nil {
@@ -363,7 +360,7 @@ func BenchmarkAttentionDecode(b *testing.B) {
 		}
 		knobs = append(knobs, k)
 	}
-	defer func(wg, target, minL int) { attnSplitWG, attnSplitTarget, attnSplitMinL = wg, target, minL }(attnSplitWG, attnSplitTarget, attnSplitMinL)
+	defer func(t attnTune) { d.attn.tune = t }(d.attn.tune)
 	for _, ctx := range []int{128, 1024, 4096} {
 		for _, f16 := range []bool{false, true} {
 			for i, k := range knobs {
@@ -371,7 +368,7 @@ func BenchmarkAttentionDecode(b *testing.B) {
 				if i > 0 {
 					name += fmt.Sprintf("/wg%d_t%d_l%d", k.wg, k.target, k.minL)
 				}
-				attnSplitWG, attnSplitTarget, attnSplitMinL = k.wg, k.target, k.minL
+				d.attn.tune = attnTune{wg: k.wg, target: k.target, minL: k.minL}
 				b.Run(name, func(b *testing.B) { benchAttnDecode(b, d, heads, kv, hd, ctx, f16) })
 			}
 		}

@@ -90,6 +90,8 @@ type Device struct {
 	stageSize map[*wgpu.Buffer]uint64 // sizes of staging buffers (the js backend has no GetSize)
 	mapMu     sync.Mutex              // one buffer map at a time (see mapRead)
 	scratch   map[uint64][]*Buffer    // idle transient buffers by capacity
+
+	attn attnState // split attention's knobs and shared partials
 }
 
 // Open picks an adapter (see [Options]) and opens a device on it with the
