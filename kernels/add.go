@@ -9,10 +9,14 @@ import (
 //go:embed add.wgsl
 var addWGSL string
 
-//go:embed add_inplace.wgsl
-var addInPlaceWGSL string
+// addInPlaceIO is AddInPlace's IO block of add.wgsl: out (acc) is both
+// the left summand and the result, bound once read_write.
+const addInPlaceIO = `@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+fn lhs(i: u32) -> f32 { return out[i]; }
+`
 
-// addParams mirrors Params in add.wgsl and add_inplace.wgsl (16 bytes).
+// addParams mirrors Params in add.wgsl (16 bytes).
 type addParams struct {
 	N          uint32
 	_, _, _pad uint32
@@ -51,7 +55,11 @@ func (d *Device) AddInPlace(acc, b BufferRange, n int) (*Op, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := d.Pipeline("add_inplace", addInPlaceWGSL, "main", []Binding{Uniform, ReadOnly, Storage})
+	src, err := setBlock(addWGSL, "IO", addInPlaceIO)
+	if err != nil {
+		return nil, err
+	}
+	p, err := d.Pipeline("add_inplace", src, "main", []Binding{Uniform, ReadOnly, Storage})
 	if err != nil {
 		return nil, err
 	}

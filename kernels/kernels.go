@@ -22,8 +22,7 @@ func All() []KernelInfo {
 		{Name: "attention", WGSL: "attention_decode.wgsl", HasRef: true},
 		{Name: "attention", WGSL: "attention_prefill.wgsl", HasRef: true},
 		{Name: "embed", WGSL: "embed.wgsl", HasRef: true},
-		{Name: "add", WGSL: "add.wgsl", HasRef: true},
-		{Name: "add", WGSL: "add_inplace.wgsl", HasRef: true},
+		{Name: "add", WGSL: "add.wgsl", HasRef: true}, // + AddInPlace's IO block
 		{Name: "act", WGSL: "act.wgsl", HasRef: true},
 		{Name: "argmax", WGSL: "argmax.wgsl", HasRef: true},
 		{Name: "sample", WGSL: "sample.wgsl", HasRef: true},

@@ -408,3 +408,15 @@ func TestSetConst(t *testing.T) {
 		t.Error("missing constant accepted")
 	}
 }
+
+func TestSetBlock(t *testing.T) {
+	got, err := setBlock("a\n// BEGIN IO\nx\ny\n// END IO\nb", "IO", "z\n")
+	if err != nil || got != "a\n// BEGIN IO\nz\n// END IO\nb" {
+		t.Errorf("got %q, %v", got, err)
+	}
+	for _, src := range []string{"a\n// END IO\n", "// BEGIN IO\nx\n", "// BEGIN KV\n// END KV\n"} {
+		if _, err := setBlock(src, "IO", "z\n"); err == nil {
+			t.Errorf("%q: missing block accepted", src)
+		}
+	}
+}

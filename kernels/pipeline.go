@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/cogentcore/webgpu/wgpu"
 )
@@ -123,6 +124,22 @@ func setConst(src, name string, v uint32) (string, error) {
 		return "", fmt.Errorf("kernels: no `const %s: u32 = …;` line to template", name)
 	}
 	return re.ReplaceAllLiteralString(src, "const "+name+": u32 = "+strconv.FormatUint(uint64(v), 10)+"u;"), nil
+}
+
+// setBlock replaces the lines between `// BEGIN name` and `// END name`
+// in src with body (which must end in a newline; the markers stay), so a
+// .wgsl file holds one variant of a block, valid on its own, while Go
+// swaps in another. Name the variant in the pipeline key.
+func setBlock(src, name, body string) (string, error) {
+	begin, end := "// BEGIN "+name+"\n", "// END "+name+"\n"
+	head, rest, ok := strings.Cut(src, begin)
+	if ok {
+		_, rest, ok = strings.Cut(rest, end)
+	}
+	if !ok {
+		return "", fmt.Errorf("kernels: no `// BEGIN %s` … `// END %s` block to template", name, name)
+	}
+	return head + begin + body + end + rest, nil
 }
 
 // Op is one dispatch, bound once and replayed: a pipeline, its bind group,
