@@ -65,15 +65,10 @@ func (d *bpeData) decodeText(s string) string {
 	return string(b)
 }
 
-// bpeBigram is a candidate merge of symbols left and right.
-type bpeBigram struct {
-	left, right int
-	rank        int
-	size        int
-}
-
 // bpeBefore is llm_bigram_bpe's order: lowest rank first, then leftmost.
-func bpeBefore(a, b bpeBigram) bool { return a.rank < b.rank || a.rank == b.rank && a.left < b.left }
+func bpeBefore(a, b bigram[int]) bool {
+	return a.score < b.score || a.score == b.score && a.left < b.left
+}
 
 // encodeBPE appends the tokens of text to out, following
 // llm_tokenizer_bpe_session::tokenize.
@@ -81,8 +76,7 @@ func (tk *Tokenizer) encodeBPE(out []int, text string) []int {
 	d := &tk.bpe
 	cps := decodeCodepoints(text)
 	var word, raw, key []byte
-	var syms []symbol
-	q := queue[bpeBigram]{before: bpeBefore}
+	m := newMerger(bpeBefore)
 	start := 0
 	for _, n := range d.pre.split(cps) {
 		raw = raw[:0]
@@ -96,52 +90,18 @@ func (tk *Tokenizer) encodeBPE(out []int, text string) []int {
 		}
 		w := string(word)
 
-		syms, q.items = syms[:0], q.items[:0]
 		if id, ok := tk.ids[w]; ok && d.pre.ignoreMerges {
 			out = append(out, id)
 			continue
 		}
-		for off := 0; off < len(w); {
-			n := min(utf8Len(w[off]), len(w)-off)
-			next := len(syms) + 1
-			if off+n == len(w) {
-				next = -1
-			}
-			syms = append(syms, symbol{prev: len(syms) - 1, next: next, start: off, n: n})
-			off += n
+		// A merge's rank scores joining two pieces of w.
+		rank := func(start, mid, end int) (int, bool) {
+			key = append(append(append(key[:0], w[start:mid]...), ' '), w[mid:end]...)
+			r, ok := d.ranks[string(key)]
+			return r, ok
 		}
-		tryAdd := func(left, right int) {
-			if left < 0 || right < 0 {
-				return
-			}
-			l, r := syms[left], syms[right]
-			key = append(append(append(key[:0], w[l.start:l.start+l.n]...), ' '), w[r.start:r.start+r.n]...)
-			rank, ok := d.ranks[string(key)]
-			if !ok {
-				return
-			}
-			q.push(bpeBigram{left: left, right: right, rank: rank, size: l.n + r.n})
-		}
-		for i := 1; i < len(syms); i++ {
-			tryAdd(i-1, i)
-		}
-		for q.len() > 0 {
-			b := q.pop()
-			l, r := &syms[b.left], &syms[b.right]
-			if l.n == 0 || r.n == 0 || l.n+r.n != b.size {
-				continue
-			}
-			l.n += r.n
-			r.n = 0
-			l.next = r.next
-			if r.next >= 0 {
-				syms[r.next].prev = b.left
-			}
-			tryAdd(l.prev, b.left)
-			tryAdd(b.left, l.next)
-		}
-		for i := 0; i != -1; i = syms[i].next {
-			s := w[syms[i].start : syms[i].start+syms[i].n]
+		for _, p := range m.merge(w, rank) {
+			s := w[p.start : p.start+p.n]
 			if id, ok := tk.ids[s]; ok {
 				out = append(out, id)
 				continue
