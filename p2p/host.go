@@ -25,6 +25,7 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/doppler-llm/doppler/p2p/shardproto"
+	"github.com/doppler-llm/doppler/p2p/wire"
 )
 
 // Protocol IDs.
@@ -216,8 +217,8 @@ func New(ctx context.Context, opts Options, prov Provider) (*Host, error) {
 		n.Close()
 		return nil, fmt.Errorf("gossipsub: %w", err)
 	}
-	h.SetStreamHandler(ManifestProtocol, n.serveManifest)
-	h.SetStreamHandler(ShardProtocol, n.serveShard)
+	h.SetStreamHandler(ManifestProtocol, serveOne[*wire.ManifestRequest](n, "manifest"))
+	h.SetStreamHandler(ShardProtocol, serveOne[*wire.BlocksRequest](n, "shard"))
 	if opts.MDNS {
 		if err := n.startMDNS(); err != nil {
 			n.Close()

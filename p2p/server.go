@@ -22,49 +22,31 @@ func (n *Host) acquire(c *conn) bool {
 
 func (n *Host) release() { <-n.sem }
 
-// serveManifest answers one ManifestRequest.
-func (n *Host) serveManifest(s network.Stream) {
-	c := n.wrap(n.ctx, s, n.opts.RequestTimeout)
-	defer c.close()
-	if !n.acquire(c) {
-		return
-	}
-	defer n.release()
-	m, err := c.read(wire.MaxFrame)
-	req, ok := m.(*wire.ManifestRequest)
-	if err != nil || !ok {
-		n.log.Debug("manifest: bad request", "from", c.peer, "err", err, "msg", fmt.Sprintf("%T", m))
-		c.reset()
-		return
-	}
-	c.timeout = n.opts.FrameTimeout
-	if err := shardproto.Answer(c, n.prov, req, ServeOptions{}); err != nil {
-		n.log.Debug("manifest: write", "to", c.peer, "err", err)
-		c.reset()
-	}
-}
-
-// serveShard answers one BlocksRequest.
-func (n *Host) serveShard(s network.Stream) {
-	c := n.wrap(n.ctx, s, n.opts.RequestTimeout)
-	defer c.close()
-	if !n.acquire(c) {
-		return
-	}
-	defer n.release()
-	m, err := c.read(wire.MaxFrame)
-	req, ok := m.(*wire.BlocksRequest)
-	if err != nil || !ok {
-		n.log.Debug("shard: bad request", "from", c.peer, "err", err, "msg", fmt.Sprintf("%T", m))
-		c.reset()
-		return
-	}
-	c.timeout = n.opts.FrameTimeout
-	opts := ServeOptions{MaxBlocksPerRequest: n.opts.MaxBlocksPerRequest, ServeUnverified: n.opts.ServeUnverified,
-		Logger: n.log, OnBlock: func() { n.stats.blocks.Add(1) }}
-	if err := shardproto.Answer(c, n.prov, req, opts); err != nil {
-		n.log.Debug("shard: write", "to", c.peer, "err", err)
-		c.reset()
+// serveOne returns the handler of a protocol whose streams carry one
+// request of type R (a ManifestRequest or a BlocksRequest); what names the
+// protocol in logs. Anything else read first resets the stream.
+func serveOne[R wire.Message](n *Host, what string) network.StreamHandler {
+	return func(s network.Stream) {
+		c := n.wrap(n.ctx, s, n.opts.RequestTimeout)
+		defer c.close()
+		if !n.acquire(c) {
+			return
+		}
+		defer n.release()
+		m, err := c.read(wire.MaxFrame)
+		req, ok := m.(R)
+		if err != nil || !ok {
+			n.log.Debug(what+": bad request", "from", c.peer, "err", err, "msg", fmt.Sprintf("%T", m))
+			c.reset()
+			return
+		}
+		c.timeout = n.opts.FrameTimeout
+		opts := ServeOptions{MaxBlocksPerRequest: n.opts.MaxBlocksPerRequest, ServeUnverified: n.opts.ServeUnverified,
+			Logger: n.log, OnBlock: func() { n.stats.blocks.Add(1) }}
+		if err := shardproto.Answer(c, n.prov, req, opts); err != nil {
+			n.log.Debug(what+": write", "to", c.peer, "err", err)
+			c.reset()
+		}
 	}
 }
 
