@@ -201,13 +201,15 @@ func (c *client) generate(ctx context.Context, prompt string, n int, temp float6
 	so := engine.DefaultSampleOptions()
 	so.Temp = temp
 	so.Seed = uint64(time.Now().UnixNano())
-	stream := g.tok.NewStreamDecoder()
+	// The result's text is the generated tokens decoded on their own (as
+	// the CLI and llama.cpp's goldens do); the page shows them continuing
+	// the prompt, leading space kept.
+	stream, shown := g.tok.NewStreamDecoder(), g.tok.NewContinuationDecoder()
 	var text strings.Builder
 	opts := engine.GenerateOptions{Sample: so, MaxTokens: n, StopAtEOG: g.tok.IsEOG,
 		OnToken: func(id int) error {
-			piece := stream.Push(id)
-			text.WriteString(piece)
-			c.ui.token(piece)
+			text.WriteString(stream.Push(id))
+			c.ui.token(shown.Push(id))
 			return nil
 		}}
 	start := time.Now()
@@ -215,9 +217,8 @@ func (c *client) generate(ctx context.Context, prompt string, n int, temp float6
 	if err != nil {
 		return fmt.Errorf("generate: %w", err)
 	}
-	rest := stream.Flush()
-	text.WriteString(rest)
-	c.ui.token(rest)
+	text.WriteString(stream.Flush())
+	c.ui.token(shown.Flush())
 	tokens := make([]any, len(res.Tokens))
 	for i, t := range res.Tokens {
 		tokens[i] = t

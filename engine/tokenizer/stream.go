@@ -22,6 +22,13 @@ func (tk *Tokenizer) NewStreamDecoder() *StreamDecoder {
 	return &StreamDecoder{tk: tk}
 }
 
+// NewContinuationDecoder returns a decoder for tokens that continue
+// earlier text (a prompt shown before them): no leading space is removed,
+// so "The little dog" + "▁was" reads "The little dog was".
+func (tk *Tokenizer) NewContinuationDecoder() *StreamDecoder {
+	return &StreamDecoder{tk: tk, started: true}
+}
+
 // Push adds one token and returns the text it completes, possibly "".
 func (d *StreamDecoder) Push(id int) string {
 	p := d.tk.decodedPiece(id)
