@@ -74,7 +74,7 @@ func (e *Endpoint) Send(ctx context.Context, m Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if code, text := m.check(); code != "" || m.Type == TypePeers {
+	if code, text := check(&m); code != "" || m.Type == TypePeers {
 		if text == "" {
 			text = "use List for the peers"
 		}

@@ -297,7 +297,7 @@ func (s *Server) readLoop(ctx context.Context, c *websocket.Conn, p *peer) {
 			if err := json.Unmarshal(b, &m); err != nil {
 				text = "malformed JSON"
 			} else {
-				code, text = m.check()
+				code, text = check(&m)
 			}
 		}
 		switch code {

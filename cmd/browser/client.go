@@ -15,6 +15,7 @@ import (
 
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/signaling/sigwire"
 	"github.com/doppler-llm/doppler/swarm"
 )
 
@@ -65,12 +66,17 @@ func (c *client) join(wait bool) error {
 	if err != nil {
 		return err
 	}
-	c.sig, c.self, c.iceServers = sig, welcome.ID, welcome.ICEServers
+	c.sig, c.self = sig, string(welcome.ID)
+	if len(welcome.ICEServers) > 0 {
+		if b, err := json.Marshal(welcome.ICEServers); err == nil {
+			c.iceServers = b
+		}
+	}
 	c.ui.log("info", fmt.Sprintf("joined room %s as %s with %d peers", c.model.Short(), c.self, len(welcome.Peers)))
 	go c.signalLoop()
 	var offered []*rtcPeer
 	for _, id := range welcome.Peers {
-		p, err := c.addPeer(id)
+		p, err := c.addPeer(string(id))
 		if err != nil {
 			c.ui.log("warn", err.Error())
 			continue
@@ -158,14 +164,14 @@ func (c *client) signalLoop() {
 			return
 		}
 		switch m.Type {
-		case "join":
+		case sigwire.TypeJoin:
 			c.log.Debug("peer joined", "peer", m.ID)
-		case "leave":
-			if p := c.peer(m.ID); p != nil {
+		case sigwire.TypeLeave:
+			if p := c.peer(string(m.ID)); p != nil {
 				p.Close()
 			}
-		case "offer":
-			p, err := c.addPeer(m.From)
+		case sigwire.TypeOffer:
+			p, err := c.addPeer(string(m.From))
 			if err != nil {
 				c.ui.log("warn", err.Error())
 				continue
@@ -176,8 +182,8 @@ func (c *client) signalLoop() {
 					p.Close()
 				}
 			}()
-		case "answer":
-			if p := c.peer(m.From); p != nil {
+		case sigwire.TypeAnswer:
+			if p := c.peer(string(m.From)); p != nil {
 				go func() {
 					if err := p.setRemote(m.SDP, "answer"); err != nil {
 						c.ui.log("warn", err.Error())
@@ -185,11 +191,11 @@ func (c *client) signalLoop() {
 					}
 				}()
 			}
-		case "candidate":
-			if p := c.peer(m.From); p != nil {
+		case sigwire.TypeCandidate:
+			if p := c.peer(string(m.From)); p != nil {
 				p.remoteCandidate(m.Candidate)
 			}
-		case "error":
+		case sigwire.TypeError:
 			c.log.Debug("signaling error", "code", m.Code, "err", m.Error)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/doppler-llm/doppler/p2p/shardproto"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/signaling/sigwire"
 )
 
 // Limits of a peer connection, as the node's (docs/protocols.md).
@@ -138,7 +139,7 @@ func loopbackCandidate(line string) bool {
 func (p *rtcPeer) ID() string { return p.id }
 
 func (p *rtcPeer) signal(typ string, payload json.RawMessage) {
-	m := sigMessage{Type: typ, To: p.id}
+	m := sigwire.Message{Type: typ, To: sigwire.PeerID(p.id)}
 	if typ == "candidate" {
 		m.Candidate = payload
 	} else {

@@ -10,23 +10,9 @@ import (
 	"sync"
 	"syscall/js"
 	"time"
-)
 
-// sigMessage is a signaling message (docs/protocols.md, "Signaling").
-type sigMessage struct {
-	Type      string          `json:"type"`
-	ID        string          `json:"id,omitempty"`
-	Room      string          `json:"room,omitempty"`
-	Peers     []string        `json:"peers,omitempty"`
-	To        string          `json:"to,omitempty"`
-	From      string          `json:"from,omitempty"`
-	SDP       json.RawMessage `json:"sdp,omitempty"`
-	Candidate json.RawMessage `json:"candidate,omitempty"`
-	Code      string          `json:"code,omitempty"`
-	Error     string          `json:"error,omitempty"`
-	// ICEServers (welcome): an RTCConfiguration.iceServers array.
-	ICEServers json.RawMessage `json:"iceServers,omitempty"`
-}
+	"github.com/doppler-llm/doppler/signaling/sigwire"
+)
 
 // signaler is the WebSocket to the signaling server. Messages received
 // are queued by the onmessage callback and delivered in order on recv.
@@ -35,21 +21,21 @@ type signaler struct {
 	h  handlers
 
 	mu     sync.Mutex
-	queue  []sigMessage
+	queue  []sigwire.Message
 	closed error
 	wake   chan struct{}
 }
 
 // dialSignal connects to url and waits for the welcome.
-func dialSignal(ctx context.Context, url string) (*signaler, sigMessage, error) {
+func dialSignal(ctx context.Context, url string) (*signaler, sigwire.Message, error) {
 	ws, err := newJS("WebSocket", url)
 	if err != nil {
-		return nil, sigMessage{}, err
+		return nil, sigwire.Message{}, err
 	}
 	s := &signaler{ws: ws, wake: make(chan struct{}, 1)}
 	on := func(ev string, f func(js.Value)) { s.h.on(ws, ev, f) }
 	on("onmessage", func(ev js.Value) {
-		var m sigMessage
+		var m sigwire.Message
 		if d := ev.Get("data"); d.Type() != js.TypeString || json.Unmarshal([]byte(d.String()), &m) != nil {
 			return
 		}
@@ -73,7 +59,7 @@ func dialSignal(ctx context.Context, url string) (*signaler, sigMessage, error) 
 		s.close()
 		return nil, m, fmt.Errorf("signaling %s: %w", url, err)
 	}
-	if m.Type != "welcome" {
+	if m.Type != sigwire.TypeWelcome {
 		s.close()
 		return nil, m, fmt.Errorf("signaling %s: %s %s", url, m.Type, m.Error)
 	}
@@ -81,7 +67,7 @@ func dialSignal(ctx context.Context, url string) (*signaler, sigMessage, error) 
 }
 
 // recv returns the next message.
-func (s *signaler) recv(ctx context.Context) (sigMessage, error) {
+func (s *signaler) recv(ctx context.Context) (sigwire.Message, error) {
 	for {
 		s.mu.Lock()
 		if len(s.queue) > 0 {
@@ -93,18 +79,18 @@ func (s *signaler) recv(ctx context.Context) (sigMessage, error) {
 		err := s.closed
 		s.mu.Unlock()
 		if err != nil {
-			return sigMessage{}, err
+			return sigwire.Message{}, err
 		}
 		select {
 		case <-s.wake:
 		case <-ctx.Done():
-			return sigMessage{}, ctx.Err()
+			return sigwire.Message{}, ctx.Err()
 		}
 	}
 }
 
 // send sends one message.
-func (s *signaler) send(m sigMessage) error {
+func (s *signaler) send(m sigwire.Message) error {
 	s.mu.Lock()
 	err := s.closed
 	s.mu.Unlock()
