@@ -58,6 +58,7 @@ type node struct {
 // nodeOptions make a node misbehave on its WebRTC side (the HTTP seed
 // stays honest).
 type nodeOptions struct {
+	model   string        // under ../shared/models; stories260K.gguf by default
 	refuse  int           // 1 + the index of a shard the node neither announces nor serves
 	corrupt int           // 1 + the index of a shard whose blocks it serves with a flipped byte
 	slow    time.Duration // a delay before each block served (to watch a download)
@@ -94,8 +95,11 @@ func startNode(t *testing.T, o nodeOptions) *node {
 	t.Helper()
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "model")
-	_, err := rdrr.Convert(ctx, testdata.Path(t, "models/stories260K.gguf"), dir,
-		rdrr.ConvertOptions{Writer: rdrr.WriterOptions{ShardSize: 256 << 10, BlockSize: 16 << 10}})
+	model, wo := "stories260K.gguf", rdrr.WriterOptions{ShardSize: 256 << 10, BlockSize: 16 << 10}
+	if o.model != "" {
+		model, wo = o.model, rdrr.WriterOptions{ShardSize: 2 << 20, BlockSize: 64 << 10}
+	}
+	_, err := rdrr.Convert(ctx, testdata.Path(t, "models/"+model), dir, rdrr.ConvertOptions{Writer: wo})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,8 +160,11 @@ func startNode(t *testing.T, o nodeOptions) *node {
 	return &node{url: "http://" + ln.Addr().String(), id: id, store: st, size: status.Bytes, shards: m.Shards, gw: gw}
 }
 
-func loadGolden(t *testing.T) golden {
-	b, err := os.ReadFile(testdata.Path(t, "golden/stories260K.once.json"))
+func loadGolden(t *testing.T) golden { return loadGoldenOf(t, "stories260K") }
+
+// loadGoldenOf reads ../shared/golden/<model>.once.json.
+func loadGoldenOf(t *testing.T, model string) golden {
+	b, err := os.ReadFile(testdata.Path(t, "golden/"+model+".once.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,4 +365,28 @@ func TestPageResumes(t *testing.T) {
 		t.Fatalf("second visit downloaded %d bytes of %d; it should resume from the first visit's blocks", got, n.size)
 	}
 	t.Logf("cut off at %.0f%%; the second visit downloaded %d of %d bytes", 100*held, got, n.size)
+}
+
+// TestPageMoE: the MoE families (Mixtral, GPT-OSS) run in the page too —
+// routing and expert matmuls on WebGPU — token-exact against llama.cpp's
+// greedy goldens, downloaded over WebRTC only.
+func TestPageMoE(t *testing.T) {
+	browsertest.Chromium(t)
+	for _, model := range []string{"tiny-mixtral-F32", "tiny-gptoss-F32"} {
+		t.Run(model, func(t *testing.T) {
+			n := startNode(t, nodeOptions{model: model + ".gguf"})
+			g := loadGoldenOf(t, model)
+			p, err := newBrowser(t).NewPage()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := run(t, p, n.pageURL(g))
+			if !slices.Equal(r.Tokens, g.Generated) {
+				t.Fatalf("tokens %v\nwant   %v", r.Tokens, g.Generated)
+			}
+			if r.BytesByTransport.WebRTC < n.size || r.BytesByTransport.HTTP != 0 {
+				t.Fatalf("bytes %+v for a %d-byte model", r.BytesByTransport, n.size)
+			}
+		})
+	}
 }
