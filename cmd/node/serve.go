@@ -51,7 +51,7 @@ func newServe() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "serve MODEL... --http ADDR",
-		Short: "Serve models over HTTP for browsers and plain clients: the seed (manifests, shards with Range, block proofs), WebSocket signaling at /signal and WebRTC connections answered in each model's room",
+		Short: "Serve models over HTTP for browsers and plain clients: the page at /d?model=<id>, the seed (manifests, shards with Range, block proofs), WebSocket signaling at /signal and WebRTC connections answered in each model's room",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()

@@ -341,7 +341,7 @@ func newNodeCmd() *cobra.Command {
 	nf.register(cmd, true)
 	nf.registerGatekeeper(cmd)
 	pf.register(cmd)
-	hf.register(cmd, "", "also serve browsers over HTTP on this address (port 0 picks a free one): the seed, signaling at /signal, WebRTC answered for every model held complete")
+	hf.register(cmd, "", "also serve browsers over HTTP on this address (port 0 picks a free one): the page at /d, the seed, signaling at /signal, WebRTC answered for every model held complete")
 	return cmd
 }
 
