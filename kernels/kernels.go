@@ -15,7 +15,7 @@ func All() []KernelInfo {
 		{Name: "rmsnorm", WGSL: "rmsnorm.wgsl", HasRef: true},
 		{Name: "matmul", WGSL: "matmul_vec.wgsl", HasRef: true},
 		{Name: "matmul", WGSL: "matmul_tile.wgsl", HasRef: true},
-		{Name: "matmul", WGSL: "matmul_dtypes.wgsl", HasRef: true},  // decoders prepended to both
+		{Name: "matmul", WGSL: "matmul_dtypes.wgsl", HasRef: true},  // decoders prepended to matmul_vec, matmul_tile, moe_matmul
 		{Name: "matmul", WGSL: "matmul_vecfast.wgsl", HasRef: true}, // m == 1 fast path: Q4_K, Q6_K, Q8_0, F16
 		{Name: "rope", WGSL: "rope.wgsl", HasRef: true},
 		{Name: "kvstore", WGSL: "kvstore.wgsl", HasRef: true},
@@ -27,7 +27,7 @@ func All() []KernelInfo {
 		{Name: "argmax", WGSL: "argmax.wgsl", HasRef: true},
 		{Name: "sample", WGSL: "sample.wgsl", HasRef: true},
 		{Name: "moe", WGSL: "moe_route.wgsl", HasRef: true},
-		{Name: "moe", WGSL: "moe_matmul.wgsl", HasRef: true}, // + matmul_dtypes.wgsl decoders
+		{Name: "moe", WGSL: "moe_matmul.wgsl", HasRef: true}, // + matmul_dtypes.wgsl decoders, matmul_vec.wgsl x loaders and loop
 		{Name: "moe", WGSL: "moe_combine.wgsl", HasRef: true},
 	}
 }

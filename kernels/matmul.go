@@ -64,17 +64,60 @@ func matmulUV(dt quant.DType) (int, bool) {
 	return 0, false
 }
 
-// matmulSection returns the dtype's section of matmul_dtypes.wgsl, after
-// the file's prelude (the text before the first section).
+// matmulShared lists, per dtype, the shared sections of matmul_dtypes.wgsl
+// that complete its own: LINEAR (col of units of consecutive columns),
+// HALVES (decode of F16 and BF16, around the dtype's half2) and BLOCKS
+// (decode of the 32-value blocks, around the dtype's HEAD and QUANTS).
+// The K-quants' sections are whole.
+var matmulShared = map[quant.DType][]string{
+	quant.F32:   {"LINEAR"},
+	quant.F16:   {"LINEAR", "HALVES"},
+	quant.BF16:  {"LINEAR", "HALVES"},
+	quant.Q8_0:  {"LINEAR", "BLOCKS"},
+	quant.Q4_0:  {"LINEAR", "BLOCKS"},
+	quant.Q5_0:  {"LINEAR", "BLOCKS"},
+	quant.MXFP4: {"LINEAR", "BLOCKS"},
+	quant.Q4_K:  nil,
+	quant.Q6_K:  nil,
+}
+
+// matmulSection assembles the dtype's decoder (UV, col, decode) from
+// matmul_dtypes.wgsl: the file's prelude (the text before the first
+// section), the dtype's section less its `// BEGIN X` … `// END X` blocks,
+// and the shared sections it uses with those blocks filled in.
 func matmulSection(dt quant.DType) (string, error) {
-	prelude, _, _ := strings.Cut(matmulDTypesWGSL, "\n// ==== ")
-	head := "\n// ==== " + dt.String() + "\n"
-	_, rest, ok := strings.Cut(matmulDTypesWGSL, head)
-	if !ok {
+	shared, ok := matmulShared[dt]
+	own, ok2 := wgslSection(matmulDTypesWGSL, dt.String())
+	if !ok || !ok2 {
 		return "", fmt.Errorf("kernels: matmul: no WGSL decoder for %s", dt)
 	}
-	sec, _, _ := strings.Cut(rest, "\n// ==== ")
-	return prelude + head + sec, nil
+	var tail strings.Builder
+	for _, name := range shared {
+		sec, ok := wgslSection(matmulDTypesWGSL, name)
+		if !ok {
+			return "", fmt.Errorf("kernels: matmul %s: no section %s in matmul_dtypes.wgsl", dt, name)
+		}
+		tail.WriteString(sec)
+	}
+	src := tail.String()
+	for {
+		_, after, ok := strings.Cut(own, "// BEGIN ")
+		if !ok {
+			break
+		}
+		name, _, _ := strings.Cut(after, "\n")
+		body, rest, ok := takeBlock(own, name)
+		if !ok {
+			return "", fmt.Errorf("kernels: matmul %s: unterminated block %s", dt, name)
+		}
+		var err error
+		if src, err = setBlock(src, name, body); err != nil {
+			return "", fmt.Errorf("kernels: matmul %s: %w", dt, err)
+		}
+		own = rest
+	}
+	prelude, _, _ := strings.Cut(matmulDTypesWGSL, "\n// ==== ")
+	return prelude + own + src, nil
 }
 
 // matvecFast returns the dtype's section of matmul_vecfast.wgsl (with the
@@ -91,12 +134,11 @@ func matvecFast(dt quant.DType, cols int) string {
 		return ""
 	}
 	prelude, _, _ := strings.Cut(matvecFastWGSL, "\n// ==== ")
-	_, rest, ok := strings.Cut(matvecFastWGSL, "\n// ==== "+dt.String()+"\n")
+	sec, ok := wgslSection(matvecFastWGSL, dt.String())
 	if !ok {
 		return ""
 	}
-	sec, _, _ := strings.Cut(rest, "\n// ==== ")
-	return prelude + "\n" + sec
+	return prelude + sec
 }
 
 // matvecFastShape is the default workgroup of the fast m == 1 kernel
@@ -330,6 +372,23 @@ func matvecX(src string, vec4 bool) string {
 		return pre + v4 + post
 	}
 	return pre + sc + post
+}
+
+// matvecShared copies the x loaders (block X) and the dot loop (block DOT)
+// of matmul_vec.wgsl into the same blocks of src (moe_matmul.wgsl), so the
+// generic matrix-vector kernels share one copy of them.
+func matvecShared(src string) (string, error) {
+	for _, name := range []string{"X", "DOT"} {
+		body, _, ok := takeBlock(matvecWGSL, name)
+		if !ok {
+			return "", fmt.Errorf("kernels: no block %s in matmul_vec.wgsl", name)
+		}
+		var err error
+		if src, err = setBlock(src, name, body); err != nil {
+			return "", err
+		}
+	}
+	return src, nil
 }
 
 var matmulLayout = []Binding{Uniform, ReadOnly, ReadOnly, ReadOnly, Storage}

@@ -1,6 +1,10 @@
-// Per-dtype weight decoders for matmul_vec.wgsl and matmul_tile.wgsl.
-// matmul.go prepends exactly ONE section (from its "// ==== NAME" line to
-// the next) to a kernel; each section defines:
+// Per-dtype weight decoders for matmul_vec.wgsl, matmul_tile.wgsl and
+// moe_matmul.wgsl. matmulSection (matmul.go) assembles ONE dtype's decoder
+// from the sections below (each from its "// ==== NAME" line to the next):
+// the text before the first section, the dtype's own section, then the
+// shared sections (LINEAR, HALVES, BLOCKS) that matmulShared lists for it,
+// whose `// BEGIN X` … `// END X` blocks it fills with the same-named
+// blocks of the dtype's section. The result defines:
 //
 //   const UV: u32            values per unit (a unit is what one invocation
 //                            decodes at once: a block, or a slice of one)
@@ -14,19 +18,67 @@
 // layouts); blocks that are not 4-byte aligned go through the W_u32/W_u16/
 // W_u8 readers of common.wgsl, or w_funnel over consecutive aligned words
 // (n + 1 loads for n unaligned words). params.cols masks the tail of float
-// rows. The text before the first section is prepended too.
+// rows.
 
 // The u32 at byte shift s/8 (s in 0, 8, 16, 24) of the word pair (a, b).
 fn w_funnel(a: u32, b: u32, s: u32) -> u32 {
     return (a >> s) | ((b << (31u - s)) << 1u);
 }
 
-// ==== F32
+// ==== LINEAR
+// Units of UV consecutive columns (every dtype but the K-quants).
+fn col(u: u32, i: u32) -> u32 {
+    return u * UV + i;
+}
+
+// ==== HALVES
+// 16-bit floats, 8 values a unit; the dtype's section defines
+// fn half2(w) -> vec2<f32>, the two values of the little-endian word w.
 const UV: u32 = 8u;
 
-fn col(u: u32, i: u32) -> u32 {
-    return u * 8u + i;
+fn decode(ro: u32, u: u32) -> array<f32, 8> {
+    var v: array<f32, 8>;
+    let c0 = u * 8u;
+    let o = ro + c0 * 2u; // 4-aligned unless cols is odd
+    for (var j = 0u; j < 4u; j++) {
+        let f = half2(W_u32(o + 4u * j));
+        v[2u * j] = select(0.0, f.x, c0 + 2u * j < params.cols);
+        v[2u * j + 1u] = select(0.0, f.y, c0 + 2u * j + 1u < params.cols);
+    }
+    return v;
 }
+
+// ==== BLOCKS
+// 32-value blocks of BB bytes (any alignment) whose quants fill the QW
+// words from byte QS of the block, read as QW + 1 aligned loads through
+// w_funnel. Unit = block. The dtype's section defines BB, QS and QW and
+// the blocks HEAD (its scale; o is the block's byte, lo the first word at
+// i0 and sh the funnel shift) and QUANTS (the values of byte b of the
+// quant word w = quants [4j, 4j + 4)).
+const UV: u32 = 32u;
+
+fn decode(ro: u32, u: u32) -> array<f32, 32> {
+    var v: array<f32, 32>;
+    let o = ro + u * BB;
+    let i0 = (o + QS) >> 2u;
+    let sh = ((o + QS) & 3u) * 8u;
+    var lo = W[i0];
+// BEGIN HEAD
+// END HEAD
+    for (var j = 0u; j < QW; j++) {
+        let hi = W[i0 + j + 1u];
+        let w = w_funnel(lo, hi, sh);
+        lo = hi;
+        for (var b = 0u; b < 4u; b++) {
+// BEGIN QUANTS
+// END QUANTS
+        }
+    }
+    return v;
+}
+
+// ==== F32
+const UV: u32 = 8u;
 
 fn decode(ro: u32, u: u32) -> array<f32, 8> {
     var v: array<f32, 8>;
@@ -39,139 +91,70 @@ fn decode(ro: u32, u: u32) -> array<f32, 8> {
 }
 
 // ==== F16
-const UV: u32 = 8u;
-
-fn col(u: u32, i: u32) -> u32 {
-    return u * 8u + i;
-}
-
-fn decode(ro: u32, u: u32) -> array<f32, 8> {
-    var v: array<f32, 8>;
-    let c0 = u * 8u;
-    let o = ro + c0 * 2u; // 4-aligned unless cols is odd
-    for (var j = 0u; j < 4u; j++) {
-        let f = unpack2x16float(W_u32(o + 4u * j));
-        v[2u * j] = select(0.0, f.x, c0 + 2u * j < params.cols);
-        v[2u * j + 1u] = select(0.0, f.y, c0 + 2u * j + 1u < params.cols);
-    }
-    return v;
+fn half2(w: u32) -> vec2<f32> {
+    return unpack2x16float(w);
 }
 
 // ==== BF16
-const UV: u32 = 8u;
-
-fn col(u: u32, i: u32) -> u32 {
-    return u * 8u + i;
-}
-
-fn decode(ro: u32, u: u32) -> array<f32, 8> {
-    var v: array<f32, 8>;
-    let c0 = u * 8u;
-    let o = ro + c0 * 2u;
-    for (var j = 0u; j < 4u; j++) {
-        let w = W_u32(o + 4u * j);
-        v[2u * j] = select(0.0, bitcast<f32>(w << 16u), c0 + 2u * j < params.cols);
-        v[2u * j + 1u] = select(0.0, bitcast<f32>(w & 0xffff0000u), c0 + 2u * j + 1u < params.cols);
-    }
-    return v;
+fn half2(w: u32) -> vec2<f32> {
+    return vec2<f32>(bitcast<f32>(w << 16u), bitcast<f32>(w & 0xffff0000u));
 }
 
 // ==== Q8_0
-// 34-byte blocks: f16 d, 32 × i8. Unit = block.
-const UV: u32 = 32u;
+// 34-byte blocks: f16 d, 32 × i8.
+const BB: u32 = 34u;
+const QS: u32 = 2u;
+const QW: u32 = 8u;
 
-fn col(u: u32, i: u32) -> u32 {
-    return u * 32u + i;
-}
-
-fn decode(ro: u32, u: u32) -> array<f32, 32> {
-    var v: array<f32, 32>;
-    let o = ro + u * 34u;
+// BEGIN HEAD
     let d = W_f16(o);
-    let i0 = (o + 2u) >> 2u;
-    let sh = ((o + 2u) & 3u) * 8u;
-    var lo = W[i0];
-    for (var j = 0u; j < 8u; j++) {
-        let hi = W[i0 + j + 1u];
-        let w = w_funnel(lo, hi, sh);
-        lo = hi;
-        for (var b = 0u; b < 4u; b++) {
+// END HEAD
+// BEGIN QUANTS
             v[4u * j + b] = f32(i8_to_i32(w >> (8u * b))) * d;
-        }
-    }
-    return v;
-}
+// END QUANTS
 
 // ==== Q4_0
 // 18-byte blocks: f16 d, 16 bytes; byte j = value j (low), j+16 (high).
-const UV: u32 = 32u;
+const BB: u32 = 18u;
+const QS: u32 = 2u;
+const QW: u32 = 4u;
 
-fn col(u: u32, i: u32) -> u32 {
-    return u * 32u + i;
-}
-
-fn decode(ro: u32, u: u32) -> array<f32, 32> {
-    var v: array<f32, 32>;
-    let o = ro + u * 18u;
+// BEGIN HEAD
     let d = W_f16(o);
-    let i0 = (o + 2u) >> 2u;
-    let sh = ((o + 2u) & 3u) * 8u;
-    var lo = W[i0];
-    for (var j = 0u; j < 4u; j++) {
-        let hi = W[i0 + j + 1u];
-        let w = w_funnel(lo, hi, sh);
-        lo = hi;
-        for (var b = 0u; b < 4u; b++) {
+// END HEAD
+// BEGIN QUANTS
             let q = w >> (8u * b);
             v[4u * j + b] = f32(i32(q & 15u) - 8) * d;
             v[16u + 4u * j + b] = f32(i32((q >> 4u) & 15u) - 8) * d;
-        }
-    }
-    return v;
-}
+// END QUANTS
 
 // ==== Q5_0
 // 22-byte blocks: f16 d, u32 qh (bit j = 5th bit of value j), 16 bytes of
 // low nibbles as Q4_0.
-const UV: u32 = 32u;
+const BB: u32 = 22u;
+const QS: u32 = 6u;
+const QW: u32 = 4u;
 
-fn col(u: u32, i: u32) -> u32 {
-    return u * 32u + i;
-}
-
-fn decode(ro: u32, u: u32) -> array<f32, 32> {
-    var v: array<f32, 32>;
-    let o = ro + u * 22u;
+// BEGIN HEAD
     let d = W_f16(o);
-    let i0 = (o + 2u) >> 2u;
-    let sh = ((o + 2u) & 3u) * 8u;
-    var lo = W[i0 + 1u];
-    let qh = w_funnel(W[i0], lo, sh);
-    for (var j = 0u; j < 4u; j++) {
-        let hi = W[i0 + j + 2u];
-        let w = w_funnel(lo, hi, sh);
-        lo = hi;
-        for (var b = 0u; b < 4u; b++) {
+    let qh = w_funnel(W[i0 - 1u], lo, sh); // bytes 2..5
+// END HEAD
+// BEGIN QUANTS
             let k = 4u * j + b;
             let q = w >> (8u * b);
             let h0 = ((qh >> k) & 1u) << 4u;
             let h1 = ((qh >> (k + 16u)) & 1u) << 4u;
             v[k] = f32(i32((q & 15u) | h0) - 16) * d;
             v[16u + k] = f32(i32(((q >> 4u) & 15u) | h1) - 16) * d;
-        }
-    }
-    return v;
-}
+// END QUANTS
 
 // ==== MXFP4
 // 17-byte blocks: E8M0 scale byte e, 16 bytes of E2M1 codes (byte j =
 // value j low nibble, j+16 high). value = kvalues[q] · 2^(e−128), with
 // kvalues twice the E2M1 values (0,1,2,3,4,6,8,12 and negatives), as ggml.
-const UV: u32 = 32u;
-
-fn col(u: u32, i: u32) -> u32 {
-    return u * 32u + i;
-}
+const BB: u32 = 17u;
+const QS: u32 = 1u;
+const QW: u32 = 4u;
 
 // Twice the E2M1 value of code q (low 4 bits).
 fn e2m1x2(q: u32) -> f32 {
@@ -179,27 +162,16 @@ fn e2m1x2(q: u32) -> f32 {
     return select(m, -m, (q & 8u) != 0u);
 }
 
-fn decode(ro: u32, u: u32) -> array<f32, 32> {
-    var v: array<f32, 32>;
-    let o = ro + u * 17u;
+// BEGIN HEAD
     let e = W_u8(o);
     // 2^(e−128): ggml's GGML_E8M0_TO_FP32_HALF.
     let d = select(bitcast<f32>((e - 1u) << 23u), bitcast<f32>(0x00200000u << e), e < 2u);
-    let i0 = (o + 1u) >> 2u;
-    let sh = ((o + 1u) & 3u) * 8u;
-    var lo = W[i0];
-    for (var j = 0u; j < 4u; j++) {
-        let hi = W[i0 + j + 1u];
-        let w = w_funnel(lo, hi, sh);
-        lo = hi;
-        for (var b = 0u; b < 4u; b++) {
+// END HEAD
+// BEGIN QUANTS
             let q = w >> (8u * b);
             v[4u * j + b] = e2m1x2(q) * d;
             v[16u + 4u * j + b] = e2m1x2(q >> 4u) * d;
-        }
-    }
-    return v;
-}
+// END QUANTS
 
 // ==== Q4_K
 // 144-byte super-blocks of 256 values (always 4-byte aligned): f16 d,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/doppler-llm/doppler/rdrr/quant"
@@ -61,6 +62,34 @@ func randWeight(r *rand.Rand, dt quant.DType, rows, cols int) []byte {
 		panic(err)
 	}
 	return data
+}
+
+// TestMatMulSections checks that every dtype's decoder assembles into one
+// UV, col and decode, with the shared sections' blocks all filled.
+func TestMatMulSections(t *testing.T) {
+	for _, dt := range []quant.DType{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q5_0, quant.Q4_K, quant.Q6_K, quant.MXFP4} {
+		src, err := matmulSection(dt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"\nconst UV: u32 ", "\nfn col(", "\nfn decode("} {
+			if n := strings.Count(src, want); n != 1 {
+				t.Errorf("%s: %d × %q, want 1", dt, n, want[1:])
+			}
+		}
+		for rest := src; ; {
+			_, after, ok := strings.Cut(rest, "\n// BEGIN ")
+			if !ok {
+				break
+			}
+			name, _, _ := strings.Cut(after, "\n")
+			body, _, ok := takeBlock("// BEGIN "+after, name)
+			if !ok || strings.TrimSpace(body) == "" {
+				t.Errorf("%s: block %s unterminated or left empty", dt, name)
+			}
+			rest = after
+		}
+	}
 }
 
 type matmulCase struct {

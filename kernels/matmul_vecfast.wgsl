@@ -50,6 +50,17 @@ fn hsum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
 }
 
+// The 8 vec4 (32 values) of x that a quantized unit pairs with: x[c0],
+// x[c0 + 1], x[c1], x[c1 + 1], ..., x[c3 + 1].
+struct X8 {
+    v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>,
+    v4: vec4<f32>, v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>,
+}
+
+fn x8(c0: u32, c1: u32, c2: u32, c3: u32) -> X8 {
+    return X8(x[c0], x[c0 + 1u], x[c1], x[c1 + 1u], x[c2], x[c2 + 1u], x[c3], x[c3 + 1u]);
+}
+
 // The u32 at byte shift s/8 (s in 0, 8, 16, 24) of the word pair (a, b).
 fn funnel(a: u32, b: u32, s: u32) -> u32 {
     return (a >> s) | ((b << (31u - s)) << 1u);
@@ -102,26 +113,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
 // those of sub-block 2k+1 (32 columns on).
 @group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
 
+// x: v0..v3 pair with the low nibbles, v4..v7 with the high ones.
 struct XU {
-    l0: vec4<f32>, l1: vec4<f32>, l2: vec4<f32>, l3: vec4<f32>,
-    h0: vec4<f32>, h1: vec4<f32>, h2: vec4<f32>, h3: vec4<f32>,
+    x: X8,
     sl: f32, sh: f32,
 }
 
 fn xunit(u: u32) -> XU {
     let c = (u >> 3u) * 64u + (u & 7u) * 4u + ((u >> 1u) & 3u) * 8u;
-    var v: XU;
-    v.l0 = x[c];
-    v.l1 = x[c + 1u];
-    v.l2 = x[c + 2u];
-    v.l3 = x[c + 3u];
-    v.h0 = x[c + 8u];
-    v.h1 = x[c + 9u];
-    v.h2 = x[c + 10u];
-    v.h3 = x[c + 11u];
-    v.sl = hsum((v.l0 + v.l1) + (v.l2 + v.l3));
-    v.sh = hsum((v.h0 + v.h1) + (v.h2 + v.h3));
-    return v;
+    let v = x8(c, c + 2u, c + 8u, c + 10u);
+    return XU(v, hsum((v.v0 + v.v1) + (v.v2 + v.v3)), hsum((v.v4 + v.v5) + (v.v6 + v.v7)));
 }
 
 // 1 + n/16 for the low nibbles n of the 4 bytes of w.
@@ -153,8 +154,8 @@ fn ucalc(w: WU, u: u32, xu: XU) -> f32 {
     let hi = k >= 2u;
     let sc = select(a & 0x3f3fu, (c & 0x0f0fu) | ((a >> 2u) & 0x3030u), hi);
     let mn = select(b & 0x3f3fu, ((c >> 4u) & 0x0f0fu) | ((b >> 2u) & 0x3030u), hi);
-    let al = dot(nib4(q.x), xu.l0) + dot(nib4(q.y), xu.l1) + dot(nib4(q.z), xu.l2) + dot(nib4(q.w), xu.l3);
-    let ah = dot(nib4(q.x >> 4u), xu.h0) + dot(nib4(q.y >> 4u), xu.h1) + dot(nib4(q.z >> 4u), xu.h2) + dot(nib4(q.w >> 4u), xu.h3);
+    let al = dot(nib4(q.x), xu.x.v0) + dot(nib4(q.y), xu.x.v1) + dot(nib4(q.z), xu.x.v2) + dot(nib4(q.w), xu.x.v3);
+    let ah = dot(nib4(q.x >> 4u), xu.x.v4) + dot(nib4(q.y >> 4u), xu.x.v5) + dot(nib4(q.z >> 4u), xu.x.v6) + dot(nib4(q.w >> 4u), xu.x.v7);
     let d16 = dm.x * 16.0;
     return d16 * (f32(sc & 0xffu) * (al - xu.sl) + f32((sc >> 8u) & 0xffu) * (ah - xu.sh))
          - dm.y * (f32(mn & 0xffu) * xu.sl + f32((mn >> 8u) & 0xffu) * xu.sh);
@@ -166,25 +167,17 @@ fn ucalc(w: WU, u: u32, xu: XU) -> f32 {
 // values l + 32s (s < 4) of the half, of scale scales[8h + g/2 + 2s].
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 
+// x: v0, v1 pair with the values l + 32s of group s = 0 (see ucalc), v2,
+// v3 with s = 1, …
 struct XU {
-    a0: vec4<f32>, a1: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>,
-    c0: vec4<f32>, c1: vec4<f32>, e0: vec4<f32>, e1: vec4<f32>,
+    x: X8,
     s: vec4<f32>, // sum of x over each group s
 }
 
 fn xunit(u: u32) -> XU {
     let c = (u >> 3u) * 64u + ((u >> 2u) & 1u) * 32u + (u & 3u) * 2u;
-    var v: XU;
-    v.a0 = x[c];
-    v.a1 = x[c + 1u];
-    v.b0 = x[c + 8u];
-    v.b1 = x[c + 9u];
-    v.c0 = x[c + 16u];
-    v.c1 = x[c + 17u];
-    v.e0 = x[c + 24u];
-    v.e1 = x[c + 25u];
-    v.s = vec4<f32>(hsum(v.a0 + v.a1), hsum(v.b0 + v.b1), hsum(v.c0 + v.c1), hsum(v.e0 + v.e1));
-    return v;
+    let v = x8(c, c + 8u, c + 16u, c + 24u);
+    return XU(v, vec4<f32>(hsum(v.v0 + v.v1), hsum(v.v2 + v.v3), hsum(v.v4 + v.v5), hsum(v.v6 + v.v7)));
 }
 
 // 1 + q/64 for the 6-bit values q in the low bits of the 4 bytes of w.
@@ -231,10 +224,10 @@ fn ucalc(w: WU, u: u32, xu: XU) -> f32 {
     let s1 = funnel(w.s1, w.s2, sh) >> gs; // bytes 0, 2 = scales 4, 6
     let d = unpack2x16float(funnel(w.d0, w.d1, sh)).x;
     let m4 = 0x0f0f0f0fu;
-    let p0 = sdot((a0 & m4) | ((h0 & 0x03030303u) << 4u), (a1 & m4) | ((h1 & 0x03030303u) << 4u), xu.a0, xu.a1);
-    let p1 = sdot((b0 & m4) | ((h0 & 0x0c0c0c0cu) << 2u), (b1 & m4) | ((h1 & 0x0c0c0c0cu) << 2u), xu.b0, xu.b1);
-    let p2 = sdot(((a0 >> 4u) & m4) | (h0 & 0x30303030u), ((a1 >> 4u) & m4) | (h1 & 0x30303030u), xu.c0, xu.c1);
-    let p3 = sdot(((b0 >> 4u) & m4) | ((h0 >> 2u) & 0x30303030u), ((b1 >> 4u) & m4) | ((h1 >> 2u) & 0x30303030u), xu.e0, xu.e1);
+    let p0 = sdot((a0 & m4) | ((h0 & 0x03030303u) << 4u), (a1 & m4) | ((h1 & 0x03030303u) << 4u), xu.x.v0, xu.x.v1);
+    let p1 = sdot((b0 & m4) | ((h0 & 0x0c0c0c0cu) << 2u), (b1 & m4) | ((h1 & 0x0c0c0c0cu) << 2u), xu.x.v2, xu.x.v3);
+    let p2 = sdot(((a0 >> 4u) & m4) | (h0 & 0x30303030u), ((a1 >> 4u) & m4) | (h1 & 0x30303030u), xu.x.v4, xu.x.v5);
+    let p3 = sdot(((b0 >> 4u) & m4) | ((h0 >> 2u) & 0x30303030u), ((b1 >> 4u) & m4) | ((h1 >> 2u) & 0x30303030u), xu.x.v6, xu.x.v7);
     // sum (q − 32)·x = 64·sum f·x − 96·sum x
     let sc = vec4<f32>(f32(bitcast<i32>(s0 << 24u) >> 24u), f32(bitcast<i32>(s0 << 8u) >> 24u),
                        f32(bitcast<i32>(s1 << 24u) >> 24u), f32(bitcast<i32>(s1 << 8u) >> 24u));
@@ -246,24 +239,14 @@ fn ucalc(w: WU, u: u32, xu: XU) -> f32 {
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 
 struct XU {
-    v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>,
-    v4: vec4<f32>, v5: vec4<f32>, v6: vec4<f32>, v7: vec4<f32>,
+    x: X8,
     s: f32,
 }
 
 fn xunit(u: u32) -> XU {
     let c = u * 8u;
-    var v: XU;
-    v.v0 = x[c];
-    v.v1 = x[c + 1u];
-    v.v2 = x[c + 2u];
-    v.v3 = x[c + 3u];
-    v.v4 = x[c + 4u];
-    v.v5 = x[c + 5u];
-    v.v6 = x[c + 6u];
-    v.v7 = x[c + 7u];
-    v.s = hsum(((v.v0 + v.v1) + (v.v2 + v.v3)) + ((v.v4 + v.v5) + (v.v6 + v.v7)));
-    return v;
+    let v = x8(c, c + 2u, c + 4u, c + 6u);
+    return XU(v, hsum(((v.v0 + v.v1) + (v.v2 + v.v3)) + ((v.v4 + v.v5) + (v.v6 + v.v7))));
 }
 
 // 1 + (b ^ 0x80)/256 for the 4 bytes b of w (i8 q + 128 as the mantissa).
@@ -299,10 +282,10 @@ fn ucalc(wu: WU, u: u32, xu: XU) -> f32 {
     let w6 = wu.w6;
     let w7 = wu.w7;
     let w8 = wu.w8;
-    let a = dot(byte4(funnel(w0, w1, sh)), xu.v0) + dot(byte4(funnel(w1, w2, sh)), xu.v1)
-          + dot(byte4(funnel(w2, w3, sh)), xu.v2) + dot(byte4(funnel(w3, w4, sh)), xu.v3);
-    let b = dot(byte4(funnel(w4, w5, sh)), xu.v4) + dot(byte4(funnel(w5, w6, sh)), xu.v5)
-          + dot(byte4(funnel(w6, w7, sh)), xu.v6) + dot(byte4(funnel(w7, w8, sh)), xu.v7);
+    let a = dot(byte4(funnel(w0, w1, sh)), xu.x.v0) + dot(byte4(funnel(w1, w2, sh)), xu.x.v1)
+          + dot(byte4(funnel(w2, w3, sh)), xu.x.v2) + dot(byte4(funnel(w3, w4, sh)), xu.x.v3);
+    let b = dot(byte4(funnel(w4, w5, sh)), xu.x.v4) + dot(byte4(funnel(w5, w6, sh)), xu.x.v5)
+          + dot(byte4(funnel(w6, w7, sh)), xu.x.v6) + dot(byte4(funnel(w7, w8, sh)), xu.x.v7);
     // sum q·x = 256·sum f·x − 384·sum x
     return d * (256.0 * (a + b) - 384.0 * xu.s);
 }

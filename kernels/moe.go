@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/bits"
 	"strconv"
-	"strings"
 
 	"github.com/doppler-llm/doppler/rdrr/quant"
 )
@@ -30,10 +29,6 @@ var (
 	moeMatMulWGSL string
 	//go:embed moe_combine.wgsl
 	moeCombineWGSL string
-	// The dtype decoders are matmul's; embedded again here (not through
-	// matmul.go's Go identifiers) so that the two kernels evolve apart.
-	//go:embed matmul_dtypes.wgsl
-	moeDTypesWGSL string
 )
 
 // Gating is how [Device.MoERoute] turns the chosen logits into weights.
@@ -171,34 +166,6 @@ func (w *ExpertWeight) Release() {
 	}
 }
 
-// moeDecoder returns dt's section of matmul_dtypes.wgsl after the file's
-// prelude, and its unit size.
-func moeDecoder(dt quant.DType) (string, int, error) {
-	prelude, _, _ := strings.Cut(moeDTypesWGSL, "\n// ==== ")
-	head := "\n// ==== " + dt.String() + "\n"
-	_, rest, ok := strings.Cut(moeDTypesWGSL, head)
-	if !ok {
-		return "", 0, fmt.Errorf("kernels: moe matmul: no WGSL decoder for %s", dt)
-	}
-	sec, _, _ := strings.Cut(rest, "\n// ==== ")
-	uv := 8
-	if dt.Quantized() {
-		uv = 32
-	}
-	return prelude + head + sec, uv, nil
-}
-
-// moeX keeps the vec4 or the scalar x loader of moe_matmul.wgsl.
-func moeX(src string, vec4 bool) string {
-	pre, rest, _ := strings.Cut(src, "// ---- x: vec4\n")
-	v4, rest, _ := strings.Cut(rest, "// ---- x: scalar\n")
-	sc, post, _ := strings.Cut(rest, "// ---- x: end\n")
-	if vec4 {
-		return pre + v4 + post
-	}
-	return pre + sc + post
-}
-
 // MatMulExperts builds, for each token t < m and slot j < k (s = t·k + j):
 //
 //	out[s][r] = sum_c W[sel[s]][r][c] · x[xs][c] (+ bias[sel[s]][r])
@@ -221,7 +188,10 @@ func (d *Device) MatMulExperts(w *ExpertWeight, x, sel, out BufferRange, m, k in
 	if m <= 0 || k <= 0 || k > w.Experts {
 		return nil, fmt.Errorf("kernels: matmul experts %s: bad m=%d k=%d (experts %d)", ww.Name, m, k, w.Experts)
 	}
-	sec, uv, err := moeDecoder(ww.DType)
+	// The decoders and the loop are matmul_vec.wgsl's (matmulSection,
+	// matvecShared).
+	uv, _ := matmulUV(ww.DType)
+	sec, err := matmulSection(ww.DType)
 	if err != nil {
 		return nil, fmt.Errorf("kernels: matmul experts %s: %w", ww.Name, err)
 	}
@@ -262,11 +232,14 @@ func (d *Device) MatMulExperts(w *ExpertWeight, x, sel, out BufferRange, m, k in
 	if err == nil {
 		src, err = setConst(src, "R", r)
 	}
+	if err == nil {
+		src, err = matvecShared(src)
+	}
 	if err != nil {
 		return nil, err
 	}
 	vec4 := w.Cols%4 == 0
-	src = moeX(src, vec4)
+	src = matvecX(src, vec4)
 	key := fmt.Sprintf("moe_matmul/%s/wg%d/r%d/x4=%v", ww.DType, wg, r, vec4)
 	p, err := d.Pipeline(key, helpersWGSL("W")+sec+src, "main", []Binding{Uniform, ReadOnly, ReadOnly, ReadOnly, ReadOnly, Storage})
 	if err != nil {

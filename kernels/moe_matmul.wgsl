@@ -6,7 +6,8 @@
 // e*rows + r); this op binds one part of it (global rows [row0,
 // row0 + part_rows)) and skips the rows outside, so only the selected
 // experts' bytes are read. moe.go prepends the helpers of common.wgsl for W
-// and ONE dtype section of matmul_dtypes.wgsl (UV, col, decode).
+// and ONE dtype's decoder from matmul_dtypes.wgsl (UV, col, decode), and
+// copies in matmul_vec.wgsl's x loaders (block X) and dot loop (block DOT).
 //
 // Same scheme as matmul_vec.wgsl: a workgroup of WG invocations owns R
 // consecutive rows of one slot's expert (wid.x = row group, wid.y/z = slot);
@@ -35,31 +36,28 @@ const RWG: u32 = R * WG;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
-// moe.go keeps ONE of the two x variants (between the "// ---- x" lines):
-// vec4 loads when cols % 4 == 0, else scalar. x4(b, c) returns x[b+c..+4),
-// b and c multiples of 4, zero from cols on.
-// ---- x: vec4
-@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-
-fn x4(b: u32, c: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), x[(b + min(c, params.cols - 4u)) >> 2u], c < params.cols);
-}
-// ---- x: scalar
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-
-fn x1(b: u32, c: u32) -> f32 {
-    return select(0.0, x[b + min(c, params.cols - 1u)], c < params.cols);
-}
-
-fn x4(b: u32, c: u32) -> vec4<f32> {
-    return vec4<f32>(x1(b, c), x1(b, c + 1u), x1(b, c + 2u), x1(b, c + 3u));
-}
-// ---- x: end
+// BEGIN X
+// (x: the x4(b, c) loaders of matmul_vec.wgsl)
+// END X
 @group(0) @binding(3) var<storage, read> sel: array<u32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
 var<workgroup> red: array<f32, RWG>;
+
+// What wrow needs of a workgroup's rows: global rows g0.., of which
+// [lo, hi) lie in the part.
+struct Rows {
+    g0: u32,
+    lo: u32,
+    hi: u32,
+}
+
+// The byte offset in the part of global row g0 + r. Rows outside [lo, hi)
+// repeat an inside row; their sums are dropped.
+fn wrow(g: Rows, r: u32) -> u32 {
+    return (clamp(g.g0 + r, g.lo, g.hi - 1u) - params.row0) * params.row_bytes;
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>,
@@ -80,39 +78,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
         return; // another part's rows (or a slot of an unselected expert)
     }
     let xb = select(s / params.k, s, (params.flags & 2u) != 0u) * params.cols;
-    var acc: array<f32, R>;
-    for (var u = lid; u < params.units; u += WG) {
-        var xv: array<f32, UV>;
-        for (var i = 0u; i < UV; i += 4u) {
-            let v = x4(xb, col(u, i));
-            xv[i] = v.x;
-            xv[i + 1u] = v.y;
-            xv[i + 2u] = v.z;
-            xv[i + 3u] = v.w;
-        }
-        for (var r = 0u; r < R; r++) {
-            // Rows outside [lo, hi) repeat an inside row; their sums are dropped.
-            let g = clamp(g0 + r, lo, hi - 1u);
-            var wv = decode((g - params.row0) * params.row_bytes, u);
-            var sum = 0.0;
-            for (var i = 0u; i < UV; i++) {
-                sum = fma(wv[i], xv[i], sum);
-            }
-            acc[r] += sum;
-        }
-    }
-    for (var r = 0u; r < R; r++) {
-        red[r * WG + lid] = acc[r];
-    }
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if (lid < stride) {
-            for (var r = 0u; r < R; r++) {
-                red[r * WG + lid] += red[r * WG + lid + stride];
-            }
-        }
-        workgroupBarrier();
-    }
+    let rows = Rows(g0, lo, hi);
+    // The R partial sums of the invocation, reduced into red[r * WG].
+// BEGIN DOT
+// (matmul_vec.wgsl's loop over the units and reduction)
+// END DOT
     let g = g0 + lid;
     if (lid < R && g >= lo && g < hi) {
         var v = red[lid * WG];

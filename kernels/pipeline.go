@@ -142,6 +142,33 @@ func setBlock(src, name, body string) (string, error) {
 	return head + begin + body + end + rest, nil
 }
 
+// takeBlock returns the body of the `// BEGIN name` … `// END name` block
+// of src and src without the block (markers included).
+func takeBlock(src, name string) (body, rest string, ok bool) {
+	begin, end := "// BEGIN "+name+"\n", "// END "+name+"\n"
+	head, after, ok := strings.Cut(src, begin)
+	if ok {
+		body, after, ok = strings.Cut(after, end)
+	}
+	if !ok {
+		return "", src, false
+	}
+	return body, head + after, true
+}
+
+// wgslSection returns the section of src that starts at the line
+// `// ==== name` and runs to the next `// ==== ` line (the sections of
+// matmul_dtypes.wgsl and matmul_vecfast.wgsl), its heading line included.
+func wgslSection(src, name string) (string, bool) {
+	head := "\n// ==== " + name + "\n"
+	_, rest, ok := strings.Cut(src, head)
+	if !ok {
+		return "", false
+	}
+	sec, _, _ := strings.Cut(rest, "\n// ==== ")
+	return head + sec, true
+}
+
 // Op is one dispatch, bound once and replayed: a pipeline, its bind group,
 // its own params uniform and its workgroup counts.
 type Op struct {
