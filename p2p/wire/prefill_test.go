@@ -106,21 +106,14 @@ func TestEncodeKV(t *testing.T) {
 	}
 }
 
-func FuzzDecodePrefillRequest(f *testing.F) { fuzzPrefill(f, TypePrefillRequest) }
-func FuzzDecodePrefillHeader(f *testing.F)  { fuzzPrefill(f, TypePrefillHeader) }
-func FuzzDecodePrefillChunk(f *testing.F)   { fuzzPrefill(f, TypePrefillChunk) }
-
-func fuzzPrefill(f *testing.F, t Type) {
-	for _, m := range prefillSamples() {
-		if m.Type() == t {
-			b, err := Marshal(m)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(b[HeaderSize:])
-		}
-	}
-	fuzzType(f, t)
+func FuzzDecodePrefillRequest(f *testing.F) {
+	fuzzType(f, TypePrefillRequest, prefillSamples(), MaxManifestFrame)
+}
+func FuzzDecodePrefillHeader(f *testing.F) {
+	fuzzType(f, TypePrefillHeader, prefillSamples(), MaxManifestFrame)
+}
+func FuzzDecodePrefillChunk(f *testing.F) {
+	fuzzType(f, TypePrefillChunk, prefillSamples(), MaxManifestFrame)
 }
 
 // FuzzDecodeKV: whatever the payload, decoding never returns other than

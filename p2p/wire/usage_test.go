@@ -3,7 +3,6 @@ package wire
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"reflect"
 	"strings"
@@ -37,23 +36,7 @@ func TestUsageKnownEncodings(t *testing.T) {
 			"0000003c11" + "00000001" + "67" + strings.Repeat("55", 32) + "0000000000000007" +
 				"00000001" + "0002" + "0000" + "0001" + "0002" + "0003"},
 	}
-	for _, c := range cases {
-		b, err := Marshal(c.m)
-		if err != nil {
-			t.Fatalf("%v: %v", c.m.Type(), err)
-		}
-		if got := hex.EncodeToString(b); got != c.hex {
-			t.Errorf("%v:\n got %s\nwant %s", c.m.Type(), got, c.hex)
-		}
-		want, _ := hex.DecodeString(c.hex)
-		m, err := Unmarshal(want, MaxUsageFrame)
-		if err != nil {
-			t.Fatalf("%v: decode: %v", c.m.Type(), err)
-		}
-		if !reflect.DeepEqual(m, c.m) {
-			t.Errorf("%v: decoded %+v, want %+v", c.m.Type(), m, c.m)
-		}
-	}
+	knownEncodings(t, cases, MaxUsageFrame)
 	for _, m := range usageSamples() {
 		b, err := Marshal(m)
 		if err != nil {
@@ -125,31 +108,5 @@ func TestUsageRejects(t *testing.T) {
 	}
 }
 
-func fuzzUsage(f *testing.F, t Type) {
-	for _, m := range usageSamples() {
-		if m.Type() == t {
-			b, _ := Marshal(m)
-			f.Add(b[HeaderSize:])
-		}
-	}
-	f.Fuzz(func(tt *testing.T, body []byte) {
-		m, err := Decode(t, body)
-		if err != nil {
-			return
-		}
-		b, err := Marshal(m)
-		if err != nil {
-			tt.Fatalf("decoded %+v but cannot encode it: %v", m, err)
-		}
-		if !bytes.Equal(b[HeaderSize:], body) {
-			tt.Fatalf("re-encoding differs:\n in %x\nout %x", body, b[HeaderSize:])
-		}
-		m2, err := Unmarshal(b, MaxUsageFrame)
-		if err != nil || !reflect.DeepEqual(m, m2) {
-			tt.Fatalf("round trip: %+v vs %+v (%v)", m, m2, err)
-		}
-	})
-}
-
-func FuzzDecodeUsage(f *testing.F)    { fuzzUsage(f, TypeUsage) }
-func FuzzDecodeClusters(f *testing.F) { fuzzUsage(f, TypeClusters) }
+func FuzzDecodeUsage(f *testing.F)    { fuzzType(f, TypeUsage, usageSamples(), MaxUsageFrame) }
+func FuzzDecodeClusters(f *testing.F) { fuzzType(f, TypeClusters, usageSamples(), MaxUsageFrame) }

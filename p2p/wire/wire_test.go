@@ -2,7 +2,6 @@ package wire
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"io"
 	"math"
@@ -63,23 +62,7 @@ func TestKnownEncodings(t *testing.T) {
 			"0000005507" + "00000001" + "70" + strings.Repeat("44", 32) + "00000003" + "05" + "0000" + "00000000" +
 				"0000000000000000" + "0000000000000000" + "0000000000000000" + "0000000000000000" + "0000001e"},
 	}
-	for _, c := range cases {
-		b, err := Marshal(c.m)
-		if err != nil {
-			t.Fatalf("%v: %v", c.m.Type(), err)
-		}
-		if got := hex.EncodeToString(b); got != c.hex {
-			t.Errorf("%v:\n got %s\nwant %s", c.m.Type(), got, c.hex)
-		}
-		want, _ := hex.DecodeString(c.hex)
-		m, err := Unmarshal(want, MaxFrame)
-		if err != nil {
-			t.Fatalf("%v: decode: %v", c.m.Type(), err)
-		}
-		if !reflect.DeepEqual(m, c.m) {
-			t.Errorf("%v: decoded %+v, want %+v", c.m.Type(), m, c.m)
-		}
-	}
+	knownEncodings(t, cases, MaxFrame)
 }
 
 func TestRoundTripStream(t *testing.T) {
