@@ -2,7 +2,6 @@ package swarm
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -38,29 +37,8 @@ func TestFetchSeedOnce(t *testing.T) {
 	net.add(seed, seed.s.Has)
 	net.add(peer, func(h rdrr.Hash) bool { return held[h] })
 	const n = 4
-	stores := make([]*Store, n)
-	for i := range stores {
-		stores[i] = emptyStore(t, src)
-		net.add(newStorePeer(peerName(i), stores[i], 4, 100*time.Microsecond), stores[i].Has)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range stores {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = stores[i].Fetch(ctx, id, net.view(peerName(i)), FetchOptions{Poll: 10 * time.Millisecond, BlocksPerRequest: 8, Seed: uint64(i + 1)})
-		}()
-	}
-	wg.Wait()
-	for i, s := range stores {
-		if errs[i] != nil {
-			t.Fatalf("%s: %v", peerName(i), errs[i])
-		}
-		sameShards(t, s, src, id)
-	}
+	stores := swarmOf(t, net, src, n, 4, 100*time.Microsecond)
+	fetchAll(t, net, src, id, stores, FetchOptions{Poll: 10 * time.Millisecond, BlocksPerRequest: 8})
 	var seedRare, seedCommon, fromPeer int64
 	for _, sh := range m.Shards {
 		if held[sh.Hash] {

@@ -51,29 +51,10 @@ func TestFetchSwarm(t *testing.T) {
 	seed := seedStore(t, src)
 	net.add(newStorePeer("seed", seed, 2, 200*time.Microsecond), seed.Has)
 	const n = 5
-	stores := make([]*Store, n)
-	for i := range stores {
-		stores[i] = emptyStore(t, src)
-		net.add(newStorePeer(peerName(i), stores[i], 2, 200*time.Microsecond), stores[i].Has)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range stores {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = stores[i].Fetch(ctx, id, net.view(peerName(i)), FetchOptions{Seed: uint64(i + 1), Poll: 20 * time.Millisecond})
-		}()
-	}
-	wg.Wait()
+	stores := swarmOf(t, net, src, n, 2, 200*time.Microsecond)
+	fetchAll(t, net, src, id, stores, FetchOptions{Poll: 20 * time.Millisecond})
 	total := stores[0].mustStatus(t, id).Bytes
 	for i, s := range stores {
-		if errs[i] != nil {
-			t.Fatalf("%s: %v", peerName(i), errs[i])
-		}
-		sameShards(t, s, src, id)
 		logPeers(t, peerName(i), s)
 		sources := 0
 		for _, p := range s.PeerStats() {

@@ -9,7 +9,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/quant"
@@ -107,5 +109,43 @@ func sameShards(t testing.TB, s *Store, src string, id rdrr.ModelID) {
 		if _, err := md.ReadTensor(context.Background(), tn.Name); err != nil {
 			t.Fatalf("%s: %v", s.Dir(), err)
 		}
+	}
+}
+
+// swarmOf adds n empty stores to net as peers peer-0 … peer-(n-1), each
+// serving slots requests at once at perBlock a block.
+func swarmOf(t *testing.T, net *testNet, src string, n, slots int, perBlock time.Duration) []*Store {
+	t.Helper()
+	stores := make([]*Store, n)
+	for i := range stores {
+		stores[i] = emptyStore(t, src)
+		net.add(newStorePeer(peerName(i), stores[i], slots, perBlock), stores[i].Has)
+	}
+	return stores
+}
+
+// fetchAll has every store fetch model id at once (options from opts with
+// Seed i+1) and checks each ends with the source's shards.
+func fetchAll(t *testing.T, net *testNet, src string, id rdrr.ModelID, stores []*Store, opts FetchOptions) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(stores))
+	for i := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := opts
+			o.Seed = uint64(i + 1)
+			errs[i] = stores[i].Fetch(ctx, id, net.view(peerName(i)), o)
+		}()
+	}
+	wg.Wait()
+	for i, s := range stores {
+		if errs[i] != nil {
+			t.Fatalf("%s: %v", peerName(i), errs[i])
+		}
+		sameShards(t, s, src, id)
 	}
 }
