@@ -274,28 +274,36 @@ func (n *Host) Subscribe(ctx context.Context, id rdrr.ModelID, fn func(peerID st
 	n.mu.Unlock()
 	sctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(n.ctx, cancel)
-	n.goBackground(func() {
-		defer cancel()
-		defer stop()
-		defer sub.Cancel()
-		for {
-			msg, err := sub.Next(sctx)
-			if err != nil {
-				if !errors.Is(err, context.Canceled) && sctx.Err() == nil {
-					n.log.Debug("gossip: subscription ended", "model", id.Short(), "err", err)
-				}
-				return
-			}
-			inv, ok := msg.ValidatorData.(*wire.Inventory)
-			if !ok || inv.Peer == n.ID() {
-				continue
-			}
-			if n.record(id, *inv) && fn != nil {
-				fn(inv.Peer, *inv)
-			}
+	n.readSub(sctx, func() { cancel(); stop() }, sub, "inventory", id, func(msg *pubsub.Message) {
+		inv, ok := msg.ValidatorData.(*wire.Inventory)
+		if !ok || inv.Peer == n.ID() {
+			return
+		}
+		if n.record(id, *inv) && fn != nil {
+			fn(inv.Peer, *inv)
 		}
 	})
 	return nil
+}
+
+// readSub hands sub's validated messages to fn on a background goroutine
+// until ctx ends (or sub fails); then the subscription is cancelled and
+// release called. what and id name the subscription in the log.
+func (n *Host) readSub(ctx context.Context, release func(), sub *pubsub.Subscription, what string, id rdrr.ModelID, fn func(*pubsub.Message)) {
+	n.goBackground(func() {
+		defer release()
+		defer sub.Cancel()
+		for {
+			msg, err := sub.Next(ctx)
+			if err != nil {
+				if !errors.Is(err, context.Canceled) && ctx.Err() == nil {
+					n.log.Debug("gossip: subscription ended", "topic", what, "model", id.Short(), "err", err)
+				}
+				return
+			}
+			fn(msg)
+		}
+	})
 }
 
 // record stores an inventory unless an equal or newer one is held.

@@ -2,7 +2,6 @@ package p2p
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -143,22 +142,8 @@ func (n *Host) SubscribeUsage(ctx context.Context, id rdrr.ModelID, fn func(wire
 			})
 		}
 	}
-	n.goBackground(func() {
-		defer cancel()
-		defer stop()
-		defer sub.Cancel()
-		for {
-			msg, err := sub.Next(sctx)
-			if err != nil {
-				if !errors.Is(err, context.Canceled) && sctx.Err() == nil {
-					n.log.Debug("gossip: usage subscription ended", "model", id.Short(), "err", err)
-				}
-				return
-			}
-			m, ok := msg.ValidatorData.(wire.Message)
-			if !ok || msg.GetFrom() == n.h.ID() {
-				continue
-			}
+	n.readSub(sctx, func() { cancel(); stop() }, sub, "usage", id, func(msg *pubsub.Message) {
+		if m, ok := msg.ValidatorData.(wire.Message); ok && msg.GetFrom() != n.h.ID() {
 			fn(m)
 		}
 	})
