@@ -192,14 +192,7 @@ func (s *Store) Close() error {
 		if e.state == stateComplete && !e.lastUse.IsZero() {
 			os.Chtimes(s.shardPath(h), e.lastUse, e.lastUse)
 		}
-		if e.f != nil {
-			e.f.Close()
-			e.f = nil
-		}
-		if e.side != nil {
-			e.side.Close()
-			e.side = nil
-		}
+		e.closeFiles()
 	}
 	return nil
 }
@@ -654,14 +647,7 @@ func (s *Store) Remove(id rdrr.ModelID) error {
 // dropFilesLocked deletes a shard's files and forgets its blocks. The
 // caller holds e.io exclusively and s.mu.
 func (s *Store) dropFilesLocked(h rdrr.Hash, e *entry) {
-	if e.f != nil {
-		e.f.Close()
-		e.f = nil
-	}
-	if e.side != nil {
-		e.side.Close()
-		e.side = nil
-	}
+	e.closeFiles()
 	if e.state != stateMissing {
 		s.used -= e.sh.Size
 	}
@@ -766,4 +752,17 @@ func syncDir(dir string) {
 // hashBlock reports whether data is block i of sh.
 func hashBlock(sh *rdrr.Shard, i int, data []byte) bool {
 	return i >= 0 && i < len(sh.Blocks) && len(data) == blockLen(*sh, i) && sha256.Sum256(data) == sh.Blocks[i]
+}
+
+// closeFiles closes the shard's open file and sidecar. The caller holds
+// e.io exclusively.
+func (e *entry) closeFiles() {
+	if e.f != nil {
+		e.f.Close()
+		e.f = nil
+	}
+	if e.side != nil {
+		e.side.Close()
+		e.side = nil
+	}
 }
