@@ -269,12 +269,8 @@ func invHas(inv *wire.Inventory, st *store, model rdrr.ModelID, shard rdrr.Hash)
 	if !ok {
 		return false
 	}
-	for i, sh := range sm.m.Shards {
-		if sh.Hash == shard {
-			return inv.Have.Has(i)
-		}
-	}
-	return false
+	i, ok := sm.index[shard]
+	return ok && inv.Have.Has(i)
 }
 
 // ID is this browser's place on the fetcher's territory ring.

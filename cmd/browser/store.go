@@ -53,6 +53,7 @@ type store struct {
 type storedModel struct {
 	raw, sig []byte
 	m        *rdrr.Manifest
+	index    map[rdrr.Hash]int // shard hash → place in m.Shards (inventory bitmaps)
 }
 
 var (
@@ -269,8 +270,12 @@ func (s *store) add(id rdrr.ModelID, raw, sig []byte) error {
 		s.have[sh.Hash] = have
 		s.mu.Unlock()
 	}
+	index := make(map[rdrr.Hash]int, len(m.Shards))
+	for i, sh := range m.Shards {
+		index[sh.Hash] = i
+	}
 	s.mu.Lock()
-	s.manifests[id] = &storedModel{raw: raw, sig: sig, m: m}
+	s.manifests[id] = &storedModel{raw: raw, sig: sig, m: m, index: index}
 	s.mu.Unlock()
 	return nil
 }
