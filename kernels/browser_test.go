@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/doppler-llm/doppler/internal/browsertest"
+	"github.com/doppler-llm/doppler/internal/testenv"
 )
 
 // TestInBrowser runs this package's tests compiled for GOOS=js in headless
@@ -18,9 +19,7 @@ import (
 // TestSampleFilters compiles and checks the same kernel. About 2.5
 // minutes on 2 cores.
 func TestInBrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: compiling and running the kernels in Chromium takes minutes")
-	}
+	testenv.SkipShort(t, "compiling and running the kernels in Chromium takes minutes")
 	b := browsertest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
 	defer cancel()

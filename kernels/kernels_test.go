@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/cogentcore/webgpu/wgpu"
+
+	"github.com/doppler-llm/doppler/internal/testenv"
 )
 
 var (
@@ -22,8 +24,9 @@ var (
 	devErr  error
 )
 
-// testDevice opens one device per test binary. It skips only when there is
-// no adapter at all; CI has lavapipe, so a skip there is a broken runner.
+// testDevice opens one device per test binary. With no adapter at all the
+// test is skipped, and fails under CI (which has lavapipe: no adapter there
+// is a broken runner).
 func testDevice(tb testing.TB) *Device {
 	tb.Helper()
 	devOnce.Do(func() {
@@ -31,7 +34,7 @@ func testDevice(tb testing.TB) *Device {
 		dev, devErr = Open(Options{Logger: log})
 	})
 	if errors.Is(devErr, ErrNoAdapter) {
-		tb.Skipf("\n\n*** SKIPPING GPU TEST: %v ***\n*** CI must have lavapipe; a skip there means the runner is broken ***\n", devErr)
+		testenv.Need(tb, "a GPU adapter: %v", devErr)
 	}
 	if devErr != nil {
 		tb.Fatalf("open device: %v", devErr)
@@ -54,7 +57,7 @@ func closeTo(got, want float32, abs, rel float64) bool {
 
 func TestAllKernelsListed(t *testing.T) {
 	if runtime.GOOS == "js" {
-		t.Skip("no source tree in the browser")
+		testenv.Skip(t, "no source tree in the browser")
 	}
 	files, err := filepath.Glob("*.wgsl")
 	if err != nil {

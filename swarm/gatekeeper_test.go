@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/doppler-llm/doppler/engine"
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
@@ -158,12 +160,13 @@ func groupSequence(segs, run int, seed uint64) []int {
 // at least 90 % of A's misses find their expert already read ahead, against
 // the engine's own predictor alone without them.
 func TestGatekeeperPrefetch(t *testing.T) {
-	if testing.Short() {
-		t.Skip("GPU test")
-	}
+	testenv.SkipShort(t, "runs two MoE engines on the GPU")
 	dev, err := kernels.Open(kernels.Options{})
+	if errors.Is(err, kernels.ErrNoAdapter) {
+		testenv.Need(t, "a GPU adapter: %v", err)
+	}
 	if err != nil {
-		t.Fatalf("no GPU adapter (CI installs mesa-vulkan-drivers): %v", err)
+		t.Fatal(err)
 	}
 	t.Cleanup(dev.Close)
 	src, id := plantedMoE(t)

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
 )
 
 // doppler runs the CLI in-process and returns stdout.
@@ -32,7 +32,7 @@ func doppler(t *testing.T, stdin string, args ...string) (string, error) {
 }
 
 func TestConvertInspectVerify(t *testing.T) {
-	src := testdata.Path(t, "models/stories260K.gguf")
+	src := testenv.Path(t, "models/stories260K.gguf")
 	dir := filepath.Join(t.TempDir(), "stories")
 	out, err := doppler(t, "", "convert", src, "-o", dir)
 	if err != nil || !strings.Contains(out, "model id ") {
@@ -62,7 +62,7 @@ func TestConvertInspectVerify(t *testing.T) {
 }
 
 func TestRunJSON(t *testing.T) {
-	src := testdata.Path(t, "models/stories260K.gguf")
+	src := testenv.Path(t, "models/stories260K.gguf")
 	t.Setenv("DOPPLER_CACHE", t.TempDir())
 	var got struct {
 		PromptTokens []int  `json:"prompt_tokens"`
@@ -98,7 +98,7 @@ func TestRunJSON(t *testing.T) {
 }
 
 func TestRunErrors(t *testing.T) {
-	src := testdata.Path(t, "models/stories260K.gguf")
+	src := testenv.Path(t, "models/stories260K.gguf")
 	t.Setenv("DOPPLER_MODEL", "")
 	t.Setenv("DOPPLER_CACHE", t.TempDir())
 	cases := []struct {
@@ -123,7 +123,7 @@ func TestRunErrors(t *testing.T) {
 // TestBenchInference runs the benchmark command end to end (on lavapipe it
 // must be asked for explicitly: software figures are refused by default).
 func TestBenchInference(t *testing.T) {
-	src := testdata.Path(t, "models/stories260K.gguf")
+	src := testenv.Path(t, "models/stories260K.gguf")
 	t.Setenv("DOPPLER_CACHE", t.TempDir())
 	args := []string{"bench", "inference", "-m", src, "--prompt", "4,9", "-n", "4", "--runs", "1", "--warmup", "0", "--json"}
 	out, err := doppler(t, "", args...)
@@ -131,7 +131,7 @@ func TestBenchInference(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	if err == nil {
-		t.Skip("a hardware adapter is present; the software refusal is not exercised")
+		testenv.Skip(t, "a hardware adapter is present; the software refusal is not exercised")
 	}
 	out, err = doppler(t, "", append(args, "--allow-software")...)
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
 )
 
 // buildDoppler builds the real binary into a temporary directory.
@@ -18,7 +18,7 @@ func buildDoppler(t *testing.T) string {
 	t.Helper()
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		t.Skip("go not on PATH")
+		testenv.Need(t, "the go command on PATH: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "doppler")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -33,7 +33,7 @@ func buildDoppler(t *testing.T) string {
 // TestSeedPullRun runs the real binary: seed a GGUF, pull it by ID into
 // another store and an RDRR directory, verify it and run it.
 func TestSeedPullRun(t *testing.T) {
-	src := testdata.Path(t, "models/stories260K.gguf")
+	src := testenv.Path(t, "models/stories260K.gguf")
 	bin := buildDoppler(t)
 	tmp := t.TempDir()
 	env := append(os.Environ(), "DOPPLER_CACHE="+filepath.Join(tmp, "cache"), "DOPPLER_STORE=")

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
 )
 
 // conversation is the 3-message conversation every template renders.
@@ -21,7 +21,7 @@ var conversation = []Message{
 
 func readTemplate(t *testing.T, name string) string {
 	t.Helper()
-	b, err := os.ReadFile(testdata.Path(t, "vocab/chat-templates/"+name+".jinja"))
+	b, err := os.ReadFile(testenv.Path(t, "vocab/chat-templates/"+name+".jinja"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func readTemplate(t *testing.T, name string) string {
 // TestRenderAll renders every shared template; Gemma's refuses the system
 // role and is rendered with it merged into the user message.
 func TestRenderAll(t *testing.T) {
-	files := testdata.Glob(t, "vocab/chat-templates/*.jinja")
+	files := testenv.Glob(t, "vocab/chat-templates/*.jinja")
 	for _, f := range files {
 		t.Run(strings.TrimSuffix(filepath.Base(f), ".jinja"), func(t *testing.T) {
 			b, err := os.ReadFile(f)

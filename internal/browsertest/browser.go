@@ -16,6 +16,8 @@ import (
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/doppler-llm/doppler/internal/testenv"
 )
 
 // DefaultChromium is where Debian's chromium package puts the browser.
@@ -29,8 +31,8 @@ var ErrPage = errors.New("page reported an error")
 const pollInterval = 100 * time.Millisecond
 
 // Chromium returns the Chromium executable: $DOPPLER_CHROMIUM when set,
-// else [DefaultChromium]. When there is none it skips the test, or fails
-// it when the environment has CI=true (a CI machine must run these tests).
+// else [DefaultChromium]. When there is none it calls [testenv.Need]: the
+// test is skipped, or fails under CI (a CI machine must run these tests).
 func Chromium(t testing.TB) string {
 	t.Helper()
 	path := os.Getenv("DOPPLER_CHROMIUM")
@@ -42,11 +44,7 @@ func Chromium(t testing.TB) string {
 		err = errors.New("not an executable file")
 	}
 	if err != nil {
-		msg := fmt.Sprintf("browsertest: no Chromium at %s (%v): apt-get install chromium, or set DOPPLER_CHROMIUM", path, err)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testenv.Need(t, "Chromium at %s (%v): apt-get install chromium, or set DOPPLER_CHROMIUM", path, err)
 	}
 	return path
 }

@@ -226,10 +226,10 @@ func TestProfileReuse(t *testing.T) {
 	}
 }
 
+// TestChromiumMissing: without CI a missing Chromium skips the test (under
+// CI it fails it: testenv.Need, tested there).
 func TestChromiumMissing(t *testing.T) {
-	if os.Getenv("CI") == "true" {
-		t.Skip("CI=true turns the skip into a failure")
-	}
+	t.Setenv("CI", "")
 	t.Setenv("DOPPLER_CHROMIUM", filepath.Join(t.TempDir(), "no-such-chromium"))
 	ran := false
 	t.Run("skips", func(t *testing.T) {
@@ -247,13 +247,19 @@ func TestGoTest(t *testing.T) {
 	defer cancel()
 	tests := []struct {
 		run  string
+		ci   *string // the host's CI variable for this run; nil: as it is
 		want int
 	}{
 		{run: "TestInBrowser", want: 0},
 		{run: "TestFails", want: 1},
+		{run: "TestCI", ci: new("true"), want: 0},
+		{run: "TestCI", ci: new(""), want: 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.run, func(t *testing.T) {
+			if tc.ci != nil {
+				t.Setenv("CI", *tc.ci)
+			}
 			code, err := b.GoTest(ctx, "testdata/gotest", "-test.v", "-test.run", "^"+tc.run+"$")
 			if err != nil {
 				t.Fatal(err)

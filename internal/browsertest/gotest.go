@@ -26,6 +26,8 @@ const goTestPage = `<!doctype html>
 (async () => {
 	const go = new Go();
 	go.argv = ["test.wasm", ...JSON.parse(decodeURIComponent(location.hash.slice(1)) || "[]")];
+	const ci = new URLSearchParams(location.search).get("ci");
+	if (ci) go.env = {CI: ci}; // so that testenv.Need fails in the browser too under CI
 	let code = null;
 	go.exit = c => { code = c; };
 	const r = await WebAssembly.instantiateStreaming(fetch("test.wasm"), go.importObject);
@@ -45,7 +47,9 @@ const goTestPage = `<!doctype html>
 // given test flags (e.g. "-test.v", "-test.run", "TestMatmul") and returns
 // its exit code once it has finished. The test output goes to the
 // console and so to t.Log. ctx bounds the whole run; give the binary its
-// own -test.timeout below it.
+// own -test.timeout below it. The binary's environment has only the
+// host's CI variable, so that a resource missing in the browser fails the
+// test under CI as it does on the host (internal/testenv).
 //
 // The browser has no file system: tests that read files must skip when
 // runtime.GOOS is "js".
@@ -89,7 +93,7 @@ func (b *Browser) GoTest(ctx context.Context, dir string, args ...string) (int, 
 		return -1, err
 	}
 	defer p.Close()
-	raw, err := p.Run(ctx, srv.URL+"/index.html#"+url.PathEscape(string(argv)))
+	raw, err := p.Run(ctx, srv.URL+"/index.html?ci="+url.QueryEscape(os.Getenv("CI"))+"#"+url.PathEscape(string(argv)))
 	if err != nil {
 		return -1, err
 	}

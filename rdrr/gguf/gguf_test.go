@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
 )
 
 // build writes a small GGUF v3 file: one string KV, one u32 array, one F32
@@ -87,7 +87,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestOpenShared(t *testing.T) {
-	for _, p := range testdata.Glob(t, "models/*.gguf") {
+	for _, p := range testenv.Glob(t, "models/*.gguf") {
 		f, err := Open(p)
 		if err != nil {
 			t.Fatal(err)
@@ -102,11 +102,11 @@ func TestOpenShared(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add(build(3))
 	f.Add(build(2))
-	if d := testdata.Dir(); d != "" {
-		if b, err := os.ReadFile(d + "/models/stories260K-Q4_0.gguf"); err == nil {
-			f.Add(b[:4096])
-		}
+	b, err := os.ReadFile(testenv.Path(f, "models/stories260K-Q4_0.gguf"))
+	if err != nil {
+		f.Fatal(err)
 	}
+	f.Add(b[:4096])
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := Parse(bytes.NewReader(data), int64(len(data)))
 		if err != nil {

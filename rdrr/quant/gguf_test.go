@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
+
+	"github.com/doppler-llm/doppler/internal/testenv"
 )
 
 // A minimal GGUF v2/v3 tensor directory, enough to find the raw bytes of
@@ -22,16 +23,11 @@ type ggufTensor struct {
 	data  []byte // nil when the type is unknown to this package
 }
 
-// modelsDir is the shared test-model directory, relative to this package.
-const modelsDir = "../../../shared/models"
-
-// openModel reads a shared GGUF model or skips the test when it is absent.
+// openModel reads a shared GGUF model (testenv.Path: a missing one skips
+// the test, or fails it under CI; one that does not parse always fails).
 func openModel(t testing.TB, name string) map[string]ggufTensor {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(modelsDir, name))
-	if errors.Is(err, os.ErrNotExist) {
-		t.Skipf("test model %s not present", name)
-	}
+	b, err := os.ReadFile(testenv.Path(t, "models/"+name))
 	if err != nil {
 		t.Fatal(err)
 	}

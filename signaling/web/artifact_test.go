@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/internal/wasmbuild"
 )
 
@@ -20,9 +21,7 @@ import (
 // (static/doppler.wasm.gz, static/wasm_exec.js) does not match what the
 // sources and this toolchain build: run `go generate ./signaling/web`.
 func TestArtifactFresh(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the WebAssembly client")
-	}
+	testenv.SkipShort(t, "builds the WebAssembly client")
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	root, err := filepath.Abs("../..")

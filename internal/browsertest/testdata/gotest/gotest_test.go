@@ -2,6 +2,7 @@
 package gotest
 
 import (
+	"os"
 	"runtime"
 	"syscall/js"
 	"testing"
@@ -19,4 +20,12 @@ func TestInBrowser(t *testing.T) {
 
 func TestFails(t *testing.T) {
 	t.Error("failing on purpose")
+}
+
+// TestCI passes when CI is "true" in the browser: GoTest passes the host's
+// CI variable on.
+func TestCI(t *testing.T) {
+	if v := os.Getenv("CI"); v != "true" {
+		t.Errorf("CI=%q in the browser, want \"true\"", v)
+	}
 }
