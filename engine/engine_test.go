@@ -14,6 +14,7 @@ import (
 	"github.com/doppler-llm/doppler/internal/testdata"
 	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 )
 
 var (
@@ -54,7 +55,7 @@ func loadShared(t testing.TB, rel string, opts Options) *Model {
 			t.Fatal(err)
 		}
 		dir = filepath.Join(tmp, "model")
-		if _, err := rdrr.Convert(context.Background(), src, dir, rdrr.ConvertOptions{}); err != nil {
+		if _, err := convert.ToRDRR(context.Background(), src, dir, convert.Options{}); err != nil {
 			convMu.Unlock()
 			t.Fatal(err)
 		}
@@ -361,7 +362,7 @@ func TestLoadErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		dir := filepath.Join(t.TempDir(), "m")
-		if _, err := rdrr.Convert(context.Background(), src, dir, rdrr.ConvertOptions{}); err != nil {
+		if _, err := convert.ToRDRR(context.Background(), src, dir, convert.Options{}); err != nil {
 			t.Fatal(err)
 		}
 		mp := filepath.Join(dir, rdrr.ManifestFile)

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/doppler-llm/doppler/rdrr/quant"
+	"github.com/doppler-llm/doppler/rdrr/dtype"
 )
 
 // Format is the manifest format this package reads and writes.
@@ -59,7 +59,7 @@ type Source struct {
 // shards, or an expert tensor, has Spans instead.
 type Tensor struct {
 	Name  string      `json:"name"`
-	DType quant.DType `json:"dtype"`
+	DType dtype.DType `json:"dtype"`
 	Shape []int64     `json:"shape"`
 	Size  int64       `json:"size"`
 	// Shard and Offset locate a tensor stored in one piece.
@@ -292,7 +292,7 @@ func (m *Manifest) TotalSize() int64 {
 
 // DTypeCounts returns how many tensors use each dtype, sorted by name.
 func (m *Manifest) DTypeCounts() []DTypeCount {
-	counts := map[quant.DType]int{}
+	counts := map[dtype.DType]int{}
 	for _, t := range m.Tensors {
 		counts[t.DType]++
 	}
@@ -306,6 +306,6 @@ func (m *Manifest) DTypeCounts() []DTypeCount {
 
 // DTypeCount is one row of DTypeCounts.
 type DTypeCount struct {
-	DType quant.DType
+	DType dtype.DType
 	Count int
 }

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/doppler-llm/doppler/rdrr/quant"
+	"github.com/doppler-llm/doppler/rdrr/dtype"
 )
 
 func testManifest() *Manifest {
@@ -16,8 +16,8 @@ func testManifest() *Manifest {
 		Config: Config{Architecture: "llama", Layers: 1, HiddenSize: 32, Heads: 2, KVHeads: 1, HeadDim: 16,
 			FFN: 64, VocabSize: 10, NormEps: 1e-5, Activation: "silu", Rope: RoPE{Theta: 10000, Dim: 16, Style: "normal"}},
 		Tensors: []Tensor{
-			{Name: "a", DType: quant.F32, Shape: []int64{4, 8}, Size: 128, Shard: 0, Offset: 0},
-			{Name: "b", DType: quant.Q8_0, Shape: []int64{2, 32}, Size: 68, Spans: []Span{{Shard: 0, Offset: 2000, Size: 48}, {Shard: 0, Offset: 256, Size: 20}}},
+			{Name: "a", DType: dtype.F32, Shape: []int64{4, 8}, Size: 128, Shard: 0, Offset: 0},
+			{Name: "b", DType: dtype.Q8_0, Shape: []int64{2, 32}, Size: 68, Spans: []Span{{Shard: 0, Offset: 2000, Size: 48}, {Shard: 0, Offset: 256, Size: 20}}},
 		},
 		Shards: []Shard{{Hash: leaves(1)[0], Size: 2048, BlockSize: 1024, Blocks: blocks, Root: MerkleRoot(blocks)}},
 	}

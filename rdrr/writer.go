@@ -9,7 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/doppler-llm/doppler/rdrr/quant"
+	"github.com/doppler-llm/doppler/rdrr/dtype"
 )
 
 // WriterOptions sets how a Writer cuts shards.
@@ -57,7 +57,7 @@ func NewWriter(dir string, opts WriterOptions) (*Writer, error) {
 }
 
 // AddTensor writes a dense tensor of size bytes read from r.
-func (w *Writer) AddTensor(name string, dt quant.DType, shape []int64, r io.Reader) error {
+func (w *Writer) AddTensor(name string, dt dtype.DType, shape []int64, r io.Reader) error {
 	if w.group != nil {
 		return fmt.Errorf("tensor %s: dense tensor inside expert group", name)
 	}
@@ -79,7 +79,7 @@ func (w *Writer) AddTensor(name string, dt quant.DType, shape []int64, r io.Read
 
 // DeclareExpertTensor registers a tensor whose outermost dimension is the
 // expert; its slices are written later with AddExpertSlice.
-func (w *Writer) DeclareExpertTensor(name string, dt quant.DType, shape []int64) error {
+func (w *Writer) DeclareExpertTensor(name string, dt dtype.DType, shape []int64) error {
 	_, err := w.newTensor(name, dt, shape, int(shape[0]))
 	return err
 }
@@ -176,7 +176,7 @@ func (w *Writer) Abort() {
 	}
 }
 
-func (w *Writer) newTensor(name string, dt quant.DType, shape []int64, experts int) (*Tensor, error) {
+func (w *Writer) newTensor(name string, dt dtype.DType, shape []int64, experts int) (*Tensor, error) {
 	if _, dup := w.index[name]; dup {
 		return nil, fmt.Errorf("tensor %s written twice", name)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/doppler-llm/doppler/p2p/rtc"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/swarm"
 )
 
@@ -296,8 +297,8 @@ func TestGatewayFetch(t *testing.T) {
 
 	// A second model in the store: the inventory is re-sent, listing it.
 	dir := filepath.Join(t.TempDir(), "m2")
-	opts := rdrr.ConvertOptions{Writer: rdrr.WriterOptions{BlockSize: 32 << 10}}
-	if _, err := rdrr.Convert(ctx, testdata.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
+	opts := convert.Options{Writer: rdrr.WriterOptions{BlockSize: 32 << 10}}
+	if _, err := convert.ToRDRR(ctx, testdata.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
 		t.Fatal(err)
 	}
 	id2, err := st.ImportDir(ctx, dir)

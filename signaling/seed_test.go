@@ -14,6 +14,7 @@ import (
 
 	"github.com/doppler-llm/doppler/internal/testdata"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/swarm"
 )
 
@@ -21,8 +22,8 @@ func seedStore(t *testing.T) (*swarm.Store, rdrr.ModelID) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "m")
 	// Small blocks so a shard has several and proofs are non-trivial.
-	opts := rdrr.ConvertOptions{Writer: rdrr.WriterOptions{BlockSize: 64 << 10}}
-	if _, err := rdrr.Convert(context.Background(), testdata.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
+	opts := convert.Options{Writer: rdrr.WriterOptions{BlockSize: 64 << 10}}
+	if _, err := convert.ToRDRR(context.Background(), testdata.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
 		t.Fatal(err)
 	}
 	st, err := swarm.Open(filepath.Join(t.TempDir(), "store"), 0, nil)

@@ -15,6 +15,7 @@ import (
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 )
 
 var (
@@ -37,7 +38,7 @@ func storiesDir(t *testing.T) (string, rdrr.ModelID) {
 	t.Helper()
 	src := testdata.Path(t, "models/stories260K.gguf")
 	dir := filepath.Join(t.TempDir(), "stories")
-	id, err := rdrr.Convert(context.Background(), src, dir, rdrr.ConvertOptions{})
+	id, err := convert.ToRDRR(context.Background(), src, dir, convert.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

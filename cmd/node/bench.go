@@ -14,6 +14,7 @@ import (
 
 	"github.com/doppler-llm/doppler/engine"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/rdrr/quant"
 )
 
@@ -216,7 +217,7 @@ func printBench(w io.Writer, out map[string]any, rows []benchRow) {
 
 func synthShapeNames() []string {
 	var names []string
-	for n := range rdrr.SynthShapes {
+	for n := range convert.SynthShapes {
 		names = append(names, n)
 	}
 	slices.Sort(names)
@@ -234,7 +235,7 @@ func newBenchSynth() *cobra.Command {
 		Short: "Write a random-weight RDRR model of a real Llama shape (Llama-3.2-1B, Llama-3-8B)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, ok := rdrr.SynthShapes[strings.ToLower(shape)]
+			cfg, ok := convert.SynthShapes[strings.ToLower(shape)]
 			if !ok {
 				return fmt.Errorf("--shape %q: want one of %s", shape, strings.Join(synthShapeNames(), ", "))
 			}
@@ -259,7 +260,7 @@ func newBenchSynth() *cobra.Command {
 				return fmt.Errorf("-o DIR is required")
 			}
 			start := time.Now()
-			id, err := rdrr.Synthesize(cmd.Context(), cfg, dt, seed, out, rdrr.WriterOptions{})
+			id, err := convert.Synthesize(cmd.Context(), cfg, dt, seed, out, rdrr.WriterOptions{})
 			if err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/rdrr/quant"
 )
 
@@ -25,7 +26,7 @@ func newConvert() *cobra.Command {
 			if out == "" {
 				return fmt.Errorf("convert: -o OUTDIR is required")
 			}
-			opts := rdrr.ConvertOptions{}
+			opts := convert.Options{}
 			var err error
 			if opts.Writer.ShardSize, err = parseSize(shardSize); err != nil {
 				return fmt.Errorf("--shard-size: %w", err)
@@ -37,7 +38,7 @@ func newConvert() *cobra.Command {
 				if opts.Quant, err = quant.Parse(quantName); err != nil {
 					return fmt.Errorf("--quant: %w", err)
 				}
-				if err := rdrr.CheckQuantTarget(opts.Quant); err != nil {
+				if err := convert.CheckQuantTarget(opts.Quant); err != nil {
 					return fmt.Errorf("--quant: %w", err)
 				}
 			}
@@ -48,7 +49,7 @@ func newConvert() *cobra.Command {
 			}
 			update, finish := progressFunc("converting")
 			opts.Progress = update
-			id, err := rdrr.Convert(cmd.Context(), args[0], out, opts)
+			id, err := convert.ToRDRR(cmd.Context(), args[0], out, opts)
 			finish()
 			if err != nil {
 				return err

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/rdrr/gguf"
 )
 
@@ -45,7 +46,7 @@ func newInspect() *cobra.Command {
 				return err
 			}
 			defer f.Close()
-			cfg, cerr := rdrr.ConfigFromGGUF(f)
+			cfg, cerr := convert.ConfigFromGGUF(f)
 			if asJSON {
 				out := map[string]any{"gguf_version": f.Version, "tensors": len(f.Tensors), "metadata_keys": len(f.KV), "bytes": f.FileSize}
 				if cerr == nil {
@@ -206,7 +207,7 @@ func inspectGGUF(w io.Writer, f *gguf.File, cfg rdrr.Config, cerr error, listTen
 	} else {
 		printConfig(tw, &cfg)
 	}
-	tok, err := rdrr.TokenizerFromGGUF(f)
+	tok, err := convert.TokenizerFromGGUF(f)
 	if err != nil {
 		fmt.Fprintf(tw, "tokenizer\tbroken: %v\n", err)
 	} else {

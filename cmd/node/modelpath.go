@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 )
 
 // modelFlagHelp explains how to name a model.
@@ -48,7 +49,7 @@ func resolveModel(ctx context.Context, flag string) (string, error) {
 	os.RemoveAll(out) // a stale or broken conversion
 	slog.Info("converting model into the local cache", "from", path, "to", out)
 	update, finish := progressFunc("converting")
-	_, err = rdrr.Convert(ctx, path, out, rdrr.ConvertOptions{Progress: update})
+	_, err = convert.ToRDRR(ctx, path, out, convert.Options{Progress: update})
 	finish()
 	if err != nil {
 		return "", err

@@ -14,6 +14,7 @@ import (
 	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/swarm"
 )
 
@@ -23,7 +24,7 @@ func convertSmallShards(t *testing.T) (string, *rdrr.Manifest, rdrr.ModelID) {
 	t.Helper()
 	src := testdata.Path(t, "models/stories260K.gguf")
 	dir := filepath.Join(t.TempDir(), "stories")
-	id, err := rdrr.Convert(context.Background(), src, dir, rdrr.ConvertOptions{Writer: rdrr.WriterOptions{ShardSize: 256 << 10, BlockSize: 64 << 10}})
+	id, err := convert.ToRDRR(context.Background(), src, dir, convert.Options{Writer: rdrr.WriterOptions{ShardSize: 256 << 10, BlockSize: 64 << 10}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/doppler-llm/doppler/internal/testdata"
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/swarm"
 )
 
@@ -49,8 +50,8 @@ const pagedTokens = 16
 func convertMoE(t *testing.T, name string) (string, *rdrr.Manifest, rdrr.ModelID, map[rdrr.Hash]int64) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
-	id, err := rdrr.Convert(context.Background(), testdata.Path(t, "models/"+name+".gguf"), dir,
-		rdrr.ConvertOptions{Writer: rdrr.WriterOptions{BlockSize: 64 << 10}})
+	id, err := convert.ToRDRR(context.Background(), testdata.Path(t, "models/"+name+".gguf"), dir,
+		convert.Options{Writer: rdrr.WriterOptions{BlockSize: 64 << 10}})
 	if err != nil {
 		t.Fatal(err)
 	}

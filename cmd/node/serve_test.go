@@ -21,6 +21,7 @@ import (
 	"github.com/doppler-llm/doppler/p2p/rtc"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/signaling"
 	"github.com/doppler-llm/doppler/swarm"
 )
@@ -78,8 +79,8 @@ func TestServeWebRTC(t *testing.T) {
 func convertStories(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "rdrr")
-	opts := rdrr.ConvertOptions{Writer: rdrr.WriterOptions{BlockSize: 64 << 10}}
-	if _, err := rdrr.Convert(context.Background(), testdata.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
+	opts := convert.Options{Writer: rdrr.WriterOptions{BlockSize: 64 << 10}}
+	if _, err := convert.ToRDRR(context.Background(), testdata.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
 		t.Fatal(err)
 	}
 	return dir

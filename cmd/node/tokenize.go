@@ -14,6 +14,7 @@ import (
 	"github.com/doppler-llm/doppler/engine/chat"
 	"github.com/doppler-llm/doppler/engine/tokenizer"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/rdrr/gguf"
 )
 
@@ -133,7 +134,7 @@ func readTokenizer(path string) (*rdrr.Tokenizer, string, error) {
 			return nil, path, fmt.Errorf("%s: %w", path, err)
 		}
 		defer f.Close()
-		t, err := rdrr.TokenizerFromGGUF(f)
+		t, err := convert.TokenizerFromGGUF(f)
 		if err != nil {
 			return nil, path, fmt.Errorf("%s: tokenizer: %w", path, err)
 		}
@@ -154,7 +155,7 @@ func readTokenizer(path string) (*rdrr.Tokenizer, string, error) {
 	if _, err := os.Stat(hf); err != nil {
 		return nil, path, fmt.Errorf("%s: neither an RDRR directory (%s) nor an HF directory with tokenizer.json", path, rdrr.ManifestFile)
 	}
-	t, err := rdrr.TokenizerFromHF(path)
+	t, err := convert.TokenizerFromHF(path)
 	if err != nil {
 		return nil, hf, fmt.Errorf("%s: %w", hf, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/doppler-llm/doppler/engine/tokenizer"
 	"github.com/doppler-llm/doppler/internal/testdata"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 )
 
 // runCLI runs the doppler command line in-process and returns its stdout.
@@ -222,7 +223,7 @@ func minimalGGUF() []byte {
 func TestTokenizeRDRR(t *testing.T) {
 	src := testdata.Path(t, "models/stories260K.gguf")
 	dir := filepath.Join(t.TempDir(), "stories")
-	if _, err := rdrr.Convert(context.Background(), src, dir, rdrr.ConvertOptions{}); err != nil {
+	if _, err := convert.ToRDRR(context.Background(), src, dir, convert.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{{"Once upon a time"}, {"--no-special", "Once upon a time"}, {"--decode", "1,403,407,261"}} {
@@ -241,7 +242,7 @@ func TestTokenizeRDRR(t *testing.T) {
 
 	hf := testdata.Path(t, "hf/llama")
 	noTok := filepath.Join(t.TempDir(), "llama")
-	if _, err := rdrr.Convert(context.Background(), hf, noTok, rdrr.ConvertOptions{}); err != nil {
+	if _, err := convert.ToRDRR(context.Background(), hf, noTok, convert.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := runCLI(t, "tokenize", "-m", noTok, "hi")
@@ -331,7 +332,7 @@ func readTokenizerForTest(t *testing.T, rel string) (*tokenizer.Tokenizer, error
 func TestRunChat(t *testing.T) {
 	src := testdata.Path(t, "models/stories260K.gguf")
 	dir := filepath.Join(t.TempDir(), "stories")
-	if _, err := rdrr.Convert(context.Background(), src, dir, rdrr.ConvertOptions{}); err != nil {
+	if _, err := convert.ToRDRR(context.Background(), src, dir, convert.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	args := []string{"run", "-m", dir, "-p", "Once upon a time", "--temp", "0", "-n", "2", "--json", "--chat"}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/rdrr/gguf"
 )
 
@@ -21,7 +21,7 @@ func loadTokenizer(tb testing.TB, path string) *Tokenizer {
 		tb.Skipf("no test data: %v", err)
 	}
 	defer f.Close()
-	v, err := rdrr.TokenizerFromGGUF(f)
+	v, err := convert.TokenizerFromGGUF(f)
 	if err != nil {
 		tb.Fatal(err)
 	}

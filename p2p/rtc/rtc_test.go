@@ -20,6 +20,7 @@ import (
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/swarm"
 )
 
@@ -45,8 +46,8 @@ func openStore(t *testing.T) (*swarm.Store, rdrr.ModelID) {
 			return
 		}
 		dir := filepath.Join(base, "m")
-		opts := rdrr.ConvertOptions{Writer: rdrr.WriterOptions{BlockSize: 64 << 10}}
-		if _, storeErr = rdrr.Convert(context.Background(), src, dir, opts); storeErr != nil {
+		opts := convert.Options{Writer: rdrr.WriterOptions{BlockSize: 64 << 10}}
+		if _, storeErr = convert.ToRDRR(context.Background(), src, dir, opts); storeErr != nil {
 			return
 		}
 		storeDir = dir

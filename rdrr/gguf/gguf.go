@@ -9,7 +9,7 @@ import (
 	"math"
 	"os"
 
-	"github.com/doppler-llm/doppler/rdrr/quant"
+	"github.com/doppler-llm/doppler/rdrr/dtype"
 )
 
 // Magic is the first four bytes of every GGUF file.
@@ -64,7 +64,7 @@ type TensorInfo struct {
 	Name   string
 	Dims   []uint64
 	GGML   uint32      // raw ggml_type
-	DType  quant.DType // Invalid when GGML is a type DOPPLER does not support
+	DType  dtype.DType // Invalid when GGML is a type DOPPLER does not support
 	Offset uint64      // relative to the start of the data section
 	Size   uint64      // bytes, valid when DType is valid
 }
@@ -217,7 +217,7 @@ func (f *File) checkTensor(t *TensorInfo) error {
 		}
 		n *= d
 	}
-	dt, ok := quant.FromGGML(t.GGML)
+	dt, ok := dtype.FromGGML(t.GGML)
 	if !ok {
 		// Unknown types are reported when the tensor is used, so that
 		// inspect can still list the file.

@@ -18,6 +18,7 @@ import (
 	"github.com/doppler-llm/doppler/internal/browsertest"
 	"github.com/doppler-llm/doppler/internal/testdata"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/signaling"
 	"github.com/doppler-llm/doppler/signaling/web"
 	"github.com/doppler-llm/doppler/swarm"
@@ -99,7 +100,7 @@ func startNode(t *testing.T, o nodeOptions) *node {
 	if o.model != "" {
 		model, wo = o.model, rdrr.WriterOptions{ShardSize: 2 << 20, BlockSize: 64 << 10}
 	}
-	_, err := rdrr.Convert(ctx, testdata.Path(t, "models/"+model), dir, rdrr.ConvertOptions{Writer: wo})
+	_, err := convert.ToRDRR(ctx, testdata.Path(t, "models/"+model), dir, convert.Options{Writer: wo})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package rdrr
+package convert
 
 import (
 	"context"
@@ -10,28 +10,29 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/quant"
 )
 
 // SynthShapes are real model shapes for benchmarking without weights.
-var SynthShapes = map[string]Config{
+var SynthShapes = map[string]rdrr.Config{
 	// Llama-3.2-1B.
 	"1b": {Architecture: "llama", ContextLength: 131072, HiddenSize: 2048, Layers: 16, Heads: 32, KVHeads: 8, HeadDim: 64,
 		FFN: 8192, VocabSize: 128256, NormEps: 1e-5, Activation: "silu", TiedEmbeddings: true,
-		Rope: RoPE{Theta: 500000, Dim: 64, Style: "normal", Scaling: &RoPEScaling{Type: "llama3", Factor: 32, LowFreqFactor: 1, HighFreqFact: 4, OriginalCtx: 8192}}},
+		Rope: rdrr.RoPE{Theta: 500000, Dim: 64, Style: "normal", Scaling: &rdrr.RoPEScaling{Type: "llama3", Factor: 32, LowFreqFactor: 1, HighFreqFact: 4, OriginalCtx: 8192}}},
 	// Mixtral-8x7B (32 layers; pass a smaller layer count to fit a card).
 	"mixtral-8x7b": {Architecture: "mixtral", ContextLength: 32768, HiddenSize: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128,
 		FFN: 14336, VocabSize: 32000, NormEps: 1e-5, Activation: "silu", Experts: 8, ExpertsUsed: 2, ExpertFFN: 14336,
-		ExpertGating: "softmax", Rope: RoPE{Theta: 1e6, Dim: 128, Style: "normal"}},
+		ExpertGating: "softmax", Rope: rdrr.RoPE{Theta: 1e6, Dim: 128, Style: "normal"}},
 	// GPT-OSS-20B: MXFP4 experts, Q8_0 elsewhere (--quant applies to the experts).
 	"gpt-oss-20b": {Architecture: "gpt-oss", ContextLength: 131072, HiddenSize: 2880, Layers: 24, Heads: 64, KVHeads: 8, HeadDim: 64,
 		FFN: 2880, VocabSize: 201088, NormEps: 1e-5, Activation: "swiglu_oai", Experts: 32, ExpertsUsed: 4, ExpertFFN: 2880,
 		ExpertGating: "topk_softmax", AttnSinks: true, SlidingWindow: 128, LayerTypes: alternate(24),
-		Rope: RoPE{Theta: 150000, Dim: 64, Style: "neox", Scaling: &RoPEScaling{Type: "yarn", Factor: 32, OriginalCtx: 4096, BetaFast: 32, BetaSlow: 1}}},
+		Rope: rdrr.RoPE{Theta: 150000, Dim: 64, Style: "neox", Scaling: &rdrr.RoPEScaling{Type: "yarn", Factor: 32, OriginalCtx: 4096, BetaFast: 32, BetaSlow: 1}}},
 	// Llama-3-8B.
 	"8b": {Architecture: "llama", ContextLength: 8192, HiddenSize: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128,
 		FFN: 14336, VocabSize: 128256, NormEps: 1e-5, Activation: "silu",
-		Rope: RoPE{Theta: 500000, Dim: 128, Style: "normal"}},
+		Rope: rdrr.RoPE{Theta: 500000, Dim: 128, Style: "normal"}},
 }
 
 // Synthesize writes an RDRR model of the given config with random weights
@@ -39,24 +40,24 @@ var SynthShapes = map[string]Config{
 // Q4_K_M does; norms are F32). Random blocks are made directly in the
 // quantized layout with small finite scales, so gigabytes are written in
 // seconds. The output is a normal RDRR directory, atomically renamed.
-func Synthesize(ctx context.Context, cfg Config, dt quant.DType, seed uint64, out string, opts WriterOptions) (ModelID, error) {
+func Synthesize(ctx context.Context, cfg rdrr.Config, dt quant.DType, seed uint64, out string, opts rdrr.WriterOptions) (rdrr.ModelID, error) {
 	if err := cfg.Validate(); err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	if err := checkOut(out); err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	if err := os.MkdirAll(filepath.Dir(filepath.Clean(out)), 0o755); err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(out)), "."+filepath.Base(out)+".tmp-")
 	if err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	defer os.RemoveAll(tmp)
-	w, err := NewWriter(tmp, opts)
+	w, err := rdrr.NewWriter(tmp, opts)
 	if err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	defer w.Abort()
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
@@ -80,7 +81,7 @@ func Synthesize(ctx context.Context, cfg Config, dt quant.DType, seed uint64, ou
 	}
 	c := cfg
 	if err := mat("token_embd.weight", c.VocabSize, c.HiddenSize, dense); err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	gptOSS := c.Architecture == "gpt-oss"
@@ -111,35 +112,35 @@ func Synthesize(ctx context.Context, cfg Config, dt quant.DType, seed uint64, ou
 		}
 		for _, e := range errs {
 			if e != nil {
-				return ModelID{}, e
+				return rdrr.ModelID{}, e
 			}
 		}
 	}
 	if c.Experts > 0 {
 		if err := synthExperts(ctx, w, rng, c, dt, gptOSS); err != nil {
-			return ModelID{}, err
+			return rdrr.ModelID{}, err
 		}
 	}
 	if err := vec("output_norm.weight", c.HiddenSize); err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	if !c.TiedEmbeddings {
 		if err := mat("output.weight", c.VocabSize, c.HiddenSize, head); err != nil {
-			return ModelID{}, err
+			return rdrr.ModelID{}, err
 		}
 	}
-	id, err := w.Finish(&Manifest{Name: "synthetic", Config: cfg, Source: &Source{Format: "synthetic", File: fmt.Sprintf("random-%s", dt)}})
+	id, err := w.Finish(&rdrr.Manifest{Name: "synthetic", Config: cfg, Source: &rdrr.Source{Format: "synthetic", File: fmt.Sprintf("random-%s", dt)}})
 	if err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	if err := os.Rename(tmp, out); err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	return id, nil
 }
 
 // synthExperts writes every layer's expert tensors, one expert at a time.
-func synthExperts(ctx context.Context, w *Writer, rng *rand.Rand, c Config, dt quant.DType, biases bool) error {
+func synthExperts(ctx context.Context, w *rdrr.Writer, rng *rand.Rand, c rdrr.Config, dt quant.DType, biases bool) error {
 	E, ffn, h := int64(c.Experts), int64(c.ExpertFFN), int64(c.HiddenSize)
 	type et struct {
 		name string

@@ -1,4 +1,4 @@
-package rdrr
+package convert
 
 import (
 	"io"

@@ -1,4 +1,4 @@
-package rdrr
+package convert
 
 import (
 	"bytes"
@@ -10,12 +10,13 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/quant"
 )
 
-// ConvertOptions controls Convert.
-type ConvertOptions struct {
-	Writer WriterOptions
+// Options controls ToRDRR.
+type Options struct {
+	Writer rdrr.WriterOptions
 	// Quant, when valid, requantizes weight matrices to F16, Q8_0 or Q4_K
 	// (rows that do not divide into the target's blocks fall back to the
 	// next finer type: Q4_K → Q8_0 → F16).
@@ -28,10 +29,10 @@ type ConvertOptions struct {
 
 // source is what a converter reads: a model's config, tokenizer and tensors.
 type source interface {
-	config() (Config, error)
-	tokenizer() (*Tokenizer, error)
+	config() (rdrr.Config, error)
+	tokenizer() (*rdrr.Tokenizer, error)
 	tensors() []srcTensor
-	info() *Source
+	info() *rdrr.Source
 	Close() error
 }
 
@@ -48,25 +49,25 @@ type srcTensor struct {
 	expert bool
 }
 
-// Convert converts a GGUF file or an HF safetensors directory into the RDRR
+// ToRDRR converts a GGUF file or an HF safetensors directory into the RDRR
 // directory out. It writes into a temporary directory beside out and
 // renames it into place on success: a failed conversion leaves nothing, and
 // an existing non-empty out is never touched.
-func Convert(ctx context.Context, in, out string, opts ConvertOptions) (ModelID, error) {
+func ToRDRR(ctx context.Context, in, out string, opts Options) (rdrr.ModelID, error) {
 	if err := checkOut(out); err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	src, err := openSource(in)
 	if err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	defer src.Close()
 	if err := os.MkdirAll(filepath.Dir(filepath.Clean(out)), 0o755); err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(out)), "."+filepath.Base(out)+".tmp-")
 	if err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	ok := false
 	defer func() {
@@ -76,16 +77,16 @@ func Convert(ctx context.Context, in, out string, opts ConvertOptions) (ModelID,
 	}()
 	id, err := convertInto(ctx, src, tmp, opts)
 	if err != nil {
-		return ModelID{}, fmt.Errorf("%s: %w", in, err)
+		return rdrr.ModelID{}, fmt.Errorf("%s: %w", in, err)
 	}
 	if err := checkOut(out); err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	if err := os.Rename(tmp, out); err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	ok = true
 	return id, nil
@@ -111,7 +112,7 @@ func openSource(in string) (source, error) {
 		return nil, err
 	}
 	if st.IsDir() {
-		if _, err := os.Stat(filepath.Join(in, ManifestFile)); err == nil {
+		if _, err := os.Stat(filepath.Join(in, rdrr.ManifestFile)); err == nil {
 			return nil, fmt.Errorf("%s is already an RDRR directory", in)
 		}
 		return openHF(in)
@@ -119,18 +120,18 @@ func openSource(in string) (source, error) {
 	return openGGUF(in)
 }
 
-func convertInto(ctx context.Context, src source, dir string, opts ConvertOptions) (ModelID, error) {
+func convertInto(ctx context.Context, src source, dir string, opts Options) (rdrr.ModelID, error) {
 	cfg, err := src.config()
 	if err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	tok, err := src.tokenizer()
 	if err != nil {
-		return ModelID{}, fmt.Errorf("tokenizer: %w", err)
+		return rdrr.ModelID{}, fmt.Errorf("tokenizer: %w", err)
 	}
-	w, err := NewWriter(dir, opts.Writer)
+	w, err := rdrr.NewWriter(dir, opts.Writer)
 	if err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	defer w.Abort()
 	tensors := src.tensors()
@@ -147,49 +148,49 @@ func convertInto(ctx context.Context, src source, dir string, opts ConvertOption
 	var experts []srcTensor
 	for _, t := range tensors {
 		if err := ctx.Err(); err != nil {
-			return ModelID{}, err
+			return rdrr.ModelID{}, err
 		}
 		dt, data, err := prepare(t, opts.Quant)
 		if err != nil {
-			return ModelID{}, err
+			return rdrr.ModelID{}, err
 		}
 		t.dtype = dt
 		if t.expert {
 			if err := w.DeclareExpertTensor(t.name, dt, t.shape); err != nil {
-				return ModelID{}, err
+				return rdrr.ModelID{}, err
 			}
 			experts = append(experts, t)
 			continue
 		}
 		r, err := data()
 		if err != nil {
-			return ModelID{}, fmt.Errorf("tensor %s: %w", t.name, err)
+			return rdrr.ModelID{}, fmt.Errorf("tensor %s: %w", t.name, err)
 		}
 		if err := w.AddTensor(t.name, dt, t.shape, r); err != nil {
-			return ModelID{}, err
+			return rdrr.ModelID{}, err
 		}
 		step(t.size)
 	}
 	if err := writeExperts(ctx, w, cfg, experts, opts.Quant, step); err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
-	m := &Manifest{Config: cfg, Tokenizer: tok, Source: src.info()}
+	m := &rdrr.Manifest{Config: cfg, Tokenizer: tok, Source: src.info()}
 	m.Name = m.Source.File
 	id, err := w.Finish(m)
 	if err != nil {
-		return ModelID{}, err
+		return rdrr.ModelID{}, err
 	}
 	if opts.SignKey != nil {
-		b, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+		b, err := os.ReadFile(filepath.Join(dir, rdrr.ManifestFile))
 		if err != nil {
-			return ModelID{}, err
+			return rdrr.ModelID{}, err
 		}
-		sig, err := Sign(b, opts.SignKey)
+		sig, err := rdrr.Sign(b, opts.SignKey)
 		if err != nil {
-			return ModelID{}, err
+			return rdrr.ModelID{}, err
 		}
-		if err := WriteFileAtomic(filepath.Join(dir, SignatureFile), sig); err != nil {
-			return ModelID{}, err
+		if err := rdrr.WriteFileAtomic(filepath.Join(dir, rdrr.SignatureFile), sig); err != nil {
+			return rdrr.ModelID{}, err
 		}
 	}
 	return id, nil
@@ -197,7 +198,7 @@ func convertInto(ctx context.Context, src source, dir string, opts ConvertOption
 
 // writeExperts writes every expert's slices, one expert at a time, layer by
 // layer, so each (layer, expert) owns its shards.
-func writeExperts(ctx context.Context, w *Writer, cfg Config, experts []srcTensor, q quant.DType, step func(int64)) error {
+func writeExperts(ctx context.Context, w *rdrr.Writer, cfg rdrr.Config, experts []srcTensor, q quant.DType, step func(int64)) error {
 	byLayer := map[int][]srcTensor{}
 	maxLayer := -1
 	for _, t := range experts {

@@ -1,4 +1,4 @@
-package rdrr
+package convert
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/gguf"
 )
 
@@ -31,11 +32,11 @@ func openGGUF(path string) (*ggufSource, error) {
 
 func (s *ggufSource) Close() error { return s.f.Close() }
 
-func (s *ggufSource) info() *Source {
-	return &Source{Format: "gguf", File: filepath.Base(s.f.Path)}
+func (s *ggufSource) info() *rdrr.Source {
+	return &rdrr.Source{Format: "gguf", File: filepath.Base(s.f.Path)}
 }
 
-func (s *ggufSource) tokenizer() (*Tokenizer, error) { return TokenizerFromGGUF(s.f) }
+func (s *ggufSource) tokenizer() (*rdrr.Tokenizer, error) { return TokenizerFromGGUF(s.f) }
 
 func (s *ggufSource) tensors() []srcTensor {
 	out := make([]srcTensor, 0, len(s.f.Tensors))
@@ -80,15 +81,15 @@ var ggufArch = map[string]string{
 	"gpt-oss": "gpt-oss",
 }
 
-func (s *ggufSource) config() (Config, error) {
+func (s *ggufSource) config() (rdrr.Config, error) {
 	f := s.f
 	arch := f.Architecture()
 	if arch == "" {
-		return Config{}, fmt.Errorf("general.architecture is missing")
+		return rdrr.Config{}, fmt.Errorf("general.architecture is missing")
 	}
 	name, ok := ggufArch[arch]
 	if !ok {
-		return Config{}, fmt.Errorf("unsupported architecture %q", arch)
+		return rdrr.Config{}, fmt.Errorf("unsupported architecture %q", arch)
 	}
 	key := func(k string) string { return arch + "." + k }
 	geti := func(k string, def int) int {
@@ -103,7 +104,7 @@ func (s *ggufSource) config() (Config, error) {
 		}
 		return def
 	}
-	c := Config{
+	c := rdrr.Config{
 		Architecture:  name,
 		ContextLength: geti("context_length", 0),
 		HiddenSize:    geti("embedding_length", 0),
@@ -119,7 +120,7 @@ func (s *ggufSource) config() (Config, error) {
 	}
 	for _, k := range []string{"embedding_length", "block_count", "attention.head_count"} {
 		if _, ok := f.Int(key(k)); !ok {
-			return Config{}, fmt.Errorf("metadata %s is missing", key(k))
+			return rdrr.Config{}, fmt.Errorf("metadata %s is missing", key(k))
 		}
 	}
 	c.KVHeads = geti("attention.head_count_kv", c.Heads)
@@ -131,12 +132,12 @@ func (s *ggufSource) config() (Config, error) {
 	}
 	emb, ok := f.Tensor("token_embd.weight")
 	if !ok || len(emb.Dims) != 2 {
-		return Config{}, fmt.Errorf("tensor token_embd.weight is missing")
+		return rdrr.Config{}, fmt.Errorf("tensor token_embd.weight is missing")
 	}
 	c.VocabSize = int(emb.Dims[1])
 	_, hasOutput := f.Tensor("output.weight")
 	c.TiedEmbeddings = !hasOutput
-	c.Rope = RoPE{
+	c.Rope = rdrr.RoPE{
 		Theta: getf("rope.freq_base", 10000),
 		Dim:   geti("rope.dimension_count", c.HeadDim),
 		Style: "normal",
@@ -144,7 +145,7 @@ func (s *ggufSource) config() (Config, error) {
 	switch typ, _ := f.String(key("rope.scaling.type")); typ {
 	case "", "none":
 	case "linear", "yarn":
-		c.Rope.Scaling = &RoPEScaling{
+		c.Rope.Scaling = &rdrr.RoPEScaling{
 			Type:        typ,
 			Factor:      getf("rope.scaling.factor", 1),
 			OriginalCtx: geti("rope.scaling.original_context_length", 0),
@@ -156,7 +157,7 @@ func (s *ggufSource) config() (Config, error) {
 			c.Rope.Scaling.Truncate = true // llama.cpp floors/ceils the correction range
 		}
 	default:
-		return Config{}, fmt.Errorf("unsupported rope scaling type %q", typ)
+		return rdrr.Config{}, fmt.Errorf("unsupported rope scaling type %q", typ)
 	}
 	switch name {
 	case "llama", "mistral":
@@ -205,10 +206,10 @@ func (s *ggufSource) config() (Config, error) {
 		c.ExpertFFN = c.FFN
 	}
 	if err := c.Validate(); err != nil {
-		return Config{}, err
+		return rdrr.Config{}, err
 	}
 	return c, nil
 }
 
 // ConfigFromGGUF reads a model config from GGUF metadata.
-func ConfigFromGGUF(f *gguf.File) (Config, error) { return (&ggufSource{f: f}).config() }
+func ConfigFromGGUF(f *gguf.File) (rdrr.Config, error) { return (&ggufSource{f: f}).config() }

@@ -1,4 +1,4 @@
-package rdrr
+package convert
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 	"github.com/doppler-llm/doppler/rdrr/quant"
 )
 
-// Requantizable targets for ConvertOptions.Quant.
+// Requantizable targets for Options.Quant.
 var requantTargets = []quant.DType{quant.F16, quant.Q8_0, quant.Q4_K}
 
 // CheckQuantTarget reports whether d can be a --quant target.

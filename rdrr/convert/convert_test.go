@@ -1,4 +1,4 @@
-package rdrr
+package convert
 
 import (
 	"bytes"
@@ -12,32 +12,33 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
+	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/gguf"
 	"github.com/doppler-llm/doppler/rdrr/quant"
 	"github.com/doppler-llm/doppler/rdrr/safetensors"
 )
 
-func convert(t *testing.T, in string, opts ConvertOptions) (string, ModelID) {
+func toRDRR(t *testing.T, in string, opts Options) (string, rdrr.ModelID) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "model")
-	id, err := Convert(context.Background(), in, out, opts)
+	id, err := ToRDRR(context.Background(), in, out, opts)
 	if err != nil {
 		t.Fatalf("convert %s: %v", in, err)
 	}
 	return out, id
 }
 
-func verifyOK(t *testing.T, dir string) *Model {
+func verifyOK(t *testing.T, dir string) *rdrr.Model {
 	t.Helper()
-	r, err := VerifyDir(dir, nil)
+	r, err := rdrr.VerifyDir(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(r.Problems) > 0 {
 		t.Fatalf("verify %s: %v", dir, r.Problems)
 	}
-	m, err := OpenDir(dir)
+	m, err := rdrr.OpenDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,13 +51,13 @@ func verifyOK(t *testing.T, dir string) *Model {
 // TestConvertGGUF converts every shared GGUF, with small shards so tensors
 // span shards, and checks every tensor byte for byte against the source.
 func TestConvertGGUF(t *testing.T) {
-	for _, path := range testdata.Glob(t, "models/*.gguf") {
+	for _, path := range testenv.Glob(t, "models/*.gguf") {
 		t.Run(filepath.Base(path), func(t *testing.T) {
-			opts := ConvertOptions{Writer: WriterOptions{ShardSize: 256 << 10, BlockSize: 16 << 10}}
-			dir, id := convert(t, path, opts)
+			opts := Options{Writer: rdrr.WriterOptions{ShardSize: 256 << 10, BlockSize: 16 << 10}}
+			dir, id := toRDRR(t, path, opts)
 			m := verifyOK(t, dir)
 			if m.ID != id {
-				t.Fatal("Convert's id differs from the directory's")
+				t.Fatal("ToRDRR's id differs from the directory's")
 			}
 			f, err := gguf.Open(path)
 			if err != nil {
@@ -112,10 +113,10 @@ func TestConvertGGUF(t *testing.T) {
 // TestConvertHF converts every shared HF directory and checks tensors against
 // the safetensors source (element-wise where the converter rearranges).
 func TestConvertHF(t *testing.T) {
-	for _, dir := range testdata.Glob(t, "hf/*/config.json") {
+	for _, dir := range testenv.Glob(t, "hf/*/config.json") {
 		dir := filepath.Dir(dir)
 		t.Run(filepath.Base(dir), func(t *testing.T) {
-			out, _ := convert(t, dir, ConvertOptions{})
+			out, _ := toRDRR(t, dir, Options{})
 			m := verifyOK(t, out)
 			st, err := safetensors.Open(filepath.Join(dir, "model.safetensors"))
 			if err != nil {
@@ -135,7 +136,7 @@ func TestConvertHF(t *testing.T) {
 	}
 }
 
-func checkHFTensor(t *testing.T, m *Model, cfg Config, name string, shape []int64, want []byte) {
+func checkHFTensor(t *testing.T, m *rdrr.Model, cfg rdrr.Config, name string, shape []int64, want []byte) {
 	t.Helper()
 	ctx := context.Background()
 	read := func(n string) []byte {
@@ -214,8 +215,8 @@ func checkHFTensor(t *testing.T, m *Model, cfg Config, name string, shape []int6
 }
 
 func TestVerifyFindsFlippedByte(t *testing.T) {
-	src := testdata.Path(t, "models/tiny-mixtral-Q8_0.gguf")
-	dir, _ := convert(t, src, ConvertOptions{Writer: WriterOptions{BlockSize: 4 << 10}})
+	src := testenv.Path(t, "models/tiny-mixtral-Q8_0.gguf")
+	dir, _ := toRDRR(t, src, Options{Writer: rdrr.WriterOptions{BlockSize: 4 << 10}})
 	m := verifyOK(t, dir)
 	for _, si := range []int{0, len(m.Manifest.Shards) - 1} {
 		sh := m.Manifest.Shards[si]
@@ -228,7 +229,7 @@ func TestVerifyFindsFlippedByte(t *testing.T) {
 		bad := bytes.Clone(orig)
 		bad[at] ^= 0x40
 		os.WriteFile(path, bad, 0o644)
-		r, err := VerifyDir(dir, nil)
+		r, err := rdrr.VerifyDir(dir, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -245,60 +246,60 @@ func TestVerifyFindsFlippedByte(t *testing.T) {
 				}
 			}
 		}
-		if _, err := m.ReadTensor(context.Background(), name); !errors.Is(err, ErrBadBlock) {
+		if _, err := m.ReadTensor(context.Background(), name); !errors.Is(err, rdrr.ErrBadBlock) {
 			t.Fatalf("reading %s over a bad block: %v", name, err)
 		}
 		os.WriteFile(path, orig, 0o644)
 	}
 	// A missing shard is reported as such.
 	os.Remove(filepath.Join(dir, m.Manifest.Shards[1].Hash.String()))
-	r, _ := VerifyDir(dir, nil)
+	r, _ := rdrr.VerifyDir(dir, nil)
 	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0].String(), "missing") {
 		t.Fatalf("missing shard: %v", r.Problems)
 	}
 }
 
 func TestSignature(t *testing.T) {
-	src := testdata.Path(t, "models/stories260K-Q8_0.gguf")
+	src := testenv.Path(t, "models/stories260K-Q8_0.gguf")
 	keyPath := filepath.Join(t.TempDir(), "key.pem")
-	key, err := LoadSigningKey(keyPath, true)
+	key, err := rdrr.LoadSigningKey(keyPath, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := os.Stat(keyPath); st.Mode().Perm() != 0o600 {
 		t.Fatalf("key file mode %v", st.Mode())
 	}
-	again, err := LoadSigningKey(keyPath, false)
+	again, err := rdrr.LoadSigningKey(keyPath, false)
 	if err != nil || !again.Equal(key) {
 		t.Fatalf("reloading the key: %v", err)
 	}
-	dir, _ := convert(t, src, ConvertOptions{SignKey: key})
+	dir, _ := toRDRR(t, src, Options{SignKey: key})
 	m := verifyOK(t, dir)
 	if !bytes.Equal(m.Signer, key.Public().(ed25519.PublicKey)) {
 		t.Fatal("signer not reported")
 	}
 	// A manifest edited by hand (still canonical) breaks the signature.
-	mp := filepath.Join(dir, ManifestFile)
+	mp := filepath.Join(dir, rdrr.ManifestFile)
 	b, _ := os.ReadFile(mp)
 	os.WriteFile(mp, bytes.Replace(b, []byte(`"context_length":2048`), []byte(`"context_length":4096`), 1), 0o644)
-	if _, err := OpenDir(dir); !errors.Is(err, ErrBadSignature) {
+	if _, err := rdrr.OpenDir(dir); !errors.Is(err, rdrr.ErrBadSignature) {
 		t.Fatalf("edited signed manifest: %v", err)
 	}
 	// Pretty-printing it is caught even without a signature.
-	os.Remove(filepath.Join(dir, SignatureFile))
+	os.Remove(filepath.Join(dir, rdrr.SignatureFile))
 	os.WriteFile(mp, bytes.Replace(b, []byte(`,"format"`), []byte(`, "format"`), 1), 0o644)
-	if _, err := OpenDir(dir); !errors.Is(err, ErrManifest) || !strings.Contains(err.Error(), "manifest.json") {
+	if _, err := rdrr.OpenDir(dir); !errors.Is(err, rdrr.ErrManifest) || !strings.Contains(err.Error(), "manifest.json") {
 		t.Fatalf("non-canonical manifest: %v", err)
 	}
 }
 
 func TestRequantize(t *testing.T) {
-	src := testdata.Path(t, "models/tiny-mixtral-F32.gguf")
+	src := testenv.Path(t, "models/tiny-mixtral-F32.gguf")
 	for _, q := range []quant.DType{quant.Q8_0, quant.Q4_K, quant.F16} {
 		t.Run(q.String(), func(t *testing.T) {
-			dir, _ := convert(t, src, ConvertOptions{Quant: q})
+			dir, _ := toRDRR(t, src, Options{Quant: q})
 			m := verifyOK(t, dir)
-			orig := verifyOK(t, func() string { d, _ := convert(t, src, ConvertOptions{}); return d }())
+			orig := verifyOK(t, func() string { d, _ := toRDRR(t, src, Options{}); return d }())
 			for _, tn := range m.Manifest.Tensors {
 				if len(tn.Shape) < 2 || strings.Contains(tn.Name, "gate_inp") {
 					if tn.DType != quant.F32 {
@@ -334,7 +335,7 @@ func TestRequantize(t *testing.T) {
 // TestConvertBadInput: each broken input gives one error naming the file
 // and the problem, leaves no output behind and never touches an existing one.
 func TestConvertBadInput(t *testing.T) {
-	good, err := os.ReadFile(testdata.Path(t, "models/stories260K-Q8_0.gguf"))
+	good, err := os.ReadFile(testenv.Path(t, "models/stories260K-Q8_0.gguf"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +351,7 @@ func TestConvertBadInput(t *testing.T) {
 	os.MkdirAll(hfNoConfig, 0o755)
 	hfBadST := filepath.Join(tmp, "hf-badst")
 	os.MkdirAll(hfBadST, 0o755)
-	cfg, _ := os.ReadFile(testdata.Path(t, "hf/llama/config.json"))
+	cfg, _ := os.ReadFile(testenv.Path(t, "hf/llama/config.json"))
 	os.WriteFile(filepath.Join(hfBadST, "config.json"), cfg, 0o644)
 	os.WriteFile(filepath.Join(hfBadST, "model.safetensors"), []byte("\x10\x00\x00\x00\x00\x00\x00\x00{not json}......"), 0o644)
 	unknownType := bytes.Clone(good)
@@ -373,7 +374,7 @@ func TestConvertBadInput(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			out := filepath.Join(tmp, "out-"+strings.ReplaceAll(c.name, " ", "-"))
-			_, err := Convert(context.Background(), c.in, out, ConvertOptions{})
+			_, err := ToRDRR(context.Background(), c.in, out, Options{})
 			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), filepath.Base(c.in)) {
 				t.Fatalf("got %v, want an error naming %s and %q", err, filepath.Base(c.in), c.want)
 			}
@@ -395,7 +396,7 @@ func TestConvertBadInput(t *testing.T) {
 	existing := filepath.Join(tmp, "existing")
 	os.MkdirAll(existing, 0o755)
 	os.WriteFile(filepath.Join(existing, "keep"), []byte("mine"), 0o644)
-	if _, err := Convert(context.Background(), testdata.Path(t, "models/stories260K-Q8_0.gguf"), existing, ConvertOptions{}); err == nil {
+	if _, err := ToRDRR(context.Background(), testenv.Path(t, "models/stories260K-Q8_0.gguf"), existing, Options{}); err == nil {
 		t.Fatal("convert over an existing directory succeeded")
 	}
 	if b, _ := os.ReadFile(filepath.Join(existing, "keep")); string(b) != "mine" {

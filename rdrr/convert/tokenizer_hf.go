@@ -1,4 +1,4 @@
-package rdrr
+package convert
 
 import (
 	"encoding/json"
@@ -6,13 +6,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/doppler-llm/doppler/rdrr"
 )
 
 // TokenizerFromHF reads an HF tokenizer.json (and tokenizer_config.json
 // when present) from dir. Byte-level BPE vocabularies become GGUF's "gpt2"
 // model; SentencePiece-style BPE with byte fallback becomes "llama" with
 // scores ranked by merge order, as llama.cpp's converter does.
-func TokenizerFromHF(dir string) (*Tokenizer, error) {
+func TokenizerFromHF(dir string) (*rdrr.Tokenizer, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
 	if err != nil {
 		return nil, err
@@ -44,22 +46,22 @@ func TokenizerFromHF(dir string) (*Tokenizer, error) {
 	for _, a := range tj.AddedTokens {
 		n = max(n, a.ID+1)
 	}
-	t := &Tokenizer{Tokens: make([]string, n), Types: make([]int32, n), BOS: -1, EOS: -1, UNK: -1, PAD: -1}
+	t := &rdrr.Tokenizer{Tokens: make([]string, n), Types: make([]int32, n), BOS: -1, EOS: -1, UNK: -1, PAD: -1}
 	for i := range t.Tokens {
 		t.Tokens[i] = fmt.Sprintf("[PAD%d]", i)
-		t.Types[i] = TokenUnused
+		t.Types[i] = rdrr.TokenUnused
 	}
 	for s, id := range tj.Model.Vocab {
 		if id < 0 {
 			return nil, fmt.Errorf("token %q has id %d", s, id)
 		}
-		t.Tokens[id], t.Types[id] = s, TokenNormal
+		t.Tokens[id], t.Types[id] = s, rdrr.TokenNormal
 	}
 	for _, a := range tj.AddedTokens {
 		t.Tokens[a.ID] = a.Content
-		t.Types[a.ID] = TokenUserDefined
+		t.Types[a.ID] = rdrr.TokenUserDefined
 		if a.Special {
-			t.Types[a.ID] = TokenControl
+			t.Types[a.ID] = rdrr.TokenControl
 		}
 	}
 	var merges []string
@@ -89,7 +91,7 @@ func TokenizerFromHF(dir string) (*Tokenizer, error) {
 		}
 		for i, s := range t.Tokens {
 			if len(s) == 6 && strings.HasPrefix(s, "<0x") && strings.HasSuffix(s, ">") {
-				t.Types[i] = TokenByte
+				t.Types[i] = rdrr.TokenByte
 			}
 		}
 	}

@@ -1,4 +1,4 @@
-package rdrr
+package convert
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/quant"
 	"github.com/doppler-llm/doppler/rdrr/safetensors"
 )
@@ -23,7 +24,7 @@ import (
 type hfSource struct {
 	dir   string
 	raw   map[string]any
-	cfg   Config
+	cfg   rdrr.Config
 	files []*safetensors.File
 	ts    []srcTensor
 }
@@ -67,13 +68,13 @@ func (s *hfSource) Close() error {
 	return nil
 }
 
-func (s *hfSource) info() *Source {
-	return &Source{Format: "safetensors", File: filepath.Base(filepath.Clean(s.dir))}
+func (s *hfSource) info() *rdrr.Source {
+	return &rdrr.Source{Format: "safetensors", File: filepath.Base(filepath.Clean(s.dir))}
 }
 
-func (s *hfSource) config() (Config, error) { return s.cfg, nil }
+func (s *hfSource) config() (rdrr.Config, error) { return s.cfg, nil }
 
-func (s *hfSource) tokenizer() (*Tokenizer, error) {
+func (s *hfSource) tokenizer() (*rdrr.Tokenizer, error) {
 	p := filepath.Join(s.dir, "tokenizer.json")
 	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -364,14 +365,14 @@ var hfArch = map[string]string{
 // hfConfig reads an HF config.json into a Config. It accepts both the
 // transformers 5 spelling (rope_parameters, layer_types) and the older one
 // (rope_theta, rope_scaling, rope_local_base_freq).
-func hfConfig(raw map[string]any) (Config, error) {
+func hfConfig(raw map[string]any) (rdrr.Config, error) {
 	if tc, ok := raw["text_config"].(map[string]any); ok {
 		raw = tc
 	}
 	mt, _ := raw["model_type"].(string)
 	arch, ok := hfArch[mt]
 	if !ok {
-		return Config{}, fmt.Errorf("unsupported model_type %q", mt)
+		return rdrr.Config{}, fmt.Errorf("unsupported model_type %q", mt)
 	}
 	num := func(k string) (float64, bool) {
 		v, ok := raw[k].(float64)
@@ -391,10 +392,10 @@ func hfConfig(raw map[string]any) (Config, error) {
 	}
 	for _, k := range []string{"hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"} {
 		if _, ok := num(k); !ok {
-			return Config{}, fmt.Errorf("%s is missing", k)
+			return rdrr.Config{}, fmt.Errorf("%s is missing", k)
 		}
 	}
-	c := Config{
+	c := rdrr.Config{
 		Architecture:  arch,
 		ContextLength: geti("max_position_embeddings", 0),
 		HiddenSize:    geti("hidden_size", 0),
@@ -421,7 +422,7 @@ func hfConfig(raw map[string]any) (Config, error) {
 			case "full_attention":
 				c.LayerTypes = append(c.LayerTypes, "full")
 			default:
-				return Config{}, fmt.Errorf("layer_types: unknown %q", s)
+				return rdrr.Config{}, fmt.Errorf("layer_types: unknown %q", s)
 			}
 		}
 	}
@@ -445,12 +446,12 @@ func hfConfig(raw map[string]any) (Config, error) {
 		}
 	}
 	if c.Rope, err = hfRoPE(global, c.HeadDim); err != nil {
-		return Config{}, err
+		return rdrr.Config{}, err
 	}
 	if local != nil {
 		r, err := hfRoPE(local, c.HeadDim)
 		if err != nil {
-			return Config{}, err
+			return rdrr.Config{}, err
 		}
 		c.RopeLocal = &r
 	}
@@ -494,22 +495,22 @@ func hfConfig(raw map[string]any) (Config, error) {
 		c.AttnSinks = true
 	}
 	if c.Experts > 0 && c.ExpertsUsed == 0 {
-		return Config{}, fmt.Errorf("num_experts_per_tok is missing")
+		return rdrr.Config{}, fmt.Errorf("num_experts_per_tok is missing")
 	}
 	if err := c.Validate(); err != nil {
-		return Config{}, err
+		return rdrr.Config{}, err
 	}
 	return c, nil
 }
 
-func hfRoPE(p map[string]any, headDim int) (RoPE, error) {
+func hfRoPE(p map[string]any, headDim int) (rdrr.RoPE, error) {
 	f := func(k string, def float64) float64 {
 		if v, ok := p[k].(float64); ok {
 			return v
 		}
 		return def
 	}
-	r := RoPE{Theta: f("rope_theta", 10000), Dim: int(float64(headDim) * f("partial_rotary_factor", 1)), Style: "neox"}
+	r := rdrr.RoPE{Theta: f("rope_theta", 10000), Dim: int(float64(headDim) * f("partial_rotary_factor", 1)), Style: "neox"}
 	typ, _ := p["rope_type"].(string)
 	if typ == "" {
 		typ, _ = p["type"].(string)
@@ -517,16 +518,16 @@ func hfRoPE(p map[string]any, headDim int) (RoPE, error) {
 	switch typ {
 	case "", "default":
 	case "linear":
-		r.Scaling = &RoPEScaling{Type: "linear", Factor: f("factor", 1)}
+		r.Scaling = &rdrr.RoPEScaling{Type: "linear", Factor: f("factor", 1)}
 	case "llama3":
-		r.Scaling = &RoPEScaling{Type: "llama3", Factor: f("factor", 8), LowFreqFactor: f("low_freq_factor", 1),
+		r.Scaling = &rdrr.RoPEScaling{Type: "llama3", Factor: f("factor", 8), LowFreqFactor: f("low_freq_factor", 1),
 			HighFreqFact: f("high_freq_factor", 4), OriginalCtx: int(f("original_max_position_embeddings", 8192))}
 	case "yarn":
 		tr, ok := p["truncate"].(bool)
-		r.Scaling = &RoPEScaling{Type: "yarn", Factor: f("factor", 1), OriginalCtx: int(f("original_max_position_embeddings", 0)),
+		r.Scaling = &rdrr.RoPEScaling{Type: "yarn", Factor: f("factor", 1), OriginalCtx: int(f("original_max_position_embeddings", 0)),
 			BetaFast: f("beta_fast", 32), BetaSlow: f("beta_slow", 1), AttnFactor: f("attention_factor", 0), Truncate: tr || !ok}
 	default:
-		return RoPE{}, fmt.Errorf("unsupported rope_type %q", typ)
+		return rdrr.RoPE{}, fmt.Errorf("unsupported rope_type %q", typ)
 	}
 	return r, nil
 }
