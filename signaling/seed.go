@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/signaling/sigwire"
 )
 
 // Store is what the seed serves; swarm.Store implements it.
@@ -27,12 +28,15 @@ type Store interface {
 // Seed serves manifests and shards over HTTP, for browsers (and anything
 // else that speaks HTTP) when no peer has what they need:
 //
-//	GET /v1/models                              JSON list of model IDs
-//	GET /v1/models/<id>/manifest.json           the manifest, ETag "<id>"
-//	GET /v1/models/<id>/manifest.sig            the publisher signature, when there is one
-//	GET /v1/shards/<hash>                       the shard; Range supported; ETag "<hash>"
-//	GET /v1/shards/<hash>/blocks/<i>/proof      JSON {index, blocks, block, root, proof}: the
-//	                                            Merkle audit path of block i (docs/rdrr.md)
+//	GET /rdrr/v1/models                          JSON {"models": [model IDs]}
+//	GET /rdrr/v1/models/<id>/manifest.json       the manifest, ETag "<id>"
+//	GET /rdrr/v1/models/<id>/manifest.sig        the publisher signature, when there is one
+//	GET /rdrr/v1/shards/<hash>                   the shard; Range supported; ETag "<hash>"
+//	GET /rdrr/v1/shards/<hash>/blocks/<i>/proof  JSON {index, blocks, block, root, proof}: the
+//	                                             Merkle audit path of block i (docs/rdrr.md)
+//
+// (The prefix is sigwire.SeedPrefix, so /v1/ is left to the
+// OpenAI-compatible API.)
 //
 // Everything is content-addressed, so responses are immutable and cached
 // forever. CORS is open: the bytes are public and verified by the client.
@@ -52,10 +56,11 @@ func NewSeed(store Store, log *slog.Logger) *Seed {
 // Handler returns the seed's HTTP handler.
 func (s *Seed) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/models", s.models)
-	mux.HandleFunc("GET /v1/models/{id}/{file}", s.manifest)
-	mux.HandleFunc("GET /v1/shards/{hash}", s.shard)
-	mux.HandleFunc("GET /v1/shards/{hash}/blocks/{index}/proof", s.proof)
+	const p = sigwire.SeedPrefix
+	mux.HandleFunc("GET "+p+"/models", s.models)
+	mux.HandleFunc("GET "+p+"/models/{id}/{file}", s.manifest)
+	mux.HandleFunc("GET "+p+"/shards/{hash}", s.shard)
+	mux.HandleFunc("GET "+p+"/shards/{hash}/blocks/{index}/proof", s.proof)
 	return cors(mux)
 }
 

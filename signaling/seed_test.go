@@ -61,11 +61,11 @@ func TestSeed(t *testing.T) {
 	srv := httptest.NewServer(NewSeed(st, nil).Handler()) // 127.0.0.1
 	defer srv.Close()
 
-	resp, b := get(t, srv.URL+"/v1/models")
+	resp, b := get(t, srv.URL+"/rdrr/v1/models")
 	if resp.StatusCode != 200 || !bytes.Contains(b, []byte(id.String())) {
 		t.Fatalf("models: %d %s", resp.StatusCode, b)
 	}
-	resp, man := get(t, srv.URL+"/v1/models/"+id.String()+"/manifest.json")
+	resp, man := get(t, srv.URL+"/rdrr/v1/models/"+id.String()+"/manifest.json")
 	if resp.StatusCode != 200 || rdrr.Sum(man) != id || resp.Header.Get("ETag") != `"`+id.String()+`"` {
 		t.Fatalf("manifest: %d, hash matches %v, etag %q", resp.StatusCode, rdrr.Sum(man) == id, resp.Header.Get("ETag"))
 	}
@@ -77,7 +77,7 @@ func TestSeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	sh := m.Shards[0]
-	url := srv.URL + "/v1/shards/" + sh.Hash.String()
+	url := srv.URL + "/rdrr/v1/shards/" + sh.Hash.String()
 	resp, whole := get(t, url)
 	if resp.StatusCode != 200 || sha256.Sum256(whole) != sh.Hash || resp.Header.Get("Accept-Ranges") != "bytes" {
 		t.Fatalf("shard: %d, %d bytes", resp.StatusCode, len(whole))
@@ -117,13 +117,13 @@ func TestSeed(t *testing.T) {
 	}
 	pre.Body.Close()
 	for path, want := range map[string]int{
-		"/v1/models/xyz/manifest.json":                        400,
-		"/v1/models/" + sh.Hash.String() + "/manifest.json":   404,
-		"/v1/models/" + id.String() + "/manifest.sig":         404,
-		"/v1/shards/" + id.String():                           404,
-		"/v1/shards/zz":                                       400,
-		"/v1/shards/" + sh.Hash.String() + "/blocks/99/proof": 400,
-		"/v1/nothing": 404,
+		"/rdrr/v1/models/xyz/manifest.json":                        400,
+		"/rdrr/v1/models/" + sh.Hash.String() + "/manifest.json":   404,
+		"/rdrr/v1/models/" + id.String() + "/manifest.sig":         404,
+		"/rdrr/v1/shards/" + id.String():                           404,
+		"/rdrr/v1/shards/zz":                                       400,
+		"/rdrr/v1/shards/" + sh.Hash.String() + "/blocks/99/proof": 400,
+		"/rdrr/v1/nothing":                                         404,
 	} {
 		if resp, _ := get(t, srv.URL+path); resp.StatusCode != want {
 			t.Errorf("%s: %d, want %d", path, resp.StatusCode, want)

@@ -510,6 +510,12 @@ type ModelStatus struct {
 	HaveBytes      int64 // bytes of verified (or stored, not yet re-verified) blocks
 }
 
+// HoldsModel reports whether the store holds every shard of model id.
+func (s *Store) HoldsModel(id rdrr.ModelID) bool {
+	st, ok := s.Status(id)
+	return ok && st.CompleteShards == st.Shards
+}
+
 // Status reports how much of model id the store holds.
 func (s *Store) Status(id rdrr.ModelID) (ModelStatus, bool) {
 	s.mu.Lock()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/doppler-llm/doppler/p2p/shardproto"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/signaling/sigwire"
 )
 
 // httpPeer is the node's HTTP seed (signaling.Seed) as a swarm.Peer: the
@@ -53,7 +54,7 @@ func (h *httpPeer) get(ctx context.Context, url, rng string) (body []byte, ok bo
 
 // Manifest fetches a model's manifest (and signature) and verifies it.
 func (h *httpPeer) Manifest(ctx context.Context, id rdrr.ModelID) (manifest, sig []byte, err error) {
-	dir := h.base + "/v1/models/" + id.String() + "/"
+	dir := h.base + sigwire.SeedPrefix + "/models/" + id.String() + "/"
 	raw, ok, err := h.get(ctx, dir+rdrr.ManifestFile, "")
 	if err != nil {
 		return nil, nil, err
@@ -78,7 +79,7 @@ func (h *httpPeer) ReadBlocks(ctx context.Context, sh rdrr.Shard, first, count i
 	}
 	lo := int64(first) * sh.BlockSize
 	hi := min(int64(first+count)*sh.BlockSize, sh.Size)
-	body, ok, err := h.get(ctx, h.base+"/v1/shards/"+sh.Hash.String(), fmt.Sprintf("bytes=%d-%d", lo, hi-1))
+	body, ok, err := h.get(ctx, h.base+sigwire.SeedPrefix+"/shards/"+sh.Hash.String(), fmt.Sprintf("bytes=%d-%d", lo, hi-1))
 	if err != nil {
 		return err
 	}

@@ -6,16 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"sync"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/signaling"
-	"github.com/doppler-llm/doppler/signaling/web"
 	"github.com/doppler-llm/doppler/swarm"
 )
 
@@ -71,17 +66,17 @@ func newServe() *cobra.Command {
 				}
 				ids = append(ids, id)
 			}
-			site, err := startWeb(ctx, hf, store, ids, false)
+			site, err := startSite(ctx, hf, store, ids, false)
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "listening %s\n", site.url())
+			fmt.Fprintf(out, "listening %s\n", site.URL())
 			for _, id := range ids {
 				fmt.Fprintf(out, "serving %s\n", id)
-				slog.Info("browser page", "url", site.url()+"/d?model="+id.String())
+				slog.Info("browser page", "url", site.URL()+"/d?model="+id.String())
 			}
-			return site.run(ctx)
+			return site.Run(ctx)
 		},
 	}
 	cmd.Flags().StringVar(&storeFlag, "store", "", storeFlagHelp)
@@ -92,6 +87,7 @@ func newServe() *cobra.Command {
 // httpFlags are the HTTP flags of serve and node.
 type httpFlags struct {
 	addr, cert, key string
+	api             apiFlags
 	tls             *tls.Config // loaded by check
 }
 
@@ -100,11 +96,17 @@ func (f *httpFlags) register(cmd *cobra.Command, def, help string) {
 	fl.StringVar(&f.addr, "http", def, help)
 	fl.StringVar(&f.cert, "tls-cert", "", "TLS certificate (PEM) for serving beyond localhost")
 	fl.StringVar(&f.key, "tls-key", "", "TLS private key (PEM)")
+	f.api.register(cmd)
 }
 
 // check validates the flags and loads the TLS certificate, before any
 // slow work.
 func (f *httpFlags) check() error {
+	if f.addr != "" {
+		if err := f.api.check(f.addr); err != nil {
+			return err
+		}
+	}
 	if (f.cert == "") != (f.key == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
@@ -122,171 +124,39 @@ func (f *httpFlags) check() error {
 	return nil
 }
 
-// webServer is the HTTP side of serve and node --http: WebSocket signaling
-// at /signal (a room per model in the store), the WebRTC gateway answering
-// browsers' offers in the rooms of the models served, the web page at /d
-// (package signaling/web) and the HTTP seed at /.
-type webServer struct {
-	ln     net.Listener
-	scheme string
-	srv    *http.Server
-	sig    *signaling.Server
-	gw     *signaling.Gateway
-	relay  *signaling.Relay // on a loopback node: TURN for browser-to-browser channels
-	errc   chan error       // the HTTP server's end
-
-	stop     context.CancelFunc // ends the rooms and the store watch
-	watching sync.WaitGroup
+// site is serve's and node --http's HTTP side: the page, the seed,
+// signaling and WebRTC for browsers (package signaling), and the
+// OpenAI-compatible API on the models served (package api).
+type site struct {
+	*signaling.Site
+	api *apiHost // nil: not served
 }
 
-// startWeb listens on f.addr (f checked) and serves store: the gateway
-// answers in the rooms of models and, with follow, of every model that
-// becomes complete in the store later. When the listener is bound to a
-// loopback address, WebRTC uses loopback UDP4 candidates only.
-func startWeb(ctx context.Context, f httpFlags, store *swarm.Store, models []rdrr.ModelID, follow bool) (*webServer, error) {
-	tlsConf := f.tls
-	ln, err := net.Listen("tcp", f.addr)
+// startSite serves store over HTTP (f checked).
+func startSite(ctx context.Context, f httpFlags, store *swarm.Store, models []rdrr.ModelID, follow bool) (*site, error) {
+	a, err := startAPI(ctx, f.api, store)
 	if err != nil {
-		return nil, fmt.Errorf("--http %s: %w", f.addr, err)
+		return nil, err
 	}
-	loopback := false
-	var ip net.IP
-	if a, ok := ln.Addr().(*net.TCPAddr); ok {
-		loopback, ip = a.IP.IsLoopback(), a.IP
+	o := signaling.SiteOptions{Addr: f.addr, TLS: f.tls, Models: models, Follow: follow, Logger: slog.Default()}
+	if a != nil {
+		o.API, o.OnModel = a.handler, a.onModel(store)
 	}
-	log := slog.Default()
-	sopts := signaling.Options{
-		// Rooms are the models this store holds.
-		Allow: func(room rdrr.ModelID) bool { _, _, ok := store.Manifest(room); return ok },
-		Log:   log,
-	}
-	// Browsers never gather loopback candidates: on loopback they reach
-	// each other through the node's TURN relay on the same address.
-	var relay *signaling.Relay
-	if loopback {
-		if relay, err = signaling.NewRelay(ip, signaling.RelayOptions{Logger: log}); err != nil {
-			ln.Close()
-			return nil, err
-		}
-		sopts.ICEServers = []signaling.ICEServer{relay.ICEServer()}
-	}
-	sig := signaling.New(sopts)
-	gw, err := signaling.NewGateway(sig, store, signaling.GatewayOptions{Loopback: loopback, Logger: log})
+	s, err := signaling.StartSite(ctx, store, o)
 	if err != nil {
-		ln.Close()
-		if relay != nil {
-			relay.Close()
+		if a != nil {
+			a.close()
 		}
 		return nil, err
 	}
-	w := &webServer{ln: ln, scheme: "http", sig: sig, gw: gw, relay: relay, errc: make(chan error, 1)}
-	var rctx context.Context
-	rctx, w.stop = context.WithCancel(ctx)
-	for _, id := range models {
-		if err := gw.Add(rctx, id); err != nil {
-			w.shutdown()
-			return nil, fmt.Errorf("model %s: answering browsers: %w", id.Short(), err)
-		}
-	}
-	if follow {
-		w.follow(rctx, store, models)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/signal", sig.Handler())
-	// The web page and its assets (the browser client in WebAssembly).
-	page := web.Handler()
-	mux.Handle("/d", page)
-	mux.Handle("/d/", page)
-	mux.Handle("/", signaling.NewSeed(store, log).Handler())
-	w.srv = &http.Server{
-		Handler:           mux,
-		TLSConfig:         tlsConf,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
-	if tlsConf != nil {
-		w.scheme = "https"
-	}
-	go func() {
-		if tlsConf != nil {
-			w.errc <- w.srv.ServeTLS(ln, "", "")
-		} else {
-			w.errc <- w.srv.Serve(ln)
-		}
-	}()
-	return w, nil
+	return &site{Site: s, api: a}, nil
 }
 
-// url is the address served, for the "listening <url>" line.
-func (w *webServer) url() string { return w.scheme + "://" + w.ln.Addr().String() }
-
-// follow answers browsers in the rooms of the models that become complete
-// in the store (a pull) until ctx ends, and leaves those of models removed.
-func (w *webServer) follow(ctx context.Context, store *swarm.Store, have []rdrr.ModelID) {
-	ch, stop := store.Changes()
-	added := make(map[rdrr.ModelID]bool)
-	for _, id := range have {
-		added[id] = true
+// Run serves until ctx ends, then frees the API's GPU state.
+func (s *site) Run(ctx context.Context) error {
+	err := s.Site.Run(ctx)
+	if s.api != nil {
+		s.api.close()
 	}
-	w.watching.Add(1)
-	go func() {
-		defer w.watching.Done()
-		defer stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-ch:
-			}
-			for _, id := range completeModels(store) {
-				if added[id] {
-					continue
-				}
-				if err := w.gw.Add(ctx, id); err != nil {
-					if ctx.Err() == nil {
-						slog.Warn("model complete, but not answering browsers for it", "model", id, "err", err)
-					}
-					continue
-				}
-				added[id] = true
-				slog.Info("answering browsers", "model", id)
-			}
-			for id := range added {
-				if _, ok := store.Status(id); !ok {
-					w.gw.Remove(id)
-					delete(added, id)
-				}
-			}
-		}
-	}()
-}
-
-// run serves until ctx ends or the HTTP server fails, then shuts down.
-func (w *webServer) run(ctx context.Context) error {
-	select {
-	case err := <-w.errc:
-		w.shutdown()
-		return err
-	case <-ctx.Done():
-		return w.shutdown()
-	}
-}
-
-// shutdown closes the browsers' WebRTC connections, the signaling (its
-// connections are hijacked: http.Server.Shutdown does not see them) and
-// the HTTP server, within 5 s for the last two.
-func (w *webServer) shutdown() error {
-	w.stop()
-	w.watching.Wait()
-	w.gw.Close()
-	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	w.sig.Shutdown(shut)
-	if w.relay != nil {
-		w.relay.Close()
-	}
-	if w.srv == nil {
-		return w.ln.Close()
-	}
-	return w.srv.Shutdown(shut)
+	return err
 }

@@ -61,6 +61,7 @@ func TestServeWebRTC(t *testing.T) {
 			defer cancel()
 			url, done := startCommand(t, ctx, cancel, c.args, id, c.p2p)
 			webrtcFetch(t, ctx, url, id, dir)
+			apiCheck(t, ctx, url, id)
 			cancel()
 			select {
 			case err := <-done:
@@ -86,32 +87,6 @@ func convertStories(t *testing.T) string {
 	return dir
 }
 
-// With follow (doppler node --http), a model that becomes complete in the
-// store later gets browsers answered in its room; a model removed, no more.
-func TestWebFollow(t *testing.T) {
-	dir := convertStories(t)
-	st, err := swarm.Open(filepath.Join(t.TempDir(), "store"), 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	w, err := startWeb(t.Context(), httpFlags{addr: "127.0.0.1:0"}, st, nil, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.shutdown()
-	id, err := st.ImportDir(t.Context(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	answering := func() bool { _, ok := w.gw.ID(id); return ok }
-	waitUntil(t, "the room of a model imported later", answering)
-	if err := st.Remove(id); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, "the room of a model removed to be left", func() bool { return !answering() })
-}
-
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -120,6 +95,53 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// apiCheck is what an application does with a node at url: waits for
+// /health, lists the models, asks for a greedy completion of "Once upon a
+// time" (a prefix of llama.cpp's golden) and reads the token counter in
+// /metrics.
+func apiCheck(t *testing.T, ctx context.Context, url string, id rdrr.ModelID) {
+	t.Helper()
+	do := func(method, path, body string) (int, string) {
+		req, _ := http.NewRequestWithContext(ctx, method, url+path, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	waitUntil(t, "/health to answer 200", func() bool { code, _ := do("GET", "/health", ""); return code == 200 })
+	var list struct {
+		Object string `json:"object"`
+		Data   []struct {
+			ID, Object string
+		} `json:"data"`
+	}
+	if code, body := do("GET", "/v1/models", ""); code != 200 || json.Unmarshal([]byte(body), &list) != nil ||
+		list.Object != "list" || len(list.Data) != 1 || list.Data[0].ID != id.String() || list.Data[0].Object != "model" {
+		t.Fatalf("GET /v1/models: %d %s", code, body)
+	}
+	var res struct {
+		Choices []struct{ Text string }
+	}
+	code, body := do("POST", "/v1/completions", `{"prompt":"Once upon a time","max_tokens":16,"temperature":0}`)
+	if code != 200 || json.Unmarshal([]byte(body), &res) != nil || len(res.Choices) != 1 {
+		t.Fatalf("POST /v1/completions: %d %s", code, body)
+	}
+	var g struct{ Text string }
+	b, err := os.ReadFile(testdata.Path(t, "golden/stories260K.once.json"))
+	if err != nil || json.Unmarshal(b, &g) != nil {
+		t.Fatalf("golden: %v", err)
+	}
+	if res.Choices[0].Text == "" || !strings.HasPrefix(g.Text, res.Choices[0].Text) {
+		t.Errorf("completion %q is not a prefix of llama.cpp's %q", res.Choices[0].Text, g.Text)
+	}
+	if code, body := do("GET", "/metrics", ""); code != 200 || !strings.Contains(body, `doppler_tokens_generated_total{model="`+id.String()+`"} 16`) {
+		t.Errorf("GET /metrics: %d, no doppler_tokens_generated_total of 16", code)
 	}
 }
 
@@ -136,6 +158,8 @@ func TestServeFlags(t *testing.T) {
 		{[]string{"serve", "nonexistent-model", "--tls-cert", missing, "--tls-key", missing}, "--tls-cert/--tls-key"},
 		{[]string{"node", "--store", tmp, "--tls-cert", missing, "--tls-key", missing}, "needs --http"},
 		{[]string{"serve", convertStories(t), "--http", "256.0.0.1:0", "--store", tmp}, "--http 256.0.0.1:0"},
+		{[]string{"serve", "nonexistent-model", "--http", "0.0.0.0:0"}, "--api-key"},
+		{[]string{"node", "--store", tmp, "--http", "[::]:0"}, "--api-key"},
 	} {
 		_, err := doppler(t, "", c.args...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -219,8 +243,8 @@ func webrtcFetch(t *testing.T, ctx context.Context, url string, id rdrr.ModelID,
 		resp.Body.Close()
 		return resp, string(body)
 	}
-	if resp, body := get("/v1/models"); resp.StatusCode != http.StatusOK || !strings.Contains(body, id.String()) {
-		t.Fatalf("GET /v1/models: %s %s", resp.Status, body)
+	if resp, body := get("/rdrr/v1/models"); resp.StatusCode != http.StatusOK || !strings.Contains(body, id.String()) {
+		t.Fatalf("GET /rdrr/v1/models: %s %s", resp.Status, body)
 	}
 	if resp, _ := get("/d"); resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("GET /d: %s %s, want the page", resp.Status, resp.Header.Get("Content-Type"))

@@ -327,13 +327,13 @@ func newNodeCmd() *cobra.Command {
 				printReady(cmd.OutOrStdout(), n, models)
 				return serveUntilDone(ctx, n)
 			}
-			site, err := startWeb(ctx, hf, store, models, true)
+			site, err := startSite(ctx, hf, store, models, true)
 			if err != nil {
 				n.Close()
 				return err
 			}
-			printReady(cmd.OutOrStdout(), n, models, site.url())
-			werr := site.run(ctx)
+			printReady(cmd.OutOrStdout(), n, models, site.URL())
+			werr := site.Run(ctx)
 			slog.Info("shutting down")
 			return errors.Join(werr, n.Close())
 		},

@@ -65,3 +65,8 @@ const (
 	CodeRateLimited = "rate-limited" // over the per-client rate; dropped; counts toward MaxRateStrikes
 	CodePeerBusy    = "peer-busy"    // the recipient's queue is full; dropped; id = the "to"
 )
+
+// SeedPrefix is where a node's HTTP seed serves manifests and shards
+// (signaling.Seed): under its own prefix, apart from the OpenAI-compatible
+// API's /v1/.
+const SeedPrefix = "/rdrr/v1"

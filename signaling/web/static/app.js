@@ -93,7 +93,7 @@
   const pickModel = async () => {
     $("model-pick").hidden = false;
     try {
-      const r = await fetch("/v1/models");
+      const r = await fetch("/rdrr/v1/models");
       const list = await r.json();
       for (const m of list.models || list) {
         const id = m.id || m;
