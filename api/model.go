@@ -3,9 +3,7 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -123,61 +121,27 @@ func (m *model) generate(j *job) (out outcome) {
 		return outcome{err: err}
 	}
 	m.sess.Reset()
-	stream := m.tok.NewStreamDecoder()
-	filter := stopFilter{stops: j.stops}
-	var text strings.Builder
 	var first time.Time
-	opts := j.opts
-	opts.StopAtEOG = m.tok.IsEOG
-	stopped := false
-	opts.OnToken = func(id int) error {
+	o := engine.TextOptions{GenerateOptions: j.opts, Tokenizer: m.tok, Stops: j.stops, OnText: j.emit}
+	o.OnToken = func(int) error {
 		if first.IsZero() {
 			first = time.Now()
 			out.ttft = first.Sub(j.queued)
 		}
 		out.generated++
-		emit, stop := filter.push(stream.Push(id))
-		text.WriteString(emit)
-		if emit != "" && j.emit != nil {
-			if err := j.emit(emit); err != nil {
-				return err
-			}
-		}
-		stopped = stop
 		return nil
 	}
-	opts.StopText = func(int) bool { return stopped }
-	res, err := m.sess.Generate(j.ctx, j.prompt, opts)
+	res, err := m.sess.GenerateText(j.ctx, j.prompt, o)
 	if !first.IsZero() {
 		out.decode = time.Since(first)
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		out.err = err
-		return out
-	}
-	if res.Reason == "interrupted" {
+	case res.Reason == "interrupted":
 		out.err = context.Cause(j.ctx)
-		return out
-	}
-	if !stopped {
-		emit, _ := filter.push(stream.Flush())
-		emit += filter.flush()
-		text.WriteString(emit)
-		if emit != "" && j.emit != nil {
-			if err := j.emit(emit); err != nil {
-				out.err = err
-				return out
-			}
-		}
-	}
-	out.text = text.String()
-	switch res.Reason {
-	case "length":
-		out.finish = "length"
-	case "eos", "stop":
-		out.finish = "stop"
 	default:
-		out.err = fmt.Errorf("generation ended: %s", res.Reason)
+		out.text, out.finish = res.Text, res.Finish
 	}
 	return out
 }
