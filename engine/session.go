@@ -162,6 +162,18 @@ func (s *Session) Context() int { return s.ctxLen }
 // Reset empties the KV cache (the next token is at position 0).
 func (s *Session) Reset() { s.pos = 0 }
 
+// Rewind keeps the first pos tokens of the KV cache and drops the rest:
+// the next token goes at position pos. A conversation that shares its
+// first pos tokens with what the cache holds continues from there instead
+// of prefilling them again. pos must be between 0 and Pos().
+func (s *Session) Rewind(pos int) error {
+	if pos < 0 || pos > s.pos {
+		return fmt.Errorf("rewind to position %d: the KV cache holds %d tokens", pos, s.pos)
+	}
+	s.pos = pos
+	return nil
+}
+
 func whole(b *kernels.Buffer) kernels.BufferRange { return kernels.Whole(b) }
 
 // optional binds b, or nothing when b is nil.
