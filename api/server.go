@@ -86,7 +86,7 @@ func New(o Options) *Server {
 // ready), then its worker starts. A model that fails to load is listed as
 // "failed" and logged.
 func (s *Server) Add(rm *rdrr.Model) {
-	m := &model{id: rm.ID, name: rm.Manifest.Name, created: time.Now().Unix(),
+	m := &model{id: rm.ID, name: rm.Info.Name, created: time.Now().Unix(),
 		log: s.log.With("model", rm.ID.Short()), q: newFairQueue(s.o.Queue), state: stateLoading}
 	s.mu.Lock()
 	s.models = append(s.models, m)

@@ -47,6 +47,9 @@ func (d DirSource) ReadShardAt(ctx context.Context, h Hash, p []byte, off int64)
 type Model struct {
 	ID       ModelID
 	Manifest *Manifest
+	// Info is the model's name and provenance (info.json, outside the
+	// ID); empty when unknown.
+	Info Info
 	// Signer is the publisher key when manifest.sig was present and valid.
 	Signer []byte
 
@@ -89,6 +92,11 @@ func OpenDir(dir string) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ManifestFile), err)
 	}
+	in, err := ReadInfo(dir, m.Manifest)
+	if err != nil {
+		return nil, err
+	}
+	m.Info = in
 	return m, nil
 }
 

@@ -128,6 +128,7 @@ type Store struct {
 
 	mu      sync.Mutex
 	models  map[rdrr.ModelID]*rdrr.Manifest
+	names   map[rdrr.ModelID]string // from info.json, outside the ID
 	entries map[rdrr.Hash]*entry
 	used    int64 // bytes of complete and partial shards
 	st      StoreStats
@@ -167,7 +168,7 @@ func Open(dir string, quota int64, log *slog.Logger, opts ...Option) (*Store, er
 	}
 	s := &Store{
 		dir: dir, quota: quota, log: log, clock: cfg.clock,
-		models: map[rdrr.ModelID]*rdrr.Manifest{}, entries: map[rdrr.Hash]*entry{},
+		models: map[rdrr.ModelID]*rdrr.Manifest{}, names: map[rdrr.ModelID]string{}, entries: map[rdrr.Hash]*entry{},
 	}
 	s.fetch = NewFetcher(s, log)
 	if err := s.loadModels(); err != nil {
@@ -242,6 +243,11 @@ func (s *Store) loadModels() error {
 			continue
 		}
 		s.addModelLocked(id, m)
+		if in, err := rdrr.ReadInfo(filepath.Join(root, name), m); err != nil {
+			s.log.Warn("store: model info unreadable", "model", id, "err", err)
+		} else {
+			s.names[id] = in.Name
+		}
 	}
 	return nil
 }
@@ -402,6 +408,25 @@ func (s *Store) AddModel(manifest, sig []byte) (rdrr.ModelID, error) {
 	return id, nil
 }
 
+// SetInfo records a model's name and provenance (info.json, outside its
+// ID) unless the store has them already: the same model imported again
+// under another name keeps its first.
+func (s *Store) SetInfo(id rdrr.ModelID, in rdrr.Info) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.models[id]; !ok {
+		return fmt.Errorf("model %s: %w", id.Short(), ErrUnknownModel)
+	}
+	if s.names[id] != "" || in.Name == "" {
+		return nil
+	}
+	if err := rdrr.WriteInfo(s.modelDir(id), in); err != nil {
+		return err
+	}
+	s.names[id] = in.Name
+	return nil
+}
+
 // ImportDir copies the RDRR directory dir into the store, verifying every
 // block on the way, and returns the model ID. Shards already complete in
 // the store are not copied again.
@@ -419,6 +444,13 @@ func (s *Store) ImportDir(ctx context.Context, dir string) (rdrr.ModelID, error)
 		return id, fmt.Errorf("%s: %w", dir, err)
 	}
 	m, _ := s.manifest(id)
+	in, err := rdrr.ReadInfo(dir, m)
+	if err != nil {
+		return id, err
+	}
+	if err := s.SetInfo(id, in); err != nil {
+		return id, err
+	}
 	unpin := s.pinModel(m)
 	defer unpin()
 	buf := make([]byte, rdrr.MaxBlockSize)
@@ -524,7 +556,7 @@ func (s *Store) Status(id rdrr.ModelID) (ModelStatus, bool) {
 	if !ok {
 		return ModelStatus{}, false
 	}
-	st := ModelStatus{ID: id, Name: m.Name, Shards: len(m.Shards), Bytes: m.TotalSize()}
+	st := ModelStatus{ID: id, Name: s.names[id], Shards: len(m.Shards), Bytes: m.TotalSize()}
 	for _, sh := range m.Shards {
 		e := s.entries[sh.Hash]
 		if e.state == stateComplete {
@@ -548,7 +580,14 @@ func (s *Store) OpenModel(id rdrr.ModelID) (*rdrr.Model, error) {
 	if !ok {
 		return nil, fmt.Errorf("model %s: %w", id.Short(), ErrUnknownModel)
 	}
-	return rdrr.Open(b, sig, s)
+	m, err := rdrr.Open(b, sig, s)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	m.Info.Name = s.names[id]
+	s.mu.Unlock()
+	return m, nil
 }
 
 // Shard returns a shard's table entry (from the first manifest naming it).
@@ -627,6 +666,7 @@ func (s *Store) Remove(id rdrr.ModelID) error {
 		return err
 	}
 	delete(s.models, id)
+	delete(s.names, id)
 	s.changedLocked()
 	var drop []*entry
 	for _, sh := range m.Shards {

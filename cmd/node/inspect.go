@@ -81,8 +81,11 @@ func inspectRDRR(w io.Writer, m *rdrr.Model, listTensors bool) {
 	} else {
 		fmt.Fprintf(tw, "publisher\tunsigned\n")
 	}
-	if man.Source != nil {
-		fmt.Fprintf(tw, "source\t%s (%s)\n", man.Source.File, man.Source.Format)
+	if m.Info.Name != "" {
+		fmt.Fprintf(tw, "name\t%s\n", m.Info.Name)
+	}
+	if src := m.Info.Source; src != nil {
+		fmt.Fprintf(tw, "source\t%s (%s)\n", src.File, src.Format)
 	}
 	printConfig(tw, &man.Config)
 	printTokenizer(tw, man.Tokenizer)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/quant"
@@ -32,7 +33,7 @@ type source interface {
 	config() (rdrr.Config, error)
 	tokenizer() (*rdrr.Tokenizer, error)
 	tensors() []srcTensor
-	info() *rdrr.Source
+	info() rdrr.Info
 	Close() error
 }
 
@@ -174,10 +175,13 @@ func convertInto(ctx context.Context, src source, dir string, opts Options) (rdr
 	if err := writeExperts(ctx, w, cfg, experts, opts.Quant, step); err != nil {
 		return rdrr.ModelID{}, err
 	}
-	m := &rdrr.Manifest{Config: cfg, Tokenizer: tok, Source: src.info()}
-	m.Name = m.Source.File
-	id, err := w.Finish(m)
+	// The manifest holds only what determines the model's output; the
+	// name and the file it came from go to info.json, outside the ID.
+	id, err := w.Finish(&rdrr.Manifest{Config: cfg, Tokenizer: tok})
 	if err != nil {
+		return rdrr.ModelID{}, err
+	}
+	if err := rdrr.WriteInfo(dir, src.info()); err != nil {
 		return rdrr.ModelID{}, err
 	}
 	if opts.SignKey != nil {
@@ -263,4 +267,11 @@ func layerOf(name string) (int, bool) {
 		return 0, false
 	}
 	return l, true
+}
+
+// sourceInfo names a model after the file or directory it was converted
+// from (its base name without the extension), for info.json.
+func sourceInfo(format, path string) rdrr.Info {
+	base := filepath.Base(filepath.Clean(path))
+	return rdrr.Info{Name: strings.TrimSuffix(base, filepath.Ext(base)), Source: &rdrr.Source{Format: format, File: base}}
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -32,8 +31,8 @@ func openGGUF(path string) (*ggufSource, error) {
 
 func (s *ggufSource) Close() error { return s.f.Close() }
 
-func (s *ggufSource) info() *rdrr.Source {
-	return &rdrr.Source{Format: "gguf", File: filepath.Base(s.f.Path)}
+func (s *ggufSource) info() rdrr.Info {
+	return sourceInfo("gguf", s.f.Path)
 }
 
 func (s *ggufSource) tokenizer() (*rdrr.Tokenizer, error) { return TokenizerFromGGUF(s.f) }

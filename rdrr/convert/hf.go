@@ -68,8 +68,8 @@ func (s *hfSource) Close() error {
 	return nil
 }
 
-func (s *hfSource) info() *rdrr.Source {
-	return &rdrr.Source{Format: "safetensors", File: filepath.Base(filepath.Clean(s.dir))}
+func (s *hfSource) info() rdrr.Info {
+	return sourceInfo("safetensors", s.dir)
 }
 
 func (s *hfSource) config() (rdrr.Config, error) { return s.cfg, nil }

@@ -129,8 +129,11 @@ func Synthesize(ctx context.Context, cfg rdrr.Config, dt quant.DType, seed uint6
 			return rdrr.ModelID{}, err
 		}
 	}
-	id, err := w.Finish(&rdrr.Manifest{Name: "synthetic", Config: cfg, Source: &rdrr.Source{Format: "synthetic", File: fmt.Sprintf("random-%s", dt)}})
+	id, err := w.Finish(&rdrr.Manifest{Config: cfg})
 	if err != nil {
+		return rdrr.ModelID{}, err
+	}
+	if err := rdrr.WriteInfo(tmp, rdrr.Info{Name: "synthetic", Source: &rdrr.Source{Format: "synthetic", File: fmt.Sprintf("random-%s", dt)}}); err != nil {
 		return rdrr.ModelID{}, err
 	}
 	if err := os.Rename(tmp, out); err != nil {
