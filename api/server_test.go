@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/doppler-llm/doppler/engine"
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/convert"
@@ -36,7 +36,7 @@ type golden struct {
 
 func loadGolden(t *testing.T) golden {
 	t.Helper()
-	b, err := os.ReadFile(testdata.Path(t, "golden/stories260K.once.json"))
+	b, err := os.ReadFile(testenv.Path(t, "golden/stories260K.once.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ type testServer struct {
 func startServer(t *testing.T, tune func(*Options)) *testServer {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "model")
-	if _, err := convert.ToRDRR(context.Background(), testdata.Path(t, "models/stories260K.gguf"), dir, convert.Options{}); err != nil {
+	if _, err := convert.ToRDRR(context.Background(), testenv.Path(t, "models/stories260K.gguf"), dir, convert.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	rm, err := rdrr.OpenDir(dir)
@@ -438,7 +438,7 @@ func TestHealthWhileLoading(t *testing.T) {
 	release := make(chan struct{})
 	ts := &testServer{}
 	dir := filepath.Join(t.TempDir(), "model")
-	if _, err := convert.ToRDRR(context.Background(), testdata.Path(t, "models/stories260K.gguf"), dir, convert.Options{}); err != nil {
+	if _, err := convert.ToRDRR(context.Background(), testenv.Path(t, "models/stories260K.gguf"), dir, convert.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	rm, err := rdrr.OpenDir(dir)

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -11,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/convert"
@@ -28,8 +29,11 @@ var (
 func testDevice(t testing.TB) *kernels.Device {
 	t.Helper()
 	devOnce.Do(func() { dev, devErr = kernels.Open(kernels.Options{}) })
+	if errors.Is(devErr, kernels.ErrNoAdapter) {
+		testenv.Need(t, "a GPU adapter: %v", devErr)
+	}
 	if devErr != nil {
-		t.Fatalf("no GPU adapter (CI installs mesa-vulkan-drivers): %v", devErr)
+		t.Fatalf("open device: %v", devErr)
 	}
 	return dev
 }
@@ -46,7 +50,7 @@ func TestMain(m *testing.M) {
 // test binary and loads it.
 func loadShared(t testing.TB, rel string, opts Options) *Model {
 	t.Helper()
-	src := testdata.Path(t, rel)
+	src := testenv.Path(t, rel)
 	convMu.Lock()
 	dir, ok := convDir[src]
 	if !ok {
@@ -96,7 +100,7 @@ type onceGolden struct {
 
 func readGolden(t testing.TB, rel string, v any) {
 	t.Helper()
-	b, err := os.ReadFile(testdata.Path(t, rel))
+	b, err := os.ReadFile(testenv.Path(t, rel))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +359,7 @@ func TestSampling(t *testing.T) {
 // TestLoadErrors: an unsupported architecture or a missing tensor is a
 // clear error at load time.
 func TestLoadErrors(t *testing.T) {
-	src := testdata.Path(t, "models/stories260K-Q8_0.gguf")
+	src := testenv.Path(t, "models/stories260K-Q8_0.gguf")
 	cases := []struct{ from, to, want string }{
 		{`"architecture":"llama"`, `"architecture":"bloom"`, `unsupported architecture "bloom"`},
 		{`"name":"blk.3.ffn_up.weight"`, `"name":"blk.3.ffn_up.weigxx"`, "tensor blk.3.ffn_up.weight is missing"},

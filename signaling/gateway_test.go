@@ -18,7 +18,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/p2p/rtc"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
@@ -298,7 +298,7 @@ func TestGatewayFetch(t *testing.T) {
 	// A second model in the store: the inventory is re-sent, listing it.
 	dir := filepath.Join(t.TempDir(), "m2")
 	opts := convert.Options{Writer: rdrr.WriterOptions{BlockSize: 32 << 10}}
-	if _, err := convert.ToRDRR(ctx, testdata.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
+	if _, err := convert.ToRDRR(ctx, testenv.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
 		t.Fatal(err)
 	}
 	id2, err := st.ImportDir(ctx, dir)

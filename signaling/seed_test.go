@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/swarm"
@@ -23,7 +23,7 @@ func seedStore(t *testing.T) (*swarm.Store, rdrr.ModelID) {
 	dir := filepath.Join(t.TempDir(), "m")
 	// Small blocks so a shard has several and proofs are non-trivial.
 	opts := convert.Options{Writer: rdrr.WriterOptions{BlockSize: 64 << 10}}
-	if _, err := convert.ToRDRR(context.Background(), testdata.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
+	if _, err := convert.ToRDRR(context.Background(), testenv.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
 		t.Fatal(err)
 	}
 	st, err := swarm.Open(filepath.Join(t.TempDir(), "store"), 0, nil)

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/convert"
@@ -28,7 +28,7 @@ type pagedGolden struct {
 
 func readPagedGolden(t *testing.T, name string) pagedGolden {
 	t.Helper()
-	b, err := os.ReadFile(testdata.Path(t, "golden/"+name+".once.json"))
+	b, err := os.ReadFile(testenv.Path(t, "golden/"+name+".once.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ const pagedTokens = 16
 func convertMoE(t *testing.T, name string) (string, *rdrr.Manifest, rdrr.ModelID, map[rdrr.Hash]int64) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
-	id, err := convert.ToRDRR(context.Background(), testdata.Path(t, "models/"+name+".gguf"), dir,
+	id, err := convert.ToRDRR(context.Background(), testenv.Path(t, "models/"+name+".gguf"), dir,
 		convert.Options{Writer: rdrr.WriterOptions{BlockSize: 64 << 10}})
 	if err != nil {
 		t.Fatal(err)

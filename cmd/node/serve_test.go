@@ -17,7 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/p2p/rtc"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
@@ -81,7 +81,7 @@ func convertStories(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "rdrr")
 	opts := convert.Options{Writer: rdrr.WriterOptions{BlockSize: 64 << 10}}
-	if _, err := convert.ToRDRR(context.Background(), testdata.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
+	if _, err := convert.ToRDRR(context.Background(), testenv.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -133,7 +133,7 @@ func apiCheck(t *testing.T, ctx context.Context, url string, id rdrr.ModelID) {
 		t.Fatalf("POST /v1/completions: %d %s", code, body)
 	}
 	var g struct{ Text string }
-	b, err := os.ReadFile(testdata.Path(t, "golden/stories260K.once.json"))
+	b, err := os.ReadFile(testenv.Path(t, "golden/stories260K.once.json"))
 	if err != nil || json.Unmarshal(b, &g) != nil {
 		t.Fatalf("golden: %v", err)
 	}

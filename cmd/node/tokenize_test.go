@@ -14,7 +14,7 @@ import (
 
 	"github.com/doppler-llm/doppler/engine/chat"
 	"github.com/doppler-llm/doppler/engine/tokenizer"
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/convert"
 )
@@ -63,7 +63,7 @@ func vocabCases(t *testing.T, gguf string) (texts, lines []string) {
 
 func vocabGGUFs(t *testing.T) []string {
 	t.Helper()
-	outs := testdata.Glob(t, "vocab/*.gguf.out")
+	outs := testenv.Glob(t, "vocab/*.gguf.out")
 	for i, o := range outs {
 		outs[i] = strings.TrimSuffix(o, ".out")
 	}
@@ -90,7 +90,7 @@ func TestTokenizeGoldens(t *testing.T) {
 }
 
 func TestTokenizeFlagOrder(t *testing.T) {
-	path := testdata.Path(t, "vocab/ggml-vocab-llama-spm.gguf")
+	path := testenv.Path(t, "vocab/ggml-vocab-llama-spm.gguf")
 	a, err := runCLI(t, "tokenize", "Hello world", "-m", path, "--no-special")
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +156,7 @@ func TestTokenizeDecode(t *testing.T) {
 }
 
 func TestTokenizeErrors(t *testing.T) {
-	spm := testdata.Path(t, "vocab/ggml-vocab-llama-spm.gguf")
+	spm := testenv.Path(t, "vocab/ggml-vocab-llama-spm.gguf")
 	dir := t.TempDir()
 	t.Setenv("DOPPLER_MODEL", "")
 	for _, tc := range []struct {
@@ -221,7 +221,7 @@ func minimalGGUF() []byte {
 // TestTokenizeRDRR: an RDRR directory tokenizes like the GGUF it came
 // from; one converted without a tokenizer fails naming its manifest.
 func TestTokenizeRDRR(t *testing.T) {
-	src := testdata.Path(t, "models/stories260K.gguf")
+	src := testenv.Path(t, "models/stories260K.gguf")
 	dir := filepath.Join(t.TempDir(), "stories")
 	if _, err := convert.ToRDRR(context.Background(), src, dir, convert.Options{}); err != nil {
 		t.Fatal(err)
@@ -240,7 +240,7 @@ func TestTokenizeRDRR(t *testing.T) {
 		}
 	}
 
-	hf := testdata.Path(t, "hf/llama")
+	hf := testenv.Path(t, "hf/llama")
 	noTok := filepath.Join(t.TempDir(), "llama")
 	if _, err := convert.ToRDRR(context.Background(), hf, noTok, convert.Options{}); err != nil {
 		t.Fatal(err)
@@ -287,7 +287,7 @@ func TestChatTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	const withBOS = `{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}`
-	gemma, err := os.ReadFile(testdata.Path(t, "vocab/chat-templates/google-gemma-2-2b-it.jinja"))
+	gemma, err := os.ReadFile(testenv.Path(t, "vocab/chat-templates/google-gemma-2-2b-it.jinja"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,13 +324,13 @@ func TestChatTokens(t *testing.T) {
 
 func readTokenizerForTest(t *testing.T, rel string) (*tokenizer.Tokenizer, error) {
 	t.Helper()
-	return openTokenizer(testdata.Path(t, rel))
+	return openTokenizer(testenv.Path(t, rel))
 }
 
 // TestRunChat runs `doppler run --chat` on stories260K with a chat
 // template written into its manifest, and without one.
 func TestRunChat(t *testing.T) {
-	src := testdata.Path(t, "models/stories260K.gguf")
+	src := testenv.Path(t, "models/stories260K.gguf")
 	dir := filepath.Join(t.TempDir(), "stories")
 	if _, err := convert.ToRDRR(context.Background(), src, dir, convert.Options{}); err != nil {
 		t.Fatal(err)

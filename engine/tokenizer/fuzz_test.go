@@ -1,7 +1,6 @@
 package tokenizer
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -12,7 +11,7 @@ import (
 // exact for valid UTF-8, and streaming equal to Decode.
 func FuzzEncode(f *testing.F) {
 	tks := map[string]*Tokenizer{
-		"stories":      loadTokenizer(f, filepath.Join(sharedDir, "models", "stories260K.gguf")),
+		"stories":      loadTokenizer(f, "models/stories260K.gguf"),
 		"gpt-2":        loadVocab(f, "gpt-2"),
 		"deepseek-llm": loadVocab(f, "deepseek-llm"),
 		"bert-bge":     loadVocab(f, "bert-bge"),

@@ -1,14 +1,13 @@
 package tokenizer
 
 import (
-	"path/filepath"
 	"testing"
 )
 
 // TestContinuationDecoder: tokens that continue a prompt keep their
 // leading space; a new text's first piece loses it, as Decode does.
 func TestContinuationDecoder(t *testing.T) {
-	tk := loadTokenizer(t, filepath.Join(sharedDir, "models", "stories260K.gguf"))
+	tk := loadTokenizer(t, "models/stories260K.gguf")
 	prompt := tk.Encode("The little dog", true)
 	full := tk.Encode("The little dog was happy", true)
 	if len(full) <= len(prompt) {

@@ -2,23 +2,23 @@ package tokenizer
 
 import (
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/rdrr/gguf"
 )
 
-// sharedDir holds the read-only test data (../shared from the repository root).
-const sharedDir = "../../../shared"
-
-func loadTokenizer(tb testing.TB, path string) *Tokenizer {
+// loadTokenizer reads the tokenizer of a shared GGUF file (rel is its
+// path in the shared test data). A missing file skips the test, or fails it
+// under CI (testenv.Path); one that does not parse always fails it.
+func loadTokenizer(tb testing.TB, rel string) *Tokenizer {
 	tb.Helper()
-	f, err := gguf.Open(path)
+	f, err := gguf.Open(testenv.Path(tb, rel))
 	if err != nil {
-		tb.Skipf("no test data: %v", err)
+		tb.Fatal(err)
 	}
 	defer f.Close()
 	v, err := convert.TokenizerFromGGUF(f)
@@ -34,7 +34,7 @@ func loadTokenizer(tb testing.TB, path string) *Tokenizer {
 
 func loadVocab(tb testing.TB, name string) *Tokenizer {
 	tb.Helper()
-	return loadTokenizer(tb, filepath.Join(sharedDir, "vocab", "ggml-vocab-"+name+".gguf"))
+	return loadTokenizer(tb, "vocab/ggml-vocab-"+name+".gguf")
 }
 
 type vocabCase struct {
@@ -47,12 +47,12 @@ type vocabCase struct {
 // "\n__ggml_vocab_test__\n", outputs are one line of ids per input.
 func readVocabCases(tb testing.TB, name string) []vocabCase {
 	tb.Helper()
-	base := filepath.Join(sharedDir, "vocab", "ggml-vocab-"+name+".gguf")
-	inp, err := os.ReadFile(base + ".inp")
+	base := "vocab/ggml-vocab-" + name + ".gguf"
+	inp, err := os.ReadFile(testenv.Path(tb, base+".inp"))
 	if err != nil {
-		tb.Skipf("no test data: %v", err)
+		tb.Fatal(err)
 	}
-	outp, err := os.ReadFile(base + ".out")
+	outp, err := os.ReadFile(testenv.Path(tb, base+".out"))
 	if err != nil {
 		tb.Fatal(err)
 	}

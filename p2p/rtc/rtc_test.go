@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
@@ -38,7 +38,7 @@ var (
 // swarm.Store on it.
 func openStore(t *testing.T) (*swarm.Store, rdrr.ModelID) {
 	t.Helper()
-	src := testdata.Path(t, "models/stories260K.gguf")
+	src := testenv.Path(t, "models/stories260K.gguf")
 	storeOnce.Do(func() {
 		base, err := testTemp()
 		if err != nil {
