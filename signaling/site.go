@@ -130,6 +130,8 @@ func StartSite(ctx context.Context, store SiteStore, o SiteOptions) (*Site, erro
 	}
 	if o.TLS != nil {
 		s.scheme = "https"
+	} else if !loopback {
+		log.Warn("serving plain HTTP beyond loopback: browsers allow WebGPU only on https:// or localhost, so the page needs --tls-cert and --tls-key there", "http", ln.Addr().String())
 	}
 	go func() {
 		if o.TLS != nil {
@@ -163,8 +165,39 @@ func (s *Site) routes(store SiteStore, api http.Handler) http.Handler {
 // URL is the address served, for the "listening <url>" line.
 func (s *Site) URL() string { return s.scheme + "://" + s.ln.Addr().String() }
 
-// Addr is the listener's address.
-func (s *Site) Addr() net.Addr { return s.ln.Addr() }
+// URLs are the addresses that reach the site: URL when it is bound to one
+// address; bound to all (0.0.0.0, [::]), one per interface address, so a
+// user gets something to paste (link-local IPv6, which needs a zone, is
+// left out).
+func (s *Site) URLs() []string {
+	a, ok := s.ln.Addr().(*net.TCPAddr)
+	if !ok || !a.IP.IsUnspecified() {
+		return []string{s.URL()}
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		s.log.Warn("listing interface addresses", "err", err)
+	}
+	if urls := interfaceURLs(s.scheme, a, addrs); len(urls) > 0 {
+		return urls
+	}
+	return []string{s.URL()}
+}
+
+// interfaceURLs lists scheme://addr:port for each interface address a
+// listener bound to all addresses (bound) is reachable on.
+func interfaceURLs(scheme string, bound *net.TCPAddr, addrs []net.Addr) []string {
+	v4only := bound.IP.To4() != nil
+	var urls []string
+	for _, ad := range addrs {
+		ipn, ok := ad.(*net.IPNet)
+		if !ok || ipn.IP.IsLinkLocalUnicast() || (v4only && ipn.IP.To4() == nil) {
+			continue
+		}
+		urls = append(urls, scheme+"://"+net.JoinHostPort(ipn.IP.String(), fmt.Sprint(bound.Port)))
+	}
+	return urls
+}
 
 // follow answers browsers in the rooms of the models that become complete
 // in the store (a pull) until ctx ends, and leaves those of models removed.

@@ -1,8 +1,10 @@
 package signaling
 
 import (
+	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/doppler-llm/doppler/rdrr"
@@ -51,4 +53,38 @@ func TestSiteFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the room of a model removed to be left", func() bool { return !answering() })
+}
+
+func TestInterfaceURLs(t *testing.T) {
+	addrs := func(cidrs ...string) []net.Addr {
+		var out []net.Addr
+		for _, c := range cidrs {
+			ip, n, err := net.ParseCIDR(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n.IP = ip
+			out = append(out, n)
+		}
+		return out
+	}
+	ifs := addrs("127.0.0.1/8", "192.168.1.20/24", "::1/128", "fe80::1/64", "2001:db8::5/64")
+	cases := []struct {
+		name  string
+		bound *net.TCPAddr
+		want  []string
+	}{
+		{"0.0.0.0: IPv4 only", &net.TCPAddr{IP: net.IPv4zero, Port: 8080},
+			[]string{"http://127.0.0.1:8080", "http://192.168.1.20:8080"}},
+		{"[::]: both, no link-local", &net.TCPAddr{IP: net.IPv6unspecified, Port: 443},
+			[]string{"http://127.0.0.1:443", "http://192.168.1.20:443", "http://[::1]:443", "http://[2001:db8::5]:443"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := interfaceURLs("http", c.bound, ifs)
+			if !slices.Equal(got, c.want) {
+				t.Errorf("got %q, want %q", got, c.want)
+			}
+		})
+	}
 }

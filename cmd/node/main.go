@@ -59,22 +59,34 @@ func main() {
 }
 
 func newRoot() *cobra.Command {
-	var verbose bool
+	var (
+		verbose   bool
+		logFormat string
+	)
 	root := &cobra.Command{
 		Use:           "doppler",
 		Short:         "A peer-to-peer LLM node: WebGPU inference, RDRR model packages, a swarm",
 		Version:       buildVersion(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRun: func(cmd *cobra.Command, args []string) {
-			level := slog.LevelInfo
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			o := &slog.HandlerOptions{Level: slog.LevelInfo}
 			if verbose {
-				level = slog.LevelDebug
+				o.Level = slog.LevelDebug
 			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+			switch logFormat {
+			case "text":
+				slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, o)))
+			case "json":
+				slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, o)))
+			default:
+				return fmt.Errorf("--log-format %q: want text or json", logFormat)
+			}
+			return nil
 		},
 	}
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug detail to stderr")
+	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "log format on stderr: text or json (one object per line)")
 	root.AddCommand(newConvert(), newInspect(), newVerify(), newRun(), benchWithSwarm(), newTokenize(),
 		newSeed(), newPull(), newNodeCmd(), newList(), newRm(), newServe())
 	return root

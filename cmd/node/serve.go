@@ -71,7 +71,9 @@ func newServe() *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "listening %s\n", site.URL())
+			for _, u := range site.URLs() {
+				fmt.Fprintf(out, "listening %s\n", u)
+			}
 			for _, id := range ids {
 				fmt.Fprintf(out, "serving %s\n", id)
 				slog.Info("browser page", "url", site.URL()+"/d?model="+id.String())
