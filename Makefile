@@ -1,12 +1,29 @@
 # DOPPLER — build, run and test.
+# bash with pipefail: `go test | tee` fails when go test does.
+SHELL   := bash
+.SHELLFLAGS := -eu -o pipefail -c
+
 GO      ?= go
 MODEL   ?= ../shared/models/stories260K.gguf
 BIN     := ./doppler
+
+# Fuzzing: make test (and make fuzz) runs every fuzz target for FUZZTIME;
+# make fuzz-long runs the parsers of outside bytes (targets named
+# FuzzParse*, FuzzDecode*, FuzzRead*: GGUF, safetensors, manifests, wire
+# frames, signaling messages) for FUZZTIME_PARSERS and the rest for
+# FUZZTIME (1m unless given). See scripts/fuzz.sh.
 FUZZTIME ?= 5s
+FUZZTIME_PARSERS ?= 10m
+ifeq ($(origin FUZZTIME),file)
+fuzz-long: FUZZTIME := 1m
+endif
+
+# staticcheck, pinned (2026.2.2: Go 1.26), run from the module proxy.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 PROMPT  ?= Once upon a time
 
-.PHONY: deps build run test fmt-check vet fuzz
+.PHONY: deps build run test go-test fmt-check vet staticcheck fuzz fuzz-long
 
 deps:
 	@bash scripts/deps.sh
@@ -28,10 +45,23 @@ run: build
 	$(BIN) run -m .cache/run-model -p "$(PROMPT)" -n 96 --temp 0
 	$(BIN) serve .cache/run-model --store .cache/run-store --http $(HTTP)
 
-# Everything CI checks: formatting, vet, the unit/golden/GPU tests, fuzzing.
-test: deps fmt-check vet
+# Everything CI checks (.ci/run runs exactly this): formatting, vet,
+# staticcheck, the unit/golden/GPU/browser tests, every fuzz target for
+# FUZZTIME, then how long each package's tests took. Tests that need a
+# GPU adapter, Chromium or shared data fail under CI=true when it is
+# missing (internal/testenv), they do not skip.
+test: deps fmt-check vet staticcheck
+	@mkdir -p .cache
+	@start=$$SECONDS; status=0; \
+	$(GO) test -count=1 ./... 2>&1 | tee .cache/test.log || status=$$?; \
+	wall=$$((SECONDS - start)); \
+	[ $$status -ne 0 ] || GO=$(GO) bash scripts/fuzz.sh $(FUZZTIME) || status=$$?; \
+	bash scripts/test-times.sh .cache/test.log $$wall; \
+	exit $$status
+
+# The tests alone, without the checks, fuzzing or the summary.
+go-test:
 	$(GO) test -count=1 ./...
-	$(MAKE) fuzz
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -40,6 +70,14 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
+staticcheck:
+	$(GO) run $(STATICCHECK) ./...
+
+# Every fuzz target (found with go test -list), each for FUZZTIME.
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./rdrr/gguf
-	$(GO) test -run '^$$' -fuzz '^FuzzParseManifest$$' -fuzztime $(FUZZTIME) ./rdrr
+	GO=$(GO) bash scripts/fuzz.sh $(FUZZTIME)
+
+# Every fuzz target for long: parsers of outside bytes for
+# FUZZTIME_PARSERS (10m), the rest for FUZZTIME (1m): about 3 hours.
+fuzz-long:
+	GO=$(GO) bash scripts/fuzz.sh $(FUZZTIME) $(FUZZTIME_PARSERS)
