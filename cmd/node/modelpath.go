@@ -37,7 +37,9 @@ func resolveModel(ctx context.Context, flag string) (string, error) {
 		}
 	}
 	abs, _ := filepath.Abs(path)
-	key := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d", abs, st.Size(), st.ModTime().UnixNano()))
+	// The format tag keeps conversions made before model IDs came from
+	// content only (docs/rdrr.md) from being reused.
+	key := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d\x00content-id", abs, st.Size(), st.ModTime().UnixNano()))
 	cache, err := cacheDir()
 	if err != nil {
 		return "", err
