@@ -9,21 +9,22 @@ import (
 	"sync"
 	"time"
 
-	"github.com/doppler-llm/doppler/engine"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
 )
 
 // Gatekeeper prefetch. A node running an MoE model with expert paging
-// records, per token, the (layer, expert)s its router chose (engine
-// OnRoute) in a bounded sketch of counts and co-firing pairs, and gossips
+// records, per token, the (layer, expert)s its router chose (the engine's
+// routing hook, ExpertTracker.OnRoute) in a bounded sketch of counts and co-firing pairs, and gossips
 // it as a wire.Usage on the model's usage topic every UsageInterval. A
 // gatekeeper (ExpertOptions.Gatekeeper, `doppler node --gatekeeper`) keeps
 // every peer's latest Usage (and its own), clusters the experts that fire
 // together (ComputeClusters) and publishes wire.Clusters when they change,
 // every ClustersInterval and when a peer joins the topic. Nodes keep the
-// latest clusters any gatekeeper sent and, through engine ExpertHints,
-// read a whole cluster ahead when a token picks one of its members.
+// latest clusters any gatekeeper sent and, through the engine's hint hook
+// (ExpertTracker.Hints), read a whole cluster ahead when a token picks one
+// of its members. The swarm knows no engine: the caller hooks the two
+// methods into it (cmd/node's engine wiring does).
 //
 // Trust: any peer may act as a gatekeeper, and a node uses the clusters it
 // received last. Hints only decide what is read ahead: every expert is
@@ -209,6 +210,9 @@ func newClusterSet(c *wire.Clusters) *clusterSet {
 	return cs
 }
 
+// ExpertRef names one expert of one MoE layer: a read-ahead hint.
+type ExpertRef struct{ Layer, Expert int }
+
 // ExpertTracker follows one model's expert usage on a node: engine hooks
 // (OnRoute records, Hints reads clusters ahead), usage gossip and the
 // latest clusters from gatekeepers.
@@ -229,14 +233,16 @@ func newTracker(n *Node, id rdrr.ModelID) *ExpertTracker {
 		versions: map[string]uint64{}, seen: map[string]time.Time{}, changed: make(chan struct{})}
 }
 
-// OnRoute is an engine.Options.OnRoute: it records a token's choices.
+// OnRoute is the engine's routing hook: it records the experts a token
+// chose in one MoE layer (a layer not after the previous one starts the
+// next token).
 func (x *ExpertTracker) OnRoute(layer int, experts []int) { x.sketch.route(layer, experts) }
 
-// Hints is an engine.Options.ExpertHints: for each chosen expert that
+// Hints is the engine's read-ahead hook: for each chosen expert that
 // belongs to a cluster, the cluster's other members, those of later
 // layers first (they are needed by this token), then the earlier layers
 // (for the next one). At most maxHints.
-func (x *ExpertTracker) Hints(layer int, experts []int) []engine.ExpertRef {
+func (x *ExpertTracker) Hints(layer int, experts []int) []ExpertRef {
 	x.mu.Lock()
 	cs := x.cur
 	x.mu.Unlock()
@@ -246,7 +252,7 @@ func (x *ExpertTracker) Hints(layer int, experts []int) []engine.ExpertRef {
 	chosen := func(e wire.Expert) bool {
 		return int(e.Layer) == layer && slices.Contains(experts, int(e.Expert))
 	}
-	var out []engine.ExpertRef
+	var out []ExpertRef
 	var done []int
 	for _, e := range experts {
 		if e < 0 || e > math.MaxUint16 {
@@ -270,16 +276,10 @@ func (x *ExpertTracker) Hints(layer int, experts []int) []engine.ExpertRef {
 			if len(out) == maxHints {
 				return out
 			}
-			out = append(out, engine.ExpertRef{Layer: int(m.Layer), Expert: int(m.Expert)})
+			out = append(out, ExpertRef{Layer: int(m.Layer), Expert: int(m.Expert)})
 		}
 	}
 	return out
-}
-
-// Hook sets o's OnRoute and ExpertHints to the tracker's.
-func (x *ExpertTracker) Hook(o *engine.Options) {
-	o.OnRoute = x.OnRoute
-	o.ExpertHints = x.Hints
 }
 
 // Clusters returns the clusters in use (nil when none came yet), their
@@ -496,7 +496,8 @@ type experts struct {
 
 // Experts returns the expert tracker of a model, subscribing to the
 // model's usage topic and starting its usage gossip on first use (and,
-// on a gatekeeper, the aggregation). Hook its methods into engine.Options.
+// on a gatekeeper, the aggregation). Hook its OnRoute and Hints into the
+// engine that runs the model.
 func (n *Node) Experts(id rdrr.ModelID) (*ExpertTracker, error) {
 	n.xp.once.Do(n.opts.Experts.fill)
 	n.xp.mu.Lock()

@@ -10,7 +10,7 @@ import (
 // holders' inventories (with their prefill speed) at once from their
 // greeting, not at the next periodic announcement (30 s by default).
 func TestNodeGreetsNewcomer(t *testing.T) {
-	dir, id := storiesDir(t)
+	dir, id := synthModel(t, 1<<20, 1<<20, 64<<10, 1)
 	a := newNode(t, seedStore(t, dir), nil)
 	a.SetSpeeds(id, 1000, 0)
 	time.Sleep(300 * time.Millisecond) // a announces to nobody

@@ -5,17 +5,12 @@ package swarm
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/doppler-llm/doppler/engine"
-	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
@@ -23,7 +18,8 @@ import (
 
 // Prefill offload: a node with a long prompt asks a faster peer holding the
 // same model to prefill it over /doppler/prefill/1, imports the KV cache
-// the peer streams back, checks it, and decodes locally.
+// the peer streams back, checks it, and decodes locally. The session is a
+// PrefillSession (prefill.go), so the swarm never sees the engine.
 
 // speeds are the tokens/s a node announces for a model.
 type speeds struct{ prefill, decode float64 }
@@ -54,345 +50,6 @@ func round2(f float64) float64 {
 	}
 	e := math.Pow(10, math.Floor(math.Log10(f))-1)
 	return math.Round(f/e) * e
-}
-
-// ---- server ----
-
-// PrefillOptions configures a node's prefill service. Zero values take
-// the defaults shown.
-type PrefillOptions struct {
-	// Device is the GPU the engine runs on (required).
-	Device *kernels.Device
-	// Context is the KV cache length of the service's session (0 =
-	// min(model's, 4096)); a longer prompt reloads the model with a
-	// longer cache, up to the model's context length.
-	Context int
-	// Batch is the engine's prefill batch (0 = the engine's default).
-	Batch int
-	// Queue bounds the requests waiting or running (2); more are
-	// answered wire.CodeBusy at once.
-	Queue int
-	// Timeout bounds one request from arrival to result (2 min).
-	Timeout time.Duration
-	// Warmup lists models to load and measure at start, so the node
-	// announces a prefill speed before its first request.
-	Warmup []rdrr.ModelID
-	// WarmupTokens is the length of the warm-up prompt (128).
-	WarmupTokens int
-	// Tamper, for tests only, changes the KV bytes before they are sent
-	// (a lying server).
-	Tamper func(kv []byte)
-	// Stall, for tests only, delays every request by this much before it
-	// is computed (a stalling server).
-	Stall  time.Duration
-	Logger *slog.Logger
-}
-
-// PrefillServerStats counts a prefill service's work.
-type PrefillServerStats struct {
-	Served, Busy, Failed int
-	Tokens               int64 // prompt tokens prefilled for peers
-	TokS                 float64
-}
-
-// PrefillServer serves /doppler/prefill/1 for a node: one model on the GPU
-// at a time (loaded from the node's store on first request), a bounded
-// queue, one request computed at a time.
-type PrefillServer struct {
-	n    *Node
-	o    PrefillOptions
-	log  *slog.Logger
-	jobs chan *prefillJob
-	slot chan struct{}
-	quit chan struct{}
-	done chan struct{}
-	warm chan struct{} // closed when the warm-up is over
-
-	// Worker-owned.
-	cur *loadedModel
-
-	mu    sync.Mutex
-	stats PrefillServerStats
-	toks  map[rdrr.ModelID]float64 // EWMA prefill tokens/s per model
-}
-
-type loadedModel struct {
-	id   rdrr.ModelID
-	f32  bool
-	m    *engine.Model
-	sess *engine.Session
-}
-
-func (l *loadedModel) close() {
-	l.sess.Close()
-	l.m.Close()
-}
-
-type prefillJob struct {
-	ctx  context.Context
-	req  *wire.PrefillRequest
-	res  *p2p.PrefillResult
-	err  error
-	done chan struct{}
-}
-
-// ServePrefill starts the node's prefill service and registers it on the
-// host; Close stops it (Node.Close does not).
-func (n *Node) ServePrefill(o PrefillOptions) (*PrefillServer, error) {
-	if o.Device == nil {
-		return nil, errors.New("prefill service: no GPU device")
-	}
-	if o.Queue <= 0 {
-		o.Queue = 2
-	}
-	if o.Timeout <= 0 {
-		o.Timeout = 2 * time.Minute
-	}
-	if o.WarmupTokens <= 0 {
-		o.WarmupTokens = 128
-	}
-	if o.Logger == nil {
-		o.Logger = n.log
-	}
-	p := &PrefillServer{n: n, o: o, log: o.Logger, jobs: make(chan *prefillJob, o.Queue),
-		slot: make(chan struct{}, o.Queue), quit: make(chan struct{}), done: make(chan struct{}), warm: make(chan struct{}),
-		toks: map[rdrr.ModelID]float64{}}
-	go p.worker()
-	n.host.HandlePrefill(p)
-	return p, nil
-}
-
-// Close stops serving, waits for the request in progress and frees the GPU
-// memory of the loaded model.
-func (p *PrefillServer) Close() {
-	p.n.host.HandlePrefill(nil)
-	select {
-	case <-p.quit:
-	default:
-		close(p.quit)
-	}
-	<-p.done
-}
-
-// Stats returns the service's counters.
-func (p *PrefillServer) Stats() PrefillServerStats {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stats
-}
-
-// Prefill implements p2p.PrefillService.
-func (p *PrefillServer) Prefill(ctx context.Context, peer string, req *wire.PrefillRequest) (*p2p.PrefillResult, error) {
-	select {
-	case p.slot <- struct{}{}:
-	default:
-		p.count(func(s *PrefillServerStats) { s.Busy++ })
-		return nil, &wire.Error{Code: wire.CodeBusy, Msg: "prefill queue full"}
-	}
-	ctx, cancel := context.WithTimeout(ctx, p.o.Timeout)
-	defer cancel()
-	j := &prefillJob{ctx: ctx, req: req, done: make(chan struct{})}
-	select {
-	case p.jobs <- j: // never blocks: a slot is held
-	case <-p.quit:
-		<-p.slot
-		return nil, &wire.Error{Code: wire.CodeBusy, Msg: "prefill service stopping"}
-	}
-	select {
-	case <-j.done:
-	case <-ctx.Done():
-		return nil, &wire.Error{Code: wire.CodeInternal, Msg: "prefill timed out"}
-	}
-	if j.err != nil {
-		p.count(func(s *PrefillServerStats) { s.Failed++ })
-		p.log.Info("prefill: request failed", "peer", peer, "model", req.Model.Short(), "err", j.err)
-		return nil, j.err
-	}
-	p.count(func(s *PrefillServerStats) { s.Served++; s.Tokens += int64(len(req.Tokens)) })
-	return j.res, nil
-}
-
-func (p *PrefillServer) count(f func(*PrefillServerStats)) {
-	p.mu.Lock()
-	f(&p.stats)
-	p.mu.Unlock()
-}
-
-func (p *PrefillServer) worker() {
-	defer close(p.done)
-	defer func() {
-		if p.cur != nil {
-			p.cur.close()
-			p.cur = nil
-		}
-	}()
-	for _, id := range p.o.Warmup {
-		select {
-		case <-p.quit:
-			close(p.warm)
-			return
-		default:
-		}
-		if err := p.warmup(id); err != nil {
-			p.log.Warn("prefill: warm-up", "model", id.Short(), "err", err)
-		}
-	}
-	close(p.warm)
-	for {
-		select {
-		case <-p.quit:
-			// Answer what is queued.
-			for {
-				select {
-				case j := <-p.jobs:
-					j.err = &wire.Error{Code: wire.CodeBusy, Msg: "prefill service stopping"}
-					close(j.done)
-					<-p.slot
-				default:
-					return
-				}
-			}
-		case j := <-p.jobs:
-			j.res, j.err = p.run(j)
-			close(j.done)
-			<-p.slot
-		}
-	}
-}
-
-// warmup loads a model and measures its prefill speed.
-func (p *PrefillServer) warmup(id rdrr.ModelID) error {
-	lm, err := p.load(id, false, 0)
-	if err != nil {
-		return err
-	}
-	k := min(p.o.WarmupTokens, lm.sess.Context())
-	ids := make([]int, k)
-	for i := range ids {
-		ids[i] = (i*7 + 1) % lm.m.Config.VocabSize
-	}
-	for range 2 { // the first pass builds the plans
-		lm.sess.Reset()
-		start := time.Now()
-		if _, err := lm.sess.Forward(ids); err != nil {
-			return err
-		}
-		p.measured(id, k, time.Since(start), true)
-	}
-	lm.sess.Reset()
-	return nil
-}
-
-// measured records a prefill of k tokens in d and announces the speed.
-func (p *PrefillServer) measured(id rdrr.ModelID, k int, d time.Duration, replace bool) {
-	if d <= 0 {
-		return
-	}
-	v := float64(k) / d.Seconds()
-	p.mu.Lock()
-	if old, ok := p.toks[id]; ok && !replace {
-		v = ewmaAlpha*v + (1-ewmaAlpha)*old
-	}
-	p.toks[id] = v
-	p.stats.TokS = v
-	p.mu.Unlock()
-	p.n.SetSpeeds(id, v, 0)
-}
-
-// load makes model id (KV element type f32) resident with a cache of at
-// least need tokens. Errors the client should see are *wire.Error.
-func (p *PrefillServer) load(id rdrr.ModelID, f32 bool, need int) (*loadedModel, error) {
-	if l := p.cur; l != nil && l.id == id && l.f32 == f32 && l.sess.Context() >= need {
-		return l, nil
-	}
-	st, ok := p.n.store.Status(id)
-	if !ok || st.CompleteShards < st.Shards {
-		return nil, &wire.Error{Code: wire.CodeNotFound, Msg: "model " + id.String() + " is not complete here"}
-	}
-	rm, err := p.n.store.OpenModel(id)
-	if err != nil {
-		return nil, err
-	}
-	ctxLen := p.o.Context
-	if max := rm.Manifest.Config.ContextLength; need > 0 && max > 0 {
-		if need > max {
-			return nil, &wire.Error{Code: wire.CodeBadRequest, Msg: fmt.Sprintf("a %d-token prompt exceeds the model's %d-token context", need, max)}
-		}
-		if ctxLen == 0 {
-			ctxLen = min(max, 4096)
-		}
-		for ctxLen < need {
-			ctxLen = min(2*ctxLen, max)
-		}
-	}
-	if p.cur != nil {
-		p.cur.close()
-		p.cur = nil
-	}
-	m, err := engine.Load(context.Background(), p.o.Device, rm, engine.Options{Context: ctxLen, KVF32: f32, Batch: p.o.Batch, Logger: p.log})
-	if err != nil {
-		return nil, err
-	}
-	sess, err := m.NewSession()
-	if err != nil {
-		m.Close()
-		return nil, err
-	}
-	if sess.Context() < need {
-		sess.Close()
-		m.Close()
-		return nil, &wire.Error{Code: wire.CodeBadRequest, Msg: fmt.Sprintf("a %d-token prompt exceeds the %d-token cache", need, sess.Context())}
-	}
-	p.cur = &loadedModel{id: id, f32: f32, m: m, sess: sess}
-	p.log.Info("prefill: model loaded", "model", id.Short(), "context", sess.Context(), "kv_f32", f32)
-	return p.cur, nil
-}
-
-func (p *PrefillServer) run(j *prefillJob) (*p2p.PrefillResult, error) {
-	if j.ctx.Err() != nil {
-		return nil, j.ctx.Err()
-	}
-	if p.o.Stall > 0 {
-		t := time.NewTimer(p.o.Stall)
-		select {
-		case <-t.C:
-		case <-j.ctx.Done():
-			t.Stop()
-			return nil, j.ctx.Err()
-		case <-p.quit:
-			t.Stop()
-			return nil, &wire.Error{Code: wire.CodeBusy, Msg: "prefill service stopping"}
-		}
-	}
-	req := j.req
-	n := len(req.Tokens)
-	lm, err := p.load(req.Model, req.KV == wire.KVF32, n)
-	if err != nil {
-		return nil, err
-	}
-	ids := make([]int, n)
-	for i, t := range req.Tokens {
-		if int64(t) >= int64(lm.m.Config.VocabSize) {
-			return nil, &wire.Error{Code: wire.CodeBadRequest, Msg: fmt.Sprintf("token id %d outside the %d-token vocabulary", t, lm.m.Config.VocabSize)}
-		}
-		ids[i] = int(t)
-	}
-	lm.sess.Reset()
-	start := time.Now()
-	logits, err := lm.sess.Forward(ids)
-	if err != nil {
-		return nil, err
-	}
-	p.measured(req.Model, n, time.Since(start), false)
-	kv, err := lm.sess.ExportKV(n)
-	lm.sess.Reset()
-	if err != nil {
-		return nil, err
-	}
-	if p.o.Tamper != nil {
-		p.o.Tamper(kv)
-	}
-	return &p2p.PrefillResult{Positions: n, KVF32: req.KV == wire.KVF32, KV: kv, Logits: logits}, nil
 }
 
 // ---- client ----
@@ -498,8 +155,9 @@ type offloadCand struct {
 	est  time.Duration
 }
 
-// Offload tries to have a peer prefill prompt for session s of model m
-// (model ID id). The session must be empty. On success (Used) the session
+// Offload tries to have a peer prefill prompt for session s of model id,
+// whose manifest gives cfg (the vocabulary and the KV cache's shape). The
+// session must be empty. On success (Used) the session
 // holds positions [0, len(prompt)-1) — the peer's KV cache, checked by
 // recomputing the last position locally and comparing its logits with the
 // peer's — and the caller continues with Generate(prompt[len-1:]). When
@@ -507,7 +165,7 @@ type offloadCand struct {
 // local is faster, the peer failed, was busy, stalled past Timeout, or
 // sent a cache that failed the check (that peer is never asked again).
 // The error is non-nil only for a session Offload cannot use.
-func (n *Node) Offload(ctx context.Context, id rdrr.ModelID, m *engine.Model, s *engine.Session, prompt []int, p OffloadPolicy) (OffloadResult, error) {
+func (n *Node) Offload(ctx context.Context, id rdrr.ModelID, cfg rdrr.Config, s PrefillSession, prompt []int, p OffloadPolicy) (OffloadResult, error) {
 	var res OffloadResult
 	if p.Mode == OffloadOff {
 		res.Reason = "offload off"
@@ -575,7 +233,7 @@ func (n *Node) Offload(ctx context.Context, id rdrr.ModelID, m *engine.Model, s 
 		req.KV = wire.KVF32
 	}
 	for i, t := range prompt {
-		if t < 0 || t >= m.Config.VocabSize {
+		if t < 0 || t >= cfg.VocabSize {
 			res.Reason = fmt.Sprintf("token id %d outside the vocabulary", t)
 			return res, nil
 		}
@@ -584,7 +242,7 @@ func (n *Node) Offload(ctx context.Context, id rdrr.ModelID, m *engine.Model, s 
 	n.mu.Lock()
 	r := n.remote(c.peer)
 	n.mu.Unlock()
-	pr, st, err := r.Prefill(rctx, req, p2p.PrefillExpect{KVBytes: s.KVBytes, Vocab: m.Config.VocabSize, Wait: timeout})
+	pr, st, err := r.Prefill(rctx, req, p2p.PrefillExpect{KVBytes: s.KVBytes, Vocab: cfg.VocabSize, Wait: timeout})
 	if err != nil {
 		n.offloadPeerUpdate(c.peer, func(op *offloadPeer) { op.failures++ })
 		res.Reason = fmt.Sprintf("peer %s: %v", shortID(c.peer), err)
@@ -602,8 +260,7 @@ func (n *Node) Offload(ctx context.Context, id rdrr.ModelID, m *engine.Model, s 
 		})
 	}
 	// Check: import [0, n-1), recompute the last position, compare.
-	c16 := m.Config
-	prefix := kvPrefix(pr.KV, c16.Layers*2*c16.KVHeads, np, np-1)
+	prefix := kvPrefix(pr.KV, cfg.Layers*2*cfg.KVHeads, np, np-1)
 	tol := p.Tolerance
 	if tol <= 0 {
 		tol = ToleranceF16
@@ -613,12 +270,12 @@ func (n *Node) Offload(ctx context.Context, id rdrr.ModelID, m *engine.Model, s 
 	}
 	if err := s.ImportKV(np-1, prefix); err != nil {
 		s.Reset()
-		return res, err
+		return res, fmt.Errorf("offload: import the peer's KV cache: %w", err)
 	}
 	logits, err := s.Forward(prompt[np-1:])
 	if err != nil {
 		s.Reset()
-		return res, err
+		return res, fmt.Errorf("offload: recompute the last position: %w", err)
 	}
 	diff, same := compareLogits(logits, pr.Logits)
 	res.MaxDiff = diff
@@ -635,7 +292,7 @@ func (n *Node) Offload(ctx context.Context, id rdrr.ModelID, m *engine.Model, s 
 	// (its sampler needs that step).
 	if err := s.ImportKV(np-1, prefix); err != nil {
 		s.Reset()
-		return res, err
+		return res, fmt.Errorf("offload: import the peer's KV cache: %w", err)
 	}
 	res.Used = true
 	res.Elapsed = time.Since(start)
@@ -728,7 +385,7 @@ func (n *Node) offloadPeerUpdate(peer string, f func(*offloadPeer)) {
 // localPrefillSpeed measures (once per model) this node's prefill speed on
 // the first tokens of the prompt: one pass to build the plans, one timed,
 // then the session is emptied again.
-func (n *Node) localPrefillSpeed(id rdrr.ModelID, s *engine.Session, prompt []int) (float64, error) {
+func (n *Node) localPrefillSpeed(id rdrr.ModelID, s PrefillSession, prompt []int) (float64, error) {
 	n.mu.Lock()
 	v, ok := n.offload.local[id]
 	n.mu.Unlock()
@@ -742,7 +399,7 @@ func (n *Node) localPrefillSpeed(id rdrr.ModelID, s *engine.Session, prompt []in
 		start := time.Now()
 		if _, err := s.Forward(prompt[:k]); err != nil {
 			s.Reset()
-			return 0, err
+			return 0, fmt.Errorf("offload: measure the local prefill: %w", err)
 		}
 		d = time.Since(start)
 	}
@@ -773,7 +430,7 @@ func (n *Node) SetLocalPrefillSpeed(id rdrr.ModelID, tokS float64) {
 }
 
 // kvPrefix cuts an exported cache of n positions (blocks × n rows, as
-// engine.Session.ExportKV lays it out) down to its first k positions.
+// PrefillSession.ExportKV lays it out) down to its first k positions.
 func kvPrefix(kv []byte, blocks, n, k int) []byte {
 	if k == n {
 		return kv

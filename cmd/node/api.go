@@ -63,10 +63,6 @@ func isLoopbackAddr(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// errNoEngineAPI is newEngineAPI's answer in a build without the GPU
-// engine (CGO_ENABLED=0).
-var errNoEngineAPI = errors.New("this build has no GPU engine")
-
 // apiHost is the API as serve and node --http run it: a handler, the hook
 // that loads each model served, and the GPU to free at the end.
 type apiHost struct {
@@ -82,7 +78,7 @@ func startAPI(ctx context.Context, f apiFlags, store *swarm.Store) (*apiHost, er
 		return nil, nil
 	}
 	h, err := newEngineAPI(f)
-	if errors.Is(err, errNoEngineAPI) {
+	if errors.Is(err, errNoGPU) {
 		slog.Warn("this build has no GPU engine: the OpenAI-compatible API is not served")
 		return nil, nil
 	}

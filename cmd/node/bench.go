@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/doppler-llm/doppler/engine"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/rdrr/quant"
@@ -62,6 +60,9 @@ func newBenchInference() *cobra.Command {
 		Short: "Time prefill and decode: TTFT, tok/s, per-token latency percentiles, submits and readback per token",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := engineAvailable(); err != nil {
+				return err
+			}
 			sizes, err := parseIDs(prompts)
 			if err != nil {
 				return fmt.Errorf("--prompt: %w", err)
@@ -69,83 +70,35 @@ func newBenchInference() *cobra.Command {
 			if runs < 1 || gen < 1 {
 				return fmt.Errorf("--runs and -n must be ≥ 1")
 			}
-			l, err := rf.load(cmd.Context())
+			src, err := rf.open(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer l.Close()
-			info := l.dev.Info()
-			if info.Software {
-				if !allowSoftware {
-					return fmt.Errorf("adapter %q is a software (CPU) adapter: its figures say nothing about GPU speed (pass --allow-software to run anyway)", info.Name)
-				}
-				fmt.Fprintf(os.Stderr, "WARNING: %s is a software (CPU) adapter: these figures say nothing about GPU speed\n", info.Name)
-			}
-			sess, err := l.model.NewSession()
-			if err != nil {
-				return err
-			}
-			defer sess.Close()
+			defer src.Close()
 			rng := rand.New(rand.NewPCG(1, 2))
-			vocab := l.model.Config.VocabSize
-			var rows []benchRow
+			vocab := src.rm.Manifest.Config.VocabSize
+			bo := benchOptions{gen: gen, warmup: warmup, runs: runs, allowSoftware: allowSoftware}
 			for _, p := range sizes {
-				if p+gen > sess.Context() {
-					return fmt.Errorf("prompt %d + %d generated tokens exceed the %d-token context (use --ctx)", p, gen, sess.Context())
-				}
 				prompt := make([]int, p)
 				for i := range prompt {
 					prompt[i] = 3 + rng.IntN(vocab-3)
 				}
-				var ttft []time.Duration
-				var lat []time.Duration
-				var submits, readback uint64
-				var decoded int
-				var paging engine.PagingStats
-				for r := 0; r < warmup+runs; r++ {
-					sess.Reset()
-					res, err := sess.Generate(cmd.Context(), prompt, engine.GenerateOptions{MaxTokens: gen})
-					if err != nil {
-						return err
-					}
-					if r < warmup {
-						continue
-					}
-					ttft = append(ttft, res.Stats.Prefill)
-					lat = append(lat, res.Stats.TokenLatency...)
-					submits += res.Stats.Submits
-					readback += res.Stats.ReadbackBytes
-					decoded += len(res.Stats.TokenLatency)
-					paging.Hits += res.Stats.Paging.Hits
-					paging.Misses += res.Stats.Paging.Misses
-					paging.BytesPaged += res.Stats.Paging.BytesPaged
-					paging.Stall += res.Stats.Paging.Stall
-				}
-				slices.Sort(ttft)
-				slices.Sort(lat)
-				row := benchRow{PromptTokens: p, GenTokens: gen, ExpertHits: paging.Hits / uint64(runs), ExpertMisses: paging.Misses / uint64(runs),
-					ExpertBytesPaged: paging.BytesPaged / uint64(runs), ExpertStallMs: paging.Stall.Seconds() * 1000 / float64(runs)}
-				t := ttft[len(ttft)/2]
-				row.TTFTms = ms(t)
-				row.PrefillTokS = float64(p) / t.Seconds()
-				if len(lat) > 0 {
-					var sum time.Duration
-					for _, d := range lat {
-						sum += d
-					}
-					row.DecodeTokS = float64(len(lat)) / sum.Seconds()
-					row.P50ms, row.P90ms, row.P99ms = ms(pct(lat, 50)), ms(pct(lat, 90)), ms(pct(lat, 99))
-					row.SubmitsPerToken = float64(submits) / float64(decoded)
-					row.ReadbackPerToken = float64(readback) / float64(decoded)
-				}
-				rows = append(rows, row)
+				bo.prompts = append(bo.prompts, prompt)
+			}
+			br, err := benchRuns(cmd.Context(), src, &rf, bo)
+			if err != nil {
+				return err
+			}
+			var rows []benchRow
+			for i, p := range sizes {
+				rows = append(rows, benchRowOf(p, gen, br.stats[i]))
 			}
 			out := map[string]any{
-				"expert_bytes_per_token": expertBytes(l.rm.Manifest, false), "expert_bytes_total": expertBytes(l.rm.Manifest, true),
-				"adapter": info.Name, "backend": info.Backend, "adapter_type": info.Type, "software": info.Software,
-				"model": l.dir, "model_id": l.rm.ID.String(), "model_bytes": l.rm.Manifest.TotalSize(),
-				"gpu_bytes_allocated": l.dev.AllocatedBytes(), "weight_bytes": l.model.WeightBytes(),
-				"kv": map[bool]string{true: "f32", false: "f16"}[rf.kvF32], "context": sess.Context(),
+				"expert_bytes_per_token": expertBytes(src.rm.Manifest, false), "expert_bytes_total": expertBytes(src.rm.Manifest, true),
+				"adapter": br.adapter, "backend": br.backend, "adapter_type": br.adapterType, "software": br.software,
+				"model": src.dir, "model_id": src.rm.ID.String(), "model_bytes": src.rm.Manifest.TotalSize(),
+				"gpu_bytes_allocated": br.gpuBytes, "weight_bytes": br.weightBytes,
+				"kv": map[bool]string{true: "f32", false: "f16"}[rf.kvF32], "context": br.context,
 				"warmup": warmup, "runs": runs, "results": rows,
 			}
 			w := cmd.OutOrStdout()
@@ -165,6 +118,45 @@ func newBenchInference() *cobra.Command {
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	f.BoolVar(&allowSoftware, "allow-software", false, "run on a software (CPU) adapter too (figures marked \"software\": true)")
 	return cmd
+}
+
+// benchRowOf sums up the measured runs of a prompt of p tokens, each
+// generating gen.
+func benchRowOf(p, gen int, runs []genStats) benchRow {
+	var ttft, lat []time.Duration
+	var submits, readback uint64
+	var decoded int
+	var paging pagingStats
+	for _, st := range runs {
+		ttft = append(ttft, st.prefill)
+		lat = append(lat, st.tokenLatency...)
+		submits += st.submits
+		readback += st.readbackBytes
+		decoded += len(st.tokenLatency)
+		paging.hits += st.paging.hits
+		paging.misses += st.paging.misses
+		paging.bytesPaged += st.paging.bytesPaged
+		paging.stall += st.paging.stall
+	}
+	slices.Sort(ttft)
+	slices.Sort(lat)
+	n := uint64(len(runs))
+	row := benchRow{PromptTokens: p, GenTokens: gen, ExpertHits: paging.hits / n, ExpertMisses: paging.misses / n,
+		ExpertBytesPaged: paging.bytesPaged / n, ExpertStallMs: paging.stall.Seconds() * 1000 / float64(n)}
+	t := ttft[len(ttft)/2]
+	row.TTFTms = ms(t)
+	row.PrefillTokS = float64(p) / t.Seconds()
+	if len(lat) > 0 {
+		var sum time.Duration
+		for _, d := range lat {
+			sum += d
+		}
+		row.DecodeTokS = float64(len(lat)) / sum.Seconds()
+		row.P50ms, row.P90ms, row.P99ms = ms(pct(lat, 50)), ms(pct(lat, 90)), ms(pct(lat, 99))
+		row.SubmitsPerToken = float64(submits) / float64(decoded)
+		row.ReadbackPerToken = float64(readback) / float64(decoded)
+	}
+	return row
 }
 
 // expertBytes sums the bytes of expert tensors: all of them, or the

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/doppler-llm/doppler/internal/testdata"
-	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/convert"
@@ -157,12 +156,12 @@ func TestRunOffload(t *testing.T) {
 	t.Setenv("DOPPLER_CACHE", t.TempDir())
 	want := runJSON(t, "-m", dir)
 	b := seedNode(t, dir, func(o *swarm.NodeOptions) { o.Host.AnnounceInterval = time.Second })
-	dev, err := kernels.Open(kernels.Options{})
+	load, closeGPU, err := prefillLoader("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(dev.Close)
-	p, err := b.ServePrefill(swarm.PrefillOptions{Device: dev, Warmup: []rdrr.ModelID{id}, WarmupTokens: 16})
+	t.Cleanup(closeGPU)
+	p, err := b.ServePrefill(swarm.PrefillOptions{Load: load, Warmup: []rdrr.ModelID{id}, WarmupTokens: 16})
 	if err != nil {
 		t.Fatal(err)
 	}

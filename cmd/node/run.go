@@ -12,9 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/doppler-llm/doppler/engine"
 	"github.com/doppler-llm/doppler/engine/tokenizer"
-	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/swarm"
 )
@@ -46,27 +44,28 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.store, "store", "", "with -m MODEL_ID: the shard store holding the model ("+storeFlagHelp+")")
 }
 
-// loaded is an opened model on the GPU.
-type loaded struct {
-	dev   *kernels.Device
-	rm    *rdrr.Model
-	model *engine.Model
-	tok   *tokenizer.Tokenizer // nil when the model has no tokenizer
-	dir   string
-	done  func() // closes the model's store, when it came from one
+// modelSource is the model run and bench use, opened but not yet on the
+// GPU (the engine wiring loads it there): its package, from a directory,
+// the store or the swarm, and its tokenizer.
+type modelSource struct {
+	rm   *rdrr.Model
+	tok  *tokenizer.Tokenizer // nil when the model has no tokenizer
+	dir  string
+	done func() // closes the model's store, when it came from one
 
 	node *swarm.Node  // the swarm node, when run joined one
-	id   rdrr.ModelID // the model's ID, when it came from a store
+	id   rdrr.ModelID // the model's ID, when it came through the node
 }
 
-func (l *loaded) Close() {
-	l.dev.Close()
-	if l.done != nil {
-		l.done()
+func (s *modelSource) Close() {
+	if s.done != nil {
+		s.done()
 	}
 }
 
-func (f *runFlags) load(ctx context.Context) (l *loaded, err error) {
+// open opens the model that -m names, through the swarm when run joined
+// it, and its tokenizer.
+func (f *runFlags) open(ctx context.Context) (src *modelSource, err error) {
 	var rm *rdrr.Model
 	var node *swarm.Node
 	dir, done := f.model, func() {}
@@ -103,38 +102,39 @@ func (f *runFlags) load(ctx context.Context) (l *loaded, err error) {
 			return nil, fmt.Errorf("%s: %w", dir, err)
 		}
 	}
-	dev, err := kernels.Open(kernels.Options{Adapter: f.adapter, Logger: slog.Default()})
-	if err != nil {
-		return nil, err
-	}
-	var vram int64
-	if f.expertVRAM != "" {
-		if vram, err = parseSize(f.expertVRAM); err != nil || vram <= 0 {
-			dev.Close()
-			return nil, fmt.Errorf("--expert-vram %q: want a size such as 512MiB or 2GiB", f.expertVRAM)
-		}
-	}
-	eo := engine.Options{Context: f.ctxLen, KVF32: f.kvF32, Batch: f.batch,
-		ExpertCache: f.expertCache, ExpertVRAM: vram, Logger: slog.Default()}
-	if node != nil && len(rm.Manifest.Experts) > 0 && (f.expertCache > 0 || vram > 0) {
-		// Joined and paging experts: record usage for gossip and read
-		// ahead the clusters gatekeepers publish.
-		if tr, err := node.Experts(rm.ID); err != nil {
-			slog.Warn("expert usage gossip off", "err", err)
-		} else {
-			tr.Hook(&eo)
-		}
-	}
-	m, err := engine.Load(ctx, dev, rm, eo)
-	if err != nil {
-		dev.Close()
-		return nil, fmt.Errorf("%s: %w", dir, err)
-	}
-	l = &loaded{dev: dev, rm: rm, model: m, tok: tok, dir: dir, done: done, node: node}
+	src = &modelSource{rm: rm, tok: tok, dir: dir, done: done, node: node}
 	if node != nil {
-		l.id = rm.ID
+		src.id = rm.ID
 	}
-	return l, nil
+	return src, nil
+}
+
+// expertVRAMBytes parses --expert-vram (0 when unset).
+func (f *runFlags) expertVRAMBytes() (int64, error) {
+	if f.expertVRAM == "" {
+		return 0, nil
+	}
+	vram, err := parseSize(f.expertVRAM)
+	if err != nil || vram <= 0 {
+		return 0, fmt.Errorf("--expert-vram %q: want a size such as 512MiB or 2GiB", f.expertVRAM)
+	}
+	return vram, nil
+}
+
+// expertTracker is the swarm's expert usage tracker of src's model when
+// run joined the swarm and pages experts (nil otherwise): the engine
+// reports its routing to it for gossip and reads ahead the clusters
+// gatekeepers publish.
+func (f *runFlags) expertTracker(src *modelSource, vram int64) *swarm.ExpertTracker {
+	if src.node == nil || len(src.rm.Manifest.Experts) == 0 || (f.expertCache <= 0 && vram <= 0) {
+		return nil
+	}
+	tr, err := src.node.Experts(src.rm.ID)
+	if err != nil {
+		slog.Warn("expert usage gossip off", "err", err)
+		return nil
+	}
+	return tr
 }
 
 func newRun() *cobra.Command {
@@ -161,9 +161,12 @@ func newRun() *cobra.Command {
 		Short: "Generate text from a prompt, streaming tokens to stdout",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := engineAvailable(); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
-			so := engine.SampleOptions{Temp: temp, TopK: topK, TopP: topP, MinP: minP, RepPenalty: repPen, RepLastN: repLastN, Seed: uint64(seed)}
-			if err := so.Validate(); err != nil {
+			so := sampling{Temp: temp, TopK: topK, TopP: topP, MinP: minP, RepPenalty: repPen, RepLastN: repLastN, Seed: uint64(seed)}
+			if err := so.validate(); err != nil {
 				return err
 			}
 			if n < 0 {
@@ -189,44 +192,39 @@ func newRun() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			l, err := rf.load(ctx)
+			src, err := rf.open(ctx)
 			if err != nil {
 				return err
 			}
-			defer l.Close()
+			defer src.Close()
 			var ids []int
 			if promptTokens != "" {
 				if ids, err = parseIDs(promptTokens); err != nil {
 					return fmt.Errorf("--prompt-tokens: %w", err)
 				}
 			} else {
-				if l.tok == nil {
-					return fmt.Errorf("%s has no tokenizer: pass --prompt-tokens", l.dir)
+				if src.tok == nil {
+					return fmt.Errorf("%s has no tokenizer: pass --prompt-tokens", src.dir)
 				}
 				if chatMode {
-					if ids, err = chatTokens(l.tok, l.rm.Manifest.Tokenizer.ChatTemplate, system, prompt); err != nil {
-						return fmt.Errorf("%s: %w", l.dir, err)
+					if ids, err = chatTokens(src.tok, src.rm.Manifest.Tokenizer.ChatTemplate, system, prompt); err != nil {
+						return fmt.Errorf("%s: %w", src.dir, err)
 					}
 				} else {
-					ids = l.tok.Encode(prompt, true)
+					ids = src.tok.Encode(prompt, true)
 				}
 			}
-			sess, err := l.model.NewSession()
-			if err != nil {
-				return err
-			}
-			defer sess.Close()
 			out := cmd.OutOrStdout()
 			var text strings.Builder
 			var stream *tokenizer.StreamDecoder
-			if l.tok != nil {
-				stream = l.tok.NewStreamDecoder()
+			if src.tok != nil {
+				stream = src.tok.NewStreamDecoder()
 			}
-			opts := engine.GenerateOptions{Sample: so, MaxTokens: n}
-			if l.tok != nil && !ignoreEOS {
-				opts.StopAtEOG = l.tok.IsEOG
+			req := genRequest{ids: ids, maxTokens: n, sample: so}
+			if src.tok != nil && !ignoreEOS {
+				req.stopAtEOG = src.tok.IsEOG
 			}
-			opts.OnToken = func(id int) error {
+			req.onToken = func(id int) error {
 				if stream == nil {
 					return nil
 				}
@@ -239,7 +237,7 @@ func newRun() *cobra.Command {
 				return nil
 			}
 			if len(stops) > 0 {
-				opts.StopText = func(int) bool {
+				req.stopText = func(int) bool {
 					for _, s := range stops {
 						if strings.Contains(text.String(), s) {
 							return true
@@ -249,28 +247,21 @@ func newRun() *cobra.Command {
 				}
 			}
 			// Prefill offload: a peer prefills all but the last prompt token
-			// (checked here), and Generate continues from the last one.
+			// (checked here), and generation continues from the last one.
 			var off *swarm.OffloadResult
-			gen := ids
-			if l.node != nil && n > 0 && pol.Mode != swarm.OffloadOff {
+			if src.node != nil && n > 0 && pol.Mode != swarm.OffloadOff {
 				if repPen != 0 && repPen != 1 {
 					off = &swarm.OffloadResult{Reason: "--repeat-penalty needs the whole prompt in the sampler"}
 				} else {
-					r, err := l.node.Offload(ctx, l.id, l.model, sess, ids, pol)
-					if err != nil {
-						return err
-					}
-					off = &r
-					if r.Used {
-						gen = ids[len(ids)-1:]
-					}
+					req.offload = pol
 				}
 			}
-			var res *engine.Result
-			if n == 0 {
-				res = &engine.Result{Reason: "length"}
-			} else if res, err = sess.Generate(ctx, gen, opts); err != nil {
+			res, err := generate(ctx, src, &rf, req)
+			if err != nil {
 				return err
+			}
+			if res.offload != nil {
+				off = res.offload
 			}
 			if stream != nil {
 				rest := stream.Flush()
@@ -280,37 +271,38 @@ func newRun() *cobra.Command {
 				}
 			}
 			final := text.String()
-			if res.Reason == "stop" {
+			if res.reason == "stop" {
 				for _, s := range stops {
 					if i := strings.Index(final, s); i >= 0 {
 						final = final[:i]
 					}
 				}
 			}
+			st := res.stats
 			if asJSON {
 				return printJSON(out, map[string]any{
-					"prompt_tokens": ids, "tokens": nonNil(res.Tokens), "text": final, "stop_reason": res.Reason,
-					"prefill_ms": res.Stats.Prefill.Seconds() * 1000, "decode_tok_s": decodeRate(res.Stats),
-					"expert_hits": res.Stats.Paging.Hits, "expert_misses": res.Stats.Paging.Misses,
-					"expert_bytes_paged": res.Stats.Paging.BytesPaged, "expert_stall_ms": res.Stats.Paging.Stall.Seconds() * 1000,
+					"prompt_tokens": ids, "tokens": nonNil(res.tokens), "text": final, "stop_reason": res.reason,
+					"prefill_ms": st.prefill.Seconds() * 1000, "decode_tok_s": st.decodeRate(),
+					"expert_hits": st.paging.hits, "expert_misses": st.paging.misses,
+					"expert_bytes_paged": st.paging.bytesPaged, "expert_stall_ms": st.paging.stall.Seconds() * 1000,
 					"offload_used": off != nil && off.Used, "offload_peer": offPeer(off), "offload_bytes": offBytes(off),
 					"offload_ms": offMS(off),
 				})
 			}
 			fmt.Fprintln(out)
 			if stats {
-				ps := res.Stats.Paging
+				ps := st.paging
 				fmt.Fprintf(os.Stderr, "prompt %d tokens, prefill %.1f ms; %d tokens at %.1f tok/s (%s)\n",
-					len(ids), res.Stats.Prefill.Seconds()*1000, len(res.Tokens), decodeRate(res.Stats), res.Reason)
+					len(ids), st.prefill.Seconds()*1000, len(res.tokens), st.decodeRate(), res.reason)
 				if off != nil {
 					printOffload(os.Stderr, off)
 				}
-				if ps != (engine.PagingStats{}) {
+				if ps != (pagingStats{}) {
 					fmt.Fprintf(os.Stderr, "experts: %d hits, %d misses, %s paged, %.1f ms stalled\n",
-						ps.Hits, ps.Misses, humanBytes(int64(ps.BytesPaged)), ps.Stall.Seconds()*1000)
+						ps.hits, ps.misses, humanBytes(int64(ps.bytesPaged)), ps.stall.Seconds()*1000)
 				}
 			}
-			if res.Reason == "interrupted" {
+			if res.reason == "interrupted" {
 				fmt.Fprintln(os.Stderr, "interrupted")
 			}
 			return nil
@@ -323,7 +315,7 @@ func newRun() *cobra.Command {
 	f.StringVarP(&prompt, "prompt", "p", "", "prompt text (- reads stdin); BOS is added when the tokenizer says so")
 	f.StringVar(&promptTokens, "prompt-tokens", "", "raw prompt token ids, comma-separated (no BOS added)")
 	f.IntVarP(&n, "n", "n", 128, "maximum new tokens")
-	def := engine.DefaultSampleOptions()
+	def := defaultSampling()
 	f.Float64Var(&temp, "temp", def.Temp, "temperature (0 = greedy argmax)")
 	f.IntVar(&topK, "top-k", def.TopK, "keep the k most likely tokens (0 = off)")
 	f.Float64Var(&topP, "top-p", def.TopP, "keep the smallest set with this probability mass (1 = off)")
@@ -345,17 +337,6 @@ func nonNil(v []int) []int {
 		return []int{}
 	}
 	return v
-}
-
-func decodeRate(s engine.Stats) float64 {
-	var total float64
-	for _, d := range s.TokenLatency {
-		total += d.Seconds()
-	}
-	if total == 0 {
-		return 0
-	}
-	return float64(len(s.TokenLatency)) / total
 }
 
 // parseIDs parses "1,403,407".

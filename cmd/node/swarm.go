@@ -16,7 +16,6 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/spf13/cobra"
 
-	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/swarm"
@@ -332,7 +331,7 @@ func newNodeCmd() *cobra.Command {
 				n.Close()
 				return err
 			}
-			printReady(cmd.OutOrStdout(), n, models, site.URL())
+			printReady(cmd.OutOrStdout(), n, models, site.URLs()...)
 			werr := site.Run(ctx)
 			slog.Info("shutting down")
 			return errors.Join(werr, n.Close())
@@ -632,23 +631,24 @@ func (f *prefillFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.ctxLen, "prefill-ctx", 0, "with --prefill: KV cache length of the service (default min(model's, 4096); longer prompts reload up to the model's)")
 }
 
-// start opens the GPU and starts the prefill service, warming up (and so
-// measuring and announcing) the given models in the background.
+// start opens the GPU (through the engine wiring) and starts the prefill
+// service, warming up (and so measuring and announcing) the given models
+// in the background.
 func (f *prefillFlags) start(n *swarm.Node, warm []rdrr.ModelID) (stop func(), err error) {
 	if !f.on {
 		return func() {}, nil
 	}
-	dev, err := kernels.Open(kernels.Options{Adapter: f.adapter, Logger: slog.Default()})
+	load, closeGPU, err := prefillLoader(f.adapter)
 	if err != nil {
 		return nil, fmt.Errorf("--prefill: %w", err)
 	}
-	p, err := n.ServePrefill(swarm.PrefillOptions{Device: dev, Context: f.ctxLen, Warmup: warm, Logger: slog.Default()})
+	p, err := n.ServePrefill(swarm.PrefillOptions{Load: load, Context: f.ctxLen, Warmup: warm, Logger: slog.Default()})
 	if err != nil {
-		dev.Close()
+		closeGPU()
 		return nil, err
 	}
 	return func() {
 		p.Close()
-		dev.Close()
+		closeGPU()
 	}, nil
 }

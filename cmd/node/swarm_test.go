@@ -13,17 +13,20 @@ import (
 	"github.com/doppler-llm/doppler/internal/testenv"
 )
 
-// buildDoppler builds the real binary into a temporary directory.
-func buildDoppler(t *testing.T) string {
+// buildDoppler builds the real binary into a temporary directory, with
+// env (such as CGO_ENABLED=0) added to the go command's environment.
+func buildDoppler(t *testing.T, env ...string) string {
 	t.Helper()
 	gobin, err := exec.LookPath("go")
 	if err != nil {
 		testenv.Need(t, "the go command on PATH: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "doppler")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, gobin, "build", "-o", bin, ".").CombinedOutput()
+	build := exec.CommandContext(ctx, gobin, "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), env...)
+	out, err := build.CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
