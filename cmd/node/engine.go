@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"io"
 	"time"
 
 	"github.com/doppler-llm/doppler/swarm"
@@ -25,6 +26,7 @@ import (
 //	benchRuns(ctx, *modelSource, *runFlags, benchOptions) (*benchRun, error)
 //	prefillLoader(adapter string) (swarm.PrefillLoader, func(), error)
 //	newEngineAPI(apiFlags) (*apiHost, error)
+//	terminalChat(ctx, *modelSource, *runFlags, chatOptions) error
 
 // errNoGPU is what a command that needs the GPU engine answers in a build
 // without it: main prints it as the one line of the failure.
@@ -104,4 +106,13 @@ type benchRun struct {
 	gpuBytes, weightBytes         uint64       // allocated on the GPU; the model's weights
 	context                       int          // the session's KV cache length
 	stats                         [][]genStats // per prompt, the measured runs
+}
+
+// chatOptions is the terminal chat of run: what the flags say about it.
+type chatOptions struct {
+	system    string
+	sample    sampling
+	maxTokens int // per answer; 0: until the model ends it or the context is full
+	in        io.Reader
+	out       io.Writer
 }

@@ -4,12 +4,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 
 	"github.com/doppler-llm/doppler/api"
 	"github.com/doppler-llm/doppler/engine"
+	"github.com/doppler-llm/doppler/engine/repl"
 	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/swarm"
@@ -220,4 +223,35 @@ func newEngineAPI(f apiFlags) (*apiHost, error) {
 		Logger: slog.Default(),
 	})
 	return &apiHost{handler: srv.Handler(), add: srv.Add, close: func() { srv.Close(); dev.Close() }}, nil
+}
+
+// terminalChat loads src's model on the GPU and chats with it
+// (engine/repl) until /bye or Ctrl-D. Once the model is loaded, Ctrl-C
+// stops an answer rather than the program: the chat takes the interrupts
+// from main's context, which SIGTERM still cancels.
+func terminalChat(ctx context.Context, src *modelSource, f *runFlags, o chatOptions) error {
+	if src.tok == nil {
+		return fmt.Errorf("%s has no tokenizer: the chat needs one (pass -p or --prompt-tokens)", src.dir)
+	}
+	g, err := f.load(ctx, src)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	sess, err := g.model.NewSession()
+	if err != nil {
+		return fmt.Errorf("%s: %w", src.dir, err)
+	}
+	defer sess.Close()
+	signal.Reset(os.Interrupt)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt)
+	defer signal.Stop(sig)
+	err = repl.Run(ctx, repl.Options{Session: sess, Tokenizer: src.tok, Template: src.rm.Manifest.Tokenizer.ChatTemplate,
+		System: o.system, Sample: engine.SampleOptions(o.sample), MaxTokens: o.maxTokens,
+		In: o.in, Out: o.out, Interrupts: sig, Logger: slog.Default()})
+	if errors.Is(err, context.Canceled) { // SIGTERM
+		return nil
+	}
+	return err
 }

@@ -31,3 +31,5 @@ func benchRuns(context.Context, *modelSource, *runFlags, benchOptions) (*benchRu
 func prefillLoader(string) (swarm.PrefillLoader, func(), error) { return nil, nil, errNoGPU }
 
 func newEngineAPI(apiFlags) (*apiHost, error) { return nil, errNoGPU }
+
+func terminalChat(context.Context, *modelSource, *runFlags, chatOptions) error { return errNoGPU }

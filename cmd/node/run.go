@@ -157,8 +157,8 @@ func newRun() *cobra.Command {
 		system       string
 	)
 	cmd := &cobra.Command{
-		Use:   "run -m MODEL -p PROMPT",
-		Short: "Generate text from a prompt, streaming tokens to stdout",
+		Use:   "run -m MODEL [-p PROMPT]",
+		Short: "Generate text from a prompt, streaming tokens to stdout; with no prompt on a terminal, chat",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := engineAvailable(); err != nil {
@@ -171,6 +171,9 @@ func newRun() *cobra.Command {
 			}
 			if n < 0 {
 				return fmt.Errorf("-n %d: must be ≥ 0", n)
+			}
+			if wantsChat(prompt, promptTokens) {
+				return runChat(cmd, &rf, system, so, n)
 			}
 			if (prompt == "") == (promptTokens == "") {
 				return errors.New("give exactly one of -p PROMPT (- for stdin) and --prompt-tokens 1,2,3")
@@ -314,7 +317,7 @@ func newRun() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVarP(&prompt, "prompt", "p", "", "prompt text (- reads stdin); BOS is added when the tokenizer says so")
 	f.StringVar(&promptTokens, "prompt-tokens", "", "raw prompt token ids, comma-separated (no BOS added)")
-	f.IntVarP(&n, "n", "n", 128, "maximum new tokens")
+	f.IntVarP(&n, "n", "n", 128, "maximum new tokens (in the terminal chat: per answer, and only when given)")
 	def := defaultSampling()
 	f.Float64Var(&temp, "temp", def.Temp, "temperature (0 = greedy argmax)")
 	f.IntVar(&topK, "top-k", def.TopK, "keep the k most likely tokens (0 = off)")
@@ -328,7 +331,7 @@ func newRun() *cobra.Command {
 	f.BoolVar(&stats, "stats", false, "print timing and expert-paging counters to stderr at the end")
 	f.BoolVar(&ignoreEOS, "ignore-eos", false, "keep generating past end-of-generation tokens")
 	f.BoolVar(&chatMode, "chat", false, "format -p as a user message with the model's chat template (special tokens in it are parsed)")
-	f.StringVar(&system, "system", "", "system message for --chat")
+	f.StringVar(&system, "system", "", "system message for --chat and the terminal chat")
 	return cmd
 }
 
