@@ -9,7 +9,7 @@
 // answer and keeps what was printed of it, in the conversation too; at
 // the prompt it only prints how to exit.
 //
-// Each turn renders the whole conversation with [api.ChatTokens] (the
+// Each turn renders the whole conversation with [chat.Tokens] (the
 // model's template, or a plain "User:/Assistant:" transcript for a model
 // without one) and feeds the session only what follows the longest prefix
 // it shares with the tokens already in the KV cache, rewinding the cache

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/doppler-llm/doppler/api"
 	"github.com/doppler-llm/doppler/engine"
+	"github.com/doppler-llm/doppler/engine/chat"
 	"github.com/doppler-llm/doppler/engine/tokenizer"
 )
 
@@ -38,7 +38,7 @@ type Options struct {
 	// Tokenizer is the model's. Required.
 	Tokenizer *tokenizer.Tokenizer
 	// Template is the model's chat template; "" renders the plain
-	// transcript of [api.ChatTokens].
+	// transcript of [chat.Tokens].
 	Template string
 	// System, when set, is the system message; /clear keeps it.
 	System string
@@ -94,7 +94,7 @@ func Run(ctx context.Context, o Options) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &chat{o: o, log: log}
+	c := &conversation{o: o, log: log}
 	o.Session.Reset()
 	done := make(chan struct{})
 	defer close(done)
@@ -139,16 +139,16 @@ func Run(ctx context.Context, o Options) error {
 	}
 }
 
-// chat is one conversation: the messages so far (without the system
+// conversation is one chat: the messages so far (without the system
 // message) and the tokens whose KV the session holds.
-type chat struct {
+type conversation struct {
 	o       Options
 	log     *slog.Logger
-	history []api.Message // user and assistant messages, in pairs
-	cached  []int         // the tokens at the session's positions 0 … Pos()-1
+	history []chat.Message // user and assistant messages, in pairs
+	cached  []int          // the tokens at the session's positions 0 … Pos()-1
 }
 
-func (c *chat) print(s string) error {
+func (c *conversation) print(s string) error {
 	if _, err := io.WriteString(c.o.Out, s); err != nil {
 		return fmt.Errorf("repl: writing output: %w", err)
 	}
@@ -156,7 +156,7 @@ func (c *chat) print(s string) error {
 }
 
 // command runs a slash command; quit says the chat is over.
-func (c *chat) command(line string) (quit bool, err error) {
+func (c *conversation) command(line string) (quit bool, err error) {
 	switch name := strings.Fields(line)[0]; name {
 	case "/bye":
 		return true, nil
@@ -172,9 +172,9 @@ func (c *chat) command(line string) (quit bool, err error) {
 }
 
 // turn answers the user's message text.
-func (c *chat) turn(ctx context.Context, text string) error {
+func (c *conversation) turn(ctx context.Context, text string) error {
 	s := c.o.Session
-	user := api.Message{Role: "user", Content: text}
+	user := chat.Message{Role: "user", Content: text}
 	ids, dropped, err := c.fit(user)
 	if err != nil {
 		return err
@@ -237,7 +237,7 @@ func (c *chat) turn(ctx context.Context, text string) error {
 	}
 	c.cached = all[:s.Pos()]
 	answer := strings.TrimRightFunc(reply.String(), unicode.IsSpace)
-	c.history = append(c.history[2*dropped:], user, api.Message{Role: "assistant", Content: answer})
+	c.history = append(c.history[2*dropped:], user, chat.Message{Role: "assistant", Content: answer})
 	end := "\n\n"
 	if res.Reason == "context" {
 		end = fmt.Sprintf("\n(The %d-token context is full: the answer stops here.)\n\n", s.Context())
@@ -257,19 +257,19 @@ func (c *chat) turn(ctx context.Context, text string) error {
 // oldest exchanges until it leaves room for an answer (MaxTokens, at most
 // half the context). It returns the tokens and how many exchanges it
 // dropped, or nil tokens when the message leaves no room even alone.
-func (c *chat) fit(user api.Message) ([]int, int, error) {
+func (c *conversation) fit(user chat.Message) ([]int, int, error) {
 	ctxLen := c.o.Session.Context()
 	room := ctxLen / 2
 	if c.o.MaxTokens > 0 {
 		room = min(room, c.o.MaxTokens)
 	}
 	for dropped := 0; ; dropped++ {
-		msgs := make([]api.Message, 0, len(c.history)+2)
+		msgs := make([]chat.Message, 0, len(c.history)+2)
 		if c.o.System != "" {
-			msgs = append(msgs, api.Message{Role: "system", Content: c.o.System})
+			msgs = append(msgs, chat.Message{Role: "system", Content: c.o.System})
 		}
 		msgs = append(append(msgs, c.history[2*dropped:]...), user)
-		ids, err := api.ChatTokens(c.o.Tokenizer, c.o.Template, msgs)
+		ids, err := chat.Tokens(c.o.Tokenizer, c.o.Template, msgs)
 		if err != nil {
 			return nil, 0, fmt.Errorf("repl: rendering the conversation: %w", err)
 		}

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doppler-llm/doppler/api"
 	"github.com/doppler-llm/doppler/engine"
+	"github.com/doppler-llm/doppler/engine/chat"
 	"github.com/doppler-llm/doppler/engine/tokenizer"
 	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/kernels"
@@ -206,9 +206,9 @@ func (c *chatRun) exit() {
 }
 
 // greedy is what a fresh session answers to the conversation msgs.
-func greedy(t *testing.T, m *model, msgs []api.Message, maxTokens int) []int {
+func greedy(t *testing.T, m *model, msgs []chat.Message, maxTokens int) []int {
 	t.Helper()
-	ids, err := api.ChatTokens(m.tk, m.template, msgs)
+	ids, err := chat.Tokens(m.tk, m.template, msgs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,9 +250,9 @@ func TestTwoTurns(t *testing.T) {
 		t.Fatalf("second turn reused %d of %d prompt tokens; want at least the first prompt's %d, at most the %d cached",
 			second.Reused, second.Prompt, first.Prompt, cached)
 	}
-	conv := []api.Message{{Role: "user", Content: "Tell me a story."}, {Role: "assistant", Content: first.Reply},
+	conv := []chat.Message{{Role: "user", Content: "Tell me a story."}, {Role: "assistant", Content: first.Reply},
 		{Role: "user", Content: "What did the dog do?"}}
-	ids, err := api.ChatTokens(m.tk, m.template, conv)
+	ids, err := chat.Tokens(m.tk, m.template, conv)
 	if err != nil {
 		t.Fatal(err)
 	}
