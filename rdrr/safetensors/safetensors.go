@@ -115,7 +115,7 @@ func parse(r io.ReaderAt, size int64) (*File, error) {
 		if t.Size != elems*es {
 			return nil, fmt.Errorf("%w: tensor %q: %d bytes for %s%v", ErrFormat, name, t.Size, e.DType, e.Shape)
 		}
-		if t.Offset+t.Size > size {
+		if e.Offsets[1] > size-data { // t.Offset+t.Size, which may overflow
 			return nil, fmt.Errorf("%w: tensor %q runs past the end of the file; truncated?", ErrFormat, name)
 		}
 		f.Tensors = append(f.Tensors, t)
