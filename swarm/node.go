@@ -506,6 +506,11 @@ type PullOptions struct {
 	// Peers are full multiaddrs to dial first. Without any, the node uses
 	// the peers it is connected to and the DHT.
 	Peers []string
+	// Sources (HTTP seeds) are asked first for the manifest, and for blocks
+	// alongside the swarm's peers, as peers that hold every shard. With a
+	// source, Pull needs no libp2p peer, and unreachable Peers are only
+	// logged.
+	Sources []Source
 	// Progress is called with the verified bytes held, the model's size
 	// and the peers in use.
 	Progress func(done, total int64, peers int)
@@ -516,16 +521,17 @@ type PullOptions struct {
 // to the store and fetches every shard. It returns nil only when every
 // shard is complete and verified in the store.
 func (n *Node) Pull(ctx context.Context, id rdrr.ModelID, opts PullOptions) error {
+	src := NewSources(opts.Sources...)
 	if len(opts.Peers) > 0 {
 		ok, errs := n.Connect(ctx, opts.Peers)
-		if len(ok) == 0 {
+		if len(ok) == 0 && src.Len() == 0 {
 			return fmt.Errorf("no peer reachable: %w", errors.Join(errs...))
 		}
 		for _, e := range errs {
 			n.log.Warn("swarm: peer unreachable", "err", e)
 		}
 	}
-	if len(n.host.Peers()) == 0 {
+	if len(n.host.Peers()) == 0 && src.Len() == 0 {
 		return fmt.Errorf("model %s: not connected to any peer (pass --peer or --bootstrap)", id.Short())
 	}
 	n.mu.Lock()
@@ -534,10 +540,30 @@ func (n *Node) Pull(ctx context.Context, id rdrr.ModelID, opts PullOptions) erro
 	if err != nil {
 		return err
 	}
-	if err := n.ensureManifest(ctx, id); err != nil {
+	if err := n.manifestFrom(ctx, id, src); err != nil {
 		return err
 	}
-	return n.fetch(ctx, id, nil, opts.Progress)
+	return n.fetch(ctx, id, nil, opts.Progress, src)
+}
+
+// manifestFrom adds the model's manifest to the store from the sources
+// when it lacks it, else from the swarm (ensureManifest); with no libp2p
+// peer, the sources' errors are the answer.
+func (n *Node) manifestFrom(ctx context.Context, id rdrr.ModelID, src *Sources) error {
+	if _, _, ok := n.store.Manifest(id); ok || src.Len() == 0 {
+		return n.ensureManifest(ctx, id)
+	}
+	man, sig, err := src.Manifest(ctx, id, n.opts.LookupTimeout)
+	if err == nil {
+		_, err = n.store.AddModel(man, sig)
+	}
+	if err == nil || ctx.Err() != nil || len(n.host.Peers()) == 0 {
+		return err
+	}
+	if err2 := n.ensureManifest(ctx, id); err2 != nil {
+		return errors.Join(err, err2)
+	}
+	return nil
 }
 
 // ensureManifest adds the model's manifest to the store from a peer when
@@ -584,7 +610,7 @@ func (n *Node) ensureManifest(ctx context.Context, id rdrr.ModelID) error {
 
 // fetch runs Store.Fetch with the node as the PeerSet and DHT discovery
 // alongside.
-func (n *Node) fetch(ctx context.Context, id rdrr.ModelID, shards []rdrr.Hash, progress func(done, total int64, peers int)) error {
+func (n *Node) fetch(ctx context.Context, id rdrr.ModelID, shards []rdrr.Hash, progress func(done, total int64, peers int), src *Sources) error {
 	n.mu.Lock()
 	_, err := n.track(id)
 	n.mu.Unlock()
@@ -605,7 +631,25 @@ func (n *Node) fetch(ctx context.Context, id rdrr.ModelID, shards []rdrr.Hash, p
 	}()
 	o := n.opts.Fetch
 	o.Progress, o.Shards = progress, shards
+	if src.Len() > 0 {
+		return n.store.Fetch(ctx, id, nodeSources{n, src}, o)
+	}
 	return n.store.Fetch(ctx, id, n, o)
+}
+
+// nodeSources is the PeerSet of the node's peers and fixed sources; it
+// keeps the node's ID (the fetcher's place on the territory ring).
+type nodeSources struct {
+	*Node
+	src *Sources
+}
+
+func (w nodeSources) Peers(id rdrr.ModelID) []Peer {
+	return append(w.Node.Peers(id), w.src.Peers(id)...)
+}
+
+func (w nodeSources) Has(p Peer, shard rdrr.Hash) bool {
+	return w.src.Has(p, shard) || w.Node.Has(p, shard)
 }
 
 // Source returns a shard source for model id that reads from the store
@@ -649,7 +693,7 @@ func (s nodeSource) ReadShardAt(ctx context.Context, h rdrr.Hash, p []byte, off 
 	if err := s.n.store.ReadShardAt(ctx, h, p, off); !errors.Is(err, ErrMissingBlock) {
 		return err
 	}
-	if err := s.n.fetch(ctx, s.id, []rdrr.Hash{h}, nil); err != nil {
+	if err := s.n.fetch(ctx, s.id, []rdrr.Hash{h}, nil, nil); err != nil {
 		return err
 	}
 	return s.n.store.ReadShardAt(ctx, h, p, off)
