@@ -9,4 +9,8 @@
 // the tokenizer but no network beyond HTTP: where the weights come from
 // (a directory, the store, the swarm) is the caller's business, through
 // Options.Load.
+//
+// It serves the engine, so natively it needs cgo: in a build without cgo
+// the package is this comment alone (see kernels), and cmd/node serves no
+// API, saying so in its log.
 package api

@@ -5,4 +5,7 @@
 //
 // The engine reads weights through rdrr.Model, whose ShardSource may be a
 // local directory or the swarm; it never imports the network packages.
+//
+// It runs on package kernels, so natively it needs cgo too: in a build
+// without cgo the package is this comment alone (see kernels).
 package engine

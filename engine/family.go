@@ -1,3 +1,5 @@
+//go:build cgo || js
+
 package engine
 
 // family states what an architecture adds to the shared pre-norm

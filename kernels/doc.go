@@ -71,4 +71,10 @@
 // to queue.writeBuffer as views of wasm.instance.exports.mem. Reads
 // (mapAsync) and [Device.Wait] park the calling goroutine on a promise, so
 // they must not run inside a js.FuncOf callback: start a goroutine there.
+//
+// Natively the package needs cgo (wgpu-native is a C library): its files
+// build with cgo or for js only, and in a build without cgo
+// (CGO_ENABLED=0, the default when cross-compiling) the package is this
+// comment alone. Binaries say so where they would need a GPU
+// (cmd/node/engine_nocgo.go).
 package kernels

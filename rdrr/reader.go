@@ -158,7 +158,7 @@ func (m *Model) readVerified(ctx context.Context, si int, p []byte, off int64) e
 	var block []byte
 	for b := off / bs; b*bs < end; b++ {
 		start := b * bs
-		n := min(bs, sh.Size-start)
+		n := int64(sh.BlockLen(int(b)))
 		if cap(block) < int(n) {
 			block = make([]byte, n)
 		}

@@ -63,14 +63,13 @@ func VerifyDir(dir string, progress func(done int64)) (*VerifyReport, error) {
 		}
 		whole := sha256.New()
 		for b := range sh.Blocks {
-			n := min(sh.BlockSize, sh.Size-int64(b)*sh.BlockSize)
-			blk := buf[:n]
+			blk := buf[:sh.BlockLen(b)]
 			if _, err := io.ReadFull(f, blk); err != nil {
 				bad(b, fmt.Errorf("unreadable: %w", err))
 				break
 			}
 			whole.Write(blk)
-			r.Bytes += n
+			r.Bytes += int64(len(blk))
 			if progress != nil {
 				progress(r.Bytes)
 			}

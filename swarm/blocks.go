@@ -175,7 +175,7 @@ func (s *Store) Complete(h rdrr.Hash) error {
 	buf := make([]byte, e.sh.BlockSize)
 	var bad []int
 	for i := range n {
-		blk := buf[:blockLen(e.sh, i)]
+		blk := buf[:e.sh.BlockLen(i)]
 		if _, err := e.f.ReadAt(blk, int64(i)*e.sh.BlockSize); err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("shard %s block %d: %w", h.Short(), i, err)
 		}
@@ -284,7 +284,7 @@ func (s *Store) ReadBlock(h rdrr.Hash, index int, p []byte) (int, error) {
 	if index < 0 || index >= len(e.sh.Blocks) {
 		return 0, fmt.Errorf("shard %s: block %d of %d: %w", h.Short(), index, len(e.sh.Blocks), ErrMissingBlock)
 	}
-	n := blockLen(e.sh, index)
+	n := e.sh.BlockLen(index)
 	if len(p) < n {
 		return 0, io.ErrShortBuffer
 	}
@@ -359,7 +359,7 @@ func (s *Store) readRange(h rdrr.Hash, e *entry, p []byte, off int64) error {
 	if len(unchecked) > 0 {
 		buf := make([]byte, bs)
 		for _, b := range unchecked {
-			blk := buf[:blockLen(e.sh, b)]
+			blk := buf[:e.sh.BlockLen(b)]
 			if _, err := f.ReadAt(blk, int64(b)*bs); err != nil && !errors.Is(err, io.EOF) {
 				e.io.RUnlock()
 				return err

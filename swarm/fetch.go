@@ -325,7 +325,7 @@ func (f *fetcher) count(fs *fshard) {
 	fs.missing = 0
 	for i, ok := range fs.have {
 		if ok {
-			f.done += int64(blockLen(fs.sh, i))
+			f.done += int64(fs.sh.BlockLen(i))
 		} else {
 			fs.missing++
 		}
@@ -915,7 +915,7 @@ func (f *fetcher) finish(r *request, err error) {
 	case r.ngot == r.count && !r.endgame:
 		rtt := r.firstAt.Sub(r.start)
 		if r.count > 1 {
-			f.s.peers.sample(r.id, rtt, r.bytes-int64(blockLen(r.fs.sh, r.first)), now.Sub(r.firstAt))
+			f.s.peers.sample(r.id, rtt, r.bytes-int64(r.fs.sh.BlockLen(r.first)), now.Sub(r.firstAt))
 		} else {
 			f.s.peers.sample(r.id, rtt, 0, 0) // a probe: latency only
 		}

@@ -479,7 +479,7 @@ func (s *Store) importShard(ctx context.Context, path string, sh rdrr.Shard, buf
 		if have != nil && have[i] {
 			continue
 		}
-		n := blockLen(sh, i)
+		n := sh.BlockLen(i)
 		if _, err := f.ReadAt(buf[:n], int64(i)*sh.BlockSize); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
@@ -566,7 +566,7 @@ func (s *Store) Status(id rdrr.ModelID) (ModelStatus, bool) {
 		}
 		for i, ok := range e.have {
 			if ok {
-				st.HaveBytes += int64(blockLen(sh, i))
+				st.HaveBytes += int64(sh.BlockLen(i))
 			}
 		}
 	}
@@ -784,10 +784,6 @@ func (s *Store) makeRoom(need int64, keep *entry) error {
 	return ErrQuota
 }
 
-func blockLen(sh rdrr.Shard, i int) int {
-	return int(min(sh.BlockSize, sh.Size-int64(i)*sh.BlockSize))
-}
-
 func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
@@ -797,7 +793,7 @@ func syncDir(dir string) {
 
 // hashBlock reports whether data is block i of sh.
 func hashBlock(sh *rdrr.Shard, i int, data []byte) bool {
-	return i >= 0 && i < len(sh.Blocks) && len(data) == blockLen(*sh, i) && sha256.Sum256(data) == sh.Blocks[i]
+	return i >= 0 && i < len(sh.Blocks) && len(data) == sh.BlockLen(i) && sha256.Sum256(data) == sh.Blocks[i]
 }
 
 // closeFiles closes the shard's open file and sidecar. The caller holds

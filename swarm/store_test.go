@@ -116,7 +116,7 @@ func TestStoreCrashMidWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	block := func(i int) []byte { return raw[int64(i)*sh.BlockSize : int64(i)*sh.BlockSize+int64(blockLen(sh, i))] }
+	block := func(i int) []byte { return raw[int64(i)*sh.BlockSize : int64(i)*sh.BlockSize+int64(sh.BlockLen(i))] }
 	half := len(sh.Blocks) / 2
 	for i := range half {
 		if err := s.WriteBlock(sh.Hash, i, block(i)); err != nil {

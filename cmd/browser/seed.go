@@ -88,7 +88,7 @@ func (h *httpPeer) ReadBlocks(ctx context.Context, sh rdrr.Shard, first, count i
 	}
 	off := 0
 	for i := first; i < first+count; i++ {
-		n := shardproto.BlockLen(sh, i)
+		n := sh.BlockLen(i)
 		if off+n > len(body) {
 			return nil // short: the fetcher asks again for the rest
 		}

@@ -304,7 +304,7 @@ func (s *store) Held(id rdrr.ModelID) (held, total int64) {
 		}
 		for i, ok := range s.have[sh.Hash] {
 			if ok {
-				held += int64(shardproto.BlockLen(sh, i))
+				held += int64(sh.BlockLen(i))
 			}
 		}
 	}
@@ -379,7 +379,7 @@ func (s *store) PutBlock(h rdrr.Hash, index int, data []byte) (bool, error) {
 	if !ok {
 		return false, fmt.Errorf("shard %s: %w", h.Short(), swarm.ErrUnknownShard)
 	}
-	if index < 0 || index >= len(sh.Blocks) || len(data) != shardproto.BlockLen(sh, index) || sha256.Sum256(data) != sh.Blocks[index] {
+	if index < 0 || index >= len(sh.Blocks) || len(data) != sh.BlockLen(index) || sha256.Sum256(data) != sh.Blocks[index] {
 		return false, fmt.Errorf("shard %s block %d: %w", h.Short(), index, rdrr.ErrBadBlock)
 	}
 	s.mu.Lock()
@@ -426,7 +426,7 @@ func (s *store) Complete(h rdrr.Hash) error {
 			if err != nil {
 				return err
 			}
-			if !ok || len(b) != shardproto.BlockLen(sh, i) || sha256.Sum256(b) != sh.Blocks[i] {
+			if !ok || len(b) != sh.BlockLen(i) || sha256.Sum256(b) != sh.Blocks[i] {
 				bad = append(bad, i)
 				continue
 			}
@@ -518,7 +518,7 @@ func (s *store) ReadBlock(h rdrr.Hash, index int, p []byte) (int, error) {
 	if !ok || index < 0 || index >= len(sh.Blocks) {
 		return 0, fmt.Errorf("shard %s block %d: %w", h.Short(), index, swarm.ErrMissingBlock)
 	}
-	n := shardproto.BlockLen(sh, index)
+	n := sh.BlockLen(index)
 	if len(p) < n {
 		return 0, fmt.Errorf("shard %s block %d: buffer of %d bytes", h.Short(), index, len(p))
 	}

@@ -17,4 +17,7 @@
 // When the conversation no longer fits the context, the oldest exchanges
 // are dropped, with a line saying so; a message that does not fit on its
 // own is refused, and the chat goes on.
+//
+// It drives the engine, so natively it needs cgo: in a build without cgo
+// the package is this comment alone (see kernels).
 package repl

@@ -243,7 +243,7 @@ func (c *Client) ReadBlocks(ctx context.Context, sh rdrr.Shard, first, count int
 	}
 	buf := make([]byte, min(sh.BlockSize, hi-lo))
 	for i := first; i < first+count; i++ {
-		b := buf[:shardproto.BlockLen(sh, i)]
+		b := buf[:sh.BlockLen(i)]
 		if _, err := io.ReadFull(resp.Body, b); err != nil {
 			return c.bodyErr(ctx, u, i, err)
 		}

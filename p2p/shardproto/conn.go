@@ -43,12 +43,6 @@ type Provider interface {
 	ReadBlock(h rdrr.Hash, index int, p []byte) (int, error)
 }
 
-// BlockLen is the size of block i of sh.
-func BlockLen(sh rdrr.Shard, i int) int {
-	start := int64(i) * sh.BlockSize
-	return int(min(sh.BlockSize, sh.Size-start))
-}
-
 // ReadInventories reads Inventory frames (at most wire.MaxInventoryFrame
 // bytes) from an inventory channel and hands each to fn, in order, until
 // the channel fails; anything but an Inventory is a protocol violation

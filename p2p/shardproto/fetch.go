@@ -117,7 +117,7 @@ func FetchBlocks(ctx context.Context, c MsgConn, peer string, sh rdrr.Shard, fir
 // manifest's leaf, and the leaf's Merkle proof against the shard's root.
 // The error wraps rdrr.ErrBadBlock.
 func VerifyBlock(sh rdrr.Shard, i int, data []byte, proof []rdrr.Hash) error {
-	if want := BlockLen(sh, i); len(data) != want {
+	if want := sh.BlockLen(i); len(data) != want {
 		return fmt.Errorf("%w: %d bytes, want %d", rdrr.ErrBadBlock, len(data), want)
 	}
 	leaf := rdrr.Hash(sha256.Sum256(data))

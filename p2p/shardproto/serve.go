@@ -76,7 +76,7 @@ func answerBlocks(c MsgConn, prov Provider, req *wire.BlocksRequest, o *ServeOpt
 	buf := make([]byte, sh.BlockSize)
 	pr := newProver(sh.Blocks)
 	for i := int(first); i < int(first+count); i++ {
-		want := BlockLen(sh, i)
+		want := sh.BlockLen(i)
 		k, err := prov.ReadBlock(sh.Hash, i, buf[:want])
 		if err != nil || k <= 0 || k > want || (!o.ServeUnverified && (k != want || sha256.Sum256(buf[:k]) != sh.Blocks[i])) {
 			if o.Logger != nil {
