@@ -1,3 +1,5 @@
+//go:build cgo || js
+
 package kernels
 
 // AddRef is the scalar reference for Add and AddInPlace.

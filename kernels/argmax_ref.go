@@ -1,3 +1,5 @@
+//go:build cgo || js
+
 package kernels
 
 // ArgmaxRef is the scalar reference for Argmax: the lowest index of the
