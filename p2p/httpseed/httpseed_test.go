@@ -314,7 +314,9 @@ func TestReadBlocksHostile(t *testing.T) {
 			next.ServeHTTP(w, r)
 		}), shardproto.ErrProtocol, 0},
 		{"not found", rewrite(func(w http.ResponseWriter, r *http.Request, next http.Handler) { http.NotFound(w, r) }), shardproto.ErrNotFound, 0},
-		{"busy", rewrite(func(w http.ResponseWriter, r *http.Request, next http.Handler) { http.Error(w, "busy", 503) }), shardproto.ErrRemote, 0},
+		{"busy", rewrite(func(w http.ResponseWriter, r *http.Request, next http.Handler) {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+		}), shardproto.ErrRemote, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			srv := seed(t, c.wrap, dir)

@@ -239,7 +239,7 @@ func EncodeKV(kv []byte) (encoding uint8, payload []byte) {
 		return EncodingRaw, kv
 	}
 	c := deflate(kv)
-	if c == nil || len(c) == 0 || len(c)*100 > len(kv)*(100-minSaving) {
+	if len(c) == 0 || len(c)*100 > len(kv)*(100-minSaving) {
 		return EncodingRaw, kv
 	}
 	return EncodingFlate, c

@@ -154,7 +154,7 @@ func checkHFTensor(t *testing.T, m *rdrr.Model, cfg rdrr.Config, name string, sh
 	var l, e int
 	var role string
 	switch {
-	case fmt.Sprintf("%s", name) == "model.embed_tokens.weight":
+	case name == "model.embed_tokens.weight":
 		if !bytes.Equal(read("token_embd.weight"), want) {
 			t.Fatalf("%s differs", name)
 		}
