@@ -22,8 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/doppler-llm/doppler/engine"
+	"github.com/doppler-llm/doppler/internal/gputest"
 	"github.com/doppler-llm/doppler/internal/testenv"
-	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/convert"
 )
@@ -70,11 +70,7 @@ func startServer(t *testing.T, tune func(*Options)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, err := kernels.Open(kernels.Options{})
-	if err != nil {
-		t.Fatalf("no GPU adapter (CI installs mesa-vulkan-drivers): %v", err)
-	}
-	t.Cleanup(dev.Close)
+	dev := gputest.Open(t)
 	reg := prometheus.NewRegistry()
 	o := Options{
 		Load: func(ctx context.Context, m *rdrr.Model) (*engine.Model, error) {
@@ -447,11 +443,7 @@ func TestHealthWhileLoading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, err := kernels.Open(kernels.Options{})
-	if err != nil {
-		t.Fatalf("no GPU adapter (CI installs mesa-vulkan-drivers): %v", err)
-	}
-	t.Cleanup(dev.Close)
+	dev := gputest.Open(t)
 	s := New(Options{Load: func(ctx context.Context, m *rdrr.Model) (*engine.Model, error) {
 		<-release // the weights take their time
 		return engine.Load(ctx, dev, m, engine.Options{Context: 128})

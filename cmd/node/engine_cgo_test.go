@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -16,9 +15,9 @@ import (
 	"time"
 
 	"github.com/doppler-llm/doppler/engine"
+	"github.com/doppler-llm/doppler/internal/gputest"
 	"github.com/doppler-llm/doppler/internal/prefilltest"
 	"github.com/doppler-llm/doppler/internal/testenv"
-	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/dtype"
@@ -29,32 +28,17 @@ import (
 // the gatekeeper's read-ahead over the GPU engine (swarm's own tests run
 // them without a GPU).
 
-// gpuDevice opens a GPU for the test, closed when it ends; with no
-// adapter the test needs one (testenv.Need: a skip, a failure under CI).
-func gpuDevice(t *testing.T) *kernels.Device {
-	t.Helper()
-	dev, err := kernels.Open(kernels.Options{})
-	if errors.Is(err, kernels.ErrNoAdapter) {
-		testenv.Need(t, "a GPU adapter (CI installs mesa-vulkan-drivers): %v", err)
-	}
-	if err != nil {
-		t.Fatalf("open the GPU: %v", err)
-	}
-	t.Cleanup(dev.Close)
-	return dev
-}
-
 // TestOffloadEngine runs the prefill-offload suite with models on the GPU:
 // the engine's KV layout, its f16 numerics and its sessions behind
 // swarm.PrefillSession.
 func TestOffloadEngine(t *testing.T) {
-	prefilltest.Offload(t, enginePrefillLoader(gpuDevice(t)))
+	prefilltest.Offload(t, enginePrefillLoader(gputest.Open(t)))
 }
 
 // TestPrefillProtocolErrorsEngine: malformed requests to a prefill service
 // on the GPU end in errors.
 func TestPrefillProtocolErrorsEngine(t *testing.T) {
-	prefilltest.ProtocolErrors(t, enginePrefillLoader(gpuDevice(t)))
+	prefilltest.ProtocolErrors(t, enginePrefillLoader(gputest.Open(t)))
 }
 
 // Planted-cluster MoE: vocabulary plantedVocab in plantedGroups groups of
@@ -198,7 +182,7 @@ func groupSequence(segs, run int, seed uint64) []int {
 // engine's own predictor alone without them.
 func TestGatekeeperPrefetch(t *testing.T) {
 	testenv.SkipShort(t, "a planted MoE on the GPU and a gatekeeper over libp2p")
-	dev := gpuDevice(t)
+	dev := gputest.Open(t)
 	src, id := plantedMoE(t)
 	fast := func(o *swarm.NodeOptions) {
 		o.Experts.UsageInterval = 100 * time.Millisecond

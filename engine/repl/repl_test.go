@@ -15,8 +15,8 @@ import (
 	"github.com/doppler-llm/doppler/engine"
 	"github.com/doppler-llm/doppler/engine/chat"
 	"github.com/doppler-llm/doppler/engine/tokenizer"
+	"github.com/doppler-llm/doppler/internal/gputest"
 	"github.com/doppler-llm/doppler/internal/testenv"
-	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/convert"
 )
@@ -45,11 +45,7 @@ func loadModel(t *testing.T, ctxLen int) *model {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, err := kernels.Open(kernels.Options{})
-	if err != nil {
-		t.Fatalf("no GPU adapter (CI installs mesa-vulkan-drivers): %v", err)
-	}
-	t.Cleanup(dev.Close)
+	dev := gputest.Open(t)
 	// f32 KV: a turn that reuses the cache gives the same greedy tokens as
 	// one prefilled from scratch.
 	m, err := engine.Load(context.Background(), dev, rm, engine.Options{Context: ctxLen, KVF32: true})
