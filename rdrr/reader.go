@@ -2,7 +2,6 @@ package rdrr
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -166,8 +165,8 @@ func (m *Model) readVerified(ctx context.Context, si int, p []byte, off int64) e
 		if err := m.src.ReadShardAt(ctx, sh.Hash, block, start); err != nil {
 			return fmt.Errorf("shard %s block %d: %w", sh.Hash.Short(), b, err)
 		}
-		if sha256.Sum256(block) != sh.Blocks[b] {
-			return fmt.Errorf("shard %s block %d: %w", sh.Hash.Short(), b, ErrBadBlock)
+		if err := sh.CheckBlock(int(b), block); err != nil {
+			return err
 		}
 		lo, hi := max(off, start), min(end, start+n)
 		copy(p[lo-off:hi-off], block[lo-start:hi-start])

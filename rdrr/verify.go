@@ -73,7 +73,7 @@ func VerifyDir(dir string, progress func(done int64)) (*VerifyReport, error) {
 			if progress != nil {
 				progress(r.Bytes)
 			}
-			if sha256.Sum256(blk) != sh.Blocks[b] {
+			if sh.CheckBlock(b, blk) != nil {
 				bad(b, ErrBadBlock)
 			}
 		}

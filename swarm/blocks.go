@@ -41,8 +41,8 @@ func (s *Store) PutBlock(h rdrr.Hash, index int, data []byte) (wrote bool, err e
 	if err != nil {
 		return false, err
 	}
-	if !hashBlock(&e.sh, index, data) {
-		return false, fmt.Errorf("shard %s block %d: %w", h.Short(), index, rdrr.ErrBadBlock)
+	if err := e.sh.CheckBlock(index, data); err != nil {
+		return false, err
 	}
 	s.mu.Lock()
 	state := e.state
@@ -180,7 +180,7 @@ func (s *Store) Complete(h rdrr.Hash) error {
 			return fmt.Errorf("shard %s block %d: %w", h.Short(), i, err)
 		}
 		whole.Write(blk)
-		if !checked[i] && sha256.Sum256(blk) != e.sh.Blocks[i] {
+		if !checked[i] && e.sh.CheckBlock(i, blk) != nil {
 			bad = append(bad, i)
 		}
 	}
@@ -364,7 +364,7 @@ func (s *Store) readRange(h rdrr.Hash, e *entry, p []byte, off int64) error {
 				e.io.RUnlock()
 				return err
 			}
-			if sha256.Sum256(blk) != e.sh.Blocks[b] {
+			if e.sh.CheckBlock(b, blk) != nil {
 				bad = append(bad, b)
 				continue
 			}

@@ -751,8 +751,8 @@ func (f *fetcher) onBlock(r *request, index int, data []byte) error {
 	held := fs.have[index]
 	f.mu.Unlock()
 	if held {
-		if !hashBlock(&fs.sh, index, data) {
-			r.bad = fmt.Errorf("peer %s: shard %s block %d: %w", r.id, fs.sh.Hash.Short(), index, rdrr.ErrBadBlock)
+		if err := fs.sh.CheckBlock(index, data); err != nil {
+			r.bad = fmt.Errorf("peer %s: %w", r.id, err)
 			return r.bad
 		}
 		f.s.peers.update(r.id, func(p *peerRec) { p.Duplicates++ })

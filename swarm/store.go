@@ -2,7 +2,6 @@ package swarm
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -789,11 +788,6 @@ func syncDir(dir string) {
 		d.Sync()
 		d.Close()
 	}
-}
-
-// hashBlock reports whether data is block i of sh.
-func hashBlock(sh *rdrr.Shard, i int, data []byte) bool {
-	return i >= 0 && i < len(sh.Blocks) && len(data) == sh.BlockLen(i) && sha256.Sum256(data) == sh.Blocks[i]
 }
 
 // closeFiles closes the shard's open file and sidecar. The caller holds

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"syscall/js"
 
@@ -94,8 +93,8 @@ func (h *httpPeer) ReadBlocks(ctx context.Context, sh rdrr.Shard, first, count i
 		}
 		b := body[off : off+n]
 		off += n
-		if sha256.Sum256(b) != sh.Blocks[i] {
-			err := fmt.Errorf("HTTP seed: shard %s block %d: %w", sh.Hash.Short(), i, rdrr.ErrBadBlock)
+		if err := sh.CheckBlock(i, b); err != nil {
+			err = fmt.Errorf("HTTP seed: %w", err)
 			h.c.rejected(h.ID(), err)
 			return err
 		}

@@ -379,8 +379,8 @@ func (s *store) PutBlock(h rdrr.Hash, index int, data []byte) (bool, error) {
 	if !ok {
 		return false, fmt.Errorf("shard %s: %w", h.Short(), swarm.ErrUnknownShard)
 	}
-	if index < 0 || index >= len(sh.Blocks) || len(data) != sh.BlockLen(index) || sha256.Sum256(data) != sh.Blocks[index] {
-		return false, fmt.Errorf("shard %s block %d: %w", h.Short(), index, rdrr.ErrBadBlock)
+	if err := sh.CheckBlock(index, data); err != nil {
+		return false, err
 	}
 	s.mu.Lock()
 	held := s.complete[h] || s.have[h][index]
@@ -426,7 +426,7 @@ func (s *store) Complete(h rdrr.Hash) error {
 			if err != nil {
 				return err
 			}
-			if !ok || len(b) != sh.BlockLen(i) || sha256.Sum256(b) != sh.Blocks[i] {
+			if !ok || sh.CheckBlock(i, b) != nil {
 				bad = append(bad, i)
 				continue
 			}

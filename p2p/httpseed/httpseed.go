@@ -23,7 +23,6 @@ package httpseed
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -247,8 +246,8 @@ func (c *Client) ReadBlocks(ctx context.Context, sh rdrr.Shard, first, count int
 		if _, err := io.ReadFull(resp.Body, b); err != nil {
 			return c.bodyErr(ctx, u, i, err)
 		}
-		if sha256.Sum256(b) != sh.Blocks[i] {
-			return fmt.Errorf("GET %s: shard %s block %d: %w", u, sh.Hash.Short(), i, rdrr.ErrBadBlock)
+		if err := sh.CheckBlock(i, b); err != nil {
+			return fmt.Errorf("GET %s: %w", u, err)
 		}
 		if err := fn(i, b); err != nil {
 			return err

@@ -1,9 +1,7 @@
 package shardproto
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 
 	"github.com/doppler-llm/doppler/p2p/wire"
@@ -101,7 +99,7 @@ func FetchBlocks(ctx context.Context, c MsgConn, peer string, sh rdrr.Shard, fir
 				return fmt.Errorf("peer %s: shard %s: %w: block %d where %d was due", peer, sh.Hash.Short(), ErrProtocol, m.Index, i)
 			}
 			if err := VerifyBlock(sh, i, m.Data, m.Proof); err != nil {
-				return fmt.Errorf("peer %s: shard %s block %d: %w", peer, sh.Hash.Short(), i, err)
+				return fmt.Errorf("peer %s: %w", peer, err)
 			}
 			if err := fn(i, m.Data); err != nil {
 				return err
@@ -113,19 +111,16 @@ func FetchBlocks(ctx context.Context, c MsgConn, peer string, sh rdrr.Shard, fir
 	panic("unreachable")
 }
 
-// VerifyBlock checks block i of sh: its size, its hash against the
-// manifest's leaf, and the leaf's Merkle proof against the shard's root.
-// The error wraps rdrr.ErrBadBlock.
+// VerifyBlock checks block i of sh: its size and its hash against the
+// manifest's leaf (rdrr.Shard.CheckBlock), and the leaf's Merkle proof
+// against the shard's root. The error names the shard and the block and
+// wraps rdrr.ErrBadBlock.
 func VerifyBlock(sh rdrr.Shard, i int, data []byte, proof []rdrr.Hash) error {
-	if want := sh.BlockLen(i); len(data) != want {
-		return fmt.Errorf("%w: %d bytes, want %d", rdrr.ErrBadBlock, len(data), want)
+	if err := sh.CheckBlock(i, data); err != nil {
+		return err
 	}
-	leaf := rdrr.Hash(sha256.Sum256(data))
-	if !bytes.Equal(leaf[:], sh.Blocks[i][:]) {
-		return rdrr.ErrBadBlock
-	}
-	if err := rdrr.VerifyProof(sh.Root, leaf, i, len(sh.Blocks), proof); err != nil {
-		return fmt.Errorf("%w: %w", rdrr.ErrBadBlock, err)
+	if err := rdrr.VerifyProof(sh.Root, sh.Blocks[i], i, len(sh.Blocks), proof); err != nil {
+		return fmt.Errorf("shard %s block %d: %w: %w", sh.Hash.Short(), i, rdrr.ErrBadBlock, err)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package shardproto
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"log/slog"
 
@@ -78,7 +77,7 @@ func answerBlocks(c MsgConn, prov Provider, req *wire.BlocksRequest, o *ServeOpt
 	for i := int(first); i < int(first+count); i++ {
 		want := sh.BlockLen(i)
 		k, err := prov.ReadBlock(sh.Hash, i, buf[:want])
-		if err != nil || k <= 0 || k > want || (!o.ServeUnverified && (k != want || sha256.Sum256(buf[:k]) != sh.Blocks[i])) {
+		if err != nil || k <= 0 || k > want || (!o.ServeUnverified && sh.CheckBlock(i, buf[:k]) != nil) {
 			if o.Logger != nil {
 				o.Logger.Warn("shard: cannot serve block", "shard", sh.Hash.Short(), "block", i, "err", err)
 			}
