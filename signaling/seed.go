@@ -45,8 +45,14 @@ type Seed struct {
 	log   *slog.Logger
 }
 
+// SeedOptions configures a Seed.
+type SeedOptions struct {
+	Logger *slog.Logger
+}
+
 // NewSeed returns a seed serving store.
-func NewSeed(store Store, log *slog.Logger) *Seed {
+func NewSeed(store Store, o SeedOptions) *Seed {
+	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -26,7 +26,7 @@ func seedStore(t *testing.T) (*swarm.Store, rdrr.ModelID) {
 	if _, err := convert.ToRDRR(context.Background(), testenv.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
 		t.Fatal(err)
 	}
-	st, err := swarm.Open(filepath.Join(t.TempDir(), "store"), 0, nil)
+	st, err := swarm.Open(filepath.Join(t.TempDir(), "store"), swarm.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func get(t *testing.T, url string, hdr ...string) (*http.Response, []byte) {
 
 func TestSeed(t *testing.T) {
 	st, id := seedStore(t)
-	srv := httptest.NewServer(NewSeed(st, nil).Handler()) // 127.0.0.1
+	srv := httptest.NewServer(NewSeed(st, SeedOptions{}).Handler()) // 127.0.0.1
 	defer srv.Close()
 
 	resp, b := get(t, srv.URL+"/rdrr/v1/models")

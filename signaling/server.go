@@ -37,7 +37,7 @@ type Options struct {
 	// ICEServers are handed to every client in its welcome (a Relay's
 	// ICEServer on a loopback node).
 	ICEServers []ICEServer
-	Log        *slog.Logger
+	Logger     *slog.Logger
 	Now        func() time.Time // the rate limiter's clock; time.Now
 }
 
@@ -65,8 +65,8 @@ func (o *Options) defaults() {
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 10 * time.Second
 	}
-	if o.Log == nil {
-		o.Log = slog.New(slog.DiscardHandler)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -97,7 +97,7 @@ type Server struct {
 func New(opts Options) *Server {
 	opts.defaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{opts: opts, log: opts.Log, ctx: ctx, cancel: cancel, rooms: make(map[rdrr.ModelID]*room)}
+	return &Server{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, rooms: make(map[rdrr.ModelID]*room)}
 }
 
 // Stats is a snapshot of the server's state and counters.

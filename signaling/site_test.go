@@ -20,7 +20,7 @@ func TestSiteFollow(t *testing.T) {
 	if err := src.Export(t.Context(), id, dir); err != nil {
 		t.Fatal(err)
 	}
-	st, err := swarm.Open(filepath.Join(t.TempDir(), "store"), 0, nil)
+	st, err := swarm.Open(filepath.Join(t.TempDir(), "store"), swarm.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -187,8 +187,14 @@ type Fetcher struct {
 	st FetchStats
 }
 
-// NewFetcher returns a Fetcher writing into bs (log nil: discard).
-func NewFetcher(bs BlockStore, log *slog.Logger) *Fetcher {
+// FetcherOptions configures a Fetcher.
+type FetcherOptions struct {
+	Logger *slog.Logger
+}
+
+// NewFetcher returns a Fetcher writing into bs.
+func NewFetcher(bs BlockStore, o FetcherOptions) *Fetcher {
+	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -314,7 +314,7 @@ func TestFetchResumeAfterRestart(t *testing.T) {
 	net := &testNet{}
 	net.add(p, holder.Has)
 	dir := t.TempDir()
-	s, err := Open(dir, 0, testLogger(t))
+	s, err := Open(dir, StoreOptions{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,9 +58,13 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func openStore(t testing.TB, dir string, quota int64, opts ...Option) *Store {
+func openStore(t testing.TB, dir string, quota int64, clock ...Clock) *Store {
 	t.Helper()
-	s, err := Open(dir, quota, testLogger(t), opts...)
+	o := StoreOptions{Quota: quota, Logger: testLogger(t)}
+	if len(clock) > 0 {
+		o.Clock = clock[0]
+	}
+	s, err := Open(dir, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -192,7 +192,7 @@ func TestNodeRestartMidPull(t *testing.T) {
 		o.WrapProvider = func(p p2p.Provider) p2p.Provider { return slowProv{p, 2 * time.Millisecond} }
 	})
 	dir := t.TempDir()
-	s1, err := Open(dir, 0, testLogger(t))
+	s1, err := Open(dir, StoreOptions{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

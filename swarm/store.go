@@ -69,22 +69,14 @@ func (realClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterF
 // RealClock returns the wall clock.
 func RealClock() Clock { return realClock{} }
 
-// Option configures a Store.
-type Option func(*config) error
-
-type config struct {
-	clock Clock
-}
-
-// WithClock sets the store's clock (last-use times for LRU eviction).
-func WithClock(c Clock) Option {
-	return func(cfg *config) error {
-		if c == nil {
-			return errors.New("nil clock")
-		}
-		cfg.clock = c
-		return nil
-	}
+// StoreOptions configures a Store. Zero values take the defaults shown.
+type StoreOptions struct {
+	// Quota bounds the bytes of shards kept, complete and partial (0: no
+	// limit); least recently used shards of unpinned models are evicted.
+	Quota int64
+	// Clock gives last-use times for eviction (the wall clock).
+	Clock  Clock
+	Logger *slog.Logger
 }
 
 type shardState int
@@ -146,16 +138,13 @@ type StoreStats struct {
 	Fetch         FetchStats
 }
 
-// Open opens (creating if needed) the store in dir. quota bounds the bytes
-// of shards kept (complete and partial); quota ≤ 0 means no limit. Open
-// finds every model, complete shard and partial shard left by an earlier
-// run; their blocks are re-verified lazily.
-func Open(dir string, quota int64, log *slog.Logger, opts ...Option) (*Store, error) {
-	cfg := config{clock: realClock{}}
-	for _, o := range opts {
-		if err := o(&cfg); err != nil {
-			return nil, err
-		}
+// Open opens (creating if needed) the store in dir. Open finds every
+// model, complete shard and partial shard left by an earlier run; their
+// blocks are re-verified lazily.
+func Open(dir string, o StoreOptions) (*Store, error) {
+	quota, log := o.Quota, o.Logger
+	if o.Clock == nil {
+		o.Clock = realClock{}
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -166,10 +155,10 @@ func Open(dir string, quota int64, log *slog.Logger, opts ...Option) (*Store, er
 		}
 	}
 	s := &Store{
-		dir: dir, quota: quota, log: log, clock: cfg.clock,
+		dir: dir, quota: quota, log: log, clock: o.Clock,
 		models: map[rdrr.ModelID]*rdrr.Manifest{}, names: map[rdrr.ModelID]string{}, entries: map[rdrr.Hash]*entry{},
 	}
-	s.fetch = NewFetcher(s, log)
+	s.fetch = NewFetcher(s, FetcherOptions{Logger: log})
 	if err := s.loadModels(); err != nil {
 		return nil, err
 	}

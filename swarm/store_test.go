@@ -103,7 +103,7 @@ func TestStoreRefusesBadBlock(t *testing.T) {
 func TestStoreCrashMidWrite(t *testing.T) {
 	src, id := synthModel(t, 2<<20, 1<<20, 16<<10, 3)
 	dir := t.TempDir()
-	s, err := Open(dir, 0, testLogger(t))
+	s, err := Open(dir, StoreOptions{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestStoreQuotaLRU(t *testing.T) {
 	srcB, _ := synthModel(t, 3<<20, 1<<20, 16<<10, 5)
 	srcC, _ := synthModel(t, 3<<20, 1<<20, 16<<10, 6)
 	ctx := context.Background()
-	s := openStore(t, t.TempDir(), 5<<20, WithClock(&stepClock{}))
+	s := openStore(t, t.TempDir(), 5<<20, &stepClock{})
 	if _, err := s.ImportDir(ctx, srcA); err != nil {
 		t.Fatal(err)
 	}

@@ -51,7 +51,7 @@ func newClient(ctx context.Context, log *slog.Logger, u *ui, st *store, base str
 	c := &client{ctx: ctx, log: log, ui: u, store: st, base: base, model: id, loopback: loopback,
 		peers: map[string]*rtcPeer{}, wake: make(chan struct{}, 1)}
 	c.seed = &httpPeer{c: c, base: base}
-	c.fetcher = swarm.NewFetcher(st, log)
+	c.fetcher = swarm.NewFetcher(st, swarm.FetcherOptions{Logger: log})
 	st.onChange = c.announce
 	return c
 }

@@ -89,7 +89,7 @@ func newBenchSwarm() *cobra.Command {
 					Fetch: swarm.FetchOptions{Seed: seed, WaitPeers: time.Minute, PerPeer: perPeer, Parallel: parallel}, Logger: quiet}
 			}
 			open := func(name string) (*swarm.Store, error) {
-				return swarm.Open(filepath.Join(dir, name), 0, quiet)
+				return swarm.Open(filepath.Join(dir, name), swarm.StoreOptions{Logger: quiet})
 			}
 			ss, err := open("seed")
 			if err != nil {

@@ -44,7 +44,7 @@ func convertSmallShards(t *testing.T) (string, *rdrr.Manifest, rdrr.ModelID) {
 // seedNode starts an in-process swarm node serving dir's model.
 func seedNode(t *testing.T, dir string, edit func(*swarm.NodeOptions)) *swarm.Node {
 	t.Helper()
-	s, err := swarm.Open(t.TempDir(), 0, slog.New(slog.DiscardHandler))
+	s, err := swarm.Open(t.TempDir(), swarm.StoreOptions{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func seedNode(t *testing.T, dir string, edit func(*swarm.NodeOptions)) *swarm.No
 func partialStore(t *testing.T, dir string, drop rdrr.Hash) string {
 	t.Helper()
 	sd := t.TempDir()
-	s, err := swarm.Open(sd, 0, slog.New(slog.DiscardHandler))
+	s, err := swarm.Open(sd, swarm.StoreOptions{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func partialStore(t *testing.T, dir string, drop rdrr.Hash) string {
 	if err := os.Remove(filepath.Join(sd, "shards", drop.String())); err != nil {
 		t.Fatal(err)
 	}
-	s, err = swarm.Open(sd, 0, slog.New(slog.DiscardHandler))
+	s, err = swarm.Open(sd, swarm.StoreOptions{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestRunFetchesMissingShards(t *testing.T) {
 	if up := b.Host().Stats().BlocksServed; up == 0 {
 		t.Fatal("the peer served no block")
 	}
-	s, err := swarm.Open(sd, 0, slog.New(slog.DiscardHandler))
+	s, err := swarm.Open(sd, swarm.StoreOptions{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,7 +92,7 @@ func convertMoE(t *testing.T, name string) (string, *rdrr.Manifest, rdrr.ModelID
 func denseStore(t *testing.T, dir string, id rdrr.ModelID, m *rdrr.Manifest, experts map[rdrr.Hash]int64) string {
 	t.Helper()
 	sd := t.TempDir()
-	s, err := swarm.Open(sd, 0, slog.New(slog.DiscardHandler))
+	s, err := swarm.Open(sd, swarm.StoreOptions{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func denseStore(t *testing.T, dir string, id rdrr.ModelID, m *rdrr.Manifest, exp
 			t.Fatal(err)
 		}
 	}
-	s, err = swarm.Open(sd, 0, slog.New(slog.DiscardHandler))
+	s, err = swarm.Open(sd, swarm.StoreOptions{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

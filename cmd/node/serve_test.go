@@ -38,7 +38,7 @@ func TestServeWebRTC(t *testing.T) {
 	defer cancel()
 	// doppler node serves what its store holds: import it beforehand.
 	nodeStore := filepath.Join(tmp, "node-store")
-	st, err := swarm.Open(nodeStore, 0, nil)
+	st, err := swarm.Open(nodeStore, swarm.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

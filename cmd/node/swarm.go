@@ -45,7 +45,7 @@ func openStore(flag string) (*swarm.Store, error) {
 			return nil, err
 		}
 	}
-	s, err := swarm.Open(dir, 0, slog.Default())
+	s, err := swarm.Open(dir, swarm.StoreOptions{Logger: slog.Default()})
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}

@@ -50,7 +50,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 // node starts a swarm node on loopback whose store holds dir's model.
 func node(t *testing.T, dir string, edit func(*swarm.NodeOptions)) *swarm.Node {
 	t.Helper()
-	s, err := swarm.Open(t.TempDir(), 0, logger(t))
+	s, err := swarm.Open(t.TempDir(), swarm.StoreOptions{Logger: logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ func model(t *testing.T, seed byte, key ed25519.PrivateKey) (string, rdrr.ModelI
 // when set, stands between the client and the seed.
 func seed(t *testing.T, wrap func(http.Handler) http.Handler, dirs ...string) *httptest.Server {
 	t.Helper()
-	st, err := swarm.Open(t.TempDir(), 0, nil)
+	st, err := swarm.Open(t.TempDir(), swarm.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func seed(t *testing.T, wrap func(http.Handler) http.Handler, dirs ...string) *h
 			t.Fatal(err)
 		}
 	}
-	h := signaling.NewSeed(st, nil).Handler()
+	h := signaling.NewSeed(st, signaling.SeedOptions{}).Handler()
 	if wrap != nil {
 		h = wrap(h)
 	}

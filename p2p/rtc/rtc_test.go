@@ -55,7 +55,7 @@ func openStore(t *testing.T) (*swarm.Store, rdrr.ModelID) {
 	if storeErr != nil {
 		t.Fatal(storeErr)
 	}
-	st, err := swarm.Open(filepath.Join(t.TempDir(), "store"), 0, nil)
+	st, err := swarm.Open(filepath.Join(t.TempDir(), "store"), swarm.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

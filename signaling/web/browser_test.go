@@ -104,7 +104,7 @@ func startNode(t *testing.T, o nodeOptions) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := swarm.Open(filepath.Join(t.TempDir(), "store"), 0, slog.Default())
+	st, err := swarm.Open(filepath.Join(t.TempDir(), "store"), swarm.StoreOptions{Logger: slog.Default()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func startNode(t *testing.T, o nodeOptions) *node {
 	mux.Handle("/signal", sig.Handler())
 	mux.Handle("/d", web.Handler())
 	mux.Handle("/d/", web.Handler())
-	mux.Handle("/", signaling.NewSeed(st, slog.Default()).Handler())
+	mux.Handle("/", signaling.NewSeed(st, signaling.SeedOptions{Logger: slog.Default()}).Handler())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
