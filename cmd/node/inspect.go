@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -24,12 +23,12 @@ func newInspect() *cobra.Command {
 		Short: "Describe a GGUF file or an RDRR directory: architecture, config, tensors, shards, model id",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := os.Stat(args[0])
+			kind, err := rdrr.Sniff(args[0])
 			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			if st.IsDir() {
+			if kind != rdrr.KindGGUF {
 				m, err := rdrr.OpenDir(args[0])
 				if err != nil {
 					return err

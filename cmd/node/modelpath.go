@@ -27,14 +27,16 @@ func resolveModel(ctx context.Context, flag string) (string, error) {
 	if path == "" {
 		return "", errors.New("no model: pass -m MODEL (a GGUF file, HF directory or RDRR directory) or set DOPPLER_MODEL")
 	}
-	st, err := os.Stat(path)
+	kind, err := rdrr.Sniff(path)
 	if err != nil {
 		return "", fmt.Errorf("model %s: %w", path, err)
 	}
-	if st.IsDir() {
-		if _, err := os.Stat(filepath.Join(path, rdrr.ManifestFile)); err == nil {
-			return path, nil
-		}
+	if kind == rdrr.KindRDRR {
+		return path, nil
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("model %s: %w", path, err)
 	}
 	abs, _ := filepath.Abs(path)
 	// The format tag keeps conversions made before model IDs came from

@@ -124,11 +124,11 @@ func openTokenizer(path string) (*tokenizer.Tokenizer, error) {
 // readTokenizer returns the tokenizer stored at path (nil if none) and the
 // file it came from, for messages.
 func readTokenizer(path string) (*rdrr.Tokenizer, string, error) {
-	st, err := os.Stat(path)
+	kind, err := rdrr.Sniff(path)
 	if err != nil {
 		return nil, path, fmt.Errorf("model %s: %w", path, err)
 	}
-	if !st.IsDir() {
+	if kind == rdrr.KindGGUF {
 		f, err := gguf.Open(path)
 		if err != nil {
 			return nil, path, fmt.Errorf("%s: %w", path, err)
@@ -144,7 +144,7 @@ func readTokenizer(path string) (*rdrr.Tokenizer, string, error) {
 		return t, path, nil
 	}
 	manifest := filepath.Join(path, rdrr.ManifestFile)
-	if _, err := os.Stat(manifest); err == nil {
+	if kind == rdrr.KindRDRR {
 		m, err := rdrr.OpenDir(path)
 		if err != nil {
 			return nil, manifest, err

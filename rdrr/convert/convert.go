@@ -108,14 +108,14 @@ func checkOut(out string) error {
 }
 
 func openSource(in string) (source, error) {
-	st, err := os.Stat(in)
+	kind, err := rdrr.Sniff(in)
 	if err != nil {
 		return nil, err
 	}
-	if st.IsDir() {
-		if _, err := os.Stat(filepath.Join(in, rdrr.ManifestFile)); err == nil {
-			return nil, fmt.Errorf("%s is already an RDRR directory", in)
-		}
+	switch kind {
+	case rdrr.KindRDRR:
+		return nil, fmt.Errorf("%s is already an RDRR directory", in)
+	case rdrr.KindHF:
 		return openHF(in)
 	}
 	return openGGUF(in)
