@@ -88,6 +88,6 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug detail to stderr")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "text", "log format on stderr: text or json (one object per line)")
 	root.AddCommand(newConvert(), newInspect(), newVerify(), newRun(), benchWithSwarm(), newTokenize(),
-		newSeed(), newPull(), newNodeCmd(), newList(), newRm(), newServe())
+		newSeed(), newPull(), newShare(), newNodeCmd(), newList(), newRm(), newServe())
 	return root
 }

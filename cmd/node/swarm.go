@@ -348,30 +348,39 @@ func newPull() *cobra.Command {
 	var (
 		nf    netFlags
 		peers []string
+		seeds []string
 		out   string
 		wait  time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "pull MODEL_ID",
-		Short: "Fetch a model from peers into the store, verifying every block; -o writes an RDRR directory",
+		Use:   "pull MODEL_ID|LINK",
+		Short: "Fetch a model from HTTP seeds and peers (or a doppler share link's) into the store, verifying every block; -o writes an RDRR directory",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			if err := checkPeers("--peer", peers); err != nil {
+			src, err := parseSources(args[0], seeds, peers)
+			if err != nil {
+				return err
+			}
+			if err := checkPeers("--peer", src.peers); err != nil {
+				return err
+			}
+			clients, err := src.clients()
+			if err != nil {
 				return err
 			}
 			if wait <= 0 {
 				return fmt.Errorf("--wait %v: must be > 0", wait)
 			}
-			if len(peers) == 0 && len(nf.bootstrap) == 0 && !nf.mdns {
-				return errors.New("no peers: pass --peer MULTIADDR (or --bootstrap, --mdns)")
+			if len(src.peers) == 0 && len(clients) == 0 && len(nf.bootstrap) == 0 && !nf.mdns {
+				return errors.New("no peers: pass --seed URL or --peer MULTIADDR (or --bootstrap, --mdns)")
 			}
 			store, err := openStore(nf.store)
 			if err != nil {
 				return err
 			}
 			defer store.Close()
-			id, err := parseModelID(store, args[0])
+			id, err := src.model(store)
 			if err != nil {
 				return err
 			}
@@ -389,11 +398,11 @@ func newPull() *cobra.Command {
 			progress, finish := pullProgress(id)
 			pctx, cancel := context.WithCancel(ctx)
 			defer cancel()
-			err = n.Pull(pctx, id, swarm.PullOptions{Peers: peers, Progress: progress})
+			err = n.Pull(pctx, id, swarm.PullOptions{Peers: src.peers, Sources: clients, Progress: progress})
 			finish()
 			if err != nil {
 				if errors.Is(err, swarm.ErrNoPeers) {
-					return fmt.Errorf("model %s: no peers reachable with the missing shards within %v", id.Short(), wait)
+					return fmt.Errorf("model %s: no peers reachable with the missing shards within %v%s", id.Short(), wait, blame(store, id))
 				}
 				return oneLine(err)
 			}
@@ -412,6 +421,7 @@ func newPull() *cobra.Command {
 	nf.register(cmd, true)
 	fl := cmd.Flags()
 	fl.StringArrayVar(&peers, "peer", nil, "peer to fetch from, a full multiaddr with /p2p/<peer-id>; repeatable")
+	fl.StringArrayVar(&seeds, "seed", nil, "HTTP seed to fetch from: the http(s) URL of a doppler serve or node --http; repeatable")
 	fl.StringVarP(&out, "output", "o", "", "also write the model as an RDRR directory here (atomically)")
 	fl.DurationVar(&wait, "wait", 30*time.Second, "give up when no peer supplies anything for this long")
 	return cmd

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/doppler-llm/doppler/p2p/httpseed"
+	"github.com/doppler-llm/doppler/p2p/sharelink"
+	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/swarm"
+)
+
+// sources is where a model comes from: share's and pull's argument (a
+// model ID or a share link) and their --seed and --peer flags.
+type sources struct {
+	arg   string          // the model ID as given; empty when a link named it
+	link  *sharelink.Link // the argument, when it is a share link
+	seeds []string        // base URLs, checked and without duplicates
+	peers []string        // multiaddrs with /p2p/, checked, without duplicates
+}
+
+// parseSources reads the argument and the flags: a share link's seeds
+// and peers come after the flags'. Errors name the flag or the link.
+func parseSources(arg string, seeds, peers []string) (*sources, error) {
+	s := &sources{arg: arg}
+	if sharelink.Is(arg) {
+		l, err := sharelink.Parse(arg)
+		if err != nil {
+			return nil, err
+		}
+		s.link, s.arg = &l, ""
+	}
+	for _, u := range seeds {
+		b, err := httpseed.ParseBase(u)
+		if err != nil {
+			return nil, fmt.Errorf("--seed: %w", err)
+		}
+		s.addSeed(b)
+	}
+	if err := checkPeers("--peer", peers); err != nil {
+		return nil, err
+	}
+	for _, p := range peers {
+		m, err := sharelink.ParsePeer(p)
+		if err != nil {
+			return nil, fmt.Errorf("--peer: %w", err)
+		}
+		s.addPeer(m)
+	}
+	if s.link != nil {
+		for _, b := range s.link.Seeds {
+			s.addSeed(b)
+		}
+		for _, p := range s.link.Peers {
+			s.addPeer(p)
+		}
+	}
+	return s, nil
+}
+
+func (s *sources) addSeed(b string) {
+	if !slices.Contains(s.seeds, b) {
+		s.seeds = append(s.seeds, b)
+	}
+}
+
+func (s *sources) addPeer(p string) {
+	if !slices.Contains(s.peers, p) {
+		s.peers = append(s.peers, p)
+	}
+}
+
+// model is the model ID: the link's, or the argument (a full ID, or a
+// unique prefix of a model in store, which may be nil).
+func (s *sources) model(store *swarm.Store) (rdrr.ModelID, error) {
+	if s.link != nil {
+		return s.link.Model, nil
+	}
+	return parseModelID(store, s.arg)
+}
+
+// clients are the seeds as swarm sources.
+func (s *sources) clients() ([]swarm.Source, error) {
+	var out []swarm.Source
+	for _, u := range s.seeds {
+		c, err := httpseed.New(u)
+		if err != nil {
+			return nil, fmt.Errorf("--seed: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// blame names the sources a failed pull of id set aside for bad blocks
+// (they are logged as they happen; the error says it once more).
+func blame(store *swarm.Store, id rdrr.ModelID) string {
+	var bad []string
+	for _, p := range store.PeerStats() {
+		if p.BadBlocks > 0 && slices.Contains(p.Dropped, id) {
+			bad = append(bad, p.ID)
+		}
+	}
+	if len(bad) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (dropped for sending bad blocks: %s)", strings.Join(bad, ", "))
+}
+
+func newShare() *cobra.Command {
+	var (
+		storeFlag    string
+		seeds, peers []string
+	)
+	cmd := &cobra.Command{
+		Use:   "share MODEL_ID|LINK --seed URL... --peer MULTIADDR...",
+		Short: "Print a doppler:// link naming the model and where to get it (HTTP seeds, peers), for doppler pull LINK",
+		Long: `Print one doppler:// share link: the model ID and the sources given, each
+HTTP seed (--seed, the http(s) URL of a doppler serve or node --http) and
+peer (--peer, a multiaddr with /p2p/<peer-id>, as seed and node print it).
+doppler pull LINK fetches the model from them, verifying every block
+against the ID. A link as the argument is shared again with the sources
+given added. The grammar is in docs/protocols.md ("Share links").`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			src, err := parseSources(args[0], seeds, peers)
+			if err != nil {
+				return err
+			}
+			if len(src.seeds)+len(src.peers) == 0 {
+				return errors.New("nothing to share from: pass at least one --seed URL (a running doppler serve or node --http) or --peer MULTIADDR (a running doppler seed or node)")
+			}
+			var store *swarm.Store
+			if _, err := rdrr.ParseHash(src.arg); src.arg != "" && err != nil {
+				// A prefix: look it up in the store.
+				if store, err = openStore(storeFlag); err != nil {
+					return err
+				}
+				defer store.Close()
+			}
+			id, err := src.model(store)
+			if err != nil {
+				return err
+			}
+			link := sharelink.Link{Model: id, Seeds: src.seeds, Peers: src.peers}.String()
+			if _, err := sharelink.Parse(link); err != nil {
+				return err // over the limits
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), link)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&storeFlag, "store", "", storeFlagHelp+"; read only to expand a model ID prefix")
+	fl.StringArrayVar(&seeds, "seed", nil, "an HTTP seed to name: the http(s) URL of a doppler serve or node --http; repeatable")
+	fl.StringArrayVar(&peers, "peer", nil, "a peer to name: a full multiaddr with /p2p/<peer-id>; repeatable")
+	return cmd
+}
