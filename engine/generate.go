@@ -183,7 +183,13 @@ func (s *Session) step(ctx context.Context, ids []int, smp *gpuSampler) (int, er
 	if err != nil {
 		return 0, err
 	}
-	return int(binary.LittleEndian.Uint32(b)), nil
+	id := binary.LittleEndian.Uint32(b)
+	if id >= uint32(s.m.Config.VocabSize) {
+		// Argmax writes kernels.ArgmaxNone when every logit is NaN: the
+		// weights are broken, and a silent token 0 would hide it.
+		return 0, fmt.Errorf("%w: no token to pick at position %d (the logits are NaN)", ErrBadLogits, s.pos)
+	}
+	return int(id), nil
 }
 
 // gpuSampler owns the sampling ops of a session for one option set.

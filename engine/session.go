@@ -16,6 +16,10 @@ import (
 // ErrContextFull is returned when tokens would not fit the KV cache.
 var ErrContextFull = errors.New("context window is full")
 
+// ErrBadLogits means the model computed NaN logits: broken or garbage
+// weights.
+var ErrBadLogits = errors.New("the model's output is not a number (broken weights?)")
+
 // Session is one conversation's state on the GPU: activations, the KV
 // cache, and the recorded ops of the forward pass, built once per batch
 // size and replayed.

@@ -1,6 +1,7 @@
 // Argmax over n float32 logits → u32 index at out[0]; the lowest index on
 // ties (llama.cpp's greedy pick). NaNs never win; when every value is NaN
-// the result is 0. One workgroup: each invocation scans a strided slice
+// the result is NONE (0xffffffff), so the engine can tell a broken model
+// from one that picks token 0. One workgroup: each invocation scans a strided slice
 // (coalesced), keeping its first maximum, then a tree reduction through
 // workgroup memory. WG (a power of two) is templated by argmax.go.
 
@@ -64,6 +65,6 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         workgroupBarrier();
     }
     if (lid == 0u) {
-        out[0] = select(best_i[0], 0u, best_i[0] == NONE);
+        out[0] = best_i[0];
     }
 }

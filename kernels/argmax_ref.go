@@ -2,8 +2,11 @@
 
 package kernels
 
+// ArgmaxNone is what Argmax writes when every value is NaN.
+const ArgmaxNone = 0xffffffff
+
 // ArgmaxRef is the scalar reference for Argmax: the lowest index of the
-// largest value, NaNs skipped, 0 when all are NaN.
+// largest value, NaNs skipped, ArgmaxNone when all are NaN.
 func ArgmaxRef(x []float32) int {
 	best := -1
 	for i, v := range x {
@@ -14,5 +17,8 @@ func ArgmaxRef(x []float32) int {
 			best = i
 		}
 	}
-	return max(best, 0)
+	if best < 0 {
+		return ArgmaxNone
+	}
+	return best
 }
