@@ -17,6 +17,7 @@ import (
 	"github.com/doppler-llm/doppler/p2p/rtc"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/swarm"
 )
 
 // Holdings is what a Gateway serves to browsers: the shard protocol's
@@ -565,16 +566,9 @@ func (g *Gateway) inventory(id rdrr.ModelID) *wire.Inventory {
 		return inv
 	}
 	g.mu.Unlock()
-	var have wire.Bitmap
+	have := wire.NewBitmap(0)
 	if m := g.manifest(id); m != nil {
-		have = wire.NewBitmap(len(m.Shards))
-		for i, sh := range m.Shards {
-			if g.hold.Has(sh.Hash) {
-				have.Set(i)
-			}
-		}
-	} else {
-		have = wire.NewBitmap(0)
+		have, _ = swarm.HaveBitmap(m, g.hold)
 	}
 	ttl := min(3*g.opts.InventoryInterval/time.Second, wire.MaxTTL)
 	inv := &wire.Inventory{Model: id, Have: have, Models: g.completeModels(), TTL: uint32(max(ttl, 1))}
@@ -603,14 +597,7 @@ func (g *Gateway) completeModels() []rdrr.ModelID {
 		if m == nil {
 			continue
 		}
-		all := true
-		for _, sh := range m.Shards {
-			if !g.hold.Has(sh.Hash) {
-				all = false
-				break
-			}
-		}
-		if all {
+		if _, all := swarm.HaveBitmap(m, g.hold); all {
 			out = append(out, id)
 			if len(out) == wire.MaxModels {
 				break

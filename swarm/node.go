@@ -288,14 +288,10 @@ func (n *Node) sync() {
 		if !ok {
 			continue
 		}
-		have := wire.NewBitmap(len(m.Shards))
-		all := true
+		have, all := HaveBitmap(m, n.store)
 		for i, sh := range m.Shards {
-			if n.store.Has(sh.Hash) {
-				have.Set(i)
+			if have.Has(i) {
 				keys = append(keys, sh.Hash)
-			} else {
-				all = false
 			}
 		}
 		if all {

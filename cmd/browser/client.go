@@ -282,15 +282,7 @@ func (c *client) inventory() *wire.Inventory {
 	if !ok || c.self == "" {
 		return nil
 	}
-	have := wire.NewBitmap(len(sm.m.Shards))
-	all := true
-	for i, sh := range sm.m.Shards {
-		if c.store.Has(sh.Hash) {
-			have.Set(i)
-		} else {
-			all = false
-		}
-	}
+	have, all := swarm.HaveBitmap(sm.m, c.store)
 	inv := &wire.Inventory{Peer: c.self, Model: c.model, Have: have, Seq: uint64(time.Now().UnixNano()), TTL: 120}
 	if all {
 		inv.Models = []rdrr.ModelID{c.model}
