@@ -115,8 +115,8 @@ func ParsePeer(s string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("peer %q: %v", s, err)
 	}
-	if _, err := m.ValueForProtocol(ma.P_P2P); err != nil {
-		return "", fmt.Errorf("peer %q: no /p2p/<peer-id>", s)
+	if _, last := ma.SplitLast(m); last == nil || last.Code() != ma.P_P2P {
+		return "", fmt.Errorf("peer %q: does not end in /p2p/<peer-id>", s)
 	}
 	return m.String(), nil
 }

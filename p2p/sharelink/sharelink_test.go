@@ -93,6 +93,7 @@ func TestBad(t *testing.T) {
 		{"doppler://" + id + "?seed=" + url.QueryEscape("http://example.org/?a=b"), "query"},
 		{"doppler://" + id + "?seed=", "http:// or https://"},
 		{"doppler://" + id + "?peer=/ip4/127.0.0.1/tcp/4001", "/p2p/"},
+		{"doppler://" + id + "?peer=" + strings.Replace(peer, "/ip4/127.0.0.1/tcp/4001", "", 1) + "/tcp/1", "/p2p/"},
 		{"doppler://" + id + "?peer=nonsense", "peer"},
 		{"doppler://" + id + "?seed=%zz", "query"},
 		{"doppler://" + id + "?a;b", "query"},
