@@ -87,7 +87,7 @@ func (s *sources) model(store *swarm.Store) (rdrr.ModelID, error) {
 func (s *sources) clients() ([]swarm.Source, error) {
 	var out []swarm.Source
 	for _, u := range s.seeds {
-		c, err := httpseed.New(u)
+		c, err := httpseed.New(u, httpseed.Options{})
 		if err != nil {
 			return nil, fmt.Errorf("--seed: %w", err)
 		}

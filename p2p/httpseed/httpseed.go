@@ -53,22 +53,10 @@ type Doer interface {
 	Do(*http.Request) (*http.Response, error)
 }
 
-// Option configures a Client.
-type Option func(*config) error
-
-type config struct {
-	doer Doer
-}
-
-// WithDoer sends the requests through d (default http.DefaultClient).
-func WithDoer(d Doer) Option {
-	return func(c *config) error {
-		if d == nil {
-			return errors.New("httpseed: nil Doer")
-		}
-		c.doer = d
-		return nil
-	}
+// Options configures a Client; the zero value is the default.
+type Options struct {
+	// Doer sends the requests (http.DefaultClient).
+	Doer Doer
 }
 
 // Client is one HTTP seed.
@@ -79,21 +67,15 @@ type Client struct {
 
 // New returns a client of the seed at base, an http or https URL (a path
 // is kept: a seed may sit behind a proxy under one).
-func New(base string, opts ...Option) (*Client, error) {
+func New(base string, opts Options) (*Client, error) {
 	b, err := ParseBase(base)
 	if err != nil {
 		return nil, err
 	}
-	var c config
-	for _, o := range opts {
-		if err := o(&c); err != nil {
-			return nil, err
-		}
+	if opts.Doer == nil {
+		opts.Doer = http.DefaultClient
 	}
-	if c.doer == nil {
-		c.doer = http.DefaultClient
-	}
-	return &Client{base: b, doer: c.doer}, nil
+	return &Client{base: b, doer: opts.Doer}, nil
 }
 
 // ParseBase checks a seed's base URL and returns it without a trailing

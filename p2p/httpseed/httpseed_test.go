@@ -114,9 +114,9 @@ func (c *counter) Do(r *http.Request) (*http.Response, error) {
 	return http.DefaultClient.Do(r)
 }
 
-func client(t *testing.T, base string, opts ...httpseed.Option) *httpseed.Client {
+func client(t *testing.T, base string, opts httpseed.Options) *httpseed.Client {
 	t.Helper()
-	c, err := httpseed.New(base, opts...)
+	c, err := httpseed.New(base, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestManifest(t *testing.T) {
 	plainDir, plain, _ := model(t, 1, nil)
 	signedDir, signed, _ := model(t, 2, priv)
 	srv := seed(t, nil, plainDir, signedDir)
-	c := client(t, srv.URL+"/")
+	c := client(t, srv.URL+"/", httpseed.Options{})
 	if c.ID() != srv.URL {
 		t.Errorf("ID %q, want %q (no trailing slash)", c.ID(), srv.URL)
 	}
@@ -195,7 +195,7 @@ func TestManifestHostile(t *testing.T) {
 					next.ServeHTTP(w, r)
 				})
 			}, dirA, dirB)
-			_, _, err := client(t, srv.URL).Manifest(context.Background(), c.id)
+			_, _, err := client(t, srv.URL, httpseed.Options{}).Manifest(context.Background(), c.id)
 			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), srv.URL+httpseed.Prefix+"/models/"+c.id.String()) || !strings.Contains(err.Error(), c.text) {
 				t.Fatalf("%v, want %v naming the URL and %q", err, c.want, c.text)
 			}
@@ -227,7 +227,7 @@ func TestReadBlocks(t *testing.T) {
 	}
 	srv := seed(t, nil, dir)
 	var doer counter
-	c := client(t, srv.URL, httpseed.WithDoer(&doer))
+	c := client(t, srv.URL, httpseed.Options{Doer: &doer})
 	for _, sh := range m.Shards {
 		file, err := os.ReadFile(filepath.Join(dir, sh.Hash.String()))
 		if err != nil {
@@ -320,7 +320,7 @@ func TestReadBlocksHostile(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			srv := seed(t, c.wrap, dir)
-			idx, _, err := read(client(t, srv.URL), sh, 0, n)
+			idx, _, err := read(client(t, srv.URL, httpseed.Options{}), sh, 0, n)
 			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), srv.URL+shardURL) || len(idx) != c.blocks {
 				t.Fatalf("%v after blocks %v; want %v naming the URL after %d blocks", err, idx, c.want, c.blocks)
 			}
@@ -340,7 +340,7 @@ func TestReadBlocksNoRange(t *testing.T) {
 		})
 	}, dir)
 	file, _ := os.ReadFile(filepath.Join(dir, sh.Hash.String()))
-	idx, got, err := read(client(t, srv.URL), sh, 2, 3)
+	idx, got, err := read(client(t, srv.URL, httpseed.Options{}), sh, 2, 3)
 	if err != nil || len(idx) != 3 || !bytes.Equal(got, file[2<<10:5<<10]) {
 		t.Fatalf("blocks %v, %v", idx, err)
 	}
@@ -362,7 +362,7 @@ func TestReadBlocksCancel(t *testing.T) {
 			<-r.Context().Done() // stall
 		})
 	}, dir)
-	c := client(t, srv.URL)
+	c := client(t, srv.URL, httpseed.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	start := time.Now()
 	err := c.ReadBlocks(ctx, sh, 0, 4, func(i int, data []byte) error {
@@ -400,8 +400,5 @@ func TestParseBase(t *testing.T) {
 		if err != nil && !strings.Contains(err.Error(), fmt.Sprintf("%q", c.in)) {
 			t.Errorf("ParseBase(%q): %v does not name the URL", c.in, err)
 		}
-	}
-	if _, err := httpseed.New("http://x", httpseed.WithDoer(nil)); err == nil {
-		t.Error("WithDoer(nil) accepted")
 	}
 }
