@@ -8,12 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall/js"
 	"time"
 
+	"github.com/doppler-llm/doppler/p2p/rtc/loopback"
 	"github.com/doppler-llm/doppler/p2p/shardproto"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
@@ -78,7 +78,7 @@ func newPeer(c *client, id string) (*rtcPeer, error) {
 			p.signal("candidate", json.RawMessage("null"))
 			return
 		}
-		if line := cand.Get("candidate").String(); p.loopback && !loopbackCandidate(line) {
+		if line := cand.Get("candidate").String(); p.loopback && !loopback.Candidate(line) {
 			p.log.Debug("not sending a non-loopback candidate", "candidate", line)
 			return
 		}
@@ -126,14 +126,6 @@ func closeOnce(mu *sync.Mutex, ch chan struct{}) {
 }
 
 func (p *rtcPeer) on(ev string, f func(js.Value)) { p.h.on(p.pc, ev, f) }
-
-// loopbackCandidate reports whether an ICE candidate line is a UDP
-// candidate on a 127.0.0.0/8 address (the only kind used when the page
-// and the node are on loopback).
-func loopbackCandidate(line string) bool {
-	f := strings.Fields(strings.TrimPrefix(line, "a="))
-	return len(f) >= 8 && strings.EqualFold(f[2], "udp") && strings.HasPrefix(f[4], "127.")
-}
 
 // ID names the peer (swarm.Peer).
 func (p *rtcPeer) ID() string { return p.id }
@@ -199,7 +191,7 @@ func (p *rtcPeer) setRemote(sdp json.RawMessage, typ string) error {
 		}
 	}
 	if p.loopback {
-		desc.Set("sdp", dropCandidates(desc.Get("sdp").String()))
+		desc.Set("sdp", loopback.SDP(desc.Get("sdp").String()))
 	}
 	if _, err := callAwait(p.ctx, p.pc, "setRemoteDescription", desc); err != nil {
 		return fmt.Errorf("peer %s: %w", p.id, err)
@@ -215,19 +207,6 @@ func (p *rtcPeer) setRemote(sdp json.RawMessage, typ string) error {
 	return nil
 }
 
-// dropCandidates removes non-loopback candidate lines from an SDP.
-func dropCandidates(sdp string) string {
-	lines := strings.Split(sdp, "\r\n")
-	out := lines[:0]
-	for _, l := range lines {
-		if strings.HasPrefix(l, "a=candidate:") && !loopbackCandidate(l) {
-			continue
-		}
-		out = append(out, l)
-	}
-	return strings.Join(out, "\r\n")
-}
-
 // remoteCandidate takes a trickled candidate (JSON; null ends them).
 func (p *rtcPeer) remoteCandidate(raw json.RawMessage) {
 	if len(raw) == 0 || string(raw) == "null" {
@@ -241,7 +220,7 @@ func (p *rtcPeer) remoteCandidate(raw json.RawMessage) {
 		p.log.Debug("ignoring a malformed candidate")
 		return
 	}
-	if line := v.Get("candidate").String(); line != "" && p.loopback && !loopbackCandidate(line) {
+	if line := v.Get("candidate").String(); line != "" && p.loopback && !loopback.Candidate(line) {
 		return
 	}
 	p.mu.Lock()

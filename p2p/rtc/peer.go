@@ -20,6 +20,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/doppler-llm/doppler/p2p"
+	"github.com/doppler-llm/doppler/p2p/rtc/loopback"
 	"github.com/doppler-llm/doppler/p2p/wire"
 )
 
@@ -317,7 +318,7 @@ func (p *Peer) setRemote(d webrtc.SessionDescription) error {
 		d.SDP = j.SDP
 	}
 	if p.opts.Loopback {
-		d.SDP = filterSDP(d.SDP)
+		d.SDP = loopback.SDP(d.SDP)
 	}
 	if err := p.pc.SetRemoteDescription(d); err != nil {
 		return fmt.Errorf("%w: remote %s: %w", ErrSignaling, d.Type, err)
@@ -354,7 +355,7 @@ func (p *Peer) localCandidate(c *webrtc.ICECandidate) {
 		return // gathering complete
 	}
 	init := c.ToJSON()
-	if p.opts.Loopback && !loopbackCandidate(init.Candidate) {
+	if p.opts.Loopback && !loopback.Candidate(init.Candidate) {
 		p.log.Warn("dropping a non-loopback local candidate", "candidate", init.Candidate)
 		return
 	}
@@ -396,7 +397,7 @@ func (p *Peer) AddCandidate(candidate string) error {
 	if init.Candidate == "" {
 		return nil
 	}
-	if p.opts.Loopback && !loopbackCandidate(init.Candidate) {
+	if p.opts.Loopback && !loopback.Candidate(init.Candidate) {
 		p.log.Debug("dropping a non-loopback remote candidate", "candidate", init.Candidate)
 		return nil
 	}
@@ -422,31 +423,6 @@ func (p *Peer) AddCandidate(candidate string) error {
 		return fmt.Errorf("%w: candidate: %w", ErrSignaling, err)
 	}
 	return nil
-}
-
-// loopbackCandidate reports whether a candidate line ("candidate:…") is a
-// UDP4 candidate on a loopback address.
-func loopbackCandidate(line string) bool {
-	c, err := ice.UnmarshalCandidate(strings.TrimPrefix(strings.TrimPrefix(line, "a="), "candidate:"))
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(c.Address())
-	return c.NetworkType() == ice.NetworkTypeUDP4 && ip != nil && ip.IsLoopback() && ip.To4() != nil
-}
-
-// filterSDP drops the candidate lines of an SDP that are not UDP4 loopback.
-func filterSDP(sdp string) string {
-	lines := strings.SplitAfter(sdp, "\n")
-	out := lines[:0]
-	for _, l := range lines {
-		t := strings.TrimRight(l, "\r\n")
-		if strings.HasPrefix(t, "a=candidate:") && !loopbackCandidate(t) {
-			continue
-		}
-		out = append(out, l)
-	}
-	return strings.Join(out, "")
 }
 
 // Close closes the connection and waits for the peer's goroutines.
