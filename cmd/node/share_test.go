@@ -212,6 +212,7 @@ func TestShareFlags(t *testing.T) {
 		{[]string{"pull", "doppler://" + id + "?seed=gopher://x", "--store", store}, "doppler://" + id},
 		{[]string{"pull", "doppler:" + id, "--store", store}, "doppler://<model-id>"},
 		{[]string{"pull", "doppler://" + id, "--store", store}, "--seed URL or --peer"},
+		{[]string{"pull", id, "--seed", "http://127.0.0.1:1", "--store", store}, "GET http://127.0.0.1:1/rdrr/v1/models/" + id + "/manifest.json"},
 	} {
 		if o, err := cliContext(ctx, c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v (%s); want an error mentioning %q", c.args, err, o, c.want)
