@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/doppler-llm/doppler/internal/leaktest"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/quant"
 )
@@ -28,33 +28,15 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	h.Close()
-	base := settle(0, 2*time.Second)
+	base := leaktest.Baseline(2 * time.Second)
 	code := m.Run()
 	if code == 0 {
-		if n := settle(base, 5*time.Second); n > base {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			fmt.Fprintf(os.Stderr, "goroutine leak: %d goroutines, %d before the tests\n%s\n", n, base, buf)
+		if n := leaktest.Settle(base, 5*time.Second); n > base {
+			fmt.Fprintf(os.Stderr, "goroutine leak: %d goroutines, %d before the tests\n%s\n", n, base, leaktest.Stacks())
 			code = 1
 		}
 	}
 	os.Exit(code)
-}
-
-// settle waits (bounded) until at most target goroutines run (target 0:
-// until the count stops falling) and returns the count.
-func settle(target int, limit time.Duration) int {
-	deadline := time.Now().Add(limit)
-	n := runtime.NumGoroutine()
-	for time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-		m := runtime.NumGoroutine()
-		if (target > 0 && m <= target) || (target == 0 && m == n) {
-			return m
-		}
-		n = m
-	}
-	return runtime.NumGoroutine()
 }
 
 // eventually polls cond every 50 ms until it holds or limit passes.

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/doppler-llm/doppler/internal/leaktest"
 	"github.com/doppler-llm/doppler/rdrr"
 )
 
@@ -29,25 +29,7 @@ const wait = 5 * time.Second // bound on any single expectation
 
 // checkLeaks fails the test if goroutines started during it outlive it.
 // Register it first: cleanups run last-in first-out.
-func checkLeaks(t *testing.T) {
-	base := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(wait)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= base {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutines: %d before, %d after\n%s", base, n, buf)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
+func checkLeaks(t *testing.T) { leaktest.Check(t, wait) }
 
 // start returns a signaling server behind an httptest server on 127.0.0.1.
 func start(t *testing.T, opts Options) (*Server, string) {

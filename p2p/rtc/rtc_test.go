@@ -10,12 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/doppler-llm/doppler/internal/leaktest"
 	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/p2p/wire"
@@ -373,7 +373,7 @@ func TestLoopbackCandidates(t *testing.T) {
 // Peers leave no goroutine behind, and Close is bounded.
 func TestNoLeak(t *testing.T) {
 	st, id := openStore(t)
-	base := runtime.NumGoroutine()
+	leaktest.Check(t, 10*time.Second)
 	for range 2 {
 		func() {
 			p := newPair(t, st, nil) // its cleanup closes again: a no-op
@@ -399,18 +399,6 @@ func TestNoLeak(t *testing.T) {
 				t.Fatal("Close hangs")
 			}
 		}()
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= base {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
