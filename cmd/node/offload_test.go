@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/convert"
@@ -21,7 +21,7 @@ import (
 // several shards.
 func convertSmallShards(t *testing.T) (string, *rdrr.Manifest, rdrr.ModelID) {
 	t.Helper()
-	src := testdata.Path(t, "models/stories260K.gguf")
+	src := testenv.Path(t, "models/stories260K.gguf")
 	dir := filepath.Join(t.TempDir(), "stories")
 	id, err := convert.ToRDRR(context.Background(), src, dir, convert.Options{Writer: rdrr.WriterOptions{ShardSize: 256 << 10, BlockSize: 64 << 10}})
 	if err != nil {
