@@ -14,31 +14,6 @@ import (
 	"github.com/doppler-llm/doppler/swarm"
 )
 
-// importModel makes a model complete in the store: a model ID (or unique
-// prefix) already there, or a GGUF file / HF or RDRR directory, converted
-// if needed and imported.
-func importModel(ctx context.Context, store *swarm.Store, arg string) (rdrr.ModelID, error) {
-	if looksLikeModelID(arg) {
-		id, err := parseModelID(store, arg)
-		if err != nil {
-			return id, err
-		}
-		st, ok := store.Status(id)
-		if !ok {
-			return id, fmt.Errorf("unknown model id %s (not in store %s)", id, store.Dir())
-		}
-		if st.CompleteShards < st.Shards {
-			return id, fmt.Errorf("model %s: the store holds %d of %d shards; run doppler pull first", id, st.CompleteShards, st.Shards)
-		}
-		return id, nil
-	}
-	dir, err := resolveModel(ctx, arg)
-	if err != nil {
-		return rdrr.ModelID{}, err
-	}
-	return store.ImportDir(ctx, dir)
-}
-
 func newServe() *cobra.Command {
 	var (
 		storeFlag string

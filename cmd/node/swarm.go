@@ -246,26 +246,9 @@ func newSeed() *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			var id rdrr.ModelID
-			if looksLikeModelID(args[0]) {
-				if id, err = parseModelID(store, args[0]); err != nil {
-					return err
-				}
-				st, ok := store.Status(id)
-				if !ok {
-					return fmt.Errorf("unknown model id %s (not in store %s)", id, store.Dir())
-				}
-				if st.CompleteShards < st.Shards {
-					return fmt.Errorf("model %s: the store holds %d of %d shards; run doppler pull first", id, st.CompleteShards, st.Shards)
-				}
-			} else {
-				dir, err := resolveModel(ctx, args[0])
-				if err != nil {
-					return err
-				}
-				if id, err = store.ImportDir(ctx, dir); err != nil {
-					return err
-				}
+			id, err := importModel(ctx, store, args[0])
+			if err != nil {
+				return err
 			}
 			n, err := nf.startNode(ctx, store)
 			if err != nil {
