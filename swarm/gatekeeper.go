@@ -316,14 +316,9 @@ func (x *ExpertTracker) accept(c *wire.Clusters) {
 		return
 	}
 	if _, ok := x.versions[c.Peer]; !ok && len(x.versions) >= maxGatekeepers {
-		var oldest string
-		for p, t := range x.seen {
-			if oldest == "" || t.Before(x.seen[oldest]) {
-				oldest = p
-			}
-		}
-		delete(x.versions, oldest)
-		delete(x.seen, oldest)
+		p := oldestPeer(x.seen)
+		delete(x.versions, p)
+		delete(x.seen, p)
 	}
 	x.versions[c.Peer], x.seen[c.Peer] = c.Version, time.Now()
 	x.cur = newClusterSet(c)
@@ -389,14 +384,9 @@ func (g *gatekeeperModel) add(u *wire.Usage) {
 		return
 	}
 	if _, ok := g.peers[u.Peer]; !ok && len(g.peers) >= maxUsagePeers {
-		var oldest string
-		for p, t := range g.received {
-			if oldest == "" || t.Before(g.received[oldest]) {
-				oldest = p
-			}
-		}
-		delete(g.peers, oldest)
-		delete(g.received, oldest)
+		p := oldestPeer(g.received)
+		delete(g.peers, p)
+		delete(g.received, p)
 	}
 	g.peers[u.Peer], g.received[u.Peer] = u, time.Now()
 	g.mu.Unlock()
@@ -551,4 +541,16 @@ func (n *Node) gatekeep(id rdrr.ModelID) {
 			n.log.Warn("swarm: gatekeeper", "model", id.Short(), "err", err)
 		}
 	})
+}
+
+// oldestPeer returns the peer heard from longest ago in heard ("" if
+// none): the one a full table drops to make room.
+func oldestPeer(heard map[string]time.Time) string {
+	var oldest string
+	for p, t := range heard {
+		if oldest == "" || t.Before(heard[oldest]) {
+			oldest = p
+		}
+	}
+	return oldest
 }
