@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -266,14 +265,4 @@ func httpGet(ctx context.Context, url, path string, want rdrr.Hash) error {
 		return fmt.Errorf("GET %s: content hashes to %s", url, got[:12])
 	}
 	return f.Close()
-}
-
-// cpuTime is the process's user + system CPU time so far: on a shared or
-// small machine it tells work from waiting.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
