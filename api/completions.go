@@ -14,13 +14,8 @@ import (
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 	var req completionRequest
-	if e := s.decode(w, r, &req); e != nil {
-		e.write(w)
-		return
-	}
-	m, e := s.readyModel(req.Model)
-	if e != nil {
-		e.write(w)
+	m := s.readyRequest(w, r, &req, &req.samplingRequest)
+	if m == nil {
 		return
 	}
 	prompt, text := req.Prompt.tokens, req.Prompt.text
@@ -48,13 +43,8 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	var req chatRequest
-	if e := s.decode(w, r, &req); e != nil {
-		e.write(w)
-		return
-	}
-	m, e := s.readyModel(req.Model)
-	if e != nil {
-		e.write(w)
+	m := s.readyRequest(w, r, &req, &req.samplingRequest)
+	if m == nil {
 		return
 	}
 	msgs := make([]Message, len(req.Messages))
@@ -68,6 +58,22 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	}
 	f := replyFormat{id: newID("chatcmpl-"), model: m.id.String(), created: time.Now().Unix()}
 	s.generate(w, r, m, prompt, req.samplingRequest, f)
+}
+
+// readyRequest decodes a generation request's body into req, whose
+// sampling fields are sr, and returns the ready model it names. On failure
+// it writes the error response and returns nil.
+func (s *Server) readyRequest(w http.ResponseWriter, r *http.Request, req any, sr *samplingRequest) *model {
+	if e := s.decode(w, r, req); e != nil {
+		e.write(w)
+		return nil
+	}
+	m, e := s.readyModel(sr.Model)
+	if e != nil {
+		e.write(w)
+		return nil
+	}
+	return m
 }
 
 // readyModel finds the model named and checks it can answer.
