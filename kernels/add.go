@@ -20,8 +20,8 @@ fn lhs(i: u32) -> f32 { return out[i]; }
 
 // addParams mirrors Params in add.wgsl (16 bytes).
 type addParams struct {
-	N          uint32
-	_, _, _pad uint32
+	N       uint32
+	_, _, _ uint32 // padding; binary.Append writes zeros
 }
 
 func (d *Device) addCheck(what string, n int, ranges ...BufferRange) ([]byte, [3]uint32, error) {

@@ -16,8 +16,8 @@ var argmaxWGSL string
 
 // argmaxParams mirrors Params in argmax.wgsl (16 bytes).
 type argmaxParams struct {
-	N          uint32
-	_, _, _pad uint32
+	N       uint32
+	_, _, _ uint32 // padding; binary.Append writes zeros
 }
 
 // Argmax builds the greedy pick: the index of the largest of n float32

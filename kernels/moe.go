@@ -56,7 +56,7 @@ func (g Gating) String() string {
 
 // moeRouteParams mirrors Params in moe_route.wgsl (16 bytes).
 type moeRouteParams struct {
-	M, Experts, K, _pad uint32
+	M, Experts, K, _ uint32 // _: padding
 }
 
 // moeMatMulParams mirrors Params in moe_matmul.wgsl (48 bytes).

@@ -36,7 +36,7 @@ type sampleParams struct {
 	N, TopK, HistCap, LastN uint32
 	TopP, LogMinP, InvTemp  float32
 	Pen, InvPen             float32
-	Greedy, MinPOn, _pad    uint32
+	Greedy, MinPOn, _       uint32 // _: padding
 }
 
 // penaltyWindow resolves RepLastN against a history of hist ids (the ring
