@@ -210,9 +210,6 @@ func newClusterSet(c *wire.Clusters) *clusterSet {
 	return cs
 }
 
-// ExpertRef names one expert of one MoE layer: a read-ahead hint.
-type ExpertRef struct{ Layer, Expert int }
-
 // ExpertTracker follows one model's expert usage on a node: engine hooks
 // (OnRoute records, Hints reads clusters ahead), usage gossip and the
 // latest clusters from gatekeepers.

@@ -19,7 +19,7 @@ import (
 // Prefill offload: a node with a long prompt asks a faster peer holding the
 // same model to prefill it over /doppler/prefill/1, imports the KV cache
 // the peer streams back, checks it, and decodes locally. The session is a
-// PrefillSession (prefill.go), so the swarm never sees the engine.
+// PrefillSession (engine.go), so the swarm never sees the engine.
 
 // speeds are the tokens/s a node announces for a model.
 type speeds struct{ prefill, decode float64 }
