@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -24,8 +23,8 @@ import (
 	"github.com/doppler-llm/doppler/engine"
 	"github.com/doppler-llm/doppler/internal/gputest"
 	"github.com/doppler-llm/doppler/internal/testenv"
+	"github.com/doppler-llm/doppler/internal/testmodel"
 	"github.com/doppler-llm/doppler/rdrr"
-	"github.com/doppler-llm/doppler/rdrr/convert"
 )
 
 // golden is llama.cpp's greedy continuation of "Once upon a time" on
@@ -62,14 +61,7 @@ type testServer struct {
 // tune adjusts the options first.
 func startServer(t *testing.T, tune func(*Options)) *testServer {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "model")
-	if _, err := convert.ToRDRR(context.Background(), testenv.Path(t, "models/stories260K.gguf"), dir, convert.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	rm, err := rdrr.OpenDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, rm := testmodel.Open(t, testenv.Path(t, "models/stories260K.gguf"), rdrr.WriterOptions{})
 	dev := gputest.Open(t)
 	reg := prometheus.NewRegistry()
 	o := Options{
@@ -435,14 +427,7 @@ func getJSON(t *testing.T, url string, code int, v any) {
 func TestHealthWhileLoading(t *testing.T) {
 	release := make(chan struct{})
 	ts := &testServer{}
-	dir := filepath.Join(t.TempDir(), "model")
-	if _, err := convert.ToRDRR(context.Background(), testenv.Path(t, "models/stories260K.gguf"), dir, convert.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	rm, err := rdrr.OpenDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, rm := testmodel.Open(t, testenv.Path(t, "models/stories260K.gguf"), rdrr.WriterOptions{})
 	dev := gputest.Open(t)
 	s := New(Options{Load: func(ctx context.Context, m *rdrr.Model) (*engine.Model, error) {
 		<-release // the weights take their time

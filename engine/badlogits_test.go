@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/doppler-llm/doppler/internal/testenv"
+	"github.com/doppler-llm/doppler/internal/testmodel"
 	"github.com/doppler-llm/doppler/rdrr"
-	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/rdrr/gguf"
 )
 
@@ -42,14 +42,7 @@ func TestGarbageWeightsFail(t *testing.T) {
 	if err := os.WriteFile(bad, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(tmp, "rdrr")
-	if _, err := convert.ToRDRR(context.Background(), bad, dir, convert.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	rm, err := rdrr.OpenDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, rm := testmodel.Open(t, bad, rdrr.WriterOptions{})
 	m, err := Load(context.Background(), testDevice(t), rm, Options{Context: 64})
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -19,10 +18,10 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/doppler-llm/doppler/internal/testenv"
+	"github.com/doppler-llm/doppler/internal/testmodel"
 	"github.com/doppler-llm/doppler/p2p/rtc"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
-	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/swarm"
 )
 
@@ -296,11 +295,7 @@ func TestGatewayFetch(t *testing.T) {
 	}
 
 	// A second model in the store: the inventory is re-sent, listing it.
-	dir := filepath.Join(t.TempDir(), "m2")
-	opts := convert.Options{Writer: rdrr.WriterOptions{BlockSize: 32 << 10}}
-	if _, err := convert.ToRDRR(ctx, testenv.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
-		t.Fatal(err)
-	}
+	dir := testmodel.Convert(t, testenv.Path(t, "models/stories260K.gguf"), rdrr.WriterOptions{BlockSize: 32 << 10})
 	id2, err := st.ImportDir(ctx, dir)
 	if err != nil {
 		t.Fatal(err)

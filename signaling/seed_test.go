@@ -13,19 +13,15 @@ import (
 	"testing"
 
 	"github.com/doppler-llm/doppler/internal/testenv"
+	"github.com/doppler-llm/doppler/internal/testmodel"
 	"github.com/doppler-llm/doppler/rdrr"
-	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/swarm"
 )
 
 func seedStore(t *testing.T) (*swarm.Store, rdrr.ModelID) {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "m")
 	// Small blocks so a shard has several and proofs are non-trivial.
-	opts := convert.Options{Writer: rdrr.WriterOptions{BlockSize: 64 << 10}}
-	if _, err := convert.ToRDRR(context.Background(), testenv.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
-		t.Fatal(err)
-	}
+	dir := testmodel.Convert(t, testenv.Path(t, "models/stories260K.gguf"), rdrr.WriterOptions{BlockSize: 64 << 10})
 	st, err := swarm.Open(filepath.Join(t.TempDir(), "store"), swarm.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)

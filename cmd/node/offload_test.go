@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/doppler-llm/doppler/internal/testenv"
+	"github.com/doppler-llm/doppler/internal/testmodel"
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/rdrr"
-	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/swarm"
 )
 
@@ -21,20 +21,8 @@ import (
 // several shards.
 func convertSmallShards(t *testing.T) (string, *rdrr.Manifest, rdrr.ModelID) {
 	t.Helper()
-	src := testenv.Path(t, "models/stories260K.gguf")
-	dir := filepath.Join(t.TempDir(), "stories")
-	id, err := convert.ToRDRR(context.Background(), src, dir, convert.Options{Writer: rdrr.WriterOptions{ShardSize: 256 << 10, BlockSize: 64 << 10}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(filepath.Join(dir, rdrr.ManifestFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := rdrr.ParseManifest(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, rm := testmodel.Open(t, testenv.Path(t, "models/stories260K.gguf"), rdrr.WriterOptions{ShardSize: 256 << 10, BlockSize: 64 << 10})
+	m, id := rm.Manifest, rm.ID
 	if len(m.Shards) < 3 {
 		t.Fatalf("%d shards; want several", len(m.Shards))
 	}

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/doppler-llm/doppler/internal/testenv"
+	"github.com/doppler-llm/doppler/internal/testmodel"
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/rdrr"
-	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/swarm"
 )
 
@@ -49,20 +49,8 @@ const pagedTokens = 16
 // has several) and returns the manifest and the expert-only shards.
 func convertMoE(t *testing.T, name string) (string, *rdrr.Manifest, rdrr.ModelID, map[rdrr.Hash]int64) {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), name)
-	id, err := convert.ToRDRR(context.Background(), testenv.Path(t, "models/"+name+".gguf"), dir,
-		convert.Options{Writer: rdrr.WriterOptions{BlockSize: 64 << 10}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(filepath.Join(dir, rdrr.ManifestFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := rdrr.ParseManifest(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, rm := testmodel.Open(t, testenv.Path(t, "models/"+name+".gguf"), rdrr.WriterOptions{BlockSize: 64 << 10})
+	m, id := rm.Manifest, rm.ID
 	// Expert shards per the manifest's experts table, less any shard a
 	// dense tensor also uses (none, as the writer lays them out).
 	dense := map[int]bool{}

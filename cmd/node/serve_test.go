@@ -18,10 +18,10 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/doppler-llm/doppler/internal/testenv"
+	"github.com/doppler-llm/doppler/internal/testmodel"
 	"github.com/doppler-llm/doppler/p2p/rtc"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
-	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/signaling"
 	"github.com/doppler-llm/doppler/swarm"
 )
@@ -79,12 +79,7 @@ func TestServeWebRTC(t *testing.T) {
 // blocks (several per shard, non-trivial proofs).
 func convertStories(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "rdrr")
-	opts := convert.Options{Writer: rdrr.WriterOptions{BlockSize: 64 << 10}}
-	if _, err := convert.ToRDRR(context.Background(), testenv.Path(t, "models/stories260K.gguf"), dir, opts); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return testmodel.Convert(t, testenv.Path(t, "models/stories260K.gguf"), rdrr.WriterOptions{BlockSize: 64 << 10})
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {

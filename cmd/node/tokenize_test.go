@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -15,8 +14,8 @@ import (
 	"github.com/doppler-llm/doppler/engine/chat"
 	"github.com/doppler-llm/doppler/engine/tokenizer"
 	"github.com/doppler-llm/doppler/internal/testenv"
+	"github.com/doppler-llm/doppler/internal/testmodel"
 	"github.com/doppler-llm/doppler/rdrr"
-	"github.com/doppler-llm/doppler/rdrr/convert"
 )
 
 // runCLI runs the doppler command line in-process and returns its stdout.
@@ -222,10 +221,7 @@ func minimalGGUF() []byte {
 // from; one converted without a tokenizer fails naming its manifest.
 func TestTokenizeRDRR(t *testing.T) {
 	src := testenv.Path(t, "models/stories260K.gguf")
-	dir := filepath.Join(t.TempDir(), "stories")
-	if _, err := convert.ToRDRR(context.Background(), src, dir, convert.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	dir := testmodel.Convert(t, src, rdrr.WriterOptions{})
 	for _, args := range [][]string{{"Once upon a time"}, {"--no-special", "Once upon a time"}, {"--decode", "1,403,407,261"}} {
 		want, err := runCLI(t, append([]string{"tokenize", "-m", src}, args...)...)
 		if err != nil {
@@ -241,10 +237,7 @@ func TestTokenizeRDRR(t *testing.T) {
 	}
 
 	hf := testenv.Path(t, "hf/llama")
-	noTok := filepath.Join(t.TempDir(), "llama")
-	if _, err := convert.ToRDRR(context.Background(), hf, noTok, convert.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	noTok := testmodel.Convert(t, hf, rdrr.WriterOptions{})
 	_, err := runCLI(t, "tokenize", "-m", noTok, "hi")
 	if want := filepath.Join(noTok, rdrr.ManifestFile); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "no tokenizer") {
 		t.Errorf("error %v, want one naming %s and saying it has no tokenizer", err, want)
@@ -331,10 +324,7 @@ func readTokenizerForTest(t *testing.T, rel string) (*tokenizer.Tokenizer, error
 // template written into its manifest, and without one.
 func TestRunChat(t *testing.T) {
 	src := testenv.Path(t, "models/stories260K.gguf")
-	dir := filepath.Join(t.TempDir(), "stories")
-	if _, err := convert.ToRDRR(context.Background(), src, dir, convert.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	dir := testmodel.Convert(t, src, rdrr.WriterOptions{})
 	args := []string{"run", "-m", dir, "-p", "Once upon a time", "--temp", "0", "-n", "2", "--json", "--chat"}
 	if _, err := runCLI(t, args...); err == nil || !strings.Contains(err.Error(), "no chat template") {
 		t.Fatalf("model without a chat template: %v", err)

@@ -6,7 +6,6 @@ import (
 	"context"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,8 +16,8 @@ import (
 	"github.com/doppler-llm/doppler/engine/tokenizer"
 	"github.com/doppler-llm/doppler/internal/gputest"
 	"github.com/doppler-llm/doppler/internal/testenv"
+	"github.com/doppler-llm/doppler/internal/testmodel"
 	"github.com/doppler-llm/doppler/rdrr"
-	"github.com/doppler-llm/doppler/rdrr/convert"
 )
 
 // waitFor bounds every wait of these tests (lavapipe on a busy machine).
@@ -33,14 +32,7 @@ type model struct {
 
 func loadModel(t *testing.T, ctxLen int) *model {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "model")
-	if _, err := convert.ToRDRR(context.Background(), testenv.Path(t, "models/stories260K.gguf"), dir, convert.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	rm, err := rdrr.OpenDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, rm := testmodel.Open(t, testenv.Path(t, "models/stories260K.gguf"), rdrr.WriterOptions{})
 	tk, err := tokenizer.New(rm.Manifest.Tokenizer)
 	if err != nil {
 		t.Fatal(err)
