@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/doppler-llm/doppler/internal/testenv"
+	"github.com/doppler-llm/doppler/internal/testmodel"
 	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/convert"
@@ -367,10 +368,7 @@ func TestLoadErrors(t *testing.T) {
 		{`"name":"blk.3.ffn_up.weight"`, `"name":"blk.3.ffn_up.weigxx"`, "tensor blk.3.ffn_up.weight is missing"},
 	}
 	for _, c := range cases {
-		dir := filepath.Join(t.TempDir(), "m")
-		if _, err := convert.ToRDRR(context.Background(), src, dir, convert.Options{}); err != nil {
-			t.Fatal(err)
-		}
+		dir := testmodel.Convert(t, src, rdrr.WriterOptions{})
 		mp := filepath.Join(dir, rdrr.ManifestFile)
 		b, _ := os.ReadFile(mp)
 		if !strings.Contains(string(b), c.from) {
