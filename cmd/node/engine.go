@@ -48,9 +48,11 @@ type genRequest struct {
 	ids       []int // the prompt
 	maxTokens int   // 0: load the model, generate nothing
 	sample    sampling
-	stopAtEOG func(id int) bool  // end at an end-of-generation token
-	onToken   func(id int) error // each token generated
-	stopText  func(id int) bool  // stop after this token
+	ignoreEOS bool     // generate past end-of-generation tokens
+	stops     []string // end before the first of these texts
+	// onText receives the text as it is generated (engine.GenerateText);
+	// a model without a tokenizer generates tokens only.
+	onText func(text string) error
 	// offload is the prefill-offload policy (Mode off: none); it needs
 	// the swarm node of the model source.
 	offload swarm.OffloadPolicy
@@ -59,6 +61,7 @@ type genRequest struct {
 // genResult is what a generation produced.
 type genResult struct {
 	tokens  []int
+	text    string // up to the first stop string
 	reason  string // "length", "eos", "stop" or "interrupted"
 	stats   genStats
 	offload *swarm.OffloadResult // nil when no offload was tried

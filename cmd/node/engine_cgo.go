@@ -63,7 +63,7 @@ func (f *runFlags) load(ctx context.Context, src *modelSource) (*gpuModel, error
 	m, err := engine.Load(ctx, dev, src.rm, eo)
 	if err != nil {
 		dev.Close()
-		return nil, fmt.Errorf("%s: %w", src.dir, err)
+		return nil, fmt.Errorf("%s: %w", f.modelName(), err)
 	}
 	return &gpuModel{dev: dev, model: m}, nil
 }
@@ -95,7 +95,7 @@ func generate(ctx context.Context, src *modelSource, f *runFlags, req genRequest
 	defer g.Close()
 	sess, err := g.model.NewSession()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", src.dir, err)
+		return nil, err
 	}
 	defer sess.Close()
 	out := &genResult{reason: "length"}
@@ -113,10 +113,20 @@ func generate(ctx context.Context, src *modelSource, f *runFlags, req genRequest
 	if req.maxTokens == 0 {
 		return out, nil
 	}
-	res, err := sess.Generate(ctx, prompt, engine.GenerateOptions{Sample: engine.SampleOptions(req.sample), MaxTokens: req.maxTokens,
-		StopAtEOG: req.stopAtEOG, OnToken: req.onToken, StopText: req.stopText})
+	gen := engine.GenerateOptions{Sample: engine.SampleOptions(req.sample), MaxTokens: req.maxTokens}
+	var res *engine.Result
+	if src.tok == nil {
+		res, err = sess.Generate(ctx, prompt, gen)
+	} else {
+		var tr *engine.TextResult
+		tr, err = sess.GenerateText(ctx, prompt, engine.TextOptions{GenerateOptions: gen, Tokenizer: src.tok,
+			IgnoreEOS: req.ignoreEOS, Stops: req.stops, OnText: req.onText})
+		if tr != nil {
+			res, out.text = tr.Result, tr.Text
+		}
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", f.modelName(), err)
 	}
 	out.tokens, out.reason, out.stats = res.Tokens, res.Reason, statsOf(res.Stats)
 	return out, nil
@@ -231,7 +241,7 @@ func newEngineAPI(f apiFlags) (*apiHost, error) {
 // from main's context, which SIGTERM still cancels.
 func terminalChat(ctx context.Context, src *modelSource, f *runFlags, o chatOptions) error {
 	if src.tok == nil {
-		return fmt.Errorf("%s has no tokenizer: the chat needs one (pass -p or --prompt-tokens)", src.dir)
+		return fmt.Errorf("%s has no tokenizer: the chat needs one (pass -p or --prompt-tokens)", f.modelName())
 	}
 	g, err := f.load(ctx, src)
 	if err != nil {
@@ -240,7 +250,7 @@ func terminalChat(ctx context.Context, src *modelSource, f *runFlags, o chatOpti
 	defer g.Close()
 	sess, err := g.model.NewSession()
 	if err != nil {
-		return fmt.Errorf("%s: %w", src.dir, err)
+		return fmt.Errorf("%s: %w", f.modelName(), err)
 	}
 	defer sess.Close()
 	signal.Reset(os.Interrupt)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -44,6 +45,25 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.store, "store", "", "with -m MODEL_ID: the shard store holding the model ("+storeFlagHelp+")")
 }
 
+// modelName is the model as the user named it, for messages.
+func (f *runFlags) modelName() string {
+	if f.model != "" {
+		return f.model
+	}
+	return os.Getenv("DOPPLER_MODEL")
+}
+
+// storeName reports whether -m names no file or directory but a model of
+// the store by name (doppler run -m stories260K).
+func (f *runFlags) storeName() bool {
+	m := f.modelName()
+	if m == "" || looksLikeModelID(m) {
+		return false
+	}
+	_, err := os.Stat(m)
+	return errors.Is(err, os.ErrNotExist) && !strings.ContainsRune(m, os.PathSeparator) && filepath.Ext(m) == ""
+}
+
 // modelSource is the model run and bench use, opened but not yet on the
 // GPU (the engine wiring loads it there): its package, from a directory,
 // the store or the swarm, and its tokenizer.
@@ -79,7 +99,7 @@ func (f *runFlags) open(ctx context.Context) (src *modelSource, err error) {
 				done()
 			}
 		}()
-	} else if looksLikeModelID(f.model) {
+	} else if looksLikeModelID(f.model) || f.storeName() {
 		if rm, done, err = openStoreModel(f.store, f.model); err != nil {
 			return nil, err
 		}
@@ -99,7 +119,7 @@ func (f *runFlags) open(ctx context.Context) (src *modelSource, err error) {
 	var tok *tokenizer.Tokenizer
 	if rm.Manifest.Tokenizer != nil {
 		if tok, err = tokenizer.New(rm.Manifest.Tokenizer); err != nil {
-			return nil, fmt.Errorf("%s: %w", dir, err)
+			return nil, fmt.Errorf("%s: %w", f.modelName(), err)
 		}
 	}
 	src = &modelSource{rm: rm, tok: tok, dir: dir, done: done, node: node}
@@ -137,202 +157,205 @@ func (f *runFlags) expertTracker(src *modelSource, vram int64) *swarm.ExpertTrac
 	return tr
 }
 
+// runOptions are run's flags beside the model's (runFlags).
+type runOptions struct {
+	rf           runFlags
+	prompt       string
+	promptTokens string
+	n            int
+	sample       sampling
+	seed         int64
+	stops        []string
+	asJSON       bool
+	stats        bool
+	ignoreEOS    bool
+	chatMode     bool
+	system       string
+}
+
 func newRun() *cobra.Command {
-	var (
-		rf           runFlags
-		prompt       string
-		promptTokens string
-		n            int
-		temp         float64
-		topK         int
-		topP, minP   float64
-		repPen       float64
-		repLastN     int
-		seed         int64
-		stops        []string
-		asJSON       bool
-		stats        bool
-		ignoreEOS    bool
-		chatMode     bool
-		system       string
-	)
+	var o runOptions
 	cmd := &cobra.Command{
 		Use:   "run -m MODEL [-p PROMPT]",
 		Short: "Generate text from a prompt, streaming tokens to stdout; with no prompt on a terminal, chat",
-		Args:  cobra.NoArgs,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("run takes no arguments: name the model with -m %s (and the prompt with -p)", args[0])
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := engineAvailable(); err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			so := sampling{Temp: temp, TopK: topK, TopP: topP, MinP: minP, RepPenalty: repPen, RepLastN: repLastN, Seed: uint64(seed)}
-			if err := so.validate(); err != nil {
+			o.sample.Seed = uint64(o.seed)
+			if err := o.check(); err != nil {
 				return err
 			}
-			if n < 0 {
-				return fmt.Errorf("-n %d: must be ≥ 0", n)
+			if wantsChat(o.prompt, o.promptTokens) {
+				return runChat(cmd, &o.rf, o.system, o.sample, o.n)
 			}
-			if wantsChat(prompt, promptTokens) {
-				return runChat(cmd, &rf, system, so, n)
-			}
-			if (prompt == "") == (promptTokens == "") {
-				return errors.New("give exactly one of -p PROMPT (- for stdin) and --prompt-tokens 1,2,3")
-			}
-			if chatMode && promptTokens != "" {
-				return errors.New("--chat formats -p PROMPT; it does not apply to --prompt-tokens")
-			}
-			if system != "" && !chatMode {
-				return errors.New("--system needs --chat")
-			}
-			if prompt == "-" {
-				b, err := io.ReadAll(os.Stdin)
-				if err != nil {
-					return err
-				}
-				prompt = string(b)
-			}
-			pol, err := rf.sw.offloadPolicy()
-			if err != nil {
-				return err
-			}
-			src, err := rf.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer src.Close()
-			var ids []int
-			if promptTokens != "" {
-				if ids, err = parseIDs(promptTokens); err != nil {
-					return fmt.Errorf("--prompt-tokens: %w", err)
-				}
-			} else {
-				if src.tok == nil {
-					return fmt.Errorf("%s has no tokenizer: pass --prompt-tokens", src.dir)
-				}
-				if chatMode {
-					if ids, err = chatTokens(src.tok, src.rm.Manifest.Tokenizer.ChatTemplate, system, prompt); err != nil {
-						return fmt.Errorf("%s: %w", src.dir, err)
-					}
-				} else {
-					ids = src.tok.Encode(prompt, true)
-				}
-			}
-			out := cmd.OutOrStdout()
-			var text strings.Builder
-			var stream *tokenizer.StreamDecoder
-			if src.tok != nil {
-				stream = src.tok.NewStreamDecoder()
-			}
-			req := genRequest{ids: ids, maxTokens: n, sample: so}
-			if src.tok != nil && !ignoreEOS {
-				req.stopAtEOG = src.tok.IsEOG
-			}
-			req.onToken = func(id int) error {
-				if stream == nil {
-					return nil
-				}
-				piece := stream.Push(id)
-				text.WriteString(piece)
-				if !asJSON {
-					_, err := io.WriteString(out, piece)
-					return err
-				}
-				return nil
-			}
-			if len(stops) > 0 {
-				req.stopText = func(int) bool {
-					for _, s := range stops {
-						if strings.Contains(text.String(), s) {
-							return true
-						}
-					}
-					return false
-				}
-			}
-			// Prefill offload: a peer prefills all but the last prompt token
-			// (checked here), and generation continues from the last one.
-			var off *swarm.OffloadResult
-			if src.node != nil && n > 0 && pol.Mode != swarm.OffloadOff {
-				if repPen != 0 && repPen != 1 {
-					off = &swarm.OffloadResult{Reason: "--repeat-penalty needs the whole prompt in the sampler"}
-				} else {
-					req.offload = pol
-				}
-			}
-			res, err := generate(ctx, src, &rf, req)
-			if err != nil {
-				return err
-			}
-			if res.offload != nil {
-				off = res.offload
-			}
-			if stream != nil {
-				rest := stream.Flush()
-				text.WriteString(rest)
-				if !asJSON {
-					io.WriteString(out, rest)
-				}
-			}
-			final := text.String()
-			if res.reason == "stop" {
-				for _, s := range stops {
-					if i := strings.Index(final, s); i >= 0 {
-						final = final[:i]
-					}
-				}
-			}
-			st := res.stats
-			if asJSON {
-				return printJSON(out, map[string]any{
-					"prompt_tokens": ids, "tokens": nonNil(res.tokens), "text": final, "stop_reason": res.reason,
-					"prefill_ms": st.prefill.Seconds() * 1000, "decode_tok_s": st.decodeRate(),
-					"expert_hits": st.paging.hits, "expert_misses": st.paging.misses,
-					"expert_bytes_paged": st.paging.bytesPaged, "expert_stall_ms": st.paging.stall.Seconds() * 1000,
-					"offload_used": off != nil && off.Used, "offload_peer": offPeer(off), "offload_bytes": offBytes(off),
-					"offload_ms": offMS(off),
-				})
-			}
-			fmt.Fprintln(out)
-			if stats {
-				ps := st.paging
-				fmt.Fprintf(os.Stderr, "prompt %d tokens, prefill %.1f ms; %d tokens at %.1f tok/s (%s)\n",
-					len(ids), st.prefill.Seconds()*1000, len(res.tokens), st.decodeRate(), res.reason)
-				if off != nil {
-					printOffload(os.Stderr, off)
-				}
-				if ps != (pagingStats{}) {
-					fmt.Fprintf(os.Stderr, "experts: %d hits, %d misses, %s paged, %.1f ms stalled\n",
-						ps.hits, ps.misses, humanBytes(int64(ps.bytesPaged)), ps.stall.Seconds()*1000)
-				}
-			}
-			if res.reason == "interrupted" {
-				fmt.Fprintln(os.Stderr, "interrupted")
-			}
-			return nil
+			return o.run(cmd.Context(), cmd.OutOrStdout())
 		},
 	}
-	rf.sw = &runSwarm{}
-	rf.register(cmd)
-	rf.sw.register(cmd)
-	f := cmd.Flags()
-	f.StringVarP(&prompt, "prompt", "p", "", "prompt text (- reads stdin); BOS is added when the tokenizer says so")
-	f.StringVar(&promptTokens, "prompt-tokens", "", "raw prompt token ids, comma-separated (no BOS added)")
-	f.IntVarP(&n, "n", "n", 128, "maximum new tokens (in the terminal chat: per answer, and only when given)")
-	def := defaultSampling()
-	f.Float64Var(&temp, "temp", def.Temp, "temperature (0 = greedy argmax)")
-	f.IntVar(&topK, "top-k", def.TopK, "keep the k most likely tokens (0 = off)")
-	f.Float64Var(&topP, "top-p", def.TopP, "keep the smallest set with this probability mass (1 = off)")
-	f.Float64Var(&minP, "min-p", def.MinP, "drop tokens below this fraction of the most likely one (0 = off)")
-	f.Float64Var(&repPen, "repeat-penalty", def.RepPenalty, "repetition penalty (1 = off)")
-	f.IntVar(&repLastN, "repeat-last-n", def.RepLastN, "tokens the repetition penalty looks back over")
-	f.Int64Var(&seed, "seed", 0, "random seed for sampling")
-	f.StringArrayVar(&stops, "stop", nil, "stop when the output contains this text (repeatable)")
-	f.BoolVar(&asJSON, "json", false, "print one JSON object at the end instead of streaming text")
-	f.BoolVar(&stats, "stats", false, "print timing and expert-paging counters to stderr at the end")
-	f.BoolVar(&ignoreEOS, "ignore-eos", false, "keep generating past end-of-generation tokens")
-	f.BoolVar(&chatMode, "chat", false, "format -p as a user message with the model's chat template (special tokens in it are parsed)")
-	f.StringVar(&system, "system", "", "system message for --chat and the terminal chat")
+	o.register(cmd)
 	return cmd
+}
+
+func (o *runOptions) register(cmd *cobra.Command) {
+	o.rf.sw = &runSwarm{}
+	o.rf.register(cmd)
+	o.rf.sw.register(cmd)
+	f := cmd.Flags()
+	f.StringVarP(&o.prompt, "prompt", "p", "", "prompt text (- reads stdin); BOS is added when the tokenizer says so")
+	f.StringVar(&o.promptTokens, "prompt-tokens", "", "raw prompt token ids, comma-separated (no BOS added)")
+	f.IntVarP(&o.n, "n", "n", 128, "maximum new tokens (in the terminal chat: per answer, and only when given)")
+	def := defaultSampling()
+	f.Float64Var(&o.sample.Temp, "temp", def.Temp, "temperature (0 = greedy argmax)")
+	f.IntVar(&o.sample.TopK, "top-k", def.TopK, "keep the k most likely tokens (0 = off)")
+	f.Float64Var(&o.sample.TopP, "top-p", def.TopP, "keep the smallest set with this probability mass (1 = off)")
+	f.Float64Var(&o.sample.MinP, "min-p", def.MinP, "drop tokens below this fraction of the most likely one (0 = off)")
+	f.Float64Var(&o.sample.RepPenalty, "repeat-penalty", def.RepPenalty, "repetition penalty (1 = off)")
+	f.IntVar(&o.sample.RepLastN, "repeat-last-n", def.RepLastN, "tokens the repetition penalty looks back over")
+	f.Int64Var(&o.seed, "seed", 0, "random seed for sampling")
+	f.StringArrayVar(&o.stops, "stop", nil, "stop before this text (repeatable); it is not printed")
+	f.BoolVar(&o.asJSON, "json", false, "print one JSON object at the end instead of streaming text")
+	f.BoolVar(&o.stats, "stats", false, "print timing and expert-paging counters to stderr at the end")
+	f.BoolVar(&o.ignoreEOS, "ignore-eos", false, "keep generating past end-of-generation tokens")
+	f.BoolVar(&o.chatMode, "chat", false, "format -p as a user message with the model's chat template (special tokens in it are parsed)")
+	f.StringVar(&o.system, "system", "", "system message for --chat and the terminal chat")
+}
+
+// check validates the flags before the model is opened.
+func (o *runOptions) check() error {
+	if err := o.sample.validate(); err != nil {
+		return err
+	}
+	if o.n < 0 {
+		return fmt.Errorf("-n %d: must be ≥ 0", o.n)
+	}
+	if wantsChat(o.prompt, o.promptTokens) {
+		return nil
+	}
+	switch {
+	case (o.prompt == "") == (o.promptTokens == ""):
+		return errors.New("give exactly one of -p PROMPT (- for stdin) and --prompt-tokens 1,2,3")
+	case o.chatMode && o.promptTokens != "":
+		return errors.New("--chat formats -p PROMPT; it does not apply to --prompt-tokens")
+	case o.system != "" && !o.chatMode:
+		return errors.New("--system needs --chat")
+	}
+	return nil
+}
+
+// run generates once: the prompt's continuation streamed to out (or one
+// JSON object with --json), statistics on stderr with --stats.
+func (o *runOptions) run(ctx context.Context, out io.Writer) error {
+	if o.prompt == "-" {
+		b, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return err
+		}
+		o.prompt = string(b)
+	}
+	pol, err := o.rf.sw.offloadPolicy()
+	if err != nil {
+		return err
+	}
+	src, err := o.rf.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	ids, err := o.promptIDs(src)
+	if err != nil {
+		return err
+	}
+	req := genRequest{ids: ids, maxTokens: o.n, sample: o.sample, ignoreEOS: o.ignoreEOS, stops: o.stops}
+	if !o.asJSON {
+		req.onText = func(text string) error {
+			_, err := io.WriteString(out, text)
+			return err
+		}
+	}
+	// Prefill offload: a peer prefills all but the last prompt token
+	// (checked here), and generation continues from the last one.
+	var off *swarm.OffloadResult
+	if src.node != nil && o.n > 0 && pol.Mode != swarm.OffloadOff {
+		if o.sample.RepPenalty != 0 && o.sample.RepPenalty != 1 {
+			off = &swarm.OffloadResult{Reason: "--repeat-penalty needs the whole prompt in the sampler"}
+		} else {
+			req.offload = pol
+		}
+	}
+	res, err := generate(ctx, src, &o.rf, req)
+	if err != nil {
+		return err
+	}
+	if res.offload != nil {
+		off = res.offload
+	}
+	if o.asJSON {
+		return printJSON(out, jsonResult(ids, res, off))
+	}
+	fmt.Fprintln(out)
+	if o.stats {
+		printStats(os.Stderr, len(ids), res, off)
+	}
+	if res.reason == "interrupted" {
+		fmt.Fprintln(os.Stderr, "interrupted")
+	}
+	return nil
+}
+
+// promptIDs tokenizes the prompt (through the chat template with --chat),
+// or parses --prompt-tokens.
+func (o *runOptions) promptIDs(src *modelSource) ([]int, error) {
+	if o.promptTokens != "" {
+		ids, err := parseIDs(o.promptTokens)
+		if err != nil {
+			return nil, fmt.Errorf("--prompt-tokens: %w", err)
+		}
+		return ids, nil
+	}
+	if src.tok == nil {
+		return nil, fmt.Errorf("%s has no tokenizer: pass --prompt-tokens", o.rf.modelName())
+	}
+	if !o.chatMode {
+		return src.tok.Encode(o.prompt, true), nil
+	}
+	ids, err := chatTokens(src.tok, src.rm.Manifest.Tokenizer.ChatTemplate, o.system, o.prompt)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", o.rf.modelName(), err)
+	}
+	return ids, nil
+}
+
+// jsonResult is run --json's object.
+func jsonResult(ids []int, res *genResult, off *swarm.OffloadResult) map[string]any {
+	st := res.stats
+	return map[string]any{
+		"prompt_tokens": ids, "tokens": nonNil(res.tokens), "text": res.text, "stop_reason": res.reason,
+		"prefill_ms": st.prefill.Seconds() * 1000, "decode_tok_s": st.decodeRate(),
+		"expert_hits": st.paging.hits, "expert_misses": st.paging.misses,
+		"expert_bytes_paged": st.paging.bytesPaged, "expert_stall_ms": st.paging.stall.Seconds() * 1000,
+		"offload_used": off != nil && off.Used, "offload_peer": offPeer(off), "offload_bytes": offBytes(off),
+		"offload_ms": offMS(off),
+	}
+}
+
+// printStats is run --stats' report.
+func printStats(w io.Writer, promptLen int, res *genResult, off *swarm.OffloadResult) {
+	st := res.stats
+	fmt.Fprintf(w, "prompt %d tokens, prefill %.1f ms; %d tokens at %.1f tok/s (%s)\n",
+		promptLen, st.prefill.Seconds()*1000, len(res.tokens), st.decodeRate(), res.reason)
+	if off != nil {
+		printOffload(w, off)
+	}
+	if ps := st.paging; ps != (pagingStats{}) {
+		fmt.Fprintf(w, "experts: %d hits, %d misses, %s paged, %.1f ms stalled\n",
+			ps.hits, ps.misses, humanBytes(int64(ps.bytesPaged)), ps.stall.Seconds()*1000)
+	}
 }
 
 func nonNil(v []int) []int {

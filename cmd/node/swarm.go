@@ -184,7 +184,26 @@ func parseModelID(s *swarm.Store, arg string) (rdrr.ModelID, error) {
 			return rdrr.ModelID{}, fmt.Errorf("model id prefix %s is ambiguous: %d models in the store", arg, len(found))
 		}
 	}
-	return rdrr.ModelID{}, fmt.Errorf("bad model id %q (want 64 hex digits)", arg)
+	if s != nil {
+		if id, ok := modelByName(s, arg); ok {
+			return id, nil
+		}
+		if !isHex(arg) {
+			return rdrr.ModelID{}, fmt.Errorf("model %q: no such file, and no model of that name in store %s (doppler list)", arg, s.Dir())
+		}
+	}
+	return rdrr.ModelID{}, fmt.Errorf("bad model id %q (want 64 hex digits, a unique prefix, or the name of a model in the store)", arg)
+}
+
+// modelByName finds the model of the store named name (info.json's name;
+// the first one, by ID, when several share it).
+func modelByName(s *swarm.Store, name string) (rdrr.ModelID, bool) {
+	for _, id := range s.Models() {
+		if st, ok := s.Status(id); ok && st.Name == name {
+			return id, true
+		}
+	}
+	return rdrr.ModelID{}, false
 }
 
 func isHex(s string) bool {
