@@ -3,41 +3,22 @@ package swarm
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/doppler-llm/doppler/internal/planted"
 )
 
 // The planted-cluster routing the engine reports for cmd/node's
-// planted-MoE test: plantedVocab token ids in plantedGroups groups of
-// consecutive ids; a token of group g selects experts 2g and 2g+1 in
-// every one of plantedLayers layers.
+// planted-MoE test (package planted): plantedVocab token ids in
+// plantedGroups groups of consecutive ids; a token of group g selects
+// experts 2g and 2g+1 in every one of plantedLayers layers.
 const (
-	plantedLayers = 16
-	plantedVocab  = 64
-	plantedGroups = 4
+	plantedLayers = planted.Layers
+	plantedVocab  = planted.Vocab
+	plantedGroups = planted.Groups
 )
-
-// groupSequence draws segs segments of run tokens each; every segment
-// takes a random group other than the previous one and random tokens of it.
-func groupSequence(segs, run int, seed uint64) []int {
-	rng := rand.New(rand.NewPCG(seed, 3))
-	per := plantedVocab / plantedGroups
-	var ids []int
-	g := -1
-	for range segs {
-		ng := rng.IntN(plantedGroups - 1)
-		if ng >= g && g >= 0 {
-			ng++
-		}
-		g = ng
-		for range run {
-			ids = append(ids, g*per+rng.IntN(per))
-		}
-	}
-	return ids
-}
 
 // routePlanted reports to x what the engine's routing hook reports for
 // ids on the planted model: for each token, each layer's two experts.
@@ -76,7 +57,7 @@ func TestGatekeeperClusters(t *testing.T) {
 	if h := tr.Hints(0, []int{0}); h != nil {
 		t.Fatalf("hints before any clusters: %v", h)
 	}
-	routePlanted(tr, groupSequence(8, 3, 1))
+	routePlanted(tr, planted.Sequence(8, 3, 1))
 	tr.OnRoute(0, nil) // the last token is counted when the next starts
 
 	deadline := time.After(20 * time.Second)

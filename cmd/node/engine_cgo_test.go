@@ -16,6 +16,7 @@ import (
 
 	"github.com/doppler-llm/doppler/engine"
 	"github.com/doppler-llm/doppler/internal/gputest"
+	"github.com/doppler-llm/doppler/internal/planted"
 	"github.com/doppler-llm/doppler/internal/prefilltest"
 	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/p2p/wire"
@@ -41,14 +42,14 @@ func TestPrefillProtocolErrorsEngine(t *testing.T) {
 	prefilltest.ProtocolErrors(t, enginePrefillLoader(gputest.Open(t)))
 }
 
-// Planted-cluster MoE: vocabulary plantedVocab in plantedGroups groups of
-// consecutive token ids; a token of group g selects experts 2g and 2g+1
-// in every layer.
+// Planted-cluster MoE (package planted): vocabulary plantedVocab in
+// plantedGroups groups of consecutive token ids; a token of group g
+// selects experts 2g and 2g+1 in every layer.
 const (
-	plantedLayers = 16
+	plantedLayers = planted.Layers
 	plantedHidden = 64
-	plantedVocab  = 64
-	plantedGroups = 4
+	plantedVocab  = planted.Vocab
+	plantedGroups = planted.Groups
 	plantedFFN    = 32
 )
 
@@ -154,26 +155,6 @@ func plantedMoE(t *testing.T) (string, rdrr.ModelID) {
 	return dir, id
 }
 
-// groupSequence draws segs segments of run tokens each; every segment
-// takes a random group other than the previous one and random tokens of it.
-func groupSequence(segs, run int, seed uint64) []int {
-	rng := rand.New(rand.NewPCG(seed, 3))
-	per := plantedVocab / plantedGroups
-	var ids []int
-	g := -1
-	for range segs {
-		ng := rng.IntN(plantedGroups - 1)
-		if ng >= g && g >= 0 {
-			ng++
-		}
-		g = ng
-		for range run {
-			ids = append(ids, g*per+rng.IntN(per))
-		}
-	}
-	return ids
-}
-
 // TestGatekeeperPrefetch: node A runs a planted-cluster MoE with 2 of 8
 // experts per layer resident, its routing hooked to the swarm by the
 // engine wiring (hookExperts). Its usage is gossiped to a gatekeeper,
@@ -230,7 +211,7 @@ func TestGatekeeperPrefetch(t *testing.T) {
 	// Warm-up traffic: usage recorded and gossiped (clusters may arrive
 	// meanwhile; this run does not use them).
 	start := time.Now()
-	warm, _ := run(groupSequence(8, 3, 1), false)
+	warm, _ := run(planted.Sequence(8, 3, 1), false)
 	t.Logf("warm-up: %d misses, %d read ahead (%.0f %%) in %v", warm.Misses, warm.Prefetched, 100*rate(warm), time.Since(start))
 
 	// The gatekeeper's clusters reach A.
@@ -256,7 +237,7 @@ func TestGatekeeperPrefetch(t *testing.T) {
 		}
 	}
 
-	seq := groupSequence(12, 3, 2)
+	seq := planted.Sequence(12, 3, 2)
 	base, lb := run(seq, false)
 	with, lw := run(seq, true)
 	for i := range lb {
