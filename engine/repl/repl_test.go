@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -209,18 +210,6 @@ func greedy(t *testing.T, m *model, msgs []chat.Message, maxTokens int) []int {
 	return res.Tokens
 }
 
-func sameTokens(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // TestTwoTurns: the second turn carries the first through the transcript,
 // feeds the session only the tokens after the cached prefix, and answers
 // what a fresh session answers to the whole conversation; /bye exits.
@@ -249,7 +238,7 @@ func TestTwoTurns(t *testing.T) {
 	if second.Prompt != len(ids) {
 		t.Fatalf("second prompt: %d tokens, the conversation renders to %d", second.Prompt, len(ids))
 	}
-	if want := greedy(t, m, conv, 24); !sameTokens(second.Tokens, want) {
+	if want := greedy(t, m, conv, 24); !slices.Equal(second.Tokens, want) {
 		t.Fatalf("second answer with the cache reused: %v; from scratch: %v", second.Tokens, want)
 	}
 	c.send("/bye")
@@ -279,7 +268,7 @@ func TestCommands(t *testing.T) {
 		t.Fatalf("/clear left %d tokens in the KV cache", c.sess.Pos())
 	}
 	again := c.say("Hello")
-	if again.Reused != 0 || again.Prompt != first.Prompt || !sameTokens(again.Tokens, first.Tokens) {
+	if again.Reused != 0 || again.Prompt != first.Prompt || !slices.Equal(again.Tokens, first.Tokens) {
 		t.Fatalf("after /clear: %+v; before: %+v", again, first)
 	}
 	c.in.Close() // Ctrl-D

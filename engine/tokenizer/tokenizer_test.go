@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -75,7 +76,7 @@ func TestSpecialTokens(t *testing.T) {
 		{"<s>", false, false, []int{529, 29879, 29958}},
 	} {
 		got := tk.Tokenize(tc.text, tc.add, tc.parse)
-		if !equalIDs(got, tc.want) {
+		if !slices.Equal(got, tc.want) {
 			t.Errorf("Tokenize(%q, %v, %v) = %v, want %v", tc.text, tc.add, tc.parse, got, tc.want)
 		}
 	}
@@ -91,7 +92,7 @@ func TestSpecialTokens(t *testing.T) {
 	// User-defined tokens are matched even with parseSpecial=false
 	// (deepseek-llm has "ü" as one).
 	ds := loadVocab(t, "deepseek-llm")
-	if got := ds.Tokenize("Führer", false, false); !equalIDs(got, []int{37, 100014, 71, 6245}) {
+	if got := ds.Tokenize("Führer", false, false); !slices.Equal(got, []int{37, 100014, 71, 6245}) {
 		t.Errorf("deepseek-llm Führer: %v", got)
 	}
 	if got := ds.Encode("<｜begin▁of▁sentence｜>Hi", false); len(got) == 0 || got[0] != 100000 {
@@ -101,14 +102,14 @@ func TestSpecialTokens(t *testing.T) {
 		t.Error("deepseek-llm: EOS is not EOG")
 	}
 	bert := loadVocab(t, "bert-bge")
-	if got := bert.Encode("Hello, World!", true); !equalIDs(got, []int{101, 7592, 1010, 2088, 999, 102}) {
+	if got := bert.Encode("Hello, World!", true); !slices.Equal(got, []int{101, 7592, 1010, 2088, 999, 102}) {
 		t.Errorf("bert-bge Encode: %v", got)
 	}
 	if got := bert.Decode([]int{101, 7592, 1010, 2088, 999, 102}); got != " hello , world !" {
 		t.Errorf("bert-bge Decode: %q", got)
 	}
 	g2 := loadVocab(t, "gpt-2")
-	if got := g2.Encode("a<|endoftext|>", false); !equalIDs(got, []int{64, 50256}) {
+	if got := g2.Encode("a<|endoftext|>", false); !slices.Equal(got, []int{64, 50256}) {
 		t.Errorf("gpt-2 Encode: %v", got)
 	}
 	if got := g2.TokenPiece(50256); got != "<|endoftext|>" {
@@ -199,7 +200,7 @@ func TestTinyVocab(t *testing.T) {
 	}
 	// "▁ab": ▁a (-0.5) beats ab (-1.5); 'c' falls back to <0x63>; 'd' has
 	// no byte token and becomes <unk>; <x> is user-defined.
-	if got, want := tk.Tokenize("abc<x>d", true, false), []int{1, 8, 6, 9, 10, 4, 0}; !equalIDs(got, want) {
+	if got, want := tk.Tokenize("abc<x>d", true, false), []int{1, 8, 6, 9, 10, 4, 0}; !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)
 	}
 	if got := tk.Decode([]int{1, 8, 6, 9, 10}); got != "abc<x>" {

@@ -1,12 +1,13 @@
 package tokenizer
 
 import (
-	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/doppler-llm/doppler/internal/testenv"
+	"github.com/doppler-llm/doppler/internal/vocabtest"
 	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/rdrr/gguf"
 )
@@ -42,35 +43,11 @@ type vocabCase struct {
 	ids  []int
 }
 
-// readVocabCases reads a .inp/.out pair the way llama.cpp's
-// tests/test-tokenizer-0.cpp does: inputs are separated by
-// "\n__ggml_vocab_test__\n", outputs are one line of ids per input.
+// readVocabCases reads a vocabulary's llama.cpp goldens (vocabtest.Cases)
+// and parses the ids.
 func readVocabCases(tb testing.TB, name string) []vocabCase {
 	tb.Helper()
-	base := "vocab/ggml-vocab-" + name + ".gguf"
-	inp, err := os.ReadFile(testenv.Path(tb, base+".inp"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	outp, err := os.ReadFile(testenv.Path(tb, base+".out"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	const sep = "\n__ggml_vocab_test__\n"
-	var texts []string
-	for raw := string(inp); raw != ""; {
-		i := strings.Index(raw, sep)
-		if i < 0 {
-			texts = append(texts, raw)
-			break
-		}
-		texts = append(texts, raw[:i])
-		raw = raw[i+len(sep):]
-	}
-	lines := strings.Split(strings.TrimSuffix(string(outp), "\n"), "\n")
-	if len(lines) != len(texts) {
-		tb.Fatalf("%s: %d inputs but %d outputs", name, len(texts), len(lines))
-	}
+	texts, lines := vocabtest.Cases(tb, strings.TrimSuffix(testenv.Path(tb, "vocab/ggml-vocab-"+name+".gguf.inp"), ".inp"))
 	cases := make([]vocabCase, len(texts))
 	for i, line := range lines {
 		cases[i].text = texts[i]
@@ -91,24 +68,12 @@ func TestVocabGoldens(t *testing.T) {
 			tk := loadVocab(t, name)
 			for i, c := range readVocabCases(t, name) {
 				got := tk.Tokenize(c.text, false, false)
-				if !equalIDs(got, c.ids) {
+				if !slices.Equal(got, c.ids) {
 					t.Errorf("case %d %q:\n got %v\nwant %v", i, c.text, got, c.ids)
 				}
 			}
 		})
 	}
-}
-
-func equalIDs(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestVocabLoad checks the vocabularies that come without goldens load.
