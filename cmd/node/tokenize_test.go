@@ -15,6 +15,7 @@ import (
 	"github.com/doppler-llm/doppler/engine/tokenizer"
 	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/internal/testmodel"
+	"github.com/doppler-llm/doppler/internal/vocabtest"
 	"github.com/doppler-llm/doppler/rdrr"
 )
 
@@ -30,36 +31,6 @@ func runCLI(t *testing.T, args ...string) (string, error) {
 	return out.String(), err
 }
 
-// vocabCases reads a .inp/.out pair the way llama.cpp's
-// tests/test-tokenizer-0.cpp does (and engine/tokenizer/vocab_test.go):
-// inputs separated by "\n__ggml_vocab_test__\n", one line of ids each.
-func vocabCases(t *testing.T, gguf string) (texts, lines []string) {
-	t.Helper()
-	inp, err := os.ReadFile(gguf + ".inp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	outp, err := os.ReadFile(gguf + ".out")
-	if err != nil {
-		t.Fatal(err)
-	}
-	const sep = "\n__ggml_vocab_test__\n"
-	for raw := string(inp); raw != ""; {
-		i := strings.Index(raw, sep)
-		if i < 0 {
-			texts = append(texts, raw)
-			break
-		}
-		texts = append(texts, raw[:i])
-		raw = raw[i+len(sep):]
-	}
-	lines = strings.Split(strings.TrimSuffix(string(outp), "\n"), "\n")
-	if len(lines) != len(texts) {
-		t.Fatalf("%s: %d inputs but %d outputs", gguf, len(texts), len(lines))
-	}
-	return texts, lines
-}
-
 func vocabGGUFs(t *testing.T) []string {
 	t.Helper()
 	outs := testenv.Glob(t, "vocab/*.gguf.out")
@@ -73,7 +44,7 @@ func TestTokenizeGoldens(t *testing.T) {
 	for _, path := range vocabGGUFs(t) {
 		t.Run(filepath.Base(path), func(t *testing.T) {
 			t.Parallel()
-			texts, lines := vocabCases(t, path)
+			texts, lines := vocabtest.Cases(t, path)
 			for i, text := range texts {
 				got, err := runCLI(t, "tokenize", "-m", path, "--no-special", "--", text)
 				if err != nil {
