@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/doppler-llm/doppler/internal/browsertest"
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/rdrr"
 )
 
@@ -26,7 +26,7 @@ func TestServePage(t *testing.T) {
 		Prompt    string `json:"prompt"`
 		Generated []int  `json:"generated"`
 	}
-	b, err := os.ReadFile(testdata.Path(t, "golden/stories260K.once.json"))
+	b, err := os.ReadFile(testenv.Path(t, "golden/stories260K.once.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/doppler-llm/doppler/internal/browsertest"
-	"github.com/doppler-llm/doppler/internal/testdata"
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/convert"
 	"github.com/doppler-llm/doppler/signaling"
@@ -100,7 +100,7 @@ func startNode(t *testing.T, o nodeOptions) *node {
 	if o.model != "" {
 		model, wo = o.model, rdrr.WriterOptions{ShardSize: 2 << 20, BlockSize: 64 << 10}
 	}
-	_, err := convert.ToRDRR(ctx, testdata.Path(t, "models/"+model), dir, convert.Options{Writer: wo})
+	_, err := convert.ToRDRR(ctx, testenv.Path(t, "models/"+model), dir, convert.Options{Writer: wo})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func loadGolden(t *testing.T) golden { return loadGoldenOf(t, "stories260K") }
 
 // loadGoldenOf reads ../shared/golden/<model>.once.json.
 func loadGoldenOf(t *testing.T, model string) golden {
-	b, err := os.ReadFile(testdata.Path(t, "golden/"+model+".once.json"))
+	b, err := os.ReadFile(testenv.Path(t, "golden/"+model+".once.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +300,7 @@ func TestCorruptPeer(t *testing.T) {
 func TestPageScreenshots(t *testing.T) {
 	dir := os.Getenv("DOPPLER_SCREENSHOTS")
 	if dir == "" {
-		t.Skip("set DOPPLER_SCREENSHOTS to a directory")
+		testenv.Skip(t, "opt-in: set DOPPLER_SCREENSHOTS to a directory")
 	}
 	browsertest.Chromium(t)
 	n := startNode(t, nodeOptions{slow: 25 * time.Millisecond})
