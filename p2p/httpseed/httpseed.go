@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -94,8 +95,33 @@ func ParseBase(raw string) (string, error) {
 		return "", fmt.Errorf("seed URL %q: user info is not allowed", raw)
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
 		return "", fmt.Errorf("seed URL %q: no query or fragment allowed", raw)
+	case !validHost(u.Hostname()):
+		return "", fmt.Errorf("seed URL %q: host %q is neither an IP address nor a DNS name", raw, u.Hostname())
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("seed URL %q: port %q", raw, p)
+		}
 	}
 	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// validHost reports whether h is an IP address or a DNS name (letters,
+// digits, '-' and '.', at most 253 bytes): url.Parse lets other bytes
+// through in a host.
+func validHost(h string) bool {
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, c := range []byte(h) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // ID names the seed: its base URL.
