@@ -31,147 +31,156 @@ func benchWithSwarm() *cobra.Command {
 	return c
 }
 
+// benchSwarmOptions are bench swarm's flags.
+type benchSwarmOptions struct {
+	sizeS, shardS, blockS string
+	peers                 int
+	dir                   string
+	noHTTP                bool
+	perPeer, parallel     int
+}
+
 func newBenchSwarm() *cobra.Command {
-	var (
-		sizeS, shardS, blockS string
-		peers                 int
-		dir                   string
-		noHTTP                bool
-		perPeer, parallel     int
-	)
+	var o benchSwarmOptions
 	cmd := &cobra.Command{
 		Use:   "swarm",
 		Short: "1 seed + N peers on loopback pull a synthetic model over p2p, then over plain HTTP from the seed",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			size, err := parseSize(sizeS)
-			if err != nil {
-				return err
-			}
-			shard, err := parseSize(shardS)
-			if err != nil {
-				return err
-			}
-			block, err := parseSize(blockS)
-			if err != nil {
-				return err
-			}
-			if peers < 1 || peers > 64 {
-				return fmt.Errorf("--peers %d: want 1 … 64", peers)
-			}
-			if dir == "" {
-				if dir, err = os.MkdirTemp("", "doppler-bench-swarm-"); err != nil {
-					return err
-				}
-				defer os.RemoveAll(dir)
-			}
-			w := cmd.OutOrStdout()
-			src := filepath.Join(dir, "model")
-			t0 := time.Now()
-			id, err := synthFlat(src, size, shard, block)
-			if err != nil {
-				return err
-			}
-			m, err := rdrr.OpenDir(src)
-			if err != nil {
-				return err
-			}
-			total := m.Manifest.TotalSize()
-			fmt.Fprintf(w, "model %s: %s in %d shards of %s, %s blocks (written in %v)\n", id.Short(), humanBytes(total),
-				len(m.Manifest.Shards), humanBytes(shard), humanBytes(block), time.Since(t0).Round(time.Millisecond))
-
-			// p2p: one seed, N peers that know only the seed's address.
-			quiet := slog.New(slog.DiscardHandler)
-			opts := func(seed uint64) swarm.NodeOptions {
-				return swarm.NodeOptions{Host: p2p.Options{Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: quiet},
-					Fetch: swarm.FetchOptions{Seed: seed, WaitPeers: time.Minute, PerPeer: perPeer, Parallel: parallel}, Logger: quiet}
-			}
-			open := func(name string) (*swarm.Store, error) {
-				return swarm.Open(filepath.Join(dir, name), swarm.StoreOptions{Logger: quiet})
-			}
-			ss, err := open("seed")
-			if err != nil {
-				return err
-			}
-			defer ss.Close()
-			if _, err := ss.ImportDir(ctx, src); err != nil {
-				return err
-			}
-			seed, err := swarm.NewNode(ctx, ss, opts(0))
-			if err != nil {
-				return err
-			}
-			defer seed.Close()
-			nodes := make([]*swarm.Node, peers)
-			for i := range nodes {
-				s, err := open(fmt.Sprintf("peer%d", i))
-				if err != nil {
-					return err
-				}
-				defer s.Close()
-				if nodes[i], err = swarm.NewNode(ctx, s, opts(uint64(i+1))); err != nil {
-					return err
-				}
-				defer nodes[i].Close()
-			}
-			pctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-			defer cancel()
-			t0 = time.Now()
-			cpu0 := cpuTime()
-			errs := make([]error, peers)
-			var wg sync.WaitGroup
-			for i, n := range nodes {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					errs[i] = n.Pull(pctx, id, swarm.PullOptions{Peers: seed.Addrs()[:1]})
-				}()
-			}
-			wg.Wait()
-			p2pTime := time.Since(t0)
-			p2pCPU := cpuTime() - cpu0
-			if err := errors.Join(errs...); err != nil {
-				return err
-			}
-			up := float64(seed.Host().Stats().Uploaded) / float64(total)
-			fmt.Fprintf(w, "p2p:  %d peers pulled in %v (%s/s per peer); seed uploaded %.2f× the model; cpu %v (%.2f cores)\n", peers,
-				p2pTime.Round(time.Millisecond), humanBytes(int64(float64(total)/p2pTime.Seconds())), up,
-				p2pCPU.Round(10*time.Millisecond), p2pCPU.Seconds()/p2pTime.Seconds())
-			for i, n := range nodes {
-				st := n.Host().Stats()
-				fmt.Fprintf(w, "      peer %d: uploaded %.2f×, downloaded %.2f×\n", i, float64(st.Uploaded)/float64(total), float64(st.Downloaded)/float64(total))
-			}
-			if noHTTP {
-				return nil
-			}
-			one, err := httpPull(ctx, src, m.Manifest, dir, 1)
-			if err != nil {
-				return err
-			}
-			cpu0 = cpuTime()
-			all, err := httpPull(ctx, src, m.Manifest, dir, peers)
-			if err != nil {
-				return err
-			}
-			httpCPU := cpuTime() - cpu0
-			fmt.Fprintf(w, "http: 1 client in %v; %d parallel clients in %v (seed uploaded %d×; cpu %v)\n",
-				one.Round(time.Millisecond), peers, all.Round(time.Millisecond), peers, httpCPU.Round(10*time.Millisecond))
-			fmt.Fprintf(w, "p2p / http(%d clients) time: %.2f; p2p / one http download: %.2f\n", peers,
-				p2pTime.Seconds()/all.Seconds(), p2pTime.Seconds()/one.Seconds())
-			return nil
+			return o.run(cmd.Context(), cmd.OutOrStdout())
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&sizeS, "size", "1GiB", "model size")
-	fl.StringVar(&shardS, "shard", "64MiB", "shard size")
-	fl.StringVar(&blockS, "block", "1MiB", "block size (power of two, ≤ 1 MiB)")
-	fl.IntVar(&peers, "peers", 9, "peers pulling from the seed")
-	fl.StringVar(&dir, "dir", "", "work directory (default: a temporary one, removed after)")
-	fl.BoolVar(&noHTTP, "no-http", false, "skip the HTTP comparison")
-	fl.IntVar(&perPeer, "per-peer", 0, "fetch requests in flight to one peer (0: swarm default)")
-	fl.IntVar(&parallel, "parallel", 0, "fetch requests in flight in all (0: swarm default)")
+	fl.StringVar(&o.sizeS, "size", "1GiB", "model size")
+	fl.StringVar(&o.shardS, "shard", "64MiB", "shard size")
+	fl.StringVar(&o.blockS, "block", "1MiB", "block size (power of two, ≤ 1 MiB)")
+	fl.IntVar(&o.peers, "peers", 9, "peers pulling from the seed")
+	fl.StringVar(&o.dir, "dir", "", "work directory (default: a temporary one, removed after)")
+	fl.BoolVar(&o.noHTTP, "no-http", false, "skip the HTTP comparison")
+	fl.IntVar(&o.perPeer, "per-peer", 0, "fetch requests in flight to one peer (0: swarm default)")
+	fl.IntVar(&o.parallel, "parallel", 0, "fetch requests in flight in all (0: swarm default)")
 	return cmd
+}
+
+// run writes a synthetic model, pulls it to the peers over p2p, then
+// over plain HTTP, and reports both.
+func (o *benchSwarmOptions) run(ctx context.Context, w io.Writer) error {
+	size, err := parseSize(o.sizeS)
+	if err != nil {
+		return err
+	}
+	shard, err := parseSize(o.shardS)
+	if err != nil {
+		return err
+	}
+	block, err := parseSize(o.blockS)
+	if err != nil {
+		return err
+	}
+	if o.peers < 1 || o.peers > 64 {
+		return fmt.Errorf("--peers %d: want 1 … 64", o.peers)
+	}
+	if o.dir == "" {
+		if o.dir, err = os.MkdirTemp("", "doppler-bench-swarm-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(o.dir)
+	}
+	src := filepath.Join(o.dir, "model")
+	t0 := time.Now()
+	id, err := synthFlat(src, size, shard, block)
+	if err != nil {
+		return err
+	}
+	m, err := rdrr.OpenDir(src)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "model %s: %s in %d shards of %s, %s blocks (written in %v)\n", id.Short(), humanBytes(m.Manifest.TotalSize()),
+		len(m.Manifest.Shards), humanBytes(shard), humanBytes(block), time.Since(t0).Round(time.Millisecond))
+	p2pTime, err := o.pullP2P(ctx, w, src, id, m.Manifest.TotalSize())
+	if err != nil || o.noHTTP {
+		return err
+	}
+	one, err := httpPull(ctx, src, m.Manifest, o.dir, 1)
+	if err != nil {
+		return err
+	}
+	cpu0 := cpuTime()
+	all, err := httpPull(ctx, src, m.Manifest, o.dir, o.peers)
+	if err != nil {
+		return err
+	}
+	httpCPU := cpuTime() - cpu0
+	fmt.Fprintf(w, "http: 1 client in %v; %d parallel clients in %v (seed uploaded %d×; cpu %v)\n",
+		one.Round(time.Millisecond), o.peers, all.Round(time.Millisecond), o.peers, httpCPU.Round(10*time.Millisecond))
+	fmt.Fprintf(w, "p2p / http(%d clients) time: %.2f; p2p / one http download: %.2f\n", o.peers,
+		p2pTime.Seconds()/all.Seconds(), p2pTime.Seconds()/one.Seconds())
+	return nil
+}
+
+// pullP2P starts a seed holding the model in src and o.peers peers that
+// know only the seed's address, pulls id to every peer and reports time,
+// CPU and upload/download ratios.
+func (o *benchSwarmOptions) pullP2P(ctx context.Context, w io.Writer, src string, id rdrr.ModelID, total int64) (time.Duration, error) {
+	quiet := slog.New(slog.DiscardHandler)
+	opts := func(seed uint64) swarm.NodeOptions {
+		return swarm.NodeOptions{Host: p2p.Options{Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: quiet},
+			Fetch: swarm.FetchOptions{Seed: seed, WaitPeers: time.Minute, PerPeer: o.perPeer, Parallel: o.parallel}, Logger: quiet}
+	}
+	start := func(name string, seed uint64) (*swarm.Node, func(), error) {
+		s, err := swarm.Open(filepath.Join(o.dir, name), swarm.StoreOptions{Logger: quiet})
+		if err != nil {
+			return nil, nil, err
+		}
+		if seed == 0 {
+			if _, err := s.ImportDir(ctx, src); err != nil {
+				s.Close()
+				return nil, nil, err
+			}
+		}
+		n, err := swarm.NewNode(ctx, s, opts(seed))
+		if err != nil {
+			s.Close()
+			return nil, nil, err
+		}
+		return n, func() { n.Close(); s.Close() }, nil
+	}
+	seed, stop, err := start("seed", 0)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	nodes := make([]*swarm.Node, o.peers)
+	for i := range nodes {
+		var stop func()
+		if nodes[i], stop, err = start(fmt.Sprintf("peer%d", i), uint64(i+1)); err != nil {
+			return 0, err
+		}
+		defer stop()
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	t0, cpu0 := time.Now(), cpuTime()
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() { errs[i] = n.Pull(pctx, id, swarm.PullOptions{Peers: seed.Addrs()[:1]}) })
+	}
+	wg.Wait()
+	elapsed, cpu := time.Since(t0), cpuTime()-cpu0
+	if err := errors.Join(errs...); err != nil {
+		return 0, err
+	}
+	up := float64(seed.Host().Stats().Uploaded) / float64(total)
+	fmt.Fprintf(w, "p2p:  %d peers pulled in %v (%s/s per peer); seed uploaded %.2f× the model; cpu %v (%.2f cores)\n", o.peers,
+		elapsed.Round(time.Millisecond), humanBytes(int64(float64(total)/elapsed.Seconds())), up,
+		cpu.Round(10*time.Millisecond), cpu.Seconds()/elapsed.Seconds())
+	for i, n := range nodes {
+		st := n.Host().Stats()
+		fmt.Fprintf(w, "      peer %d: uploaded %.2f×, downloaded %.2f×\n", i, float64(st.Uploaded)/float64(total), float64(st.Downloaded)/float64(total))
+	}
+	return elapsed, nil
 }
 
 // synthFlat writes an RDRR directory of about size bytes of random F32.
