@@ -50,7 +50,7 @@ func TestRunByName(t *testing.T) {
 		want string
 	}{
 		{[]string{"run", "stories.gguf"}, "-m stories.gguf"},
-		{[]string{"run", "-m", "no-such-model", "--store", store, "-p", "x"}, "no model of that name in store " + store},
+		{[]string{"run", "-m", "no-such-model", "--store", store, "-p", "x"}, "the name of a model in store " + store},
 	} {
 		if _, err := doppler(t, "", c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v, want an error mentioning %q", c.args, err, c.want)

@@ -189,7 +189,7 @@ func parseModelID(s *swarm.Store, arg string) (rdrr.ModelID, error) {
 			return id, nil
 		}
 		if !isHex(arg) {
-			return rdrr.ModelID{}, fmt.Errorf("model %q: no such file, and no model of that name in store %s (doppler list)", arg, s.Dir())
+			return rdrr.ModelID{}, fmt.Errorf("bad model id %q: not a file, 64 hex digits, a unique ID prefix or the name of a model in store %s (doppler list)", arg, s.Dir())
 		}
 	}
 	return rdrr.ModelID{}, fmt.Errorf("bad model id %q (want 64 hex digits, a unique prefix, or the name of a model in the store)", arg)
