@@ -5,7 +5,9 @@ package kernels
 import (
 	"fmt"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
+	"time"
 
 	"github.com/cogentcore/webgpu/wgpu"
 )
@@ -39,8 +41,37 @@ func (d *Device) writeBuffer(buf *wgpu.Buffer, off uint64, data []byte) error {
 	return d.queue.WriteBuffer(buf, off, data)
 }
 
-// waitIdle blocks until the queue is empty.
-func (d *Device) waitIdle() { d.dev.Poll(true, nil) }
+// waitIdle blocks until every submitted command buffer has run.
+func (d *Device) waitIdle() {
+	for b := (backoff{}); !d.poll(); b.wait() {
+	}
+}
+
+// poll lets wgpu retire finished work and fire map callbacks, without
+// blocking, and reports whether no submitted work is left.
+//
+// Never Poll(true): this wgpu's Device::maintain(Wait) waits on the fence
+// at most CLEANUP_WAIT_MS (5 s) and then, timed out or not, takes the
+// newest submission for finished. It recycles that submission's command
+// pools and frees what it held while the driver is still running it. On
+// lavapipe a submission that compiles shaders (a cold shader cache) on a
+// loaded machine outlasts 5 s; its queue thread then executes a freed
+// command list and the process dies of SIGSEGV on that thread, where Go
+// prints no stack (issue 16). Poll(false) reads the fence's real value.
+func (d *Device) poll() bool { return d.dev.Poll(false, nil) }
+
+// backoff paces a polling loop: a few immediate retries (a GPU finishes
+// most waits in microseconds), then sleeps doubling up to 2 ms.
+type backoff struct{ n int }
+
+func (b *backoff) wait() {
+	b.n++
+	if b.n <= 32 {
+		runtime.Gosched()
+		return
+	}
+	time.Sleep(min(time.Duration(1)<<min(b.n-32, 11)*time.Microsecond, 2*time.Millisecond))
+}
 
 // openBackend picks an adapter (see [Options.Adapter]) among those
 // wgpu-native enumerates and requests a device with the storage and
@@ -106,11 +137,14 @@ func (d *Device) mapRead(s *wgpu.Buffer, n uint64) ([]byte, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("kernels: map staging: %w", err)
 	}
-	for i := 0; !done; i++ {
-		if i == 1000 {
-			return nil, fmt.Errorf("kernels: map staging: no callback after %d polls", i)
+	// The callback fires in the poll that retires the copy; once the
+	// queue is empty it has had its chance (a few more polls, to be sure).
+	for b, after := (backoff{}), 0; !done; b.wait() {
+		if d.poll() {
+			if after++; after > 3 && !done {
+				return nil, fmt.Errorf("kernels: map staging: no callback with the queue empty")
+			}
 		}
-		d.dev.Poll(true, nil)
 	}
 	if status != wgpu.BufferMapAsyncStatusSuccess {
 		return nil, fmt.Errorf("kernels: map staging: %s", status)
