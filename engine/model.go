@@ -35,7 +35,8 @@ type Options struct {
 	// ExpertHints, when set, names experts to read ahead once a layer's
 	// experts are known (say, the rest of a cluster the choice belongs to).
 	ExpertHints func(layer int, experts []int) []ExpertRef
-	Logger      *slog.Logger
+	// Logger receives the model's warnings and paging notes (nil: discard).
+	Logger *slog.Logger
 }
 
 // Model is a model loaded onto the GPU.
@@ -99,7 +100,7 @@ func Load(ctx context.Context, dev *kernels.Device, m *rdrr.Model, opts Options)
 		return nil, fmt.Errorf("architecture %q with %d experts: MoE is not supported for it", cfg.Architecture, cfg.Experts)
 	}
 	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.ExpertCache < 0 || opts.ExpertVRAM < 0 {
 		return nil, fmt.Errorf("expert cache %d / VRAM %d must not be negative", opts.ExpertCache, opts.ExpertVRAM)

@@ -32,7 +32,7 @@ type Options struct {
 	// (case-insensitive). Empty prefers a discrete GPU, then an integrated
 	// one, then any other, then a CPU/software adapter.
 	Adapter string
-	// Logger receives adapter choice and warnings; nil means slog.Default().
+	// Logger receives adapter choice and warnings; nil discards them.
 	Logger *slog.Logger
 }
 
@@ -101,7 +101,7 @@ type Device struct {
 func Open(opts Options) (*Device, error) {
 	log := opts.Logger
 	if log == nil {
-		log = slog.Default()
+		log = slog.New(slog.DiscardHandler)
 	}
 	be, err := openBackend(opts.Adapter, log)
 	if err != nil {

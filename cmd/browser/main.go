@@ -174,7 +174,7 @@ func (c *client) load(ctx context.Context) (*generator, error) {
 	}
 	info := dev.Info()
 	c.ui.log("info", fmt.Sprintf("WebGPU adapter: %s (%s)", info.Name, info.Type))
-	m, err := engine.Load(ctx, dev, rm, engine.Options{Context: 256})
+	m, err := engine.Load(ctx, dev, rm, engine.Options{Context: 256, Logger: c.log})
 	if err != nil {
 		dev.Close()
 		return nil, fmt.Errorf("load %s: %w", c.model.Short(), err)
