@@ -5,7 +5,6 @@ package kernels
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/doppler-llm/doppler/internal/browsertest"
 	"github.com/doppler-llm/doppler/internal/testenv"
@@ -21,9 +20,11 @@ import (
 func TestInBrowser(t *testing.T) {
 	testenv.SkipShort(t, "compiling and running the kernels in Chromium takes minutes")
 	b := browsertest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 9*time.Minute)
-	defer cancel()
-	code, err := b.GoTest(ctx, ".", "-test.v", "-test.timeout", "8m", "-test.run", "^Test", "-test.skip", "^TestSample$")
+	// No wall-clock budget: GoTest fails the run once the binary has
+	// printed nothing for browsertest.GoTestStall, and a loaded machine
+	// only makes it slower. -test.timeout 0 likewise (the binary's own
+	// default, 10 minutes, would fire on a slow machine).
+	code, err := b.GoTest(context.Background(), ".", "-test.v", "-test.timeout", "0", "-test.run", "^Test", "-test.skip", "^TestSample$")
 	if err != nil {
 		t.Fatal(err)
 	}

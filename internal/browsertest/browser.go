@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,6 +30,18 @@ var ErrPage = errors.New("page reported an error")
 
 // pollInterval is how often Wait reads the page's state.
 const pollInterval = 100 * time.Millisecond
+
+// ErrStalled is the cause of a context from [Page.Progress] that ended
+// because the page stopped making progress.
+var ErrStalled = errors.New("the page made no progress")
+
+// Stall is a generous window without any progress after which a page is
+// taken to be stuck: a page that works on a loaded 2-core machine shows
+// something new (a downloaded block, a token, a log line) far more often.
+const Stall = 2 * time.Minute
+
+// progressPoll is how often [Page.Progress] looks at the page.
+const progressPoll = time.Second
 
 // Chromium returns the Chromium executable: $DOPPLER_CHROMIUM when set,
 // else [DefaultChromium]. When there is none it calls [testenv.Need]: the
@@ -349,10 +362,65 @@ func (p *Page) Wait(ctx context.Context) (json.RawMessage, error) {
 			if exc != "" {
 				msg += ", uncaught: " + exc
 			}
-			return nil, fmt.Errorf("browsertest: %s: waiting for the page (%s): %w", p.name, msg, ctx.Err())
+			return nil, fmt.Errorf("browsertest: %s: waiting for the page (%s): %w", p.name, msg, cause(ctx))
 		case <-tick.C:
 		}
 	}
+}
+
+// progressJS fingerprints what the page shows: its state, an optional
+// document.body.dataset.progress and a hash of its text (bytes downloaded,
+// tokens generated, log lines all change it).
+const progressJS = `(() => {
+	const b = document.body;
+	if (!b) return "";
+	const s = (b.dataset.state || "") + "\x00" + (b.dataset.progress || "") + "\x00" + b.textContent;
+	let h = 2166136261;
+	for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+	return (b.dataset.state || "") + "/" + s.length + "/" + (h >>> 0).toString(16);
+})()`
+
+// Progress returns a context derived from ctx that follows the page's
+// work rather than the wall clock: it ends, with a cause wrapping
+// [ErrStalled], once the page has shown no progress for stall — no
+// change of its state or text and no console message — and otherwise
+// lasts as long as ctx. A loaded machine makes a working page slower, not
+// the test red; a stuck page still fails, stall after its last sign of
+// life. Pass it to Open, Wait, Run or Eval; cancel releases its watcher.
+// The page is looked at every second, beside whatever else runs on it.
+func (p *Page) Progress(ctx context.Context, stall time.Duration) (context.Context, context.CancelFunc) {
+	c, cancel := context.WithCancelCause(ctx)
+	go func() {
+		tick := time.NewTicker(progressPoll)
+		defer tick.Stop()
+		last, msgs, fp := time.Now(), p.received.Load(), ""
+		for {
+			select {
+			case <-c.Done():
+				return
+			case <-tick.C:
+			}
+			if n := p.received.Load(); n != msgs {
+				msgs, last = n, time.Now()
+			}
+			// A page busy in a long synchronous stretch answers late: a
+			// look that times out is no progress, and no failure either.
+			ec, done := p.bound(c)
+			ec, stop := context.WithTimeout(ec, max(progressPoll, stall/8))
+			v, err := chromedp.Run(ec, chromedp.Evaluate[string](progressJS))
+			stop()
+			done()
+			if err == nil && v != fp {
+				fp, last = v, time.Now()
+			}
+			if idle := time.Since(last); idle >= stall {
+				state, _, _ := strings.Cut(fp, "/")
+				cancel(fmt.Errorf("%w for %v (state %q)", ErrStalled, idle.Round(time.Second), state))
+				return
+			}
+		}
+	}()
+	return c, func() { cancel(context.Canceled) }
 }
 
 // Run opens url and waits for the page's result: Open, then Wait.
@@ -428,8 +496,18 @@ func (p *Page) flushConsole() {
 // ctxErr prefers the caller's context error, which says why an action was
 // cut short, over chromedp's plain "context canceled".
 func ctxErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
-		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+	if c := cause(ctx); c != nil && !errors.Is(err, c) {
+		return fmt.Errorf("%w (%v)", c, err)
+	}
+	return err
+}
+
+// cause is why ctx ended: its cause (a stall from [Page.Progress]) when
+// it says more than ctx.Err(), which it wraps or replaces.
+func cause(ctx context.Context) error {
+	err := ctx.Err()
+	if c := context.Cause(ctx); c != nil && c != err && !errors.Is(c, context.Canceled) {
+		return c
 	}
 	return err
 }

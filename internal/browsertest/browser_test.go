@@ -46,6 +46,24 @@ Promise.all([probe("http://example.com/"), probe("http://10.1.2.3:8080/"), probe
 	document.body.dataset.state = "done";
 });
 </script></body>`,
+	// Works for 4 s, longer than TestProgress's stall window, showing
+	// progress in its text (ticking) or on the console only (chatty).
+	"/ticking": `<!doctype html><body data-state="working"><p id="n">0</p><script>
+let n = 0;
+const iv = setInterval(() => {
+	document.getElementById("n").textContent = String(++n);
+	if (n === 20) { clearInterval(iv); document.body.dataset.state = "done"; }
+}, 200);
+</script></body>`,
+	"/chatty": `<!doctype html><body data-state="working"><script>
+let n = 0;
+const iv = setInterval(() => {
+	console.log("step " + (++n));
+	if (n === 20) { clearInterval(iv); document.body.dataset.state = "done"; }
+}, 200);
+</script></body>`,
+	// Says it is working and never changes again.
+	"/stuck": `<!doctype html><body data-state="working"><p>working…</p></body>`,
 	"/store": `<!doctype html><body><script>
 (async () => {
 	const prev = localStorage.getItem("visits");
@@ -241,10 +259,44 @@ func TestChromiumMissing(t *testing.T) {
 	}
 }
 
+// TestProgress: a Progress context outlasts its stall window while the
+// page shows progress in its text or on its console, and ends with
+// ErrStalled once the page stops changing.
+func TestProgress(t *testing.T) {
+	srv := server(t)
+	b := New(t)
+	const stall = 2 * time.Second
+	for _, path := range []string{"/ticking", "/chatty"} {
+		t.Run(strings.TrimPrefix(path, "/"), func(t *testing.T) {
+			ctx, cancel := b.Progress(context.Background(), stall)
+			defer cancel()
+			start := time.Now()
+			if _, err := b.Run(ctx, srv.URL+path); err != nil {
+				t.Fatalf("after %v: %v", time.Since(start), err)
+			}
+			if d := time.Since(start); d < stall {
+				t.Fatalf("done after %v, before the stall window (%v): the test proves nothing", d, stall)
+			}
+		})
+	}
+	t.Run("stuck", func(t *testing.T) {
+		ctx, cancel := b.Progress(context.Background(), stall)
+		defer cancel()
+		start := time.Now()
+		_, err := b.Run(ctx, srv.URL+"/stuck")
+		if !errors.Is(err, ErrStalled) || !strings.Contains(err.Error(), `state "working"`) {
+			t.Fatalf("err = %v, want one wrapping ErrStalled with the page's state", err)
+		}
+		if d := time.Since(start); d < stall || d > 10*stall {
+			t.Errorf("stalled after %v, want a little over %v", d, stall)
+		}
+	})
+}
+
 func TestGoTest(t *testing.T) {
 	b := New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	// GoTest bounds each run by the binary's progress (GoTestStall).
+	ctx := context.Background()
 	tests := []struct {
 		run  string
 		ci   *string // the host's CI variable for this run; nil: as it is

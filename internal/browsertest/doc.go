@@ -56,12 +56,20 @@
 // test output arrives through the console. kernels.TestInBrowser uses it
 // to run the kernel tests on Chromium's WebGPU.
 //
+// # Deadlines
+//
+// Bound a page by its progress, not the wall clock: [Page.Progress]
+// gives a context that ends only once the page has shown nothing new (no
+// change of its state or text, no console message) for a stall window,
+// [Stall] for the app's pages. A loaded machine then makes a test
+// slower, never red; a stuck page still fails, with the state it was in.
+//
 // # Example
 //
 //	srv := httptest.NewServer(handler) // serves index.html, wasm_exec.js, …
 //	defer srv.Close()
 //	b := browsertest.New(t)
-//	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+//	ctx, cancel := b.Progress(context.Background(), browsertest.Stall)
 //	defer cancel()
 //	res, err := b.Run(ctx, srv.URL+"/index.html")
 //	if err != nil {

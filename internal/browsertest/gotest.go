@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // goTestPage runs test.wasm with the arguments in the URL's fragment (a
@@ -42,12 +43,20 @@ const goTestPage = `<!doctype html>
 </script>
 </body></html>`
 
+// GoTestStall is how long a test binary run by [Browser.GoTest] may go
+// without printing anything before it is taken to be stuck: one test
+// with no subtests runs that long without a line even under -test.v, so
+// this is longer than [Stall].
+const GoTestStall = 5 * time.Minute
+
 // GoTest compiles the tests of the package in dir for GOOS=js
 // GOARCH=wasm (go test -c), runs the binary in a new tab of b with the
 // given test flags (e.g. "-test.v", "-test.run", "TestMatmul") and returns
 // its exit code once it has finished. The test output goes to the
-// console and so to t.Log. ctx bounds the whole run; give the binary its
-// own -test.timeout below it. The binary's environment has only the
+// console and so to t.Log. ctx bounds the whole run; the run in the page
+// also ends once it has printed nothing for [GoTestStall] (see
+// [Page.Progress]), so a loaded machine makes it slower, not failed, and
+// a hung binary still fails. The binary's environment has only the
 // host's CI variable, so that a resource missing in the browser fails the
 // test under CI as it does on the host (internal/testenv).
 //
@@ -93,6 +102,8 @@ func (b *Browser) GoTest(ctx context.Context, dir string, args ...string) (int, 
 		return -1, err
 	}
 	defer p.Close()
+	ctx, cancel := p.Progress(ctx, GoTestStall)
+	defer cancel()
 	raw, err := p.Run(ctx, srv.URL+"/index.html?ci="+url.QueryEscape(os.Getenv("CI"))+"#"+url.PathEscape(string(argv)))
 	if err != nil {
 		return -1, err

@@ -184,9 +184,12 @@ func newBrowser(t *testing.T, opts ...browsertest.Option) *browsertest.Browser {
 	return browsertest.New(t, opts...)
 }
 
+// run opens url and waits for the page's result for as long as the page
+// makes progress (browsertest.Stall): on a loaded machine it is slower,
+// not failed.
 func run(t *testing.T, p *browsertest.Page, url string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := p.Progress(context.Background(), browsertest.Stall)
 	defer cancel()
 	raw, err := p.Run(ctx, url)
 	if err != nil {
@@ -309,7 +312,7 @@ func TestPageScreenshots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := p.Progress(context.Background(), browsertest.Stall)
 	defer cancel()
 	if err := p.Open(ctx, n.pageURL(g)); err != nil {
 		t.Fatal(err)
@@ -344,7 +347,7 @@ func TestPageResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := p.Progress(context.Background(), browsertest.Stall)
 	defer cancel()
 	if err := p.Open(ctx, n.pageURL(short)); err != nil {
 		t.Fatal(err)
