@@ -41,9 +41,15 @@ func (d *Device) writeBuffer(buf *wgpu.Buffer, off uint64, data []byte) error {
 	return d.queue.WriteBuffer(buf, off, data)
 }
 
-// waitIdle blocks until every submitted command buffer has run.
+// waitIdle blocks until every submitted command buffer has run, saying
+// so in the log once a minute has passed (a hung GPU waits forever).
 func (d *Device) waitIdle() {
+	start, warned := time.Now(), false
 	for b := (backoff{}); !d.poll(); b.wait() {
+		if !warned && time.Since(start) > time.Minute {
+			d.log.Warn("webgpu: still waiting for the GPU to finish submitted work", "waited", time.Since(start).Round(time.Second))
+			warned = true
+		}
 	}
 }
 
