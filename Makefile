@@ -49,11 +49,13 @@ run: build
 # staticcheck, the unit/golden/GPU/browser tests, every fuzz target for
 # FUZZTIME, then how long each package's tests took. Tests that need a
 # GPU adapter, Chromium or shared data fail under CI=true when it is
-# missing (internal/testenv), they do not skip.
+# missing (internal/testenv), they do not skip. -timeout 30m: the kernel
+# suite in Chromium (SwiftShader) nears go test's default 10 minutes on a
+# loaded 2-core machine; slow is not broken (issue 16).
 test: deps fmt-check vet staticcheck
 	@mkdir -p .cache
 	@start=$$SECONDS; status=0; \
-	$(GO) test -count=1 ./... 2>&1 | tee .cache/test.log || status=$$?; \
+	$(GO) test -count=1 -timeout 30m ./... 2>&1 | tee .cache/test.log || status=$$?; \
 	wall=$$((SECONDS - start)); \
 	[ $$status -ne 0 ] || GO=$(GO) bash scripts/fuzz.sh $(FUZZTIME) || status=$$?; \
 	bash scripts/test-times.sh .cache/test.log $$wall; \
@@ -61,7 +63,7 @@ test: deps fmt-check vet staticcheck
 
 # The tests alone, without the checks, fuzzing or the summary.
 go-test:
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout 30m ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
