@@ -98,6 +98,7 @@ func newBenchInference() *cobra.Command {
 				"adapter": br.adapter, "backend": br.backend, "adapter_type": br.adapterType, "software": br.software,
 				"model": src.dir, "model_id": src.rm.ID.String(), "model_bytes": src.rm.Manifest.TotalSize(),
 				"gpu_bytes_allocated": br.gpuBytes, "weight_bytes": br.weightBytes,
+				"gpu_bytes_peak": br.peakBytes, "kv_bytes": br.kvBytes,
 				"kv": map[bool]string{true: "f32", false: "f16"}[rf.kvF32], "context": br.context,
 				"warmup": warmup, "runs": runs, "results": rows,
 			}
@@ -186,9 +187,11 @@ func pct(sorted []time.Duration, p int) time.Duration {
 func printBench(w io.Writer, out map[string]any, rows []benchRow) {
 	fmt.Fprintf(w, "adapter   %s (%s, %s)\n", out["adapter"], out["backend"], out["adapter_type"])
 	fmt.Fprintf(w, "model     %s\n", out["model"])
-	fmt.Fprintf(w, "memory    %s allocated on the GPU for a %s model (%.2f×)\n",
-		humanBytes(int64(out["gpu_bytes_allocated"].(uint64))), humanBytes(out["model_bytes"].(int64)),
-		float64(out["gpu_bytes_allocated"].(uint64))/float64(out["model_bytes"].(int64)))
+	file := float64(out["model_bytes"].(int64))
+	gb := func(k string) int64 { return int64(out[k].(uint64)) }
+	fmt.Fprintf(w, "memory    weights %s on the GPU for a %s model (%.2f×); KV cache %s (%d tokens, %s); peak %s allocated (%.2f×)\n",
+		humanBytes(gb("weight_bytes")), humanBytes(int64(file)), float64(gb("weight_bytes"))/file,
+		humanBytes(gb("kv_bytes")), out["context"], out["kv"], humanBytes(gb("gpu_bytes_peak")), float64(gb("gpu_bytes_peak"))/file)
 	if e := out["expert_bytes_total"].(int64); e > 0 {
 		fmt.Fprintf(w, "experts   %s read per token (the chosen experts) of %s\n", humanBytes(out["expert_bytes_per_token"].(int64)), humanBytes(e))
 	}

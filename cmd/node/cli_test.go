@@ -138,8 +138,14 @@ func TestBenchInference(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	var got struct {
-		Software bool `json:"software"`
-		Results  []struct {
+		Software   bool   `json:"software"`
+		ModelBytes int64  `json:"model_bytes"`
+		Weights    uint64 `json:"weight_bytes"`
+		KV         uint64 `json:"kv_bytes"`
+		Peak       uint64 `json:"gpu_bytes_peak"`
+		Allocated  uint64 `json:"gpu_bytes_allocated"`
+		Context    int    `json:"context"`
+		Results    []struct {
 			PromptTokens    int     `json:"prompt_tokens"`
 			DecodeTokS      float64 `json:"decode_tok_s"`
 			SubmitsPerToken float64 `json:"submits_per_token"`
@@ -151,6 +157,16 @@ func TestBenchInference(t *testing.T) {
 	}
 	if !got.Software || len(got.Results) != 2 || got.Results[1].PromptTokens != 9 {
 		t.Fatalf("unexpected report: %s", out)
+	}
+	// stories260K: 5 layers × K and V × 4 KV heads × 8 dims, f16.
+	if want := uint64(got.Context * 5 * 2 * 4 * 8 * 2); got.KV != want {
+		t.Errorf("kv_bytes %d, want %d for %d positions", got.KV, want, got.Context)
+	}
+	if got.Weights == 0 || got.Weights > uint64(got.ModelBytes)*105/100 {
+		t.Errorf("weight_bytes %d for a %d-byte model, want ≤ 1.05×", got.Weights, got.ModelBytes)
+	}
+	if got.Peak < got.Weights+got.KV || got.Peak < got.Allocated {
+		t.Errorf("gpu_bytes_peak %d below weights %d + KV %d or allocated %d", got.Peak, got.Weights, got.KV, got.Allocated)
 	}
 	for _, r := range got.Results {
 		if r.DecodeTokS <= 0 || r.SubmitsPerToken != 1 || r.ReadbackPerTok != 4 {

@@ -106,7 +106,8 @@ type benchOptions struct {
 type benchRun struct {
 	adapter, backend, adapterType string
 	software                      bool
-	gpuBytes, weightBytes         uint64       // allocated on the GPU; the model's weights
+	gpuBytes, weightBytes         uint64       // allocated on the GPU at the end; the model's weights
+	peakBytes, kvBytes            uint64       // the most allocated at once; the session's KV cache
 	context                       int          // the session's KV cache length
 	stats                         [][]genStats // per prompt, the measured runs
 }

@@ -158,7 +158,8 @@ func benchRuns(ctx context.Context, src *modelSource, f *runFlags, o benchOption
 		return nil, err
 	}
 	defer sess.Close()
-	out := &benchRun{adapter: info.Name, backend: info.Backend, adapterType: info.Type, software: info.Software, context: sess.Context()}
+	out := &benchRun{adapter: info.Name, backend: info.Backend, adapterType: info.Type, software: info.Software, context: sess.Context(),
+		kvBytes: uint64(sess.KVBytes(sess.Context())), peakBytes: g.dev.AllocatedBytes()}
 	for _, prompt := range o.prompts {
 		if len(prompt)+o.gen > sess.Context() {
 			return nil, fmt.Errorf("prompt %d + %d generated tokens exceed the %d-token context (use --ctx)", len(prompt), o.gen, sess.Context())
@@ -173,10 +174,14 @@ func benchRuns(ctx context.Context, src *modelSource, f *runFlags, o benchOption
 			if r >= o.warmup {
 				runs = append(runs, statsOf(res.Stats))
 			}
+			// Scratch buffers are pooled, not freed: after a run the
+			// allocation is at its high-water mark for that prompt.
+			out.peakBytes = max(out.peakBytes, g.dev.AllocatedBytes())
 		}
 		out.stats = append(out.stats, runs)
 	}
 	out.gpuBytes, out.weightBytes = g.dev.AllocatedBytes(), g.model.WeightBytes()
+	out.peakBytes = max(out.peakBytes, out.gpuBytes)
 	return out, nil
 }
 
