@@ -5,6 +5,7 @@ package kernels
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"time"
@@ -79,11 +80,31 @@ func (b *backoff) wait() {
 	time.Sleep(min(time.Duration(1)<<min(b.n-32, 11)*time.Microsecond, 2*time.Millisecond))
 }
 
+// skipDeviceSelectLayer keeps Mesa's implicit Vulkan layer
+// VK_LAYER_MESA_device_select out of the instance wgpu creates, unless the
+// user set NODEVICE_SELECT or MESA_VK_DEVICE_SELECT. wgpu enables every
+// surface extension the loader offers, and the layer, seeing
+// VK_KHR_wayland_surface, connects to a Wayland compositor to learn which
+// GPU drives the display: with no session (a server, CI, ssh) libwayland
+// prints "error: XDG_RUNTIME_DIR is invalid or not set in the environment."
+// on every enumeration. The layer only reorders the adapters, and Open
+// chooses its adapter by its own rule (Options.Adapter, else the fastest),
+// so nothing is lost. NODEVICE_SELECT=1 is the layer's documented switch;
+// the loader reads it when the instance is created (os.Setenv reaches C's
+// environment in a cgo binary).
+func skipDeviceSelectLayer() {
+	if os.Getenv("NODEVICE_SELECT") != "" || os.Getenv("MESA_VK_DEVICE_SELECT") != "" {
+		return
+	}
+	os.Setenv("NODEVICE_SELECT", "1")
+}
+
 // openBackend picks an adapter (see [Options.Adapter]) among those
 // wgpu-native enumerates and requests a device with the storage and
 // compute limits raised to the adapter's.
 func openBackend(want string, log *slog.Logger) (backend, error) {
 	wgpu.SetLogLevel(wgpu.LogLevelError) // its Warn level is chatty and goes to stderr
+	skipDeviceSelectLayer()
 	inst := wgpu.CreateInstance(&wgpu.InstanceDescriptor{Backends: wgpu.InstanceBackendPrimary})
 	adapter, info, err := chooseAdapter(inst, want)
 	if err != nil {
