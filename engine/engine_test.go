@@ -53,6 +53,18 @@ func TestMain(m *testing.M) {
 // test binary and loads it.
 func loadShared(t testing.TB, rel string, opts Options) *Model {
 	t.Helper()
+	rm := openShared(t, rel)
+	m, err := Load(context.Background(), testDevice(t), rm, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+// openShared converts a shared model once per test binary and opens it.
+func openShared(t testing.TB, rel string) *rdrr.Model {
+	t.Helper()
 	src := testenv.Path(t, rel)
 	convMu.Lock()
 	dir, ok := convDir[src]
@@ -73,12 +85,7 @@ func loadShared(t testing.TB, rel string, opts Options) *Model {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := Load(context.Background(), testDevice(t), rm, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Close)
-	return m
+	return rm
 }
 
 func newSession(t testing.TB, m *Model) *Session {

@@ -10,6 +10,7 @@ import (
 	"math"
 	"strings"
 
+	"github.com/doppler-llm/doppler/engine/internal/ropeparams"
 	"github.com/doppler-llm/doppler/kernels"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/quant"
@@ -119,12 +120,12 @@ func Load(ctx context.Context, dev *kernels.Device, m *rdrr.Model, opts Options)
 	slots := expertSlots(opts, cfg, bytesPerExpert(m.Manifest), func(msg string, args ...any) { opts.Logger.Warn(msg, args...) })
 	l.paging = slots > 0
 	var err error
-	if md.rope, err = ropeParams(cfg.Rope); err != nil {
+	if md.rope, err = ropeparams.Params(cfg.Rope); err != nil {
 		return nil, err
 	}
 	md.ropeLocal = md.rope
 	if cfg.RopeLocal != nil {
-		if md.ropeLocal, err = ropeParams(*cfg.RopeLocal); err != nil {
+		if md.ropeLocal, err = ropeparams.Params(*cfg.RopeLocal); err != nil {
 			return nil, err
 		}
 	}
