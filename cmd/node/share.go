@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
 	"github.com/doppler-llm/doppler/p2p/httpseed"
@@ -94,6 +98,117 @@ func (s *sources) clients() ([]swarm.Source, error) {
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// errAllBad ends a pull whose every source sent bad blocks.
+var errAllBad = errors.New("every source sent bad blocks")
+
+// badSources watches a pull whose sources are fixed (--seed and --peer,
+// no --bootstrap or --mdns to find others): the fetcher drops a source
+// for a model at its first bad block, so once every one is dropped the
+// pull can only wait out --wait. badSources ends it at once instead, with
+// an error naming each source and what it sent.
+type badSources struct {
+	store *swarm.Store
+	id    rdrr.ModelID
+	seeds []string // the seeds' IDs (their URLs)
+	peers []string // the peers' IDs
+
+	mu   sync.Mutex
+	errs map[string]error // a seed's first bad block
+	kick chan struct{}
+}
+
+// watchSources wraps the seeds so that their bad blocks are seen.
+func watchSources(store *swarm.Store, id rdrr.ModelID, seeds []swarm.Source, peerAddrs []string) ([]swarm.Source, *badSources) {
+	w := &badSources{store: store, id: id, errs: map[string]error{}, kick: make(chan struct{}, 1)}
+	out := make([]swarm.Source, len(seeds))
+	for i, s := range seeds {
+		out[i] = watchedSource{Source: s, w: w}
+		w.seeds = append(w.seeds, s.ID())
+	}
+	for _, a := range peerAddrs {
+		if ai, err := peer.AddrInfoFromString(a); err == nil {
+			w.peers = append(w.peers, ai.ID.String())
+		}
+	}
+	return out, w
+}
+
+// watchedSource is a seed whose bad blocks badSources records.
+type watchedSource struct {
+	swarm.Source
+	w *badSources
+}
+
+func (s watchedSource) ReadBlocks(ctx context.Context, sh rdrr.Shard, first, count int, fn func(int, []byte) error) error {
+	err := s.Source.ReadBlocks(ctx, sh, first, count, fn)
+	if errors.Is(err, rdrr.ErrBadBlock) {
+		s.w.mu.Lock()
+		if s.w.errs[s.ID()] == nil {
+			s.w.errs[s.ID()] = err
+		}
+		s.w.mu.Unlock()
+		select {
+		case s.w.kick <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+// run cancels the pull (cancel, with an error wrapping errAllBad) once
+// every source is dropped for bad blocks, checking after each bad block a
+// seed sends and, for peers (whose bad blocks the fetcher sees), every
+// 100 ms. It returns when ctx ends.
+func (w *badSources) run(ctx context.Context, cancel context.CancelCauseFunc) {
+	if len(w.seeds)+len(w.peers) == 0 {
+		return
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.kick:
+		case <-tick.C:
+		}
+		if err := w.allBad(); err != nil {
+			cancel(err)
+			return
+		}
+	}
+}
+
+// allBad returns errAllBad, with what each source sent, when every source
+// is dropped for bad blocks; else nil.
+func (w *badSources) allBad() error {
+	var why []string
+	w.mu.Lock()
+	for _, s := range w.seeds {
+		err := w.errs[s]
+		if err == nil {
+			w.mu.Unlock()
+			return nil
+		}
+		why = append(why, oneLine(err).Error())
+	}
+	w.mu.Unlock()
+	dropped := map[string]swarm.PeerStats{}
+	for _, ps := range w.store.PeerStats() {
+		if slices.Contains(ps.Dropped, w.id) {
+			dropped[ps.ID] = ps
+		}
+	}
+	for _, p := range w.peers {
+		ps, ok := dropped[p]
+		if !ok {
+			return nil
+		}
+		why = append(why, fmt.Sprintf("peer %s: %d bad blocks", p, ps.BadBlocks))
+	}
+	return fmt.Errorf("model %s: %w, none is left to ask: %s", w.id.Short(), errAllBad, strings.Join(why, "; "))
 }
 
 // blame names the sources a failed pull of id set aside for bad blocks

@@ -221,21 +221,26 @@ func TestShareFlags(t *testing.T) {
 }
 
 // TestPullSeedBadBlock: a seed that corrupts blocks never gets one into
-// the store: alone, the pull fails naming it; beside a good seed, its
-// blocks are fetched again from the other and the pull verifies.
+// the store: alone, the pull fails at once (not after --wait, here an
+// hour), naming the seed and the shard; beside a good seed, its blocks are
+// fetched again from the other and the pull verifies.
 func TestPullSeedBadBlock(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	url, id, _ := serveStories(t, ctx)
+	url, id, m := serveStories(t, ctx)
 	bad, badURL := newProxy(t, url)
 	bad.corrupt = true
 	tmp := t.TempDir()
 
 	store := filepath.Join(tmp, "alone")
-	o, err := cliContext(ctx, "pull", id.String(), "--seed", badURL, "--store", store, "--wait", "2s")
-	if err == nil || !strings.Contains(err.Error(), badURL) || !strings.Contains(err.Error(), "bad block") {
-		t.Fatalf("pull from a corrupting seed: %v\n%s\nwant an error naming %s", err, o, badURL)
+	pctx, pcancel := context.WithTimeout(ctx, time.Minute)
+	o, err := cliContext(pctx, "pull", id.String(), "--seed", badURL, "--store", store, "--wait", "1h")
+	pcancel()
+	if err == nil || !strings.Contains(err.Error(), badURL) || !strings.Contains(err.Error(), "bad blocks") ||
+		!strings.Contains(err.Error(), m.Shards[0].Hash.Short()) {
+		t.Fatalf("pull from a corrupting seed: %v\n%s\nwant an error naming %s and shard %s", err, o, badURL, m.Shards[0].Hash.Short())
 	}
+	t.Logf("alone: %v", err)
 	st, err := swarm.Open(store, swarm.StoreOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -398,10 +398,20 @@ func newPull() *cobra.Command {
 			}
 			defer n.Close()
 			progress, finish := pullProgress(id)
-			pctx, cancel := context.WithCancel(ctx)
-			defer cancel()
+			pctx, cancel := context.WithCancelCause(ctx)
+			defer cancel(nil)
+			if len(nf.bootstrap) == 0 && !nf.mdns { // the sources are all there is
+				var w *badSources
+				clients, w = watchSources(store, id, clients, src.peers)
+				watched := make(chan struct{})
+				go func() { defer close(watched); w.run(pctx, cancel) }()
+				defer func() { cancel(nil); <-watched }()
+			}
 			err = n.Pull(pctx, id, swarm.PullOptions{Peers: src.peers, Sources: clients, Progress: progress})
 			finish()
+			if cause := context.Cause(pctx); errors.Is(cause, errAllBad) {
+				return cause
+			}
 			if err != nil {
 				if errors.Is(err, swarm.ErrNoPeers) {
 					return fmt.Errorf("model %s: no peers reachable with the missing shards within %v%s", id.Short(), wait, blame(store, id))
