@@ -179,11 +179,15 @@ func TestGGUFGoldens(t *testing.T) {
 		{"stories260K-Q4_K_M", false, 2e-2, 4e-2},
 		{"tiny-mixtral-F32", true, 3e-3, 6e-3},
 		{"tiny-mixtral-F16", true, 3e-3, 6e-3},
+		// The rest: engine/reference's TestLlamaCPURounding shows what
+		// llama.cpp's 8-bit activations move (docs/quantized.md); with
+		// them the reference gives llama.cpp's tokens, and the engine
+		// equals the reference without them (TestReferenceModel).
 		{"tiny-mixtral-Q8_0", false, 0.3, 0.1},
-		{"tiny-mixtral-Q4_K_M", false, 0.3, 0.1},
+		{"tiny-mixtral-Q4_K_M", false, 0.07, 0.1},
 		{"tiny-gptoss-F32", true, 3e-3, 6e-3},
-		{"tiny-gptoss-Q8_0", false, 0.3, 0.1},
-		{"tiny-gptoss-MXFP4_MOE", false, 0.3, 0.1},
+		{"tiny-gptoss-Q8_0", false, 0.07, 0.1},
+		{"tiny-gptoss-MXFP4_MOE", false, 0.07, 0.1},
 	}
 	for _, c := range cases {
 		t.Run(c.file, func(t *testing.T) {

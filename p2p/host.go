@@ -140,6 +140,7 @@ type Host struct {
 	sem    chan struct{}  // serving slots
 
 	stats stats
+	bufs  bufPool
 	gossip
 	closeOnce sync.Once
 }
@@ -203,6 +204,7 @@ func New(ctx context.Context, opts Options, prov Provider) (*Host, error) {
 	hctx, cancel := context.WithCancel(context.Background())
 	n := &Host{opts: opts, log: opts.Logger.With("peer", h.ID().ShortString()), h: h, prov: prov,
 		loopback: loopback, ctx: hctx, cancel: cancel, sem: make(chan struct{}, opts.MaxServing)}
+	n.bufs = newBufPool(maxIdleBufs)
 	n.stats.init()
 	n.gossip.init()
 	dopts := []dht.Option{dht.Mode(dht.ModeServer), dht.ProtocolPrefix(DHTPrefix)}

@@ -41,8 +41,10 @@ func serveOne[R wire.Message](n *Host, what string) network.StreamHandler {
 			return
 		}
 		c.timeout = n.opts.FrameTimeout
+		bp := n.bufs.get()
+		defer n.bufs.put(bp)
 		opts := ServeOptions{MaxBlocksPerRequest: n.opts.MaxBlocksPerRequest, ServeUnverified: n.opts.ServeUnverified,
-			Logger: n.log, OnBlock: func() { n.stats.blocks.Add(1) }}
+			Logger: n.log, OnBlock: func() { n.stats.blocks.Add(1) }, Buf: *bp}
 		if err := shardproto.Answer(c, n.prov, req, opts); err != nil {
 			n.log.Debug(what+": write", "to", c.peer, "err", err)
 			c.reset()

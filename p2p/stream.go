@@ -28,6 +28,7 @@ type conn struct {
 	peer    string
 	timeout time.Duration
 	stop    func() bool // removes the context watch
+	rbuf    *[]byte     // Block bodies are read into it (from n.bufs; nil until the first read)
 }
 
 func (n *Host) wrap(ctx context.Context, s network.Stream, timeout time.Duration) *conn {
@@ -38,18 +39,42 @@ func (n *Host) wrap(ctx context.Context, s network.Stream, timeout time.Duration
 	return c
 }
 
+// close and reset end the exchange; the Block last read is invalid after
+// either (its bytes go back to the host's buffer pool).
 func (c *conn) close() {
 	c.stop()
 	c.s.Close()
+	c.release()
 }
 
 func (c *conn) reset() {
 	c.stop()
 	c.s.Reset()
+	c.release()
 }
 
+func (c *conn) release() {
+	if c.rbuf != nil {
+		c.n.bufs.put(c.rbuf)
+		c.rbuf = nil
+	}
+}
+
+// blockBuf is where Block bodies are read: taken from the host's pool at
+// the first Block, kept until the exchange ends.
+func (c *conn) blockBuf() []byte {
+	if c.rbuf == nil {
+		c.rbuf = c.n.bufs.get()
+	}
+	return *c.rbuf
+}
+
+// write sends m as one frame, built in a pooled buffer (the stream copies
+// what it is given before Write returns).
 func (c *conn) write(m wire.Message) error {
-	b, err := wire.Marshal(m)
+	bp := c.n.bufs.get()
+	defer c.n.bufs.put(bp)
+	b, err := wire.AppendFrame((*bp)[:0], m)
 	if err != nil {
 		return err
 	}
@@ -64,11 +89,13 @@ func (c *conn) ReadMsg(max int) (wire.Message, error) { return c.read(max) }
 func (c *conn) WriteMsg(m wire.Message) error         { return c.write(m) }
 func (c *conn) CloseWrite() error                     { return c.s.CloseWrite() }
 
-// read reads one message of at most max bytes within the frame timeout.
+// read reads one message of at most max bytes within the frame timeout. A
+// Block's data is read into the conn's pooled buffer: it is valid until
+// the next read, close or reset (what FetchBlocks' callers are promised).
 func (c *conn) read(max int) (wire.Message, error) {
 	c.s.SetReadDeadline(time.Now().Add(c.timeout))
 	cr := &countReader{r: c.s}
-	m, err := wire.ReadMessage(cr, max)
+	m, err := wire.ReadMessageBuf(cr, max, c.blockBuf)
 	c.n.stats.add(c.peer, 0, cr.n)
 	return m, err
 }

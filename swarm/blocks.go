@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/doppler-llm/doppler/rdrr"
 )
@@ -37,12 +38,33 @@ func (s *Store) WriteBlock(h rdrr.Hash, index int, data []byte) error {
 
 // PutBlock is WriteBlock telling whether the block was new (BlockStore).
 func (s *Store) PutBlock(h rdrr.Hash, index int, data []byte) (wrote bool, err error) {
+	return s.put(h, index, data, nil)
+}
+
+// PutVerifiedBlock is PutBlock for a block its caller has hashed against
+// sh.Blocks[index] already (VerifiedBlockStore): when the store's table
+// names the same block hash and size, the block is not hashed again, so
+// each received byte is hashed once on its way to disk. A table that
+// differs (another manifest naming the same shard) gets the full check.
+func (s *Store) PutVerifiedBlock(sh rdrr.Shard, index int, data []byte) (wrote bool, err error) {
+	return s.put(sh.Hash, index, data, &sh)
+}
+
+// ReadsVerified marks the store as a shardproto.VerifiedProvider:
+// ReadBlock returns only blocks hashed in this process (when stored, or
+// on their first read after a restart), so a server sends them without
+// hashing them again.
+func (s *Store) ReadsVerified() {}
+
+func (s *Store) put(h rdrr.Hash, index int, data []byte, verified *rdrr.Shard) (wrote bool, err error) {
 	e, err := s.lookup(h)
 	if err != nil {
 		return false, err
 	}
-	if err := e.sh.CheckBlock(index, data); err != nil {
-		return false, err
+	if !sameBlock(e.sh, verified, index, len(data)) {
+		if err := e.sh.CheckBlock(index, data); err != nil {
+			return false, err
+		}
 	}
 	s.mu.Lock()
 	state := e.state
@@ -96,7 +118,53 @@ func (s *Store) PutBlock(h rdrr.Hash, index int, data []byte) (wrote bool, err e
 	e.lastUse = s.clock.Now()
 	s.st.BytesWritten += int64(len(data))
 	s.mu.Unlock()
+	s.hashWhole(e, index, data)
 	return true, nil
+}
+
+// sameBlock reports whether block index of a caller's shard table, which
+// the caller verified data against, is block index of the store's own
+// table: same shard geometry, same leaf hash, the data of its length.
+func sameBlock(own rdrr.Shard, theirs *rdrr.Shard, index, n int) bool {
+	return theirs != nil && index >= 0 && index < len(own.Blocks) && index < len(theirs.Blocks) &&
+		theirs.Size == own.Size && theirs.BlockSize == own.BlockSize &&
+		theirs.Blocks[index] == own.Blocks[index] && n == own.BlockLen(index)
+}
+
+// hashWhole extends the partial's running whole-shard hash with block
+// index, just written and hashed, when it is the next in order, and then
+// with the blocks already written after it (read back from the page
+// cache). Complete then checks the shard's hash without reading the file
+// again. The caller holds e.io exclusively.
+func (s *Store) hashWhole(e *entry, index int, data []byte) {
+	if index != e.wholeNext {
+		return
+	}
+	if e.whole == nil {
+		e.whole = sha256.New()
+	}
+	e.whole.Write(data)
+	e.wholeNext++
+	var buf []byte
+	for e.wholeNext < len(e.sh.Blocks) {
+		i := e.wholeNext
+		s.mu.Lock()
+		ok := e.have[i] && e.checked[i]
+		s.mu.Unlock()
+		if !ok {
+			return
+		}
+		if buf == nil {
+			buf = make([]byte, e.sh.BlockSize)
+		}
+		blk := buf[:e.sh.BlockLen(i)]
+		if _, err := e.f.ReadAt(blk, int64(i)*e.sh.BlockSize); err != nil && !errors.Is(err, io.EOF) {
+			e.whole, e.wholeNext = nil, 0 // Complete reads the file instead
+			return
+		}
+		e.whole.Write(blk)
+		e.wholeNext++
+	}
 }
 
 // createPartial creates the partial file at full size and an empty
@@ -110,6 +178,7 @@ func (s *Store) createPartial(h rdrr.Hash, e *entry) error {
 		f.Close()
 		return err
 	}
+	e.whole, e.wholeNext = nil, 0
 	if err := rdrr.WriteFileAtomic(s.sidecarPath(h), []byte(sidecarMagic)); err != nil {
 		f.Close()
 		return err
@@ -171,19 +240,26 @@ func (s *Store) Complete(h rdrr.Hash) error {
 	if err := e.f.Sync(); err != nil {
 		return err
 	}
-	whole := sha256.New()
-	buf := make([]byte, e.sh.BlockSize)
+	whole := e.whole
+	e.whole = nil
 	var bad []int
-	for i := range n {
-		blk := buf[:e.sh.BlockLen(i)]
-		if _, err := e.f.ReadAt(blk, int64(i)*e.sh.BlockSize); err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("shard %s block %d: %w", h.Short(), i, err)
-		}
-		whole.Write(blk)
-		if !checked[i] && e.sh.CheckBlock(i, blk) != nil {
-			bad = append(bad, i)
+	if whole == nil || e.wholeNext != n || slices.Contains(checked, false) {
+		// Blocks from an earlier run, or written out of order: read the
+		// shard back, hashing each block not yet hashed in this process.
+		whole = sha256.New()
+		buf := make([]byte, e.sh.BlockSize)
+		for i := range n {
+			blk := buf[:e.sh.BlockLen(i)]
+			if _, err := e.f.ReadAt(blk, int64(i)*e.sh.BlockSize); err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("shard %s block %d: %w", h.Short(), i, err)
+			}
+			whole.Write(blk)
+			if !checked[i] && e.sh.CheckBlock(i, blk) != nil {
+				bad = append(bad, i)
+			}
 		}
 	}
+	e.wholeNext = 0
 	if len(bad) > 0 {
 		s.dropBlocks(h, e, bad)
 		return fmt.Errorf("shard %s: %d blocks bad on disk (%w): %w", h.Short(), len(bad), rdrr.ErrBadBlock, ErrIncomplete)
@@ -228,6 +304,7 @@ func sumOf(h hash.Hash) rdrr.Hash {
 // to partial (its other blocks are kept, to be re-verified), so a fetch
 // re-fetches only what was lost. The caller holds e.io exclusively.
 func (s *Store) dropBlocks(h rdrr.Hash, e *entry, bad []int) {
+	e.whole, e.wholeNext = nil, 0
 	s.mu.Lock()
 	for _, b := range bad {
 		if e.have[b] {

@@ -757,12 +757,12 @@ func (f *fetcher) onBlock(r *request, index int, data []byte) error {
 	held := fs.have[index]
 	f.mu.Unlock()
 	if held {
-		if err := fs.sh.CheckBlock(index, data); err != nil {
+		if err := checkReceived(r.peer, fs.sh, index, data); err != nil {
 			r.bad = fmt.Errorf("peer %s: %w", r.id, err)
 			return r.bad
 		}
 		f.s.peers.update(r.id, func(p *peerRec) { p.Duplicates++ })
-	} else if wrote, err := f.bs.PutBlock(fs.sh.Hash, index, data); err != nil {
+	} else if wrote, err := putReceived(f.bs, r.peer, fs.sh, index, data); err != nil {
 		if errors.Is(err, rdrr.ErrBadBlock) {
 			r.bad = fmt.Errorf("peer %s: %w", r.id, err)
 			return r.bad

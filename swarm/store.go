@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -98,6 +99,11 @@ type entry struct {
 	io   sync.RWMutex
 	f    *os.File // opened lazily; survives the partial → shard rename
 	side *os.File // the partial's sidecar, append-only
+	// whole hashes the partial's blocks [0, wholeNext) in order as they are
+	// written, so Complete need not read the shard back (blocks.go). Held
+	// with io exclusively; nil when not started or reset.
+	whole     hash.Hash
+	wholeNext int
 
 	// Guarded by Store.mu.
 	state   shardState

@@ -144,3 +144,74 @@ func llamaAttention(q, k, v, sinks []float32, m, pos0, heads, kvHeads, headDim i
 	}
 	return out
 }
+
+// llamaFlashAttention is attention as ggml-cpu's flash-attention kernel
+// computes it over an f16 KV cache: q converted to f16, scores in f32,
+// an online softmax whose running value sum is an f16 vector (scaled and
+// accumulated with ggml_vec_scale_f16 / ggml_vec_mad_f16), the sink
+// folded in at the end.
+func llamaFlashAttention(q, k, v, sinks []float32, m, pos0, heads, kvHeads, headDim int, scale float32, window int, softcap float32) []float32 {
+	out := make([]float32, m*heads*headDim)
+	group := heads / kvHeads
+	kvw := kvHeads * headDim
+	qh := make([]float32, headDim)
+	acc := make([]float32, headDim) // f16 values
+	for t := range m {
+		i := pos0 + t
+		lo := 0
+		if window > 0 {
+			lo = max(0, i-window+1)
+		}
+		for h := range heads {
+			kh := h / group
+			for d := range headDim {
+				qh[d] = f16(q[(t*heads+h)*headDim+d])
+			}
+			clear(acc)
+			mx := float32(math.Inf(-1))
+			var sum float32
+			for j := lo; j <= i; j++ {
+				var dot float64
+				for d := range headDim {
+					dot += float64(qh[d]) * float64(k[j*kvw+kh*headDim+d])
+				}
+				s := float32(dot) * scale
+				if softcap > 0 {
+					s = softcap * float32(math.Tanh(float64(s/softcap)))
+				}
+				ms, vs := float32(1), float32(1)
+				if s > mx {
+					old := mx
+					mx = s
+					ms = float32(math.Exp(float64(old - mx)))
+					for d := range acc {
+						acc[d] = f16(acc[d] * ms)
+					}
+				} else {
+					vs = float32(math.Exp(float64(s - mx)))
+				}
+				for d := range acc {
+					acc[d] = f16(acc[d] + v[j*kvw+kh*headDim+d]*vs)
+				}
+				sum = sum*ms + vs
+			}
+			if sinks != nil {
+				sk := sinks[h]
+				ms, vs := float32(1), float32(1)
+				if sk > mx {
+					ms = float32(math.Exp(float64(mx - sk)))
+					for d := range acc {
+						acc[d] = f16(acc[d] * ms)
+					}
+				} else {
+					vs = float32(math.Exp(float64(sk - mx)))
+				}
+				sum = sum*ms + vs
+			}
+			for d := range headDim {
+				out[(t*heads+h)*headDim+d] = acc[d] / sum
+			}
+		}
+	}
+	return out
+}

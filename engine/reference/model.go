@@ -29,11 +29,25 @@ type LlamaCPU struct {
 	// type: Q8_0 blocks for Q8_0, Q4_0, Q5_0 and MXFP4 weights, Q8_K for
 	// Q4_K and Q6_K, f16 for F16, bf16 for BF16; F32 weights take f32.
 	MatMul bool
-	// Attention rounds q to f16 before q·k and the softmax probabilities to
-	// f16 before they weight v, as ggml's mul_mat does against an f16 KV
-	// cache (llama.cpp without flash attention).
-	Attention bool
+	// Attention rounds inside attention as llama.cpp does over an f16 KV
+	// cache (default: not at all).
+	Attention Attention
 }
+
+// Attention names how llama.cpp's CPU backend computes attention.
+type Attention int
+
+const (
+	// AttnExact rounds nothing (the kernels' arithmetic).
+	AttnExact Attention = iota
+	// AttnMulMat is llama.cpp without flash attention: ggml's mul_mat
+	// rounds q to f16 before q·k and the softmax probabilities to f16
+	// before they weight v.
+	AttnMulMat
+	// AttnFlash is ggml-cpu's flash-attention kernel: q rounded to f16 and
+	// the running weighted sum of v kept in f16.
+	AttnFlash
+)
 
 // Model is a model's weights in host memory.
 type Model struct {

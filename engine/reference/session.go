@@ -114,9 +114,12 @@ func (s *Session) forward(ids []int, all bool) ([][]float32, error) {
 		}
 		kp, vp := s.plain(l, pos0+m)
 		var att []float32
-		if md.opts.LlamaCPU.Attention {
+		switch md.opts.LlamaCPU.Attention {
+		case AttnFlash:
+			att = llamaFlashAttention(q, kp, vp, ly.sinks, m, pos0, c.Heads, c.KVHeads, c.HeadDim, attnScale, window, float32(c.AttnSoftcap))
+		case AttnMulMat:
 			att = llamaAttention(q, kp, vp, ly.sinks, m, pos0, c.Heads, c.KVHeads, c.HeadDim, attnScale, window, float32(c.AttnSoftcap))
-		} else {
+		default:
 			att = kernels.AttentionRef(q, kp, vp, ly.sinks, m, pos0, c.Heads, c.KVHeads, c.HeadDim, attnScale, window, float32(c.AttnSoftcap))
 		}
 		residual(ly.o, att, ly.oBias, ly.postAttnNorm)

@@ -30,6 +30,9 @@ const (
 	// MaxFrame fits one Block with a full proof: the limit for shard
 	// streams and the default everywhere except manifest responses.
 	MaxFrame = 1 + 4 + 4 + MaxBlockData + 1 + MaxProof*32
+	// BlockFrameBuf is the size of a buffer that holds the body of any
+	// Block frame (ReadMessageBuf) or the whole of one (AppendFrame).
+	BlockFrameBuf = 4 + MaxFrame
 	// MaxManifestFrame fits one ManifestResponse.
 	MaxManifestFrame = 1 + 4 + MaxManifest + 4 + MaxSig
 	// MaxInventoryFrame bounds an Inventory (gossip messages are ≤ 1 MiB).
@@ -200,6 +203,17 @@ func newMessage(t Type) Message {
 // buffer that grows only as bytes arrive, so a peer that announces a large
 // frame and stalls costs no memory.
 func ReadMessage(r io.Reader, max int) (Message, error) {
+	return ReadMessageBuf(r, max, nil)
+}
+
+// ReadMessageBuf is ReadMessage that reads the body of a Block frame into
+// the buffer buf returns (called only for a Block) when it fits, so a
+// reader of many blocks allocates nothing per block: the Block's Data (and
+// nothing else) then aliases that buffer and is valid only until it is
+// used again. Frames of other types, and Blocks larger than the buffer,
+// get memory of their own as in ReadMessage. A buffer of BlockFrameBuf
+// bytes fits every Block a shard stream may carry.
+func ReadMessageBuf(r io.Reader, max int, buf func() []byte) (Message, error) {
 	var hdr [HeaderSize]byte
 	for skipped := 0; ; skipped++ {
 		if skipped > MaxSkip {
@@ -226,12 +240,26 @@ func ReadMessage(r io.Reader, max int) (Message, error) {
 			}
 			continue
 		}
-		body, err := readBody(r, size)
+		var body []byte
+		var err error
+		if b := blockBuf(t, buf); size <= int64(len(b)) {
+			body = b[:size]
+			_, err = io.ReadFull(r, body)
+		} else {
+			body, err = readBody(r, size)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v body: %v", ErrTruncated, t, err)
 		}
 		return Decode(t, body)
 	}
+}
+
+func blockBuf(t Type, buf func() []byte) []byte {
+	if t != TypeBlock || buf == nil {
+		return nil
+	}
+	return buf()
 }
 
 func readBody(r io.Reader, size int64) ([]byte, error) {
