@@ -85,8 +85,10 @@ func StartSite(ctx context.Context, store SiteStore, o SiteOptions) (*Site, erro
 	}
 	sopts := Options{
 		// Rooms are the models this store holds.
-		Allow:  func(room rdrr.ModelID) bool { _, _, ok := store.Manifest(room); return ok },
-		Logger: log,
+		Allow: func(room rdrr.ModelID) bool { _, _, ok := store.Manifest(room); return ok },
+		// The SDK (/sdk/doppler.js) joins from pages of other origins.
+		AnyOrigin: true,
+		Logger:    log,
 	}
 	// Browsers never gather loopback candidates: on loopback they reach
 	// each other through the node's TURN relay on the same address.
@@ -150,6 +152,7 @@ func (s *Site) routes(store SiteStore, api http.Handler) http.Handler {
 	page := web.Handler()
 	mux.Handle("/d", page)
 	mux.Handle("/d/", page)
+	mux.Handle("/sdk/", page) // the browser SDK, /sdk/doppler.js
 	mux.Handle(sigwire.SeedPrefix+"/", NewSeed(store, SeedOptions{Logger: s.log}).Handler())
 	if api != nil {
 		mux.Handle("/v1/", api)
