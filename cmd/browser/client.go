@@ -24,9 +24,10 @@ import (
 type client struct {
 	ctx      context.Context
 	log      *slog.Logger
-	ui       *ui
+	cancel   context.CancelFunc // ends ctx (set once loaded)
+	ev       *events
 	store    *store
-	base     string // the node's origin, for the HTTP seed and signaling
+	signal   string // the base URL of the node whose room is joined
 	model    rdrr.ModelID
 	loopback bool
 	sig      *signaler
@@ -34,6 +35,7 @@ type client struct {
 	seed     *httpPeer
 	fetcher  *swarm.Fetcher
 	gen      *generator
+	busy     chan struct{} // held by a generation (and by close)
 	// iceServers come from the welcome (the node's TURN relay on loopback).
 	iceServers json.RawMessage
 
@@ -47,10 +49,10 @@ type client struct {
 	wake                chan struct{}
 }
 
-func newClient(ctx context.Context, log *slog.Logger, u *ui, st *store, base string, id rdrr.ModelID, loopback bool) *client {
-	c := &client{ctx: ctx, log: log, ui: u, store: st, base: base, model: id, loopback: loopback,
-		peers: map[string]*rtcPeer{}, wake: make(chan struct{}, 1)}
-	c.seed = &httpPeer{c: c, base: base}
+func newClient(ctx context.Context, log *slog.Logger, ev *events, st *store, src source, loopback bool) *client {
+	c := &client{ctx: ctx, log: log, ev: ev, store: st, signal: src.signal, model: src.model, loopback: loopback,
+		peers: map[string]*rtcPeer{}, wake: make(chan struct{}, 1), busy: make(chan struct{}, 1)}
+	c.seed = &httpPeer{c: c, base: src.seed}
 	c.fetcher = swarm.NewFetcher(st, swarm.FetcherOptions{Logger: log})
 	st.onChange = c.announce
 	return c
@@ -61,7 +63,7 @@ func newClient(ctx context.Context, log *slog.Logger, u *ui, st *store, base str
 // to us. With wait, it returns once those connections are up and have
 // sent their inventories, or after a bounded wait.
 func (c *client) join(wait bool) error {
-	url := wsURL(c.base) + "/signal?room=" + c.model.String()
+	url := wsURL(c.signal) + "/signal?room=" + c.model.String()
 	sig, welcome, err := dialSignal(c.ctx, url)
 	if err != nil {
 		return err
@@ -72,17 +74,17 @@ func (c *client) join(wait bool) error {
 			c.iceServers = b
 		}
 	}
-	c.ui.log("info", fmt.Sprintf("joined room %s as %s with %d peers", c.model.Short(), c.self, len(welcome.Peers)))
+	c.ev.log("info", fmt.Sprintf("joined room %s as %s with %d peers", c.model.Short(), c.self, len(welcome.Peers)))
 	go c.signalLoop()
 	var offered []*rtcPeer
 	for _, id := range welcome.Peers {
 		p, err := c.addPeer(string(id))
 		if err != nil {
-			c.ui.log("warn", err.Error())
+			c.ev.log("warn", err.Error())
 			continue
 		}
 		if err := p.offer(); err != nil {
-			c.ui.log("warn", err.Error())
+			c.ev.log("warn", err.Error())
 			p.Close()
 			continue
 		}
@@ -107,7 +109,7 @@ func (c *client) join(wait bool) error {
 			n++
 		}
 	}
-	c.ui.log("info", fmt.Sprintf("%d of %d peers connected over WebRTC", n, len(offered)))
+	c.ev.log("info", fmt.Sprintf("%d of %d peers connected over WebRTC", n, len(offered)))
 	return nil
 }
 
@@ -159,7 +161,7 @@ func (c *client) signalLoop() {
 		m, err := c.sig.recv(c.ctx)
 		if err != nil {
 			if c.ctx.Err() == nil {
-				c.ui.log("warn", err.Error())
+				c.ev.log("warn", err.Error())
 			}
 			return
 		}
@@ -173,12 +175,12 @@ func (c *client) signalLoop() {
 		case sigwire.TypeOffer:
 			p, err := c.addPeer(string(m.From))
 			if err != nil {
-				c.ui.log("warn", err.Error())
+				c.ev.log("warn", err.Error())
 				continue
 			}
 			go func() {
 				if err := p.answer(m.SDP); err != nil {
-					c.ui.log("warn", err.Error())
+					c.ev.log("warn", err.Error())
 					p.Close()
 				}
 			}()
@@ -186,7 +188,7 @@ func (c *client) signalLoop() {
 			if p := c.peer(string(m.From)); p != nil {
 				go func() {
 					if err := p.setRemote(m.SDP, "answer"); err != nil {
-						c.ui.log("warn", err.Error())
+						c.ev.log("warn", err.Error())
 						p.Close()
 					}
 				}()
@@ -313,7 +315,7 @@ func (c *client) rejected(peer string, err error) {
 	c.mu.Lock()
 	c.rejectedMsgs = append(c.rejectedMsgs, msg)
 	c.mu.Unlock()
-	c.ui.log("warn", msg)
+	c.ev.log("warn", msg)
 }
 
 // manifest gets the model's manifest: from OPFS, else from a peer, else
@@ -327,11 +329,11 @@ func (c *client) manifest() error {
 		raw, sig, err := p.Manifest(ctx, c.model)
 		cancel()
 		if err != nil {
-			c.ui.log("warn", err.Error())
+			c.ev.log("warn", err.Error())
 			continue
 		}
 		c.received("webrtc", len(raw)+len(sig))
-		c.ui.log("info", "manifest from peer "+p.id)
+		c.ev.log("info", "manifest from peer "+p.id)
 		return c.store.AddManifest(c.model, raw, sig)
 	}
 	raw, sig, err := c.seed.Manifest(c.ctx, c.model)
@@ -339,7 +341,7 @@ func (c *client) manifest() error {
 		return err
 	}
 	c.received("http", len(raw)+len(sig))
-	c.ui.log("info", "manifest from the HTTP seed")
+	c.ev.log("info", "manifest from the HTTP seed")
 	return c.store.AddManifest(c.model, raw, sig)
 }
 
@@ -353,7 +355,7 @@ func (c *client) download() error {
 	err := c.fetcher.Fetch(c.ctx, c.model, sm.m, c, swarm.FetchOptions{
 		WaitPeers: 20 * time.Second,
 		Progress: func(done, total int64, peers int) {
-			c.ui.progress(done, total, peers, time.Since(start))
+			c.ev.progress(done, total, peers, time.Since(start), c.bytesRTC.Load(), c.bytesHTTP.Load())
 		},
 	})
 	if err != nil {

@@ -13,8 +13,11 @@
 // the same WGSL through navigator.gpu) on the shards to stream text into
 // the page.
 //
-// The page's JavaScript (signaling/web/static/app.js) renders what this
-// program reports; see docs/browser.md for the automation contract.
+// It never touches the DOM: it sets globalThis.dopplerBridge (bridge.go),
+// which the browser SDK (signaling/web/static/sdk.js, served at
+// /sdk/doppler.js; docs/sdk.md) wraps, and reports through the callbacks
+// the SDK's caller gave. The page (app.js) is an SDK user; see
+// docs/browser.md for its automation contract.
 //
 // Rebuild the artifact with `go generate ./signaling/web`.
 package main

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 	"syscall/js"
@@ -15,131 +17,192 @@ import (
 	"github.com/doppler-llm/doppler/engine"
 	"github.com/doppler-llm/doppler/engine/tokenizer"
 	"github.com/doppler-llm/doppler/kernels"
+	"github.com/doppler-llm/doppler/p2p/sharelink"
 	"github.com/doppler-llm/doppler/rdrr"
 )
 
-// options are the page's parameters (the automation contract's URL).
-type options struct {
-	model    string
-	prompt   string
-	n        int
-	temp     float64
-	autorun  bool
-	debug    bool
-	loopback bool
-	base     string
-}
+// defaultContext is the KV cache's length in tokens when load's options
+// name none.
+const defaultContext = 256
 
 func main() {
-	js.Global().Set("doppler", object(map[string]any{
-		"start": js.FuncOf(func(_ js.Value, args []js.Value) any {
-			if len(args) == 0 || args[0].Type() != js.TypeObject {
-				return "start needs an options object"
-			}
-			o := parseOptions(args[0])
-			go start(o)
-			return nil
-		}),
-	}))
-	if f := js.Global().Get("dopplerReady"); f.Type() == js.TypeFunction {
+	js.Global().Set("dopplerBridge", bridge())
+	if f := js.Global().Get("dopplerBridgeReady"); f.Type() == js.TypeFunction {
 		f.Invoke()
 	}
 	select {}
 }
 
-func parseOptions(v js.Value) options {
-	str := func(k string) string {
-		if x := v.Get(k); x.Type() == js.TypeString {
-			return x.String()
-		}
-		return ""
-	}
-	num := func(k string, def float64) float64 {
-		if x := v.Get(k); x.Type() == js.TypeNumber {
-			return x.Float()
-		}
-		return def
-	}
-	loc := js.Global().Get("location")
-	host := loc.Get("hostname").String()
-	return options{
-		model: str("model"), prompt: str("prompt"), n: int(num("n", 64)), temp: num("temp", 0.8),
-		autorun: v.Get("autorun").Truthy(), debug: v.Get("debug").Truthy(),
-		loopback: host == "127.0.0.1" || host == "localhost" || host == "[::1]" || strings.HasPrefix(host, "127."),
-		base:     loc.Get("origin").String(),
-	}
+// loadOptions are the arguments of dopplerBridge.load (docs/sdk.md).
+type loadOptions struct {
+	base    string // the node the SDK connected to (an origin URL)
+	model   string // a model ID or a share link
+	context int    // KV cache length in tokens
+	debug   bool
+	events  js.Value // {onPhase, onLog, onProgress, onStatus}, each optional
 }
 
-// start runs the page: join, download, load, and generate (at once with
-// autorun, else on the page's request).
-func start(o options) {
-	u := &ui{}
+func parseLoadOptions(v js.Value) loadOptions {
+	o := loadOptions{base: str(v, "base"), model: str(v, "model"), context: int(num(v, "context", defaultContext)),
+		debug: v.Get("debug").Truthy(), events: v}
+	o.base = strings.TrimRight(o.base, "/")
+	return o
+}
+
+func str(v js.Value, k string) string {
+	if x := v.Get(k); x.Type() == js.TypeString {
+		return x.String()
+	}
+	return ""
+}
+
+func num(v js.Value, k string, def float64) float64 {
+	if x := v.Get(k); x.Type() == js.TypeNumber {
+		return x.Float()
+	}
+	return def
+}
+
+// source is where a model comes from: its ID, the node whose signaling
+// room to join and the HTTP seed to fall back on.
+type source struct {
+	model  rdrr.ModelID
+	signal string // base URL of the node's /signal
+	seed   string // base URL of the HTTP seed (sigwire.SeedPrefix below it)
+}
+
+// resolve reads a model ID or a share link (p2p/sharelink). A link with
+// seeds sends both signaling and the HTTP fallback to its first seed — a
+// node serves the two at one origin, and it is the node that holds the
+// model, which the node at base may not; a seed that is a plain HTTP seed
+// has no /signal, and the download then goes over HTTP only. A link
+// without seeds, or a bare ID, uses the node at base. A link's libp2p
+// peers are not reachable from a browser and are ignored.
+func resolve(base, model string) (source, error) {
+	if sharelink.Is(model) {
+		l, err := sharelink.Parse(model)
+		if err != nil {
+			return source{}, err
+		}
+		s := source{model: l.Model, signal: base, seed: base}
+		if len(l.Seeds) > 0 {
+			s.signal, s.seed = l.Seeds[0], l.Seeds[0]
+		}
+		return s, nil
+	}
+	id, err := rdrr.ParseHash(model)
+	if err != nil {
+		return source{}, fmt.Errorf("model %q: neither a model ID (64 hex digits) nor a share link (doppler://…)", model)
+	}
+	return source{model: id, signal: base, seed: base}, nil
+}
+
+// loopbackURL reports whether a base URL's host is a loopback address or
+// localhost: the client then keeps to 127.0.0.0/8 in WebRTC.
+func loopbackURL(base string) bool {
+	u, err := url.Parse(base)
+	if err != nil {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// load joins the model's swarm, downloads what OPFS lacks, and loads the
+// model onto WebGPU. The client returned runs until ctx ends and close.
+func load(ctx context.Context, o loadOptions) (*client, error) {
+	ev := &events{cb: o.events}
+	src, err := resolve(o.base, o.model)
+	if err != nil {
+		return nil, err
+	}
+	if o.base == "" || src.seed == "" {
+		return nil, errors.New("load: no node URL (base)")
+	}
 	level := slog.LevelInfo
 	if o.debug {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
-	ctx := context.Background()
-	if err := run(ctx, log, u, o); err != nil {
-		u.fail(err)
+	c, err := start(ctx, log, ev, src, o.context)
+	if err != nil {
+		if c != nil {
+			c.close()
+		}
+		return nil, err
 	}
+	return c, nil
 }
 
-func run(ctx context.Context, log *slog.Logger, u *ui, o options) error {
-	id, err := rdrr.ParseHash(o.model)
-	if err != nil {
-		return fmt.Errorf("model %q: not a model ID (64 hex digits)", o.model)
-	}
-	u.phase("joining")
+// start runs a load: join, download, load. On an error the client, when
+// there is one, is returned for closing.
+func start(ctx context.Context, log *slog.Logger, ev *events, src source, ctxLen int) (*client, error) {
+	ev.phase("joining")
 	st, err := openStore(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	c := newClient(ctx, log, u, st, o.base, id, o.loopback)
+	c := newClient(ctx, log, ev, st, src, loopbackURL(src.signal))
 	// A model already whole in OPFS needs no peer: join only to serve.
-	stored, err := st.Load(id)
+	stored, err := st.Load(src.model)
 	if err != nil {
-		return err
+		return c, err
 	}
-	held, total := st.Held(id)
+	held, total := st.Held(src.model)
 	whole := stored && held == total
 	if whole {
-		u.log("info", "model found in OPFS")
+		ev.log("info", "model found in OPFS")
 	}
 	if err := c.join(!whole); err != nil {
-		u.log("warn", fmt.Sprintf("signaling: %v; downloading over HTTP only", err))
+		ev.log("warn", fmt.Sprintf("signaling: %v; downloading over HTTP only", err))
 	}
 	go c.report()
 	if err := c.manifest(); err != nil {
-		return err
+		return c, err
 	}
-	u.phase("downloading")
+	ev.phase("downloading")
 	if err := c.download(); err != nil {
-		return err
+		return c, err
 	}
-	u.phase("loading")
-	g, err := c.load(ctx)
+	ev.phase("loading")
+	g, err := c.load(ctx, ctxLen)
 	if err != nil {
-		return err
+		return c, err
 	}
 	c.gen = g
-	if o.autorun {
-		return c.generate(ctx, o.prompt, o.n, o.temp)
+	ev.phase("ready")
+	return c, nil
+}
+
+// close ends the client: signaling, peer connections, the engine and the
+// GPU device. A generation in progress is interrupted.
+func (c *client) close() {
+	if c.cancel != nil {
+		c.cancel()
 	}
-	js.Global().Get("doppler").Set("generate", js.FuncOf(func(_ js.Value, args []js.Value) any {
-		if len(args) == 0 {
-			return nil
-		}
-		p := parseOptions(args[0])
-		go func() {
-			if err := c.generate(ctx, p.prompt, p.n, p.temp); err != nil {
-				u.fail(err)
-			}
-		}()
-		return nil
-	}))
-	u.phase("ready")
-	return nil
+	if c.sig != nil {
+		c.sig.close()
+	}
+	c.mu.Lock()
+	peers := make([]*rtcPeer, 0, len(c.peers))
+	for _, p := range c.peers {
+		peers = append(peers, p)
+	}
+	c.mu.Unlock()
+	for _, p := range peers {
+		p.Close()
+	}
+	c.busy <- struct{}{} // wait for a generation to end
+	defer func() { <-c.busy }()
+	if g := c.gen; g != nil {
+		c.gen = nil
+		g.model.Close()
+		g.dev.Close()
+	}
 }
 
 // generator is the loaded engine.
@@ -147,11 +210,13 @@ type generator struct {
 	dev   *kernels.Device
 	model *engine.Model
 	tok   *tokenizer.Tokenizer
+	chat  string // the model's chat template; "" for none
+	name  string // the manifest's name
 	load  time.Duration
 }
 
 // load opens the model from OPFS and uploads it to the GPU.
-func (c *client) load(ctx context.Context) (*generator, error) {
+func (c *client) load(ctx context.Context, ctxLen int) (*generator, error) {
 	start := time.Now()
 	sm, ok := c.store.Model(c.model)
 	if !ok {
@@ -173,121 +238,50 @@ func (c *client) load(ctx context.Context) (*generator, error) {
 		return nil, fmt.Errorf("WebGPU: %w", err)
 	}
 	info := dev.Info()
-	c.ui.log("info", fmt.Sprintf("WebGPU adapter: %s (%s)", info.Name, info.Type))
-	m, err := engine.Load(ctx, dev, rm, engine.Options{Context: 256, Logger: c.log})
+	c.ev.log("info", fmt.Sprintf("WebGPU adapter: %s (%s)", info.Name, info.Type))
+	m, err := engine.Load(ctx, dev, rm, engine.Options{Context: ctxLen, Logger: c.log})
 	if err != nil {
 		dev.Close()
 		return nil, fmt.Errorf("load %s: %w", c.model.Short(), err)
 	}
-	g := &generator{dev: dev, model: m, tok: tok, load: time.Since(start)}
-	c.ui.log("info", fmt.Sprintf("model loaded in %.2f s", g.load.Seconds()))
+	g := &generator{dev: dev, model: m, tok: tok, chat: rm.Manifest.Tokenizer.ChatTemplate, name: rm.Manifest.Name, load: time.Since(start)}
+	c.ev.log("info", fmt.Sprintf("model loaded in %.2f s", g.load.Seconds()))
 	return g, nil
 }
 
-// generate runs one prompt, streaming tokens into the page, and
-// publishes the result.
-func (c *client) generate(ctx context.Context, prompt string, n int, temp float64) error {
-	g := c.gen
-	if g == nil {
-		return errors.New("model not loaded")
-	}
-	c.ui.phase("generating")
-	ids := g.tok.Encode(prompt, true)
-	sess, err := g.model.NewSession()
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	so := engine.DefaultSampleOptions()
-	so.Temp = temp
-	so.Seed = uint64(time.Now().UnixNano())
-	// The result's text is the generated tokens decoded on their own (as
-	// the CLI and llama.cpp's goldens do); the page shows them continuing
-	// the prompt, leading space kept.
-	stream, shown := g.tok.NewStreamDecoder(), g.tok.NewContinuationDecoder()
-	var text strings.Builder
-	opts := engine.GenerateOptions{Sample: so, MaxTokens: n, StopAtEOG: g.tok.IsEOG,
-		OnToken: func(id int) error {
-			text.WriteString(stream.Push(id))
-			c.ui.token(shown.Push(id))
-			return nil
-		}}
-	start := time.Now()
-	res, err := sess.Generate(ctx, ids, opts)
-	if err != nil {
-		return fmt.Errorf("generate: %w", err)
-	}
-	text.WriteString(stream.Flush())
-	c.ui.token(shown.Flush())
-	tokens := make([]any, len(res.Tokens))
-	for i, t := range res.Tokens {
-		tokens[i] = t
-	}
-	prompts := make([]any, len(ids))
-	for i, t := range ids {
-		prompts[i] = t
-	}
-	secs := time.Since(start).Seconds()
-	lat := make([]any, len(res.Stats.TokenLatency))
-	for i, d := range res.Stats.TokenLatency {
-		lat[i] = float64(d.Microseconds()) / 1000
-	}
-	c.ui.done(map[string]any{
-		"model":            c.model.String(),
-		"promptTokens":     prompts,
-		"tokens":           tokens,
-		"text":             text.String(),
-		"stopReason":       res.Reason,
-		"bytesByTransport": map[string]any{"webrtc": float64(c.bytesRTC.Load()), "http": float64(c.bytesHTTP.Load())},
-		"rejectedBlocks":   float64(c.nRejected.Load()),
-		"rejected":         c.rejectedList(),
-		"servedBlocks":     float64(c.served.Load()),
-		"seconds":          secs,
-		"prefillMs":        res.Stats.Prefill.Seconds() * 1000,
-		"loadMs":           g.load.Seconds() * 1000,
-		"tokenMs":          lat,
-	})
-	return nil
-}
-
-func (c *client) rejectedList() []any {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make([]any, len(c.rejectedMsgs))
-	for i, s := range c.rejectedMsgs {
-		out[i] = s
-	}
-	return out
-}
-
-// report sends transport and peer status to the page every half second.
+// report sends transport and peer status every half second.
 func (c *client) report() {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
-		peers := []any{}
-		for _, p := range c.usablePeers() {
-			have := 0
-			if inv := p.Inventory(); inv != nil {
-				for i := range inv.Have.N {
-					if inv.Have.Has(i) {
-						have++
-					}
-				}
-			}
-			peers = append(peers, map[string]any{"id": p.id, "down": float64(p.down.Load()), "up": float64(p.up.Load()), "shards": have})
-		}
-		held, total := c.store.Held(c.model)
-		c.ui.status(map[string]any{
-			"self": c.self, "peers": peers, "held": float64(held), "total": float64(total),
-			"webrtc": float64(c.bytesRTC.Load()), "http": float64(c.bytesHTTP.Load()),
-			"rejected": float64(c.nRejected.Load()), "served": float64(c.served.Load()),
-		})
+		c.ev.status(c.status())
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-t.C:
 		case <-c.wake:
 		}
+	}
+}
+
+// status is the client's transports and peers now.
+func (c *client) status() map[string]any {
+	peers := []any{}
+	for _, p := range c.usablePeers() {
+		have := 0
+		if inv := p.Inventory(); inv != nil {
+			for i := range inv.Have.N {
+				if inv.Have.Has(i) {
+					have++
+				}
+			}
+		}
+		peers = append(peers, map[string]any{"id": p.id, "down": float64(p.down.Load()), "up": float64(p.up.Load()), "shards": have})
+	}
+	held, total := c.store.Held(c.model)
+	return map[string]any{
+		"self": c.self, "peers": peers, "held": float64(held), "total": float64(total),
+		"webrtc": float64(c.bytesRTC.Load()), "http": float64(c.bytesHTTP.Load()),
+		"rejected": float64(c.nRejected.Load()), "served": float64(c.served.Load()),
 	}
 }

@@ -95,30 +95,7 @@ func (h holdings) ReadBlock(x rdrr.Hash, i int, p []byte) (int, error) {
 func startNode(t *testing.T, o nodeOptions) *node {
 	t.Helper()
 	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "model")
-	model, wo := "stories260K.gguf", rdrr.WriterOptions{ShardSize: 256 << 10, BlockSize: 16 << 10}
-	if o.model != "" {
-		model, wo = o.model, rdrr.WriterOptions{ShardSize: 2 << 20, BlockSize: 64 << 10}
-	}
-	_, err := convert.ToRDRR(ctx, testenv.Path(t, "models/"+model), dir, convert.Options{Writer: wo})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := swarm.Open(filepath.Join(t.TempDir(), "store"), swarm.StoreOptions{Logger: slog.Default()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	id, err := st.ImportDir(ctx, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	status, _ := st.Status(id)
-	raw, _, _ := st.Manifest(id)
-	m, err := rdrr.ParseManifest(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, id, m, size := storeWith(t, o.model)
 	relay, err := signaling.NewRelay(net.IPv4(127, 0, 0, 1), signaling.RelayOptions{Logger: slog.Default()})
 	if err != nil {
 		t.Fatal(err)
@@ -144,6 +121,7 @@ func startNode(t *testing.T, o nodeOptions) *node {
 	mux.Handle("/signal", sig.Handler())
 	mux.Handle("/d", web.Handler())
 	mux.Handle("/d/", web.Handler())
+	mux.Handle("/sdk/", web.Handler())
 	mux.Handle("/", signaling.NewSeed(st, signaling.SeedOptions{Logger: slog.Default()}).Handler())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -158,7 +136,45 @@ func startNode(t *testing.T, o nodeOptions) *node {
 		sig.Shutdown(ctx)
 		srv.Shutdown(ctx)
 	})
-	return &node{url: "http://" + ln.Addr().String(), id: id, store: st, size: status.Bytes, shards: m.Shards, gw: gw}
+	return &node{url: "http://" + ln.Addr().String(), id: id, store: st, size: size, shards: m.Shards, gw: gw}
+}
+
+// storeWith opens a store in a temporary directory and, unless model is
+// "-", imports a model (under ../shared/models; stories260K.gguf when "")
+// converted into small shards (several shards, many blocks). It returns
+// the model's ID, manifest and size in bytes.
+func storeWith(t *testing.T, model string) (*swarm.Store, rdrr.ModelID, *rdrr.Manifest, int64) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := swarm.Open(filepath.Join(t.TempDir(), "store"), swarm.StoreOptions{Logger: slog.Default()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if model == "-" {
+		return st, rdrr.ModelID{}, nil, 0
+	}
+	dir := filepath.Join(t.TempDir(), "model")
+	wo := rdrr.WriterOptions{ShardSize: 256 << 10, BlockSize: 16 << 10}
+	if model == "" {
+		model = "stories260K.gguf"
+	} else {
+		wo = rdrr.WriterOptions{ShardSize: 2 << 20, BlockSize: 64 << 10}
+	}
+	if _, err := convert.ToRDRR(ctx, testenv.Path(t, "models/"+model), dir, convert.Options{Writer: wo}); err != nil {
+		t.Fatal(err)
+	}
+	id, err := st.ImportDir(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, _ := st.Status(id)
+	raw, _, _ := st.Manifest(id)
+	m, err := rdrr.ParseManifest(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, id, m, status.Bytes
 }
 
 func loadGolden(t *testing.T) golden { return loadGoldenOf(t, "stories260K") }

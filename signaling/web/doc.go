@@ -1,13 +1,15 @@
-// Package web is the page a DOPPLER node serves at /d: plain HTML, CSS and
-// a small script around the browser client (cmd/browser) compiled to
-// WebAssembly. Everything is embedded, so `go build ./cmd/node` gives a
-// complete binary; static/doppler.wasm.gz and static/wasm_exec.js are
-// generated (go generate ./signaling/web) and a test fails when they are
-// stale.
+// Package web is the page a DOPPLER node serves at /d and the browser SDK
+// at /sdk/doppler.js (docs/sdk.md): plain HTML, CSS, the SDK (an ES module
+// around the browser client, cmd/browser, compiled to WebAssembly) and the
+// page's script, itself an SDK user. Everything is embedded, so `go build
+// ./cmd/node` gives a complete binary; static/doppler.wasm.gz and
+// static/wasm_exec.js are generated (go generate ./signaling/web) and a
+// test fails when they are stale.
 //
 // The automation contract (docs/browser.md):
 //
 //	/d?model=<model-id>&prompt=<text>&n=<N>&temp=0&autorun=1
+//	/d?link=<share-link>&prompt=<text>&n=<N>&temp=0&autorun=1
 //
 // joins, downloads and generates without clicks; when finished
 // document.body.dataset.state is "done" (or "error", with the message in

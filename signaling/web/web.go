@@ -19,9 +19,17 @@ import (
 //go:embed static
 var static embed.FS
 
-// Handler serves the page at /d (and /d/) and its assets under /d/. The
-// wasm is served gzip-encoded to clients that accept it (every browser),
-// decompressed otherwise. Assets carry a content-hash ETag.
+// SDKPath is where Handler serves the browser SDK, an ES module
+// (docs/sdk.md).
+const SDKPath = "/sdk/doppler.js"
+
+// Handler serves the page at /d (and /d/), its assets under /d/, and the
+// browser SDK at SDKPath (mount it for /d, /d/ and /sdk/). The wasm is
+// served gzip-encoded to clients that accept it (every browser),
+// decompressed otherwise. Assets carry a content-hash ETag. Every answer
+// allows any origin (Access-Control-Allow-Origin: *): the SDK, its glue
+// and the wasm are loaded by pages of other sites, and nothing here is
+// private.
 func Handler() http.Handler {
 	sub, err := fs.Sub(static, "static")
 	if err != nil {
@@ -44,8 +52,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	name := strings.TrimPrefix(r.URL.Path, "/d")
-	name = strings.TrimPrefix(name, "/")
+	var name string
+	switch p := r.URL.Path; {
+	case p == SDKPath:
+		name = "sdk.js"
+	case p == "/d" || strings.HasPrefix(p, "/d/"):
+		name = strings.TrimPrefix(strings.TrimPrefix(p, "/d"), "/")
+	default:
+		http.NotFound(w, r)
+		return
+	}
 	if name == "" {
 		name = "index.html"
 	}
@@ -54,6 +70,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hdr := w.Header()
+	hdr.Set("Access-Control-Allow-Origin", "*")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Cache-Control", "no-cache")
 	if name == "doppler.wasm" {
@@ -69,7 +86,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hdr.Set("Content-Type", ct)
 	}
 	if name == "index.html" {
-		hdr.Set("Content-Security-Policy", "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self' ws: wss:; style-src 'self'; img-src 'self' data:")
+		// connect-src reaches beyond 'self' for share links: their seed
+		// (HTTP and signaling) may be another node.
+		hdr.Set("Content-Security-Policy", "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self' http: https: ws: wss:; style-src 'self'; img-src 'self' data:")
 	}
 	h.send(w, r, name, b)
 }
