@@ -16,6 +16,7 @@ var (
 	ErrRemote      = shardproto.ErrRemote      // the peer answered another wire.Error
 	ErrProtocol    = shardproto.ErrProtocol    // the peer broke the protocol
 	ErrTimeout     = shardproto.ErrTimeout     // the peer sent nothing for FrameTimeout
+	ErrGone        = shardproto.ErrGone        // the peer went away mid-exchange (churn)
 	ErrBadManifest = shardproto.ErrBadManifest // the manifest does not match the model ID
 	// ErrClosed: the host is closed.
 	ErrClosed = errors.New("host closed")

@@ -244,7 +244,7 @@ func TestMaliciousServers(t *testing.T) {
 		}, []error{rdrr.ErrBadBlock}, bad},
 		{"truncated stream", func(_ context.Context, _ network.Stream, b *wire.Block) (bool, bool) {
 			return b.Index < bad, b.Index == bad
-		}, []error{ErrProtocol}, bad},
+		}, []error{ErrGone}, bad},
 		{"early End", func(ctx context.Context, s network.Stream, b *wire.Block) (bool, bool) {
 			if b.Index == bad {
 				wire.WriteMessage(s, &wire.End{})

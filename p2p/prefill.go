@@ -125,7 +125,7 @@ type PrefillStats struct {
 // against exp: positions = len(req.Tokens), the requested KV element type,
 // KV size = exp.KVBytes(positions), exp.Vocab logits. An error wraps
 // ErrProtocol (bad answer), ErrRemote (a wire.Error, e.g. CodeBusy),
-// ErrNotFound, ErrTimeout or the context's error.
+// ErrNotFound, ErrTimeout, ErrGone (the stream ended) or the context's error.
 func (r *Remote) Prefill(ctx context.Context, req *wire.PrefillRequest, exp PrefillExpect) (*PrefillResult, PrefillStats, error) {
 	var st PrefillStats
 	start := time.Now()

@@ -117,7 +117,7 @@ func TestPrefillHostileServers(t *testing.T) {
 		{"early End", [][]byte{frameBytes(t, hdr(nil)), frameBytes(t, chunk), frameBytes(t, &wire.End{})}, ErrProtocol},
 		{"bad deflate", [][]byte{frameBytes(t, hdr(func(h *wire.PrefillHeader) { h.Encoding, h.Payload = wire.EncodingFlate, 3 })),
 			frameBytes(t, &wire.PrefillChunk{Data: []byte{0xff, 0xff, 0xff}}), frameBytes(t, &wire.End{})}, ErrProtocol},
-		{"cut off", [][]byte{frameBytes(t, hdr(nil)), frameBytes(t, chunk)}, ErrProtocol},
+		{"cut off", [][]byte{frameBytes(t, hdr(nil)), frameBytes(t, chunk)}, ErrGone},
 		{"stall before the header", nil, ErrTimeout},
 		{"stall after the header", [][]byte{frameBytes(t, hdr(nil)), nil}, ErrTimeout},
 	}

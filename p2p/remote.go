@@ -45,12 +45,15 @@ func (r *Remote) open(ctx context.Context, proto protocol.ID) (*conn, error) {
 	if n.h.Network().Connectedness(r.id) != network.Connected && len(n.h.Peerstore().Addrs(r.id)) == 0 {
 		ai, err := n.dht.FindPeer(dctx, r.id)
 		if err != nil {
-			return nil, fmt.Errorf("peer %s: no address: %w", r.id, err)
+			return nil, fmt.Errorf("peer %s: no address: %w: %w", r.id, shardproto.ErrGone, err)
 		}
 		n.h.Peerstore().AddAddrs(r.id, ai.Addrs, peerstoreTTL)
 	}
 	s, err := n.h.NewStream(dctx, r.id, proto)
 	if err != nil {
+		if ctx.Err() == nil {
+			err = fmt.Errorf("%w: %w", shardproto.ErrGone, err) // unreachable: churn, not misbehaviour
+		}
 		return nil, fmt.Errorf("peer %s: open %s: %w", r.id, proto, err)
 	}
 	return n.wrap(ctx, s, n.opts.FrameTimeout), nil

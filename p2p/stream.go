@@ -2,6 +2,8 @@ package p2p
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -81,6 +83,15 @@ func (c *conn) write(m wire.Message) error {
 	c.s.SetWriteDeadline(time.Now().Add(c.timeout))
 	k, err := c.s.Write(b)
 	c.n.stats.add(c.peer, uint64(k), 0)
+	return c.gone(err)
+}
+
+// gone marks an error of a reset stream, or of a closed connection, as the
+// peer going away (shardproto.ErrGone).
+func (c *conn) gone(err error) error {
+	if err != nil && (errors.Is(err, network.ErrReset) || c.s.Conn().IsClosed()) {
+		return fmt.Errorf("%w: %w", shardproto.ErrGone, err)
+	}
 	return err
 }
 
@@ -97,7 +108,7 @@ func (c *conn) read(max int) (wire.Message, error) {
 	cr := &countReader{r: c.s}
 	m, err := wire.ReadMessageBuf(cr, max, c.blockBuf)
 	c.n.stats.add(c.peer, 0, cr.n)
-	return m, err
+	return m, c.gone(err)
 }
 
 type countReader struct {

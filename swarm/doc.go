@@ -54,7 +54,13 @@
 //     asked for the same blocks and the first verified copy wins; seeds are
 //     left out of the endgame for shards that other peers hold.
 //   - Trust. Every block is hashed against the manifest before it is
-//     written; a peer that sends a bad one is dropped for the model, a
-//     request that stalls is cut off, and repeated failures set a peer
-//     aside for the fetch.
+//     written; a peer that sends a bad one is dropped for the model (the
+//     only drop).
+//   - Slow is not dead. A request is cut off only when it makes no
+//     progress for a time that scales with the peer's measured link
+//     (FetchOptions.RequestTimeout); repeated failures set a peer aside
+//     for a capped exponential backoff, after which it is asked again; a
+//     peer going away mid-block (shardproto.ErrGone) is churn, never held
+//     against it. A fetch gives up only when no reachable peer has held a
+//     missing shard for WaitPeers.
 package swarm

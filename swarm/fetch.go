@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/doppler-llm/doppler/p2p/shardproto"
 	"github.com/doppler-llm/doppler/rdrr"
 )
 
@@ -24,19 +25,35 @@ var ErrNoPeers = errors.New("no peer holds the missing shards")
 
 // FetchOptions tunes Fetch. Zero values take the defaults shown.
 type FetchOptions struct {
-	Parallel         int           // requests in flight in all (8)
-	PerPeer          int           // requests in flight to one peer (2)
-	BlocksPerRequest int           // blocks asked for in one request (16)
-	RequestTimeout   time.Duration // longest wait for a request's next block before it is cut off (10s)
+	Parallel         int // requests in flight in all (8)
+	PerPeer          int // requests in flight to one peer (2)
+	BlocksPerRequest int // blocks asked for in one request (16)
+	// RequestTimeout is the floor of the stall timeout: a request is cut
+	// off when no block arrives for max(RequestTimeout × 2^s, StallFactor ×
+	// the time the peer's measured latency and throughput need for the
+	// request's outstanding bytes), s being the peer's stalls in a row in
+	// this fetch (at most 3). A slow link is thus waited for; only a peer
+	// that stops making progress is cut off (10s).
+	RequestTimeout time.Duration
+	StallFactor    float64 // see RequestTimeout (3)
 	// EndgameBlocks: when every missing block is already requested and at
 	// most this many remain, idle peers are asked for the same blocks; the
 	// first verified copy wins and the others are cancelled (2×BlocksPerRequest).
 	EndgameBlocks int
-	// MaxFailures consecutive failed requests (stall, error, short answer)
-	// set a peer aside for the rest of this fetch (3).
+	// MaxFailures consecutive failed requests (stall, error, short answer,
+	// the peer going away) set a peer aside for Backoff; each time it is
+	// set aside again the wait doubles, up to MaxBackoff. Then it is asked
+	// again: a failure sets it aside again at once, a success clears its
+	// record (3). Only a bad block drops a peer for the model.
 	MaxFailures int
+	Backoff     time.Duration // first set-aside (1s)
+	MaxBackoff  time.Duration // longest set-aside (30s)
 	// WaitPeers is how long Fetch waits, with nothing in flight and no
-	// block arriving, for a peer to announce a missing shard (30s).
+	// block arriving, while no peer it can reach holds a missing shard. A
+	// peer counts as reachable while it is in the PeerSet, holds a missing
+	// shard, has not sent a bad block and its latest request did not end
+	// in an error of the connection (a set-aside, slow or busy peer is
+	// still reachable) (30s).
 	WaitPeers time.Duration
 	// Poll is how often the PeerSet is read again while waiting (250ms).
 	Poll time.Duration
@@ -63,6 +80,16 @@ func (o *FetchOptions) fill() {
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 10 * time.Second
 	}
+	if o.StallFactor <= 0 {
+		o.StallFactor = 3
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = time.Second
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 30 * time.Second
+	}
+	o.MaxBackoff = max(o.MaxBackoff, o.Backoff)
 	if o.EndgameBlocks <= 0 {
 		o.EndgameBlocks = 2 * o.BlocksPerRequest
 	}
@@ -89,6 +116,7 @@ type FetchStats struct {
 	Endgame   int   // of which endgame duplicates
 	Cancelled int   // requests cancelled because other copies won
 	Requeued  int   // blocks put back to be asked elsewhere (failed requests)
+	SetAside  int   // times a peer was set aside after MaxFailures failures
 	Bytes     int64 // verified bytes written by fetches
 }
 
@@ -119,7 +147,9 @@ type request struct {
 	bad        error // the bad block it sent, if any
 	start      time.Time
 	firstAt    time.Time
+	lastAt     time.Time
 	bytes      int64
+	floor      time.Duration // the stall timeout's floor for this request
 }
 
 type fetcher struct {
@@ -145,14 +175,20 @@ type fetcher struct {
 	order     []int     // tie-break order of shards (random)
 	reqs      map[*request]bool
 	perPeer   map[string]int
-	fails     map[string]int
-	excluded  map[string]string
+	fails     map[string]int      // failed requests in a row, per peer
+	stalls    map[string]int      // stalled requests in a row, per peer
+	aside     map[string]setAside // peers set aside after failures
+	bad       map[string]bool     // peers that sent a bad block
+	down      map[string]bool     // peers whose latest request failed on the connection
 	done      int64
 	total     int64
 	lastBlock time.Time
-	fatal     error
-	progMu    sync.Mutex
-	lastProg  time.Time
+	// lastHolder: when a scheduling pass last saw a reachable peer (see
+	// FetchOptions.WaitPeers) holding a missing shard.
+	lastHolder time.Time
+	fatal      error
+	progMu     sync.Mutex
+	lastProg   time.Time
 }
 
 // BlockStore is what a Fetcher writes verified blocks into: the node's
@@ -255,7 +291,8 @@ func (fr *Fetcher) Fetch(ctx context.Context, id rdrr.ModelID, m *rdrr.Manifest,
 	f := &fetcher{
 		s: fr, bs: fr.bs, id: id, peers: peers, o: opts, log: fr.log.With("model", id.Short()), ctx: ctx,
 		wake: make(chan struct{}, 1), reqs: map[*request]bool{}, perPeer: map[string]int{},
-		fails: map[string]int{}, excluded: map[string]string{}, seen: map[string]*seenPeer{},
+		fails: map[string]int{}, stalls: map[string]int{}, aside: map[string]setAside{}, bad: map[string]bool{},
+		down: map[string]bool{}, seen: map[string]*seenPeer{},
 		whole: len(opts.Shards) == 0, byIndex: make([]*fshard, len(m.Shards)),
 	}
 	only := map[rdrr.Hash]bool{}
@@ -315,7 +352,7 @@ func (fr *Fetcher) Fetch(ctx context.Context, id rdrr.ModelID, m *rdrr.Manifest,
 func (f *fetcher) drain() {
 	done := make(chan struct{})
 	go func() { f.wg.Wait(); close(done) }()
-	limit := f.o.RequestTimeout + 5*time.Second
+	limit := f.o.RequestTimeout<<3 + 5*time.Second
 	timeout := make(chan struct{})
 	t := f.o.Clock.AfterFunc(limit, func() { close(timeout) })
 	defer t.Stop()
@@ -348,11 +385,12 @@ func (f *fetcher) signal() {
 // run is the scheduling loop: assign work, then wait for a request to end,
 // a block to complete a shard, or the poll tick. It ends when every shard
 // is complete, on a fatal error, when ctx ends, or after WaitPeers with
-// nothing to fetch from.
+// nothing in flight and no reachable peer holding a missing shard.
 func (f *fetcher) run() error {
 	clock := f.o.Clock
 	f.lastBlock = clock.Now()
 	f.idleSince = f.lastBlock
+	f.lastHolder = f.lastBlock
 	for {
 		f.mu.Lock()
 		if f.fatal != nil {
@@ -372,10 +410,10 @@ func (f *fetcher) run() error {
 		}
 		f.schedule()
 		idle := len(f.reqs) == 0
-		waited := clock.Now().Sub(f.lastBlock)
+		waited := clock.Now().Sub(maxTime(f.lastBlock, f.lastHolder))
 		f.mu.Unlock()
 		if idle && waited > f.o.WaitPeers {
-			return fmt.Errorf("model %s: %d shards missing, nothing received for %v: %w", f.id.Short(), left, f.o.WaitPeers, ErrNoPeers)
+			return fmt.Errorf("model %s: %d shards missing, no reachable peer held one for %v: %w", f.id.Short(), left, f.o.WaitPeers, ErrNoPeers)
 		}
 		tick := make(chan struct{})
 		t := clock.AfterFunc(f.o.Poll, func() { close(tick) })
@@ -522,26 +560,60 @@ func (f *fetcher) survey(usable []candidate) *view {
 	return v
 }
 
+// maxTime returns the later of a and b.
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// setAside is a peer set aside after failures at since: not asked until
+// until; n counts its set-asides in a row (the backoff doubles with each).
+type setAside struct {
+	since, until time.Time
+	n            int
+}
+
 // schedule starts requests until Parallel are in flight or nothing more
-// can be assigned. It holds f.mu.
+// can be assigned, and notes whether a reachable peer holds a missing
+// shard. It holds f.mu.
 func (f *fetcher) schedule() {
 	if len(f.reqs) >= f.o.Parallel {
 		return
 	}
-	var usable []candidate
+	now := f.o.Clock.Now()
+	var all []candidate
 	seen := map[string]bool{}
 	for _, p := range f.peers.Peers(f.id) {
 		id := p.ID()
-		if seen[id] || f.excluded[id] != "" || f.s.peers.dropped(id, f.id) {
+		if seen[id] || f.bad[id] || f.s.peers.dropped(id, f.id) {
 			continue
 		}
 		seen[id] = true
-		usable = append(usable, candidate{p: p, id: id})
+		all = append(all, candidate{p: p, id: id})
 	}
-	if len(usable) == 0 {
+	if len(all) == 0 {
 		return
 	}
-	v := f.survey(usable)
+	v := f.survey(all)
+	// Peers set aside still count as holders (they come back); they are
+	// not asked until their backoff ends.
+	usable := v.cands[:0:0]
+	for _, c := range v.cands {
+		if !f.down[c.id] && !f.lastHolder.Equal(now) {
+			for _, fs := range f.shards {
+				if !fs.done && c.has[fs.idx] {
+					f.lastHolder = now
+					break
+				}
+			}
+		}
+		if a, ok := f.aside[c.id]; !ok || !now.Before(a.until) {
+			usable = append(usable, c)
+		}
+	}
+	v.cands = usable
 	// The incomplete shards someone holds, rarest first; ties among shards
 	// only seeds hold in territory order (this node's own first), other
 	// ties in this fetch's random order.
@@ -691,7 +763,7 @@ func (f *fetcher) pick(fs *fshard, id string, n int, endgame bool) (int, int) {
 func (f *fetcher) start(c candidate, fs *fshard, first, count int, endgame bool) {
 	ctx, cancel := context.WithCancel(f.ctx)
 	r := &request{peer: c.p, id: c.id, fs: fs, first: first, count: count, got: make([]bool, count),
-		endgame: endgame, cancel: cancel, start: f.o.Clock.Now()}
+		endgame: endgame, cancel: cancel, start: f.o.Clock.Now(), floor: f.o.RequestTimeout << min(f.stalls[c.id], 3)}
 	for i := range count {
 		fs.copies[first+i]++
 	}
@@ -717,7 +789,7 @@ func (f *fetcher) do(ctx context.Context, r *request) {
 	defer r.cancel()
 	var tmu sync.Mutex
 	arm := func() Timer {
-		return f.o.Clock.AfterFunc(f.o.RequestTimeout, func() { r.timedOut.Store(true); r.cancel() })
+		return f.o.Clock.AfterFunc(f.stallTimeout(r), func() { r.timedOut.Store(true); r.cancel() })
 	}
 	timer := arm()
 	err := r.peer.ReadBlocks(ctx, r.fs.sh, r.first, r.count, func(index int, data []byte) error {
@@ -739,6 +811,30 @@ func (f *fetcher) do(ctx context.Context, r *request) {
 	f.finish(r, err)
 }
 
+// stallTimeout is how long request r may go without a block: max(its
+// floor, StallFactor × the time the peer's measured RTT and throughput
+// need for the bytes still due on every request in flight to it, which
+// share its link). See FetchOptions.RequestTimeout.
+func (f *fetcher) stallTimeout(r *request) time.Duration {
+	var due int64
+	f.mu.Lock()
+	for o := range f.reqs {
+		if o.id == r.id {
+			for i, ok := range o.got {
+				if !ok {
+					due += int64(o.fs.sh.BlockLen(o.first + i))
+				}
+			}
+		}
+	}
+	f.mu.Unlock()
+	d := r.floor
+	if need, ok := f.s.peers.linkTime(r.id, due, r.fs.sh.BlockSize); ok {
+		d = max(d, time.Duration(f.o.StallFactor*float64(need)))
+	}
+	return d
+}
+
 // onBlock handles one block from a request: check it was asked for, hash
 // it (in WriteBlock, which refuses a bad one), write it, and cancel other
 // requests that only wait for blocks now held.
@@ -752,6 +848,7 @@ func (f *fetcher) onBlock(r *request, index int, data []byte) error {
 	if r.ngot == 0 {
 		r.firstAt = now
 	}
+	r.lastAt = now
 	fs := r.fs
 	f.mu.Lock()
 	held := fs.have[index]
@@ -876,29 +973,59 @@ func (f *fetcher) finish(r *request, err error) {
 	failed := ""
 	switch {
 	case r.bad != nil:
-		f.excluded[r.id] = "bad block"
+		f.bad[r.id] = true
 	case r.superseded || errors.Is(err, errSuperseded) || parentDone:
 	case r.timedOut.Load():
 		failed = "stalled"
+	case err != nil && errors.Is(err, shardproto.ErrGone):
+		failed = "gone"
 	case err != nil:
 		failed = "error"
 	case r.ngot < r.count:
 		failed = "short"
 	}
-	if failed != "" {
+	var backoff time.Duration
+	// A request asked before its peer was set aside fails of the same
+	// trouble, already counted.
+	a, aside := f.aside[r.id]
+	if failed != "" && !(aside && r.start.Before(a.since)) {
 		f.fails[r.id]++
-		if f.fails[r.id] >= f.o.MaxFailures {
-			f.excluded[r.id] = fmt.Sprintf("%d failed requests", f.fails[r.id])
+		if failed == "stalled" {
+			f.stalls[r.id]++
+		} else {
+			f.stalls[r.id] = 0
 		}
-	} else if r.bad == nil && r.ngot == r.count {
-		f.fails[r.id] = 0
+		// A peer that went away or failed on the connection does not keep
+		// the fetch waiting; a slow, short or busy one does.
+		f.down[r.id] = failed == "gone" || failed == "error" && !errors.Is(err, shardproto.ErrRemote) && !errors.Is(err, shardproto.ErrNotFound)
+		if f.fails[r.id] >= f.o.MaxFailures {
+			backoff = min(f.o.Backoff<<min(a.n, 16), f.o.MaxBackoff)
+			f.aside[r.id] = setAside{since: now, until: now.Add(backoff), n: a.n + 1}
+			f.fails[r.id] = f.o.MaxFailures - 1 // back from the backoff, one more failure sets it aside again
+		}
+	} else if failed == "gone" {
+		f.down[r.id] = true
+	} else if failed == "" && r.bad == nil && r.ngot == r.count {
+		delete(f.fails, r.id)
+		delete(f.stalls, r.id)
+		delete(f.aside, r.id)
+		delete(f.down, r.id)
 	}
-	excluded := f.excluded[r.id]
 	f.mu.Unlock()
 
-	if requeued > 0 {
-		f.s.count(func(st *FetchStats) { st.Requeued += requeued })
+	if requeued > 0 || backoff > 0 {
+		f.s.count(func(st *FetchStats) {
+			st.Requeued += requeued
+			if backoff > 0 {
+				st.SetAside++
+			}
+		})
 	}
+	if failed != "" && r.ngot >= 2 && r.lastAt.After(r.firstAt) {
+		// What a failed request delivered still measures the link.
+		f.s.peers.sample(r.id, r.firstAt.Sub(r.start), r.bytes-int64(r.fs.sh.BlockLen(r.first)), r.lastAt.Sub(r.firstAt))
+	}
+	blocks := fmt.Sprintf("%d+%d", r.first, r.count)
 	switch {
 	case r.bad != nil:
 		f.s.peers.update(r.id, func(p *peerRec) {
@@ -908,16 +1035,20 @@ func (f *fetcher) finish(r *request, err error) {
 		f.log.Warn("swarm: peer sent a bad block; dropped for this model", "peer", r.id, "err", r.bad, "requeued", requeued)
 	case failed == "stalled":
 		f.s.peers.update(r.id, func(p *peerRec) { p.Timeouts++ })
-		f.s.peers.slower(r.id, f.o.RequestTimeout)
-		f.log.Info("swarm: request stalled; cut off", "peer", r.id, "shard", r.fs.sh.Hash.Short(), "blocks", fmt.Sprintf("%d+%d", r.first, r.count), "got", r.ngot, "excluded", excluded)
+		f.s.peers.slower(r.id, f.stallTimeout(r))
+		f.log.Info("swarm: request stalled; cut off", "peer", r.id, "shard", r.fs.sh.Hash.Short(), "blocks", blocks, "got", r.ngot,
+			"waited", f.stallTimeout(r).Round(time.Millisecond))
+	case failed == "gone":
+		f.s.peers.update(r.id, func(p *peerRec) { p.Gone++ })
+		f.log.Debug("swarm: peer went away mid-request", "peer", r.id, "shard", r.fs.sh.Hash.Short(), "blocks", blocks, "got", r.ngot, "err", err)
 	case failed == "error":
 		f.s.peers.update(r.id, func(p *peerRec) { p.Errors++ })
 		f.s.peers.slower(r.id, now.Sub(r.start))
-		f.log.Info("swarm: request failed", "peer", r.id, "shard", r.fs.sh.Hash.Short(), "err", err, "got", r.ngot, "excluded", excluded)
+		f.log.Info("swarm: request failed", "peer", r.id, "shard", r.fs.sh.Hash.Short(), "err", err, "got", r.ngot)
 	case failed == "short":
 		f.s.peers.update(r.id, func(p *peerRec) { p.Short++ })
 		f.s.peers.slower(r.id, f.o.RequestTimeout) // the rest costs another round trip
-		f.log.Info("swarm: short answer", "peer", r.id, "shard", r.fs.sh.Hash.Short(), "asked", r.count, "got", r.ngot, "excluded", excluded)
+		f.log.Info("swarm: short answer", "peer", r.id, "shard", r.fs.sh.Hash.Short(), "asked", r.count, "got", r.ngot)
 	case r.ngot == r.count && !r.endgame:
 		rtt := r.firstAt.Sub(r.start)
 		if r.count > 1 {
@@ -925,6 +1056,10 @@ func (f *fetcher) finish(r *request, err error) {
 		} else {
 			f.s.peers.sample(r.id, rtt, 0, 0) // a probe: latency only
 		}
+	}
+	if backoff > 0 {
+		f.s.peers.update(r.id, func(p *peerRec) { p.SetAside++ })
+		f.log.Info("swarm: peer set aside after failed requests; asked again after the backoff", "peer", r.id, "last", failed, "backoff", backoff)
 	}
 	if r.superseded {
 		f.s.count(func(st *FetchStats) { st.Cancelled++ })

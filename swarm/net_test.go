@@ -161,16 +161,20 @@ func (p *stallPeer) ReadBlocks(ctx context.Context, _ rdrr.Shard, _, _ int, _ fu
 	return ctx.Err()
 }
 
-// errPeer fails every request.
+// errPeer fails every request with err (default: a generic error).
 type errPeer struct {
 	id    string
+	err   error
 	calls atomic.Int64
 }
 
 func (p *errPeer) ID() string { return p.id }
 func (p *errPeer) ReadBlocks(context.Context, rdrr.Shard, int, int, func(int, []byte) error) error {
 	p.calls.Add(1)
-	return errors.New("connection reset by peer")
+	if p.err != nil {
+		return p.err
+	}
+	return errors.New("internal error")
 }
 
 var errLeft = errors.New("peer left")

@@ -55,6 +55,8 @@ type PeerStats struct {
 	Timeouts      int   // requests cut off for stalling
 	Errors        int   // requests that failed otherwise
 	Short         int   // requests answered with fewer blocks than asked
+	Gone          int   // requests ended by the peer going away (churn: never held against it)
+	SetAside      int   // times it was set aside for a backoff after failed requests
 	// Dropped lists the models this peer is no longer asked for (it sent a
 	// bad block for them).
 	Dropped []rdrr.ModelID
@@ -149,6 +151,23 @@ func (t *peerTable) slower(id string, timeout time.Duration) {
 		}
 		t.retypical()
 	})
+}
+
+// linkTime returns the time the peer's measured RTT and throughput need
+// for n bytes in blocks of blockSize (while only its latency is known, one
+// RTT per block: a probe's one block took that long), and whether it was
+// measured at all.
+func (t *peerTable) linkTime(id string, n, blockSize int64) (time.Duration, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r, ok := t.m[id]
+	if !ok || r.Samples == 0 {
+		return 0, false
+	}
+	if r.Throughput > 0 {
+		return r.RTT + time.Duration(float64(n)/r.Throughput*float64(time.Second)), true
+	}
+	return r.RTT * time.Duration(max(1, (n+blockSize-1)/max(blockSize, 1))), true
 }
 
 func (t *peerTable) dropped(id string, model rdrr.ModelID) bool {

@@ -1,0 +1,131 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/doppler-llm/doppler/p2p/shardproto"
+	"github.com/doppler-llm/doppler/rdrr"
+)
+
+// TestFetchSlowSeedKept: the only source is a seed whose uplink sends one
+// request at a time at 40 ms a block, so a second request waits far
+// longer than the 100 ms stall floor for its first block. The stall
+// timeout follows the seed's measured rate: the seed is waited for, never
+// set aside, and the fetch completes.
+func TestFetchSlowSeedKept(t *testing.T) {
+	src, id := synthModel(t, 1<<20, 1<<20, 16<<10, 61)
+	seed := newStorePeer("seed", seedStore(t, src), 1, 40*time.Millisecond)
+	net := &testNet{}
+	net.add(seed, seed.s.Has)
+	s := emptyStore(t, src)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := s.Fetch(ctx, id, net.view("me"), FetchOptions{PerPeer: 2, BlocksPerRequest: 16, RequestTimeout: 100 * time.Millisecond,
+		WaitPeers: 2 * time.Second, Poll: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameShards(t, s, src, id)
+	logPeers(t, "me", s)
+	p := s.PeerStats()[0]
+	if p.SetAside != 0 || p.Timeouts > 2 {
+		t.Fatalf("the slow seed was cut off %d times and set aside %d times; want it waited for", p.Timeouts, p.SetAside)
+	}
+}
+
+// flakyPeer serves from a store but stalls its first stalls requests
+// until they are cut off; it records when each request starts and ends.
+type flakyPeer struct {
+	*storePeer
+	stalls int
+
+	mu    sync.Mutex
+	spans [][2]time.Time
+}
+
+func (p *flakyPeer) ReadBlocks(ctx context.Context, sh rdrr.Shard, first, count int, fn func(int, []byte) error) error {
+	p.mu.Lock()
+	n := len(p.spans)
+	p.spans = append(p.spans, [2]time.Time{time.Now()})
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.spans[n][1] = time.Now()
+		p.mu.Unlock()
+	}()
+	if n < p.stalls {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return p.storePeer.ReadBlocks(ctx, sh, first, count, fn)
+}
+
+// TestFetchSetAsideComesBack: the only holder stalls its first four
+// requests. After three it is set aside for the backoff (300 ms), is
+// asked again after it, stalls once more and is set aside for twice as
+// long; then it serves and the fetch completes. The fetch does not give
+// up meanwhile (WaitPeers is shorter than the backoffs): a peer set aside
+// for slowness is still a reachable holder.
+func TestFetchSetAsideComesBack(t *testing.T) {
+	src, id := synthModel(t, 1<<20, 1<<20, 16<<10, 62)
+	p := &flakyPeer{storePeer: newStorePeer("flaky", seedStore(t, src), 2, 0), stalls: 4}
+	net := &testNet{}
+	net.add(p, p.s.Has)
+	s := emptyStore(t, src)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const backoff = 300 * time.Millisecond
+	err := s.Fetch(ctx, id, net.view("me"), FetchOptions{Parallel: 1, PerPeer: 1, RequestTimeout: 100 * time.Millisecond,
+		Backoff: backoff, WaitPeers: 200 * time.Millisecond, Poll: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameShards(t, s, src, id)
+	logPeers(t, "me", s)
+	ps := s.PeerStats()[0]
+	if ps.Timeouts != 4 || ps.SetAside != 2 {
+		t.Fatalf("%d timeouts, set aside %d times; want 4 and 2", ps.Timeouts, ps.SetAside)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, want := range map[int]time.Duration{3: backoff, 4: 2 * backoff} {
+		if gap := p.spans[i][0].Sub(p.spans[i-1][1]); gap < want-20*time.Millisecond {
+			t.Errorf("request %d came %v after the one before was cut off; want the backoff, %v", i, gap, want)
+		}
+	}
+	if gap := p.spans[2][0].Sub(p.spans[1][1]); gap > backoff/2 {
+		t.Errorf("set aside after 2 stalls (next request %v later); want after MaxFailures (3)", gap)
+	}
+}
+
+// TestFetchGivesUpOnGonePeers: the only holder announces every shard but
+// every request to it fails because it went away. It keeps no fetch
+// waiting: the fetch gives up (ErrNoPeers) soon after WaitPeers.
+func TestFetchGivesUpOnGonePeers(t *testing.T) {
+	src, id := synthModel(t, 1<<20, 1<<20, 16<<10, 63)
+	holder := seedStore(t, src)
+	net := &testNet{}
+	gone := &errPeer{id: "gone", err: fmt.Errorf("dial: %w: connection refused", shardproto.ErrGone)}
+	net.add(gone, holder.Has)
+	s := emptyStore(t, src)
+	start := time.Now()
+	err := s.Fetch(context.Background(), id, net.view("me"), FetchOptions{RequestTimeout: 100 * time.Millisecond,
+		Backoff: 50 * time.Millisecond, WaitPeers: 300 * time.Millisecond, Poll: 10 * time.Millisecond})
+	el := time.Since(start)
+	t.Logf("gave up after %v: %v (%d requests)", el.Round(time.Millisecond), err, gone.calls.Load())
+	if !errors.Is(err, ErrNoPeers) {
+		t.Fatalf("fetch from a peer that is gone: %v, want ErrNoPeers", err)
+	}
+	if el > 10*time.Second {
+		t.Fatalf("gave up after %v; want soon after WaitPeers", el)
+	}
+	ps := s.PeerStats()[0]
+	if ps.Gone == 0 || ps.Errors != 0 || len(ps.Dropped) != 0 {
+		t.Fatalf("gone peer: %+v; want its requests counted as gone, not errors, and no drop", ps)
+	}
+}
