@@ -277,6 +277,10 @@ func (s *Server) account(m *model, promptLen int, out outcome) {
 	id := m.id.String()
 	s.met.tokensIn.WithLabelValues(id).Add(float64(promptLen))
 	s.met.tokensOut.WithLabelValues(id).Add(float64(out.generated))
+	if out.paging.Hits+out.paging.Misses > 0 {
+		s.met.expertHits.WithLabelValues(id).Add(float64(out.paging.Hits))
+		s.met.expertMiss.WithLabelValues(id).Add(float64(out.paging.Misses))
+	}
 	if out.generated > 0 {
 		s.met.ttft.WithLabelValues(id).Observe(out.ttft.Seconds())
 	}

@@ -16,6 +16,8 @@ type metrics struct {
 	tokensOut  *prometheus.CounterVec   // by model: generated tokens
 	decodeRate *prometheus.GaugeVec     // by model: tokens/s of the last request
 	queueDepth *prometheus.GaugeVec     // by model: requests waiting
+	expertHits *prometheus.CounterVec   // by model: expert lookups served from the GPU cache
+	expertMiss *prometheus.CounterVec   // by model: expert lookups paged in
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -43,7 +45,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "doppler_queue_depth", Help: "Requests waiting for a model's worker.",
 		}, []string{"model"}),
+		expertHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "doppler_expert_cache_hits_total", Help: "MoE expert lookups found in the GPU expert cache (expert paging).",
+		}, []string{"model"}),
+		expertMiss: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "doppler_expert_cache_misses_total", Help: "MoE expert lookups that paged the expert in (expert paging).",
+		}, []string{"model"}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.ttft, m.tokensIn, m.tokensOut, m.decodeRate, m.queueDepth)
+	reg.MustRegister(m.requests, m.latency, m.ttft, m.tokensIn, m.tokensOut, m.decodeRate, m.queueDepth, m.expertHits, m.expertMiss)
 	return m
 }

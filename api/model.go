@@ -101,6 +101,7 @@ type outcome struct {
 	generated int
 	ttft      time.Duration // from queueing to the first token
 	decode    time.Duration // from the first token to the last
+	paging    engine.PagingStats
 	err       error
 }
 
@@ -136,6 +137,9 @@ func (m *model) generate(j *job) (out outcome) {
 	res, err := m.sess.GenerateText(j.ctx, j.prompt, o)
 	if !first.IsZero() {
 		out.decode = time.Since(first)
+	}
+	if res != nil && res.Result != nil {
+		out.paging = res.Stats.Paging
 	}
 	switch {
 	case err != nil:

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/doppler-llm/doppler/rdrr"
@@ -29,7 +30,7 @@ func (f *apiFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.key, "api-key", os.Getenv("DOPPLER_API_KEY"), "require this key (Authorization: Bearer KEY) on the API's generation endpoints (default $DOPPLER_API_KEY)")
 	fl.BoolVar(&f.public, "public", false, "serve the API's generation endpoints without a key on a non-loopback --http address")
-	fl.BoolVar(&f.off, "no-api", false, "do not serve the OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models, /health, /metrics)")
+	fl.BoolVar(&f.off, "no-api", false, "do not serve the OpenAI-compatible API (/v1/completions, /v1/chat/completions, /v1/models, /health; /metrics stays, with the swarm's series)")
 	fl.IntVar(&f.ctxLen, "api-ctx", 0, "the API's context (KV cache) length per model; default min(model's, 4096)")
 	fl.IntVar(&f.queue, "api-queue", 16, "requests that may wait per model before the API answers 429")
 	fl.StringVar(&f.adapter, "adapter", "", "GPU adapter for the API (a substring of its name); default: the fastest found")
@@ -73,11 +74,11 @@ type apiHost struct {
 
 // startAPI returns the API over store's models, or nil when it is off or
 // this build has no GPU engine (then the log says so).
-func startAPI(ctx context.Context, f apiFlags, store *swarm.Store) (*apiHost, error) {
+func startAPI(ctx context.Context, f apiFlags, store *swarm.Store, reg *prometheus.Registry) (*apiHost, error) {
 	if f.off {
 		return nil, nil
 	}
-	h, err := newEngineAPI(f)
+	h, err := newEngineAPI(f, reg)
 	if errors.Is(err, errNoGPU) {
 		slog.Warn("this build has no GPU engine: the OpenAI-compatible API is not served")
 		return nil, nil

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/doppler-llm/doppler/api"
 	"github.com/doppler-llm/doppler/engine"
 	"github.com/doppler-llm/doppler/engine/repl"
@@ -224,7 +226,7 @@ func (s prefillSession) Close() {
 }
 
 // newEngineAPI opens the GPU and serves the API's models on it.
-func newEngineAPI(f apiFlags) (*apiHost, error) {
+func newEngineAPI(f apiFlags, reg *prometheus.Registry) (*apiHost, error) {
 	dev, err := kernels.Open(kernels.Options{Adapter: f.adapter, Logger: slog.Default()})
 	if err != nil {
 		return nil, err
@@ -233,9 +235,10 @@ func newEngineAPI(f apiFlags) (*apiHost, error) {
 		Load: func(ctx context.Context, m *rdrr.Model) (*engine.Model, error) {
 			return engine.Load(ctx, dev, m, engine.Options{Context: f.ctxLen, Logger: slog.Default()})
 		},
-		Queue:  f.queue,
-		APIKey: f.key,
-		Logger: slog.Default(),
+		Queue:    f.queue,
+		APIKey:   f.key,
+		Registry: reg,
+		Logger:   slog.Default(),
 	})
 	return &apiHost{handler: srv.Handler(), add: srv.Add, close: func() { srv.Close(); dev.Close() }}, nil
 }

@@ -5,6 +5,8 @@ package main
 import (
 	"context"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/doppler-llm/doppler/swarm"
 )
 
@@ -30,6 +32,6 @@ func benchRuns(context.Context, *modelSource, *runFlags, benchOptions) (*benchRu
 
 func prefillLoader(string) (swarm.PrefillLoader, func(), error) { return nil, nil, errNoGPU }
 
-func newEngineAPI(apiFlags) (*apiHost, error) { return nil, errNoGPU }
+func newEngineAPI(apiFlags, *prometheus.Registry) (*apiHost, error) { return nil, errNoGPU }
 
 func terminalChat(context.Context, *modelSource, *runFlags, chatOptions) error { return errNoGPU }

@@ -41,7 +41,7 @@ func newServe() *cobra.Command {
 				}
 				ids = append(ids, id)
 			}
-			site, err := startSite(ctx, hf, store, ids, false)
+			site, err := startSite(ctx, hf, store, ids, false, newSwarmMetrics(store))
 			if err != nil {
 				return err
 			}
@@ -109,17 +109,20 @@ type site struct {
 	api *apiHost // nil: not served
 }
 
-// startSite serves store over HTTP (f checked).
-func startSite(ctx context.Context, f httpFlags, store *swarm.Store, models []rdrr.ModelID, follow bool) (*site, error) {
-	a, err := startAPI(ctx, f.api, store)
+// startSite serves store over HTTP (f checked), with met's series and the
+// API's on /metrics.
+func startSite(ctx context.Context, f httpFlags, store *swarm.Store, models []rdrr.ModelID, follow bool, met *swarmMetrics) (*site, error) {
+	reg := newRegistry(met)
+	a, err := startAPI(ctx, f.api, store, reg)
 	if err != nil {
 		return nil, err
 	}
-	o := signaling.SiteOptions{Addr: f.addr, TLS: f.tls, Models: models, Follow: follow, Logger: slog.Default()}
+	o := signaling.SiteOptions{Addr: f.addr, TLS: f.tls, Models: models, Follow: follow, Logger: slog.Default(),
+		API: metricsOnly(reg)}
 	if a != nil {
 		o.API, o.OnModel = a.handler, a.onModel(store)
 	}
-	s, err := signaling.StartSite(ctx, store, o)
+	s, err := signaling.StartSite(ctx, met.siteStore(), o)
 	if err != nil {
 		if a != nil {
 			a.close()

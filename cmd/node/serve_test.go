@@ -59,9 +59,10 @@ func TestServeWebRTC(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
-			url, done := startCommand(t, ctx, cancel, c.args, id, c.p2p)
+			url, addrs, done := startCommandAddrs(t, ctx, cancel, c.args, id, c.p2p)
 			webrtcFetch(t, ctx, url, id, dir)
 			apiCheck(t, ctx, url, id)
+			metricsCheck(t, ctx, url, id, dir, addrs)
 			cancel()
 			select {
 			case err := <-done:
@@ -140,6 +141,88 @@ func apiCheck(t *testing.T, ctx context.Context, url string, id rdrr.ModelID) {
 	}
 }
 
+// metricsCheck checks the swarm's series on /metrics of a node at url
+// that served model id (the RDRR directory dir) once over WebRTC
+// (webrtcFetch): it fetches a shard over the HTTP seed and, when the node
+// listens on libp2p (addrs), pulls the model over libp2p into a store of
+// its own; the node's served bytes by transport must count each.
+func metricsCheck(t *testing.T, ctx context.Context, url string, id rdrr.ModelID, dir string, addrs []string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, rdrr.ManifestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := rdrr.ParseManifest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := m.Shards[0]
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/rdrr/v1/shards/"+sh.Hash.String(), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if n != sh.Size {
+		t.Fatalf("GET shard %s over HTTP: %d bytes, want %d", sh.Hash.Short(), n, sh.Size)
+	}
+	want := map[string]float64{"webrtc": float64(m.TotalSize()), "http": float64(sh.Size), "libp2p": 0}
+	if len(addrs) > 0 {
+		if o, err := cliContext(ctx, "pull", id.String(), "--peer", addrs[0], "--store", t.TempDir()); err != nil {
+			t.Fatalf("pull over libp2p: %v\n%s", err, o)
+		}
+		want["libp2p"] = float64(m.TotalSize())
+	}
+	body := scrape(t, ctx, url)
+	for tr, min := range want {
+		got := metricValue(t, body, `doppler_shard_bytes_total{direction="served",transport="`+tr+`"}`)
+		if got < min || (min == 0 && got != 0) {
+			t.Errorf("shard bytes served over %s: %v, want at least %v", tr, got, min)
+		}
+	}
+	if got := metricValue(t, body, "doppler_store_bytes"); got != float64(m.TotalSize()) {
+		t.Errorf("doppler_store_bytes %v, want the model's %d", got, m.TotalSize())
+	}
+	for _, series := range []string{"doppler_peers_banned", "doppler_store_blocks_bad_total", `doppler_prefill_offloads_total{role="served"}`,
+		`doppler_peers_connected{transport="libp2p"}`, `doppler_shard_bytes_total{direction="fetched",transport="http"}`} {
+		metricValue(t, body, series) // present, whatever the value
+	}
+}
+
+// scrape returns the text of url's /metrics.
+func scrape(t *testing.T, ctx context.Context, url string) string {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s %v", resp.Status, err)
+	}
+	return string(b)
+}
+
+// metricValue returns the value of series (name{labels}, labels in
+// name order, as Prometheus writes them) in a text exposition.
+func metricValue(t *testing.T, body, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err != nil {
+				t.Fatalf("%s: value %q: %v", series, v, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no series %s in /metrics", series)
+	return 0
+}
+
 // Bad HTTP flags fail at once, before the model is imported.
 func TestServeFlags(t *testing.T) {
 	tmp := t.TempDir()
@@ -168,6 +251,14 @@ func TestServeFlags(t *testing.T) {
 // libp2p listening lines when p2p). It returns the HTTP URL and the
 // command's result.
 func startCommand(t *testing.T, ctx context.Context, cancel func(), args []string, id rdrr.ModelID, p2p bool) (string, <-chan error) {
+	t.Helper()
+	url, _, done := startCommandAddrs(t, ctx, cancel, args, id, p2p)
+	return url, done
+}
+
+// startCommandAddrs is startCommand that also returns the libp2p
+// listening addresses.
+func startCommandAddrs(t *testing.T, ctx context.Context, cancel func(), args []string, id rdrr.ModelID, p2p bool) (string, []string, <-chan error) {
 	t.Helper()
 	var out lockedBuf
 	root := newRoot()
@@ -207,7 +298,7 @@ func startCommand(t *testing.T, ctx context.Context, cancel func(), args []strin
 			if !strings.HasPrefix(url, "http://127.0.0.1:") {
 				t.Fatalf("last listening line %q: want http://127.0.0.1:port", url)
 			}
-			return url, done
+			return url, listening[:len(listening)-1], done
 		}
 		select {
 		case err := <-done:

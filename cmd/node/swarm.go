@@ -62,6 +62,7 @@ type netFlags struct {
 	wait       time.Duration // fetches give up after this long with no progress (pull's --wait)
 	ephemeral  bool          // no --key: a fresh key (run, which may share a store with a node)
 	gatekeeper bool          // aggregate expert usage and publish clusters (seed, node)
+	metrics    *swarmMetrics // node --http: count what the host serves (/metrics)
 }
 
 func (f *netFlags) register(cmd *cobra.Command, bootstrap bool) {
@@ -114,13 +115,21 @@ func (f *netFlags) startNode(ctx context.Context, store *swarm.Store) (*swarm.No
 	if key == "" && !f.ephemeral {
 		key = filepath.Join(store.Dir(), "node.key")
 	}
-	return swarm.NewNode(ctx, store, swarm.NodeOptions{
+	o := swarm.NodeOptions{
 		Host: p2p.Options{Listen: f.listen, KeyFile: key, Bootstrap: f.bootstrap, MDNS: f.mdns, NAT: f.nat,
 			Logger: slog.Default()},
 		Fetch:   swarm.FetchOptions{WaitPeers: f.wait},
 		Experts: swarm.ExpertOptions{Gatekeeper: f.gatekeeper},
 		Logger:  slog.Default(),
-	})
+	}
+	if f.metrics != nil {
+		o.WrapProvider = f.metrics.libp2pProvider
+	}
+	n, err := swarm.NewNode(ctx, store, o)
+	if err == nil && f.metrics != nil {
+		f.metrics.setNode(n)
+	}
+	return n, err
 }
 
 // printReady prints the contract lines scripts read: one "listening
@@ -309,6 +318,9 @@ func newNodeCmd() *cobra.Command {
 				return err
 			}
 			defer store.Close()
+			if hf.addr != "" {
+				nf.metrics = newSwarmMetrics(store)
+			}
 			n, err := nf.startNode(ctx, store)
 			if err != nil {
 				return err
@@ -328,7 +340,8 @@ func newNodeCmd() *cobra.Command {
 				printReady(cmd.OutOrStdout(), n, models)
 				return serveUntilDone(ctx, n)
 			}
-			site, err := startSite(ctx, hf, store, models, true)
+			nf.metrics.setPrefill(pf.srv)
+			site, err := startSite(ctx, hf, store, models, true, nf.metrics)
 			if err != nil {
 				n.Close()
 				return err
@@ -644,6 +657,7 @@ type prefillFlags struct {
 	on      bool
 	adapter string
 	ctxLen  int
+	srv     *swarm.PrefillServer // once started
 }
 
 func (f *prefillFlags) register(cmd *cobra.Command) {
@@ -669,6 +683,7 @@ func (f *prefillFlags) start(n *swarm.Node, warm []rdrr.ModelID) (stop func(), e
 		closeGPU()
 		return nil, err
 	}
+	f.srv = p
 	return func() {
 		p.Close()
 		closeGPU()
