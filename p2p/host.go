@@ -139,8 +139,9 @@ type Host struct {
 	wg     sync.WaitGroup // background goroutines
 	sem    chan struct{}  // serving slots
 
-	stats stats
-	bufs  bufPool
+	stats   stats
+	serving servingState // block requests served per peer (server.go)
+	bufs    bufPool
 	gossip
 	closeOnce sync.Once
 }

@@ -2,6 +2,8 @@ package p2p
 
 import (
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 
@@ -41,6 +43,10 @@ func serveOne[R wire.Message](n *Host, what string) network.StreamHandler {
 			return
 		}
 		c.timeout = n.opts.FrameTimeout
+		if _, ok := m.(*wire.BlocksRequest); ok {
+			done := n.serving.start(c.peer)
+			defer done()
+		}
 		bp := n.bufs.get()
 		defer n.bufs.put(bp)
 		opts := ServeOptions{MaxBlocksPerRequest: n.opts.MaxBlocksPerRequest, ServeUnverified: n.opts.ServeUnverified,
@@ -59,4 +65,58 @@ type ServeOptions = shardproto.ServeOptions
 // Answer writes the answer to one request on c (see shardproto.Answer).
 func Answer(c MsgConn, prov Provider, req wire.Message, opts ServeOptions) error {
 	return shardproto.Answer(c, prov, req, opts)
+}
+
+// servingState tracks the block requests served to each peer: how many
+// are being answered now and when the last one ended. The zero value is
+// ready.
+type servingState struct {
+	mu    sync.Mutex
+	peers map[string]*servingPeer
+}
+
+type servingPeer struct {
+	active int
+	last   time.Time
+}
+
+// start notes a block request from peer being answered; the func returned
+// notes its end.
+func (s *servingState) start(peer string) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.peers == nil {
+		s.peers = map[string]*servingPeer{}
+	}
+	p := s.peers[peer]
+	if p == nil {
+		p = &servingPeer{}
+		s.peers[peer] = p
+	}
+	p.active++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		p.active--
+		p.last = time.Now()
+	}
+}
+
+// Fetching returns the peers this host is answering a block request for
+// now, or answered one for within the last d.
+func (n *Host) Fetching(d time.Duration) []string {
+	s := &n.serving
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cutoff := time.Now().Add(-d)
+	var out []string
+	for id, p := range s.peers {
+		switch {
+		case p.active > 0 || p.last.After(cutoff):
+			out = append(out, id)
+		case p.last.Before(time.Now().Add(-time.Hour)):
+			delete(s.peers, id)
+		}
+	}
+	return out
 }

@@ -694,3 +694,78 @@ func (s nodeSource) ReadShardAt(ctx context.Context, h rdrr.Hash, p []byte, off 
 	}
 	return s.n.store.ReadShardAt(ctx, h, p, off)
 }
+
+// LingerOptions tunes Linger.
+type LingerOptions struct {
+	// Max is the longest Linger serves (0: it returns at once).
+	Max time.Duration
+	// Quiet: a peer that asked for no block within it is no longer
+	// fetching from this node (1s).
+	Quiet time.Duration
+	// Poll is how often the peers are checked (100ms).
+	Poll time.Duration
+}
+
+// Linger keeps serving model id after a pull: it returns once no peer
+// still lacks a shard of it that this node holds while fetching from this
+// node (a block request being answered, or one answered within Quiet), or
+// after Max, or when ctx ends. A peer that announced no inventory for the
+// model counts as lacking. It reports how long it waited.
+func (n *Node) Linger(ctx context.Context, id rdrr.ModelID, o LingerOptions) time.Duration {
+	if o.Quiet <= 0 {
+		o.Quiet = time.Second
+	}
+	if o.Poll <= 0 {
+		o.Poll = 100 * time.Millisecond
+	}
+	start := time.Now()
+	if o.Max <= 0 {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Max)
+	defer cancel()
+	for {
+		needy := n.needy(id, o.Quiet)
+		if len(needy) == 0 {
+			return time.Since(start)
+		}
+		n.log.Debug("swarm: lingering; peers still fetch shards held here", "model", id.Short(), "peers", len(needy))
+		t := time.NewTimer(o.Poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			n.log.Info("swarm: stopped lingering with peers still fetching", "model", id.Short(), "peers", len(needy), "after", time.Since(start).Round(time.Millisecond))
+			return time.Since(start)
+		case <-t.C:
+		}
+	}
+}
+
+// needy returns the peers fetching from this node (within quiet) that
+// lack a shard of model id this node holds.
+func (n *Node) needy(id rdrr.ModelID, quiet time.Duration) []string {
+	m, ok := n.store.manifest(id)
+	if !ok {
+		return nil
+	}
+	mine, _ := HaveBitmap(m, n.store)
+	invs := map[string]wire.Bitmap{}
+	for _, e := range n.host.Inventories(id) {
+		invs[e.Peer] = e.Inv.Have
+	}
+	var out []string
+	for _, p := range n.host.Fetching(quiet) {
+		have, ok := invs[p]
+		if !ok || have.N != mine.N {
+			out = append(out, p)
+			continue
+		}
+		for i := range mine.N {
+			if mine.Has(i) && !have.Has(i) {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}

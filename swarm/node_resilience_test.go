@@ -125,3 +125,45 @@ func TestNodePeerExitsMidTransfer(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeLinger: A has pulled the model from a seed; the seed leaves;
+// B pulls from A alone. A lingers while B fetches shards it holds, so B
+// completes before A closes; once B has everything A stops lingering
+// long before its limit, and with no one fetching it returns at once.
+func TestNodeLinger(t *testing.T) {
+	src, id := synthModel(t, 6<<20, 1<<20, 16<<10, 65)
+	seed := newNode(t, seedStore(t, src), nil)
+	a := newNode(t, openStore(t, t.TempDir(), 0), func(o *NodeOptions) {
+		o.WrapProvider = func(p p2p.Provider) p2p.Provider { return slowProv{p, 2 * time.Millisecond} }
+	})
+	b := newNode(t, openStore(t, t.TempDir(), 0), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := a.Pull(ctx, id, PullOptions{Peers: seed.Addrs()[:1]}); err != nil {
+		t.Fatal(err)
+	}
+	if d := a.Linger(ctx, id, LingerOptions{Max: 10 * time.Second}); d > 3*time.Second {
+		t.Fatalf("with no one fetching, lingered %v", d)
+	}
+	seed.Close()
+	done := make(chan error, 1)
+	go func() { done <- b.Pull(ctx, id, PullOptions{Peers: a.Addrs()[:1]}) }()
+	for i := 0; len(a.Host().Fetching(time.Second)) == 0; i++ {
+		if i == 2000 {
+			t.Fatal("B asked A for nothing within 20 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	const limit = 30 * time.Second
+	d := a.Linger(ctx, id, LingerOptions{Max: limit})
+	st, _ := b.Store().Status(id)
+	t.Logf("A lingered %v; B then held %d of %d bytes", d.Round(time.Millisecond), st.HaveBytes, st.Bytes)
+	a.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("B's pull, A lingering: %v", err)
+	}
+	sameShards(t, b.Store(), src, id)
+	if d >= limit {
+		t.Fatalf("A lingered to its limit (%v) after B had everything", d)
+	}
+}
