@@ -361,11 +361,12 @@ func newNodeCmd() *cobra.Command {
 
 func newPull() *cobra.Command {
 	var (
-		nf    netFlags
-		peers []string
-		seeds []string
-		out   string
-		wait  time.Duration
+		nf     netFlags
+		peers  []string
+		seeds  []string
+		out    string
+		wait   time.Duration
+		linger time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "pull MODEL_ID|LINK",
@@ -440,6 +441,8 @@ func newPull() *cobra.Command {
 				}
 				fmt.Fprintf(w, "wrote %s\n", out)
 			}
+			// Keep serving the peers still fetching what this node holds.
+			n.Linger(ctx, id, swarm.LingerOptions{Max: linger})
 			return nil
 		},
 	}
@@ -448,7 +451,8 @@ func newPull() *cobra.Command {
 	fl.StringArrayVar(&peers, "peer", nil, "peer to fetch from, a full multiaddr with /p2p/<peer-id>; repeatable")
 	fl.StringArrayVar(&seeds, "seed", nil, "HTTP seed to fetch from: the http(s) URL of a doppler serve or node --http; repeatable")
 	fl.StringVarP(&out, "output", "o", "", "also write the model as an RDRR directory here (atomically)")
-	fl.DurationVar(&wait, "wait", 30*time.Second, "give up when no peer supplies anything for this long")
+	fl.DurationVar(&wait, "wait", 30*time.Second, "give up when no reachable peer or seed has held a missing shard for this long (slow or busy sources are waited for)")
+	fl.DurationVar(&linger, "linger", 5*time.Second, "after the pull, keep serving while connected peers still fetch shards this node holds, for at most this long (0: exit at once)")
 	return cmd
 }
 
