@@ -155,10 +155,18 @@ try {
   let reply = "";
   for await (const tok of m.chat([{ role: "user", content: "Hi" }], { maxTokens: 16, temperature: 0 })) reply += tok.text;
   log("chat " + JSON.stringify(reply));
+  // Leaving the loop early stops the generation.
+  const cut = m.generate(prompt, { maxTokens: 1000, temperature: 0 });
+  let seen = 0;
+  for await (const tok of cut) if (++seen === 2) break;
+  const cutRes = await cut.result;
   const status = m.status();
   await m.unload();
+  let afterUnload = "";
+  try { await m.generate(prompt, { maxTokens: 1 }).result; } catch (e) { afterUnload = e.message; }
   window.dopplerResult = { origin: location.origin, models, id: m.id, progress, text, tokens, reply,
-    bytesByTransport: res.bytesByTransport, peers: status.peers.length };
+    bytesByTransport: res.bytesByTransport, peers: status.peers.length,
+    cut: { stopReason: cutRes.stopReason, tokens: cutRes.tokens.length }, afterUnload };
   document.body.dataset.state = "done";
 } catch (e) {
   document.body.dataset.error = String((e && e.stack) || e);
@@ -205,6 +213,11 @@ func TestSDKCrossOrigin(t *testing.T) {
 		Reply    string
 		Peers    int
 		Bytes    struct{ WebRTC, HTTP int64 } `json:"bytesByTransport"`
+		Cut      struct {
+			StopReason string
+			Tokens     int
+		}
+		AfterUnload string
 	}
 	if err := json.Unmarshal(raw, &r); err != nil {
 		t.Fatalf("dopplerResult %s: %v", raw, err)
@@ -232,6 +245,12 @@ func TestSDKCrossOrigin(t *testing.T) {
 	}
 	if strings.TrimSpace(r.Reply) == "" {
 		t.Fatalf("chat answered %q", r.Reply)
+	}
+	if r.Cut.StopReason != "interrupted" || r.Cut.Tokens < 2 || r.Cut.Tokens >= 1000 {
+		t.Fatalf("a generation left after 2 tokens: %+v; want it interrupted", r.Cut)
+	}
+	if !strings.Contains(r.AfterUnload, "unloaded") {
+		t.Fatalf("generate after unload: error %q", r.AfterUnload)
 	}
 }
 
