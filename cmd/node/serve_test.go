@@ -295,8 +295,8 @@ func startCommandAddrs(t *testing.T, ctx context.Context, cancel func(), args []
 				t.Fatalf("first listening line %q: want the libp2p address first", listening[0])
 			}
 			url := listening[len(listening)-1]
-			if !strings.HasPrefix(url, "http://127.0.0.1:") {
-				t.Fatalf("last listening line %q: want http://127.0.0.1:port", url)
+			if !strings.HasPrefix(url, "http://127.0.0.1:") && !strings.HasPrefix(url, "https://127.0.0.1:") {
+				t.Fatalf("last listening line %q: want http(s)://127.0.0.1:port", url)
 			}
 			return url, listening[:len(listening)-1], done
 		}

@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -87,17 +91,60 @@ func (s *sources) model(store *swarm.Store) (rdrr.ModelID, error) {
 	return parseModelID(store, s.arg)
 }
 
-// clients are the seeds as swarm sources.
-func (s *sources) clients() ([]swarm.Source, error) {
+// clients are the seeds as swarm sources, trusting the certificates in
+// the PEM files ca (pull --ca) besides the system's.
+func (s *sources) clients(ca []string) ([]swarm.Source, error) {
+	doer, err := seedDoer(ca)
+	if err != nil {
+		return nil, err
+	}
 	var out []swarm.Source
 	for _, u := range s.seeds {
-		c, err := httpseed.New(u, httpseed.Options{})
+		c, err := httpseed.New(u, httpseed.Options{Doer: doer})
 		if err != nil {
 			return nil, fmt.Errorf("--seed: %w", err)
 		}
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// seedDoer is the HTTP client of pull's seeds: http.DefaultClient, or
+// with --ca one that trusts the certificates of those PEM files as well as
+// the system's roots (which $SSL_CERT_FILE and $SSL_CERT_DIR replace, on
+// Linux). There is no way to skip verification: a self-signed seed's
+// certificate is given with --ca.
+func seedDoer(ca []string) (httpseed.Doer, error) {
+	if len(ca) == 0 {
+		return http.DefaultClient, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range ca {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--ca %s: no PEM certificate in it", f)
+		}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	return &http.Client{Transport: tr}, nil
+}
+
+// tlsHint adds to a pull's error, when a seed's certificate was not
+// trusted, how to trust it.
+func tlsHint(err error) error {
+	var unknown x509.UnknownAuthorityError
+	var verify *tls.CertificateVerificationError
+	if errors.As(err, &unknown) || errors.As(err, &verify) {
+		return fmt.Errorf("%w (a seed's certificate is not trusted: for a self-signed one, pass --ca CERT.pem)", err)
+	}
+	return err
 }
 
 // errAllBad ends a pull whose every source sent bad blocks.

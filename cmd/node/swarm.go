@@ -63,6 +63,7 @@ type netFlags struct {
 	ephemeral  bool          // no --key: a fresh key (run, which may share a store with a node)
 	gatekeeper bool          // aggregate expert usage and publish clusters (seed, node)
 	metrics    *swarmMetrics // node --http: count what the host serves (/metrics)
+	ca         []string      // pull --ca: PEM certificates the seeds' TLS may chain to
 }
 
 func (f *netFlags) register(cmd *cobra.Command, bootstrap bool) {
@@ -381,7 +382,7 @@ func newPull() *cobra.Command {
 			if err := checkPeers("--peer", src.peers); err != nil {
 				return err
 			}
-			clients, err := src.clients()
+			clients, err := src.clients(nf.ca)
 			if err != nil {
 				return err
 			}
@@ -430,7 +431,7 @@ func newPull() *cobra.Command {
 				if errors.Is(err, swarm.ErrNoPeers) {
 					return fmt.Errorf("model %s: no peers reachable with the missing shards within %v%s", id.Short(), wait, blame(store, id))
 				}
-				return oneLine(err)
+				return tlsHint(oneLine(err))
 			}
 			st, _ := store.Status(id)
 			w := cmd.OutOrStdout()
@@ -450,6 +451,7 @@ func newPull() *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringArrayVar(&peers, "peer", nil, "peer to fetch from, a full multiaddr with /p2p/<peer-id>; repeatable")
 	fl.StringArrayVar(&seeds, "seed", nil, "HTTP seed to fetch from: the http(s) URL of a doppler serve or node --http; repeatable")
+	fl.StringArrayVar(&nf.ca, "ca", nil, "trust the TLS certificates in this PEM file besides the system's (a self-signed https --seed: the serve's --tls-cert); repeatable")
 	fl.StringVarP(&out, "output", "o", "", "also write the model as an RDRR directory here (atomically)")
 	fl.DurationVar(&wait, "wait", 30*time.Second, "give up when no reachable peer or seed has held a missing shard for this long (slow or busy sources are waited for)")
 	fl.DurationVar(&linger, "linger", 5*time.Second, "after the pull, keep serving while connected peers still fetch shards this node holds, for at most this long (0: exit at once)")
