@@ -37,6 +37,9 @@ func (n *Host) Provide(ctx context.Context, key rdrr.Hash) error {
 	if n.ctx.Err() != nil {
 		return ErrClosed
 	}
+	if n.dht == nil {
+		return nil
+	}
 	if err := n.dht.Provide(ctx, keyCID(key), true); err != nil {
 		return fmt.Errorf("provide %s: %w", key.Short(), err)
 	}
@@ -49,6 +52,9 @@ func (n *Host) Provide(ctx context.Context, key rdrr.Hash) error {
 func (n *Host) FindProviders(ctx context.Context, key rdrr.Hash, limit int) ([]PeerInfo, error) {
 	if n.ctx.Err() != nil {
 		return nil, ErrClosed
+	}
+	if n.dht == nil {
+		return nil, nil
 	}
 	if limit <= 0 {
 		limit = 20

@@ -80,6 +80,15 @@ type Options struct {
 	AnnounceJitter   time.Duration // ± uniform jitter on each period (AnnounceInterval/5)
 	// Now is the clock for inventory expiry (time.Now).
 	Now func() time.Time
+
+	// Libp2p, when set, is the libp2p host to run on instead of one the
+	// Host starts (go-libp2p's mocknet in simulations): Listen, KeyFile,
+	// NAT and the connection limits are then its own. Close closes it.
+	Libp2p host.Host
+	// NoDHT runs without the DHT: Provide and FindProviders do nothing,
+	// and only peers with known addresses are reached (a swarm of
+	// thousands in one process, where every peer joins through a few).
+	NoDHT bool
 }
 
 func (o *Options) fill() {
@@ -151,6 +160,9 @@ type Host struct {
 // until Close.
 func New(ctx context.Context, opts Options, prov Provider) (*Host, error) {
 	opts.fill()
+	if opts.Libp2p != nil {
+		return start(ctx, opts, prov, opts.Libp2p, false)
+	}
 	key, err := loadKey(opts.KeyFile)
 	if err != nil {
 		return nil, err
@@ -202,6 +214,12 @@ func New(ctx context.Context, opts Options, prov Provider) (*Host, error) {
 		rm.Close()
 		return nil, fmt.Errorf("libp2p: %w", err)
 	}
+	return start(ctx, opts, prov, h, loopback)
+}
+
+// start runs the Host's services on h.
+func start(ctx context.Context, opts Options, prov Provider, h host.Host, loopback bool) (*Host, error) {
+	var err error
 	hctx, cancel := context.WithCancel(context.Background())
 	n := &Host{opts: opts, log: opts.Logger.With("peer", h.ID().ShortString()), h: h, prov: prov,
 		loopback: loopback, ctx: hctx, cancel: cancel, sem: make(chan struct{}, opts.MaxServing)}
@@ -212,9 +230,11 @@ func New(ctx context.Context, opts Options, prov Provider) (*Host, error) {
 	if loopback {
 		dopts = append(dopts, dht.AddressFilter(filterLoopback))
 	}
-	if n.dht, err = dht.New(h, dopts...); err != nil {
-		n.Close()
-		return nil, fmt.Errorf("dht: %w", err)
+	if !opts.NoDHT {
+		if n.dht, err = dht.New(h, dopts...); err != nil {
+			n.Close()
+			return nil, fmt.Errorf("dht: %w", err)
+		}
 	}
 	if n.ps, err = pubsub.NewGossipSub(hctx, h, pubsub.WithMaxMessageSize(1<<20)); err != nil {
 		n.Close()
@@ -233,7 +253,7 @@ func New(ctx context.Context, opts Options, prov Provider) (*Host, error) {
 			n.log.Warn("bootstrap peer unreachable", "addr", b, "err", err)
 		}
 	}
-	if len(opts.Bootstrap) > 0 {
+	if len(opts.Bootstrap) > 0 && n.dht != nil {
 		if err := n.dht.Bootstrap(hctx); err != nil {
 			n.log.Warn("dht bootstrap", "err", err)
 		}

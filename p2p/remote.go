@@ -43,6 +43,9 @@ func (r *Remote) open(ctx context.Context, proto protocol.ID) (*conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, n.opts.DialTimeout)
 	defer cancel()
 	if n.h.Network().Connectedness(r.id) != network.Connected && len(n.h.Peerstore().Addrs(r.id)) == 0 {
+		if n.dht == nil {
+			return nil, fmt.Errorf("peer %s: no address (no DHT): %w", r.id, shardproto.ErrGone)
+		}
 		ai, err := n.dht.FindPeer(dctx, r.id)
 		if err != nil {
 			return nil, fmt.Errorf("peer %s: no address: %w: %w", r.id, shardproto.ErrGone, err)

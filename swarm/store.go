@@ -1,11 +1,9 @@
 package swarm
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -30,7 +28,8 @@ import (
 // is an 8-byte magic followed by little-endian uint32 block indices,
 // appended after each block is written; on restart the blocks it names are
 // trusted only after they are hashed again (lazily, on first read, or all at
-// once in Complete). Names starting with "." are temporaries, removed by Open.
+// once in Complete). Names starting with "." are temporaries, removed by Open:
+// under models/, and the .import-* directories at the top (import.go).
 
 // Sentinel errors of the store.
 var (
@@ -165,6 +164,7 @@ func Open(dir string, o StoreOptions) (*Store, error) {
 		models: map[rdrr.ModelID]*rdrr.Manifest{}, names: map[rdrr.ModelID]string{}, entries: map[rdrr.Hash]*entry{},
 	}
 	s.fetch = NewFetcher(s, FetcherOptions{Logger: log})
+	s.removeTemps()
 	if err := s.loadModels(); err != nil {
 		return nil, err
 	}
@@ -419,72 +419,6 @@ func (s *Store) SetInfo(id rdrr.ModelID, in rdrr.Info) error {
 	}
 	s.names[id] = in.Name
 	return nil
-}
-
-// ImportDir copies the RDRR directory dir into the store, verifying every
-// block on the way, and returns the model ID. Shards already complete in
-// the store are not copied again.
-func (s *Store) ImportDir(ctx context.Context, dir string) (rdrr.ModelID, error) {
-	b, err := os.ReadFile(filepath.Join(dir, rdrr.ManifestFile))
-	if err != nil {
-		return rdrr.ModelID{}, fmt.Errorf("%s: not an RDRR directory: %w", dir, err)
-	}
-	sig, err := os.ReadFile(filepath.Join(dir, rdrr.SignatureFile))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return rdrr.ModelID{}, err
-	}
-	id, err := s.AddModel(b, sig)
-	if err != nil {
-		return id, fmt.Errorf("%s: %w", dir, err)
-	}
-	m, _ := s.manifest(id)
-	in, err := rdrr.ReadInfo(dir, m)
-	if err != nil {
-		return id, err
-	}
-	if err := s.SetInfo(id, in); err != nil {
-		return id, err
-	}
-	unpin := s.pinModel(m)
-	defer unpin()
-	buf := make([]byte, rdrr.MaxBlockSize)
-	for _, sh := range m.Shards {
-		if s.Has(sh.Hash) {
-			continue
-		}
-		if err := s.importShard(ctx, filepath.Join(dir, sh.Hash.String()), sh, buf); err != nil {
-			return id, fmt.Errorf("%s: shard %s: %w", dir, sh.Hash.Short(), err)
-		}
-	}
-	return id, nil
-}
-
-func (s *Store) importShard(ctx context.Context, path string, sh rdrr.Shard, buf []byte) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	have := s.HaveBlocks(sh.Hash)
-	for i := range sh.Blocks {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if have != nil && have[i] {
-			continue
-		}
-		n := sh.BlockLen(i)
-		if _, err := f.ReadAt(buf[:n], int64(i)*sh.BlockSize); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return fmt.Errorf("block %d: %w", i, err)
-		}
-		if err := s.WriteBlock(sh.Hash, i, buf[:n]); err != nil {
-			return err
-		}
-	}
-	return s.Complete(sh.Hash)
 }
 
 // Models returns the IDs of the stored models, sorted.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -334,4 +335,112 @@ func TestStoreRemove(t *testing.T) {
 		t.Fatalf("after remove and reopen: %v", ids)
 	}
 	sameShards(t, s2, srcB, idB)
+}
+
+// copyDir copies the files of src into dst (created).
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	des, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, de := range des {
+		b, err := os.ReadFile(filepath.Join(src, de.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, de.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestImportTemp: a model in one of the store's TempDirs is moved in, not
+// copied — its shard files leave the directory and the store's bytes grow
+// by the model's size once. An import that meets a corrupt shard part way
+// fails naming it and leaves the store consistent: the models stored
+// before untouched, the shards moved before it complete, the bad one not
+// stored; reopening removes the unfinished import, and importing again
+// completes the model.
+func TestImportTemp(t *testing.T) {
+	ctx := context.Background()
+	srcA, idA := synthModel(t, 3<<20, 1<<20, 64<<10, 1)
+	srcB, idB := synthModel(t, 4<<20, 1<<20, 64<<10, 2)
+	dir := t.TempDir()
+	s := openStore(t, dir, 0)
+	if _, err := s.ImportDir(ctx, srcA); err != nil {
+		t.Fatal(err)
+	}
+	usedA := s.Used()
+	if _, err := s.ImportTemp(ctx, srcB); err == nil {
+		t.Fatal("ImportTemp of a directory outside the store's TempDirs succeeded")
+	}
+
+	tmp, err := s.TempDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := filepath.Join(tmp, "model")
+	copyDir(t, srcB, b)
+	m, err := rdrr.ParseManifest(readManifest(t, srcB))
+	if err != nil || len(m.Shards) < 3 {
+		t.Fatalf("model B: %d shards, %v; want several", len(m.Shards), err)
+	}
+	bad := m.Shards[1]
+	badPath := filepath.Join(b, bad.Hash.String())
+	raw, err := os.ReadFile(badPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)/2] ^= 1
+	if err := os.WriteFile(badPath, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.ImportTemp(ctx, b)
+	if !errors.Is(err, rdrr.ErrBadBlock) || !strings.Contains(err.Error(), bad.Hash.Short()) {
+		t.Fatalf("import with a corrupt shard: %v, want a bad block naming shard %s", err, bad.Hash.Short())
+	}
+	if !s.Has(m.Shards[0].Hash) || s.Has(bad.Hash) || s.HaveBlocks(bad.Hash)[0] {
+		t.Fatal("after the failed import: want the first shard complete and nothing of the corrupt one")
+	}
+	if _, err := os.Stat(filepath.Join(b, m.Shards[0].Hash.String())); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the first shard was copied, not moved: %v", err)
+	}
+	if got, want := s.Used(), usedA+m.Shards[0].Size; got != want {
+		t.Errorf("after the failed import: %d bytes used, want %d", got, want)
+	}
+	sameShards(t, s, srcA, idA)
+	s.Close() // as if killed: the temporary directory stays
+
+	s = openStore(t, dir, 0)
+	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("reopened: the unfinished import %s is still there (%v)", tmp, err)
+	}
+	sameShards(t, s, srcA, idA)
+	if st, ok := s.Status(idB); !ok || st.CompleteShards != 1 {
+		t.Fatalf("reopened: model B %+v, want 1 shard complete", st)
+	}
+
+	tmp, err = s.TempDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = filepath.Join(tmp, "model")
+	copyDir(t, srcB, b)
+	if got, err := s.ImportTemp(ctx, b); err != nil || got != idB {
+		t.Fatalf("import again: %v, %v", got.Short(), err)
+	}
+	sameShards(t, s, srcB, idB)
+	if got, want := s.Used(), usedA+m.TotalSize(); got != want {
+		t.Errorf("%d bytes used, want %d: every shard once", got, want)
+	}
+	for _, sh := range m.Shards[1:] {
+		if _, err := os.Stat(filepath.Join(b, sh.Hash.String())); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("shard %s was copied, not moved: %v", sh.Hash.Short(), err)
+		}
+	}
+	os.RemoveAll(tmp)
 }

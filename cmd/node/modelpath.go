@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/rdrr/convert"
@@ -81,11 +82,71 @@ func importModel(ctx context.Context, store *swarm.Store, arg string) (rdrr.Mode
 		}
 		return id, nil
 	}
-	dir, err := resolveModel(ctx, arg)
+	record := importRecord(arg)
+	if record != "" {
+		if b, err := os.ReadFile(record); err == nil {
+			if id, err := rdrr.ParseHash(strings.TrimSpace(string(b))); err == nil && store.HoldsModel(id) {
+				return id, nil // converted before
+			}
+		}
+	}
+	kind, err := rdrr.Sniff(arg)
+	if err != nil {
+		return rdrr.ModelID{}, fmt.Errorf("model %s: %w", arg, err)
+	}
+	if kind == rdrr.KindRDRR {
+		return store.ImportDir(ctx, arg) // the user's directory: copied
+	}
+	return convertInto(ctx, store, arg, record)
+}
+
+// importRecord is where the model ID a GGUF file or HF directory was
+// converted to is recorded: a file in the cache directory named by the
+// source's path, size and mtime ("" when there is no cache directory or
+// no such source).
+func importRecord(path string) string {
+	st, err := os.Stat(path)
+	if err != nil {
+		return ""
+	}
+	cache, err := cacheDir()
+	if err != nil {
+		return ""
+	}
+	abs, _ := filepath.Abs(path)
+	key := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d\x00content-id", abs, st.Size(), st.ModTime().UnixNano()))
+	return filepath.Join(cache, "imported", hex.EncodeToString(key[:12]))
+}
+
+// convertInto converts a GGUF file or HF directory straight into the
+// store: into one of its temporary directories, whose shard files the
+// store then moves in (verified), so the model is on disk once, beside
+// its source. The model ID goes to record (when not ""), so that a source
+// whose model the store holds complete is not converted again.
+func convertInto(ctx context.Context, store *swarm.Store, path, record string) (rdrr.ModelID, error) {
+	tmp, err := store.TempDir()
+	if err != nil {
+		return rdrr.ModelID{}, fmt.Errorf("store %s: %w", store.Dir(), err)
+	}
+	defer os.RemoveAll(tmp)
+	out := filepath.Join(tmp, "model")
+	slog.Info("converting model into the store", "from", path, "store", store.Dir())
+	update, finish := progressFunc("converting")
+	_, err = convert.ToRDRR(ctx, path, out, convert.Options{Progress: update})
+	finish()
 	if err != nil {
 		return rdrr.ModelID{}, err
 	}
-	return store.ImportDir(ctx, dir)
+	id, err := store.ImportTemp(ctx, out)
+	if err != nil {
+		return id, err
+	}
+	if record != "" {
+		if err := os.MkdirAll(filepath.Dir(record), 0o755); err == nil {
+			rdrr.WriteFileAtomic(record, []byte(id.String()+"\n"))
+		}
+	}
+	return id, nil
 }
 
 // cacheDir is $DOPPLER_CACHE, else the user cache directory.

@@ -490,7 +490,7 @@ func newList() *cobra.Command {
 	var storeFlag string
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List the models in the store: id, name, shards held, bytes",
+		Short: "List the models in the store: id, name, shards held, bytes held of the model's; and the bytes the store uses on disk",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			store, err := openStore(storeFlag)
@@ -500,11 +500,17 @@ func newList() *cobra.Command {
 			defer store.Close()
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "MODEL ID\tNAME\tSHARDS\tBYTES")
-			for _, id := range store.Models() {
+			ids := store.Models()
+			for _, id := range ids {
 				st, _ := store.Status(id)
 				fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s / %s\n", id, st.Name, st.CompleteShards, st.Shards, humanBytes(st.HaveBytes), humanBytes(st.Bytes))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			// Models may share shards; the store holds each once.
+			fmt.Fprintf(cmd.OutOrStdout(), "total: %d models, %s on disk in %s\n", len(ids), humanBytes(store.Used()), store.Dir())
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&storeFlag, "store", "", storeFlagHelp)
