@@ -165,6 +165,9 @@ func (s *Site) routes(store SiteStore, api http.Handler) http.Handler {
 	return mux
 }
 
+// Gateway returns the site's WebRTC gateway (its Stats, for monitoring).
+func (s *Site) Gateway() *Gateway { return s.gw }
+
 // URL is the address served, for the "listening <url>" line.
 func (s *Site) URL() string { return s.scheme + "://" + s.ln.Addr().String() }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/rdrr"
+	"github.com/doppler-llm/doppler/signaling"
 	"github.com/doppler-llm/doppler/swarm"
 )
 
@@ -41,6 +42,7 @@ type swarmMetrics struct {
 	mu      sync.Mutex
 	node    *swarm.Node
 	prefill *swarm.PrefillServer
+	gateway *signaling.Gateway
 
 	shardBytes, rejected, badOnDisk, peers, banned, offloads, storeBytes *prometheus.Desc
 }
@@ -71,6 +73,12 @@ func newSwarmMetrics(store *swarm.Store) *swarmMetrics {
 func (m *swarmMetrics) setNode(n *swarm.Node) {
 	m.mu.Lock()
 	m.node = n
+	m.mu.Unlock()
+}
+
+func (m *swarmMetrics) setGateway(g *signaling.Gateway) {
+	m.mu.Lock()
+	m.gateway = g
 	m.mu.Unlock()
 }
 
@@ -120,13 +128,18 @@ func (m *swarmMetrics) Collect(ch chan<- prometheus.Metric) {
 	gauge(m.storeBytes, float64(m.store.Used()))
 
 	m.mu.Lock()
-	n, p := m.node, m.prefill
+	n, p, g := m.node, m.prefill, m.gateway
 	m.mu.Unlock()
 	libp2pPeers := 0
 	if n != nil {
 		libp2pPeers = len(n.Host().Peers())
 	}
 	gauge(m.peers, float64(libp2pPeers), transportLibp2p)
+	browsers := 0
+	if g != nil {
+		browsers = g.Stats().Peers
+	}
+	gauge(m.peers, float64(browsers), transportWebRTC)
 	served := 0
 	if p != nil {
 		served = p.Stats().Served

@@ -129,6 +129,7 @@ func startSite(ctx context.Context, f httpFlags, store *swarm.Store, models []rd
 		}
 		return nil, err
 	}
+	met.setGateway(s.Gateway())
 	return &site{Site: s, api: a}, nil
 }
 

@@ -440,6 +440,10 @@ func webrtcFetch(t *testing.T, ctx context.Context, url string, id rdrr.ModelID,
 	case <-time.After(10 * time.Second):
 		t.Fatal("no inventory from the node")
 	}
+	// Its inventory channel open, this client is the node's one browser.
+	if got := metricValue(t, scrape(t, ctx, url), `doppler_peers_connected{transport="webrtc"}`); got != 1 {
+		t.Errorf("doppler_peers_connected{transport=\"webrtc\"} %v while connected, want 1", got)
+	}
 	if err := ctx.Err(); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
