@@ -96,7 +96,7 @@ func newBenchInference() *cobra.Command {
 			out := map[string]any{
 				"expert_bytes_per_token": expertBytes(src.rm.Manifest, false), "expert_bytes_total": expertBytes(src.rm.Manifest, true),
 				"adapter": br.adapter, "backend": br.backend, "adapter_type": br.adapterType, "software": br.software,
-				"model": src.dir, "model_id": src.rm.ID.String(), "model_bytes": src.rm.Manifest.TotalSize(),
+				"model": rf.modelName(), "model_id": src.rm.ID.String(), "model_bytes": src.rm.Manifest.TotalSize(),
 				"gpu_bytes_allocated": br.gpuBytes, "weight_bytes": br.weightBytes,
 				"gpu_bytes_peak": br.peakBytes, "kv_bytes": br.kvBytes,
 				"kv": map[bool]string{true: "f32", false: "f16"}[rf.kvF32], "context": br.context,

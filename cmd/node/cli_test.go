@@ -111,6 +111,9 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"run", "-m", src, "-p", "hi", "--top-p", "2"}, "top-p"},
 		{[]string{"run", "-m", src, "--prompt-tokens", "1,x"}, "bad token id"},
 		{[]string{"run", "-m", src, "-p", strings.Repeat("word ", 40), "--ctx", "16"}, "context"},
+		// A positional argument: the model without -m, or the prompt without -p.
+		{[]string{"run", src}, "name the model with -m " + src},
+		{[]string{"run", "-m", src, "Once", "upon"}, `give the prompt with -p "Once upon"`},
 	}
 	for _, c := range cases {
 		out, err := doppler(t, "", c.args...)
@@ -138,6 +141,7 @@ func TestBenchInference(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	var got struct {
+		Model      string `json:"model"`
 		Software   bool   `json:"software"`
 		ModelBytes int64  `json:"model_bytes"`
 		Weights    uint64 `json:"weight_bytes"`
@@ -154,6 +158,9 @@ func TestBenchInference(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("%v\n%s", err, out)
+	}
+	if got.Model != src { // the user's file, not the conversion cache
+		t.Errorf("model %q, want %q", got.Model, src)
 	}
 	if !got.Software || len(got.Results) != 2 || got.Results[1].PromptTokens != 9 {
 		t.Fatalf("unexpected report: %s", out)

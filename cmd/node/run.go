@@ -179,10 +179,14 @@ func newRun() *cobra.Command {
 		Use:   "run -m MODEL [-p PROMPT]",
 		Short: "Generate text from a prompt, streaming tokens to stdout; with no prompt on a terminal, chat",
 		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
+			switch {
+			case len(args) == 0:
+				return nil
+			case o.rf.modelName() == "":
 				return fmt.Errorf("run takes no arguments: name the model with -m %s (and the prompt with -p)", args[0])
+			default:
+				return fmt.Errorf("run takes no arguments: give the prompt with -p %q", strings.Join(args, " "))
 			}
-			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := engineAvailable(); err != nil {
