@@ -301,9 +301,11 @@ func newSeed() *cobra.Command {
 
 func newNodeCmd() *cobra.Command {
 	var (
-		nf netFlags
-		pf prefillFlags
-		hf httpFlags
+		nf    netFlags
+		pf    prefillFlags
+		hf    httpFlags
+		pulls []string
+		stats string
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -319,7 +321,18 @@ func newNodeCmd() *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			if hf.addr != "" {
+			ids := make([]rdrr.ModelID, 0, len(pulls))
+			for _, a := range pulls {
+				id, err := parseModelID(store, a)
+				if err != nil {
+					return fmt.Errorf("--pull: %w", err)
+				}
+				ids = append(ids, id)
+			}
+			if len(ids) > 0 && len(nf.bootstrap) == 0 && !nf.mdns {
+				return errors.New("--pull needs peers to pull from: pass --bootstrap (or --mdns)")
+			}
+			if hf.addr != "" || stats != "" {
 				nf.metrics = newSwarmMetrics(store)
 			}
 			n, err := nf.startNode(ctx, store)
@@ -330,6 +343,8 @@ func newNodeCmd() *cobra.Command {
 				n.Close()
 				return errors.New("no bootstrap peer reachable")
 			}
+			np := newNodePulls(cmd.OutOrStdout(), n, nf.metrics, stats)
+			defer np.finish()
 			stop, err := pf.start(n, completeModels(store))
 			if err != nil {
 				n.Close()
@@ -339,6 +354,7 @@ func newNodeCmd() *cobra.Command {
 			models := completeModels(store)
 			if hf.addr == "" {
 				printReady(cmd.OutOrStdout(), n, models)
+				np.start(ctx, ids)
 				return serveUntilDone(ctx, n)
 			}
 			nf.metrics.setPrefill(pf.srv)
@@ -348,6 +364,7 @@ func newNodeCmd() *cobra.Command {
 				return err
 			}
 			printReady(cmd.OutOrStdout(), n, models, site.URLs()...)
+			np.start(ctx, ids)
 			werr := site.Run(ctx)
 			slog.Info("shutting down")
 			return errors.Join(werr, n.Close())
@@ -357,6 +374,10 @@ func newNodeCmd() *cobra.Command {
 	nf.registerGatekeeper(cmd)
 	pf.register(cmd)
 	hf.register(cmd, "", "also serve browsers over HTTP on this address (port 0 picks a free one): the page at /d, the seed, signaling at /signal, WebRTC answered for every model held complete")
+	fl := cmd.Flags()
+	fl.StringArrayVar(&pulls, "pull", nil, "fetch this model (an ID) from the swarm while serving, and keep re-sharing it; prints \"pulled <id> ...\" when it is complete, retries (with a backoff) while no peer holds a missing shard; repeatable")
+	fl.StringVar(&stats, "stats", "", "write the node's transfer figures (JSON: pulls, bytes served, what it measured of each peer) to this file on each pull's end and on exit")
+	fl.MarkHidden("stats")
 	return cmd
 }
 
