@@ -40,9 +40,13 @@ type nodePulls struct {
 
 // nodeStats is --stats' JSON.
 type nodeStats struct {
-	ID           string            `json:"id"`
-	UptimeS      float64           `json:"uptime_s"`
-	Pulls        []*pullStat       `json:"pulls"`
+	ID      string      `json:"id"`
+	UptimeS float64     `json:"uptime_s"`
+	Pulls   []*pullStat `json:"pulls"`
+	// Uploaded and Downloaded are the shard protocol's payload bytes
+	// (whole frames) sent and received over libp2p (p2p.Stats).
+	Uploaded     uint64            `json:"uploaded_bytes"`
+	Downloaded   uint64            `json:"downloaded_bytes"`
 	ServedLibp2p int64             `json:"served_libp2p_bytes"`
 	ServedHTTP   int64             `json:"served_http_bytes"`
 	PeerStats    []swarm.PeerStats `json:"peer_stats"`
@@ -128,7 +132,9 @@ func (p *nodePulls) writeLocked() {
 	if p.file == "" {
 		return
 	}
-	s := nodeStats{ID: p.n.ID(), UptimeS: time.Since(p.began).Seconds(), Pulls: p.pulls, PeerStats: p.n.Store().PeerStats()}
+	hs := p.n.Host().Stats()
+	s := nodeStats{ID: p.n.ID(), UptimeS: time.Since(p.began).Seconds(), Pulls: p.pulls, PeerStats: p.n.Store().PeerStats(),
+		Uploaded: hs.Uploaded, Downloaded: hs.Downloaded}
 	if p.met != nil {
 		s.ServedLibp2p, s.ServedHTTP = p.met.servedLibp2p.Load(), p.met.servedHTTP.Load()
 	}

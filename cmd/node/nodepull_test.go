@@ -129,8 +129,8 @@ func TestNodePull(t *testing.T) {
 	}
 	ms, _ := store.Status(st.Pulls[0].Model)
 	store.Close()
-	if ms.Bytes == 0 || got != ms.Bytes || st.ServedLibp2p != ms.Bytes {
-		t.Errorf("B fetched %d useful bytes and served %d; want the model's %d each\n%s", got, st.ServedLibp2p, ms.Bytes, raw)
+	if ms.Bytes == 0 || got != ms.Bytes || st.ServedLibp2p != ms.Bytes || st.Uploaded < uint64(ms.Bytes) || st.Downloaded < uint64(ms.Bytes) {
+		t.Errorf("B fetched %d useful bytes and served %d; want the model's %d each (and as many or more on the wire)\n%s", got, st.ServedLibp2p, ms.Bytes, raw)
 	}
 
 	// Bad use: one clear line.
