@@ -28,12 +28,16 @@ type Stats struct {
 	Uploaded, Downloaded uint64
 	// BlocksServed counts Block frames sent.
 	BlocksServed uint64
-	Peers        map[string]PeerStats
+	// Gossip counts pubsub traffic (inventory and usage gossip with
+	// gossipsub's control messages), apart from the bytes above.
+	Gossip GossipStats
+	Peers  map[string]PeerStats
 }
 
 // PeerStats is the traffic with one peer.
 type PeerStats struct {
 	Uploaded, Downloaded uint64
+	Gossip               GossipStats
 }
 
 type stats struct {
@@ -67,5 +71,12 @@ func (n *Host) Stats() Stats {
 		st.Peers[k] = *v
 	}
 	n.stats.mu.Unlock()
+	var per map[string]GossipStats
+	st.Gossip, per = n.gossip.tr.snapshot()
+	for k, g := range per {
+		p := st.Peers[k]
+		p.Gossip = g
+		st.Peers[k] = p
+	}
 	return st
 }

@@ -12,6 +12,9 @@ import (
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"golang.org/x/time/rate"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
@@ -29,7 +32,10 @@ type topicState struct {
 	t         *pubsub.Topic
 	subs      int                // live Subscribe calls
 	announce  *wire.Inventory    // latest inventory this host announces, nil = none
-	stop      context.CancelFunc // stops the periodic re-announcement
+	autoTTL   bool               // announce's TTL follows the refresh period
+	stop      context.CancelFunc // stops the announcement loop
+	kick      chan struct{}      // publish soon (a change, a newcomer), coalesced
+	lim       *rate.Limiter      // this host's share of the topic's budget
 	inventory map[string]InventoryEntry
 }
 
@@ -37,9 +43,13 @@ type gossip struct {
 	mu     sync.Mutex
 	topics map[rdrr.ModelID]*topicState
 	seq    uint64
+	tr     gossipTracer
 }
 
-func (g *gossip) init() { g.topics = map[rdrr.ModelID]*topicState{} }
+func (g *gossip) init() {
+	g.topics = map[rdrr.ModelID]*topicState{}
+	g.tr.peers = map[peer.ID]*GossipStats{}
+}
 
 func (g *gossip) closeAll() {
 	g.mu.Lock()
@@ -89,7 +99,8 @@ func (n *Host) topic(id rdrr.ModelID) (*topicState, error) {
 	if err != nil {
 		return nil, err
 	}
-	ts := &topicState{t: t, inventory: map[string]InventoryEntry{}}
+	ts := &topicState{t: t, inventory: map[string]InventoryEntry{}, kick: make(chan struct{}, 1),
+		lim: rate.NewLimiter(rate.Limit(float64(n.opts.GossipBudget)/60), 2)}
 	n.topics[id] = ts
 	if ev, err := t.EventHandler(); err == nil {
 		n.goBackground(func() { n.greetLoop(id, t, ev) })
@@ -97,9 +108,10 @@ func (n *Host) topic(id rdrr.ModelID) (*topicState, error) {
 	return ts, nil
 }
 
-// greetLoop re-publishes this host's inventory for a model when a peer
-// joins its topic, so a newcomer learns it at once instead of at the next
-// periodic announcement. It ends when the host closes.
+// greetLoop has this host's inventory for a model published again (within
+// its rate limit, coalesced) when a peer joins its topic, so a newcomer
+// learns it without waiting for the next refresh. It ends when the host
+// closes.
 func (n *Host) greetLoop(id rdrr.ModelID, t *pubsub.Topic, ev *pubsub.TopicEventHandler) {
 	defer ev.Cancel()
 	for {
@@ -125,11 +137,7 @@ func (n *Host) greetLoop(id rdrr.ModelID, t *pubsub.Topic, ev *pubsub.TopicEvent
 				if !n.sleep(d) {
 					return
 				}
-				ctx, cancel := context.WithTimeout(n.ctx, n.opts.FrameTimeout)
-				if err := n.publish(ctx, id); err != nil && n.ctx.Err() == nil {
-					n.log.Debug("gossip: greet", "model", id.Short(), "peer", p, "err", err)
-				}
-				cancel()
+				n.kickTopic(id)
 			}
 		})
 	}
@@ -165,14 +173,23 @@ func decodeInventory(msg *pubsub.Message, model rdrr.ModelID) (*wire.Inventory, 
 	return inv, nil
 }
 
-// Announce publishes inv on its model's topic (inv.Model) now and keeps
-// re-publishing the latest inventory every AnnounceInterval ± AnnounceJitter
-// until StopAnnouncing or Close. Call it on join and again on every change.
-// The host fills in Peer (its own ID), Seq (increasing) and, when zero, TTL
-// (3 × AnnounceInterval, at most wire.MaxTTL).
+// Announce publishes inv on its model's topic (inv.Model) soon and keeps
+// re-publishing the latest inventory (a full refresh, for late joiners)
+// until StopAnnouncing or Close. Call it on join and again on every
+// change: changes are coalesced, and every publication, change or
+// refresh, is rate limited to this host's share of the topic's budget
+// (Options.GossipBudget / the peers announcing on the topic), so the
+// traffic each peer sees stays bounded however many join. The refresh
+// period is AnnounceInterval ± AnnounceJitter, longer when the topic is
+// large (see refreshPeriod). The host fills in Peer (its own ID), Seq
+// (increasing) and, when zero, TTL (3 refresh periods, at most
+// wire.MaxTTL).
 func (n *Host) Announce(ctx context.Context, inv wire.Inventory) error {
 	if n.ctx.Err() != nil {
 		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	n.mu.Lock()
 	ts, err := n.topic(inv.Model)
@@ -181,18 +198,30 @@ func (n *Host) Announce(ctx context.Context, inv wire.Inventory) error {
 		return err
 	}
 	inv.Peer = n.ID()
-	if inv.TTL == 0 {
-		inv.TTL = uint32(min(3*n.opts.AnnounceInterval/time.Second, wire.MaxTTL))
-		inv.TTL = max(inv.TTL, 1)
-	}
+	ts.autoTTL = inv.TTL == 0
 	ts.announce = &inv
 	if ts.stop == nil {
 		actx, cancel := context.WithCancel(n.ctx)
 		ts.stop = cancel
-		n.goBackground(func() { n.announceLoop(actx, inv.Model) })
+		n.goBackground(func() { n.announceLoop(actx, inv.Model, ts) })
 	}
 	n.mu.Unlock()
-	return n.publish(ctx, inv.Model)
+	n.kickTopic(inv.Model)
+	return nil
+}
+
+// kickTopic asks the model's announcement loop to publish soon.
+func (n *Host) kickTopic(id rdrr.ModelID) {
+	n.mu.Lock()
+	ts := n.topics[id]
+	n.mu.Unlock()
+	if ts == nil {
+		return
+	}
+	select {
+	case ts.kick <- struct{}{}:
+	default:
+	}
 }
 
 // StopAnnouncing stops re-announcing a model (entries at other peers then
@@ -209,6 +238,31 @@ func (n *Host) StopAnnouncing(id rdrr.ModelID) {
 	}
 }
 
+// topicPeers estimates how many peers announce on a model's topic: those
+// whose inventory is held unexpired, those the topic lists, and this one.
+// n.mu held.
+func (n *Host) topicPeers(ts *topicState) int {
+	now := n.opts.Now()
+	k := 0
+	for _, e := range ts.inventory {
+		if now.Before(e.ExpiresAt) {
+			k++
+		}
+	}
+	return max(k, len(ts.t.ListPeers())) + 1
+}
+
+// refreshPeriod is how often a host re-publishes an unchanged inventory
+// on a topic of peers announcing hosts: AnnounceInterval, or longer on a
+// large topic so that refreshes use at most half its budget.
+func (n *Host) refreshPeriod(peers int) time.Duration {
+	d := n.opts.AnnounceInterval
+	if b := n.opts.GossipBudget; b > 0 {
+		d = max(d, time.Duration(2*peers)*time.Minute/time.Duration(b))
+	}
+	return d
+}
+
 func (n *Host) publish(ctx context.Context, id rdrr.ModelID) error {
 	n.mu.Lock()
 	ts := n.topics[id]
@@ -217,6 +271,10 @@ func (n *Host) publish(ctx context.Context, id rdrr.ModelID) error {
 		return nil
 	}
 	inv := *ts.announce
+	if ts.autoTTL {
+		ttl := 3 * n.refreshPeriod(n.topicPeers(ts)) / time.Second
+		inv.TTL = uint32(max(min(ttl, wire.MaxTTL), 1))
+	}
 	n.seq = max(n.seq+1, uint64(time.Now().UnixNano()))
 	inv.Seq = n.seq
 	n.mu.Unlock()
@@ -227,13 +285,22 @@ func (n *Host) publish(ctx context.Context, id rdrr.ModelID) error {
 	if err := ts.t.Publish(ctx, b); err != nil {
 		return fmt.Errorf("announce %s: %w", id.Short(), err)
 	}
+	n.gossip.tr.mu.Lock()
+	n.gossip.tr.total.Announced++
+	n.gossip.tr.mu.Unlock()
 	return nil
 }
 
-func (n *Host) announceLoop(ctx context.Context, id rdrr.ModelID) {
+// announceLoop publishes the topic's inventory when kicked (a change, a
+// newcomer) and every refresh period, each time within the host's share
+// of the topic's budget: rate GossipBudget/60/peers per second, burst 2.
+func (n *Host) announceLoop(ctx context.Context, id rdrr.ModelID, ts *topicState) {
 	for {
-		d := n.opts.AnnounceInterval
-		if j := n.opts.AnnounceJitter; j > 0 {
+		n.mu.Lock()
+		peers := n.topicPeers(ts)
+		n.mu.Unlock()
+		d := n.refreshPeriod(peers)
+		if j := n.opts.AnnounceJitter * d / n.opts.AnnounceInterval; j > 0 {
 			d += time.Duration(rand.Int64N(int64(2*j))) - j
 		}
 		t := time.NewTimer(max(d, 10*time.Millisecond))
@@ -241,11 +308,24 @@ func (n *Host) announceLoop(ctx context.Context, id rdrr.ModelID) {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-ts.kick:
 		case <-t.C:
+		}
+		t.Stop()
+		n.mu.Lock()
+		peers = n.topicPeers(ts)
+		n.mu.Unlock()
+		ts.lim.SetLimit(rate.Limit(float64(n.opts.GossipBudget) / 60 / float64(peers)))
+		if err := ts.lim.Wait(ctx); err != nil {
+			return
+		}
+		select { // changes made while waiting ride along
+		case <-ts.kick:
+		default:
 		}
 		pctx, cancel := context.WithTimeout(ctx, n.opts.FrameTimeout)
 		if err := n.publish(pctx, id); err != nil && ctx.Err() == nil {
-			n.log.Debug("gossip: re-announce", "model", id.Short(), "err", err)
+			n.log.Debug("gossip: announce", "model", id.Short(), "err", err)
 		}
 		cancel()
 	}
@@ -315,11 +395,20 @@ func (n *Host) record(id rdrr.ModelID, inv wire.Inventory) bool {
 	if ts == nil {
 		return false
 	}
-	if old, ok := ts.inventory[inv.Peer]; ok && old.Inv.Seq >= inv.Seq && now.Before(old.ExpiresAt) {
+	old, ok := ts.inventory[inv.Peer]
+	if ok && old.Inv.Seq >= inv.Seq && now.Before(old.ExpiresAt) {
 		return false
 	}
 	ts.inventory[inv.Peer] = InventoryEntry{Peer: inv.Peer, Inv: inv, Received: now,
 		ExpiresAt: now.Add(time.Duration(inv.TTL) * time.Second)}
+	if !ok && ts.announce != nil {
+		// A peer new to this host is likely new to the topic: let it learn
+		// this host's inventory without waiting for a refresh.
+		select {
+		case ts.kick <- struct{}{}:
+		default:
+		}
+	}
 	return true
 }
 
@@ -345,3 +434,73 @@ func (n *Host) Inventories(id rdrr.ModelID) []InventoryEntry {
 	sort.Slice(out, func(i, j int) bool { return out[i].Peer < out[j].Peer })
 	return out
 }
+
+// GossipStats counts pubsub traffic (inventories, expert usage, and
+// gossipsub's own control messages): Messages are the published messages
+// carried (this host's own, forwarded ones and duplicates), Bytes every
+// RPC's encoded size, control included.
+type GossipStats struct {
+	MessagesSent, MessagesReceived uint64
+	BytesSent, BytesReceived       uint64
+	// Announced counts the inventories this host published (host totals
+	// only).
+	Announced uint64
+}
+
+func (g *GossipStats) add(o GossipStats) {
+	g.MessagesSent += o.MessagesSent
+	g.MessagesReceived += o.MessagesReceived
+	g.BytesSent += o.BytesSent
+	g.BytesReceived += o.BytesReceived
+	g.Announced += o.Announced
+}
+
+// gossipTracer counts pubsub RPCs per peer (a pubsub.RawTracer).
+type gossipTracer struct {
+	mu    sync.Mutex
+	total GossipStats
+	peers map[peer.ID]*GossipStats
+}
+
+func (t *gossipTracer) count(p peer.ID, d GossipStats) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.total.add(d)
+	s := t.peers[p]
+	if s == nil {
+		s = &GossipStats{}
+		t.peers[p] = s
+	}
+	s.add(d)
+}
+
+func (t *gossipTracer) snapshot() (GossipStats, map[string]GossipStats) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m := make(map[string]GossipStats, len(t.peers))
+	for p, s := range t.peers {
+		m[p.String()] = *s
+	}
+	return t.total, m
+}
+
+func (t *gossipTracer) RecvRPC(rpc *pubsub.RPC) {
+	t.count(rpc.From(), GossipStats{MessagesReceived: uint64(len(rpc.Publish)), BytesReceived: uint64(proto.Size(&rpc.RPC))})
+}
+func (t *gossipTracer) SendRPC(rpc *pubsub.RPC, p peer.ID) {
+	t.count(p, GossipStats{MessagesSent: uint64(len(rpc.Publish)), BytesSent: uint64(proto.Size(&rpc.RPC))})
+}
+func (t *gossipTracer) OnNewOutboundStream(peer.ID, protocol.ID)             {}
+func (t *gossipTracer) OnClosedOutboundStream(peer.ID)                       {}
+func (t *gossipTracer) Join(string)                                          {}
+func (t *gossipTracer) Leave(string)                                         {}
+func (t *gossipTracer) Graft(peer.ID, string)                                {}
+func (t *gossipTracer) Prune(peer.ID, string)                                {}
+func (t *gossipTracer) ValidateMessage(*pubsub.Message)                      {}
+func (t *gossipTracer) DeliverMessage(*pubsub.Message)                       {}
+func (t *gossipTracer) RejectMessage(*pubsub.Message, string)                {}
+func (t *gossipTracer) DuplicateMessage(*pubsub.Message)                     {}
+func (t *gossipTracer) ThrottlePeer(peer.ID)                                 {}
+func (t *gossipTracer) SendRPCCompleted(*pubsub.RPC, peer.ID, time.Duration) {}
+func (t *gossipTracer) DropRPC(*pubsub.RPC, peer.ID)                         {}
+func (t *gossipTracer) UndeliverableMessage(*pubsub.Message)                 {}

@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
@@ -78,6 +79,11 @@ type Options struct {
 	// Gossip.
 	AnnounceInterval time.Duration // re-announcement period (30 s)
 	AnnounceJitter   time.Duration // ± uniform jitter on each period (AnnounceInterval/5)
+	// GossipBudget is the inventory announcements per minute a model's
+	// topic may carry in all: each host publishes at most its share,
+	// GossipBudget / the peers announcing there, so what each peer
+	// receives stays bounded as the swarm grows (600).
+	GossipBudget int
 	// Now is the clock for inventory expiry (time.Now).
 	Now func() time.Time
 
@@ -122,6 +128,9 @@ func (o *Options) fill() {
 	def(&o.FrameTimeout, 30*time.Second)
 	def(&o.DialTimeout, 10*time.Second)
 	def(&o.AnnounceInterval, 30*time.Second)
+	if o.GossipBudget <= 0 {
+		o.GossipBudget = 600
+	}
 	if o.AnnounceJitter < 0 {
 		o.AnnounceJitter = 0
 	} else if o.AnnounceJitter == 0 {
@@ -196,6 +205,7 @@ func New(ctx context.Context, opts Options, prov Provider) (*Host, error) {
 		libp2p.DisableMetrics(),
 		libp2p.WithDialTimeout(opts.DialTimeout),
 		libp2p.UserAgent("doppler"),
+		libp2p.Muxer(yamux.ID, muxer()),
 	}
 	if loopback {
 		lopts = append(lopts,
@@ -236,7 +246,8 @@ func start(ctx context.Context, opts Options, prov Provider, h host.Host, loopba
 			return nil, fmt.Errorf("dht: %w", err)
 		}
 	}
-	if n.ps, err = pubsub.NewGossipSub(hctx, h, pubsub.WithMaxMessageSize(1<<20)); err != nil {
+	if n.ps, err = pubsub.NewGossipSub(hctx, h, pubsub.WithMaxMessageSize(1<<20),
+		pubsub.WithRawTracer(&n.gossip.tr)); err != nil {
 		n.Close()
 		return nil, fmt.Errorf("gossipsub: %w", err)
 	}
