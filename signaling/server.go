@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/doppler-llm/doppler/rdrr"
 )
@@ -20,7 +21,7 @@ type Options struct {
 	MaxRoomSize    int           // peers per room; 64
 	MaxRooms       int           // rooms at once; 1024
 	MaxMessageSize int64         // bytes per client message (the WebSocket read limit; over it: close 1009); 64 KiB
-	Rate           float64       // client messages per second (token bucket); 50; negative: no limit
+	Rate           float64       // client messages per second (a golang.org/x/time/rate token bucket); 50; negative: no limit
 	Burst          int           // token bucket size; 100
 	MaxRateStrikes int           // messages dropped over the rate before the client is closed (4429); 100
 	MaxMalformed   int           // bad messages before the client is closed (4400); 10
@@ -256,7 +257,7 @@ func (s *Server) pingLoop(ctx context.Context, c *websocket.Conn, p *peer) {
 }
 
 func (s *Server) readLoop(ctx context.Context, c *websocket.Conn, p *peer) {
-	tb := bucket{rate: s.opts.Rate, burst: float64(s.opts.Burst), tokens: float64(s.opts.Burst), last: s.opts.Now(), now: s.opts.Now}
+	lim := s.limiter()
 	var strikes, malformed int
 	reply := func(m Message) {
 		select { // our own queue: drop rather than wait
@@ -285,7 +286,7 @@ func (s *Server) readLoop(ctx context.Context, c *websocket.Conn, p *peer) {
 			return // removed; the writer closes the connection
 		default:
 		}
-		if !tb.take() {
+		if !lim.AllowN(s.opts.Now(), 1) {
 			s.stats.dropped.Add(1)
 			if strikes++; strikes >= s.opts.MaxRateStrikes {
 				s.log.Info("signaling: closing a client over the rate limit", "room", p.room.id.Short(), "peer", p.id)
@@ -358,23 +359,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// bucket is a token bucket: rate tokens a second, at most burst.
-type bucket struct {
-	rate, burst, tokens float64
-	last                time.Time
-	now                 func() time.Time
-}
-
-func (b *bucket) take() bool {
-	if b.rate < 0 {
-		return true
+// limiter returns one client's message limiter: Rate messages a second,
+// bursts of Burst, starting full; a negative Rate never limits.
+func (s *Server) limiter() *rate.Limiter {
+	if s.opts.Rate < 0 {
+		return rate.NewLimiter(rate.Inf, 0)
 	}
-	t := b.now()
-	b.tokens = min(b.burst, b.tokens+t.Sub(b.last).Seconds()*b.rate)
-	b.last = t
-	if b.tokens >= 1 {
-		b.tokens--
-		return true
-	}
-	return false
+	return rate.NewLimiter(rate.Limit(s.opts.Rate), s.opts.Burst)
 }
