@@ -491,8 +491,8 @@ func TestConcurrent(t *testing.T) {
 	}
 }
 
-// TestClientGoneFreesWorker: a streaming client that disconnects stops
-// its generation; the next request is served.
+// TestClientGoneFreesWorker: a streaming client that leaves mid-way frees
+// the worker at once; while it streamed, /metrics and /health answered.
 func TestClientGoneFreesWorker(t *testing.T) {
 	ts := startServer(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -506,6 +506,19 @@ func TestClientGoneFreesWorker(t *testing.T) {
 	for i := 0; i < 3; i++ { // a few tokens arrive
 		if _, err := rd.ReadString('\n'); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// /metrics and /health answer while it generates: no token is counted
+	// yet (a request's tokens are, once it ends).
+	for _, p := range []string{"/metrics", "/health"} {
+		r, err := http.Get(ts.url + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if r.StatusCode != 200 || (p == "/metrics" && strings.Contains(string(b), "doppler_tokens_generated_total{")) {
+			t.Errorf("GET %s during a generation: %d, or it waited for the generation's end:\n%s", p, r.StatusCode, b)
 		}
 	}
 	cancel()
