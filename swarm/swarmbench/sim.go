@@ -1,0 +1,84 @@
+package swarmbench
+
+import (
+	"context"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// simNet is a mocknet whose every link has one latency and no bandwidth
+// limit of its own: each node's shaper caps its traffic instead.
+type simNet struct {
+	mn   mocknet.Mocknet
+	rate int64
+}
+
+func newSimNet(rate int64, latency time.Duration) *simNet {
+	mn := mocknet.New()
+	mn.SetLinkDefaults(mocknet.LinkOptions{Latency: latency})
+	return &simNet{mn: mn, rate: rate}
+}
+
+// host adds a node to the network: a mocknet host behind its own shaper.
+func (s *simNet) host() (host.Host, error) {
+	h, err := s.mn.GenPeer()
+	if err != nil {
+		return nil, err
+	}
+	return &simHost{shapedHost: shapedHost{Host: h, s: newShaper(s.rate)}, mn: s.mn,
+		ps: dirPeerstore{Peerstore: h.Peerstore(), mn: s.mn}}, nil
+}
+
+func (s *simNet) Close() error { return s.mn.Close() }
+
+// simHost is a shaped mocknet host that links itself to a peer when it
+// first dials it (mocknet dials only over links; linking all N² pairs
+// up front would cost more than a run at 1,000 peers) and finds any
+// node's address in the network's directory (there is no DHT).
+type simHost struct {
+	shapedHost
+	mn mocknet.Mocknet
+	ps dirPeerstore
+}
+
+func (h *simHost) link(p peer.ID) {
+	if p != h.ID() && len(h.mn.LinksBetweenPeers(h.ID(), p)) == 0 {
+		h.mn.LinkPeers(h.ID(), p) // an error means p is unknown: the dial says so
+	}
+}
+
+func (h *simHost) Peerstore() peerstore.Peerstore { return h.ps }
+
+func (h *simHost) Connect(ctx context.Context, ai peer.AddrInfo) error {
+	h.link(ai.ID)
+	return h.Host.Connect(ctx, ai)
+}
+
+func (h *simHost) NewStream(ctx context.Context, p peer.ID, pids ...protocol.ID) (network.Stream, error) {
+	h.link(p)
+	return h.shapedHost.NewStream(ctx, p, pids...)
+}
+
+// dirPeerstore answers Addrs for a peer it does not know from the
+// mocknet's directory of hosts.
+type dirPeerstore struct {
+	peerstore.Peerstore
+	mn mocknet.Mocknet
+}
+
+func (d dirPeerstore) Addrs(p peer.ID) []ma.Multiaddr {
+	if a := d.Peerstore.Addrs(p); len(a) > 0 {
+		return a
+	}
+	if h := d.mn.Host(p); h != nil {
+		return h.Addrs()
+	}
+	return nil
+}
