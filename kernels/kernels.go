@@ -16,7 +16,8 @@ func All() []KernelInfo {
 	return []KernelInfo{
 		{Name: "rmsnorm", WGSL: "rmsnorm.wgsl", HasRef: true},
 		{Name: "matmul", WGSL: "matmul_vec.wgsl", HasRef: true},
-		{Name: "matmul", WGSL: "matmul_tile.wgsl", HasRef: true},
+		{Name: "matmul", WGSL: "matmul_tile.wgsl", HasRef: true},    // m > 1 below matmulTiledMinM tokens
+		{Name: "matmul", WGSL: "matmul_tiled.wgsl", HasRef: true},   // m > 1, register-blocked
 		{Name: "matmul", WGSL: "matmul_dtypes.wgsl", HasRef: true},  // decoders prepended to matmul_vec, matmul_tile, moe_matmul
 		{Name: "matmul", WGSL: "matmul_vecfast.wgsl", HasRef: true}, // m == 1 fast path: Q4_K, Q6_K, Q8_0, F16
 		{Name: "rope", WGSL: "rope.wgsl", HasRef: true},

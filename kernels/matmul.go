@@ -51,6 +51,12 @@ type MatMulOpts struct {
 	vecRows int  // rows per workgroup
 	vecOld  bool // the generic kernel even where a fast one exists
 	vecU    int  // fast kernel: units per row in flight per invocation (1, 2)
+
+	// Tuning of the m > 1 kernel: tileOld runs matmul_tile.wgsl (the
+	// kernel before the register-blocked one) at every m; tileRN × tileTN
+	// (4 or 8 each) fixes the register block of matmul_tiled.wgsl.
+	tileOld        bool
+	tileRN, tileTN int
 }
 
 // matmulUV is the decode unit (values) of each dtype, as the UV constants of
@@ -236,7 +242,8 @@ func matvecShape(units, maxInv int, o MatMulOpts) (wg, r int) {
 // [m][w.Cols], out f32 [m][w.Rows]; out must be its own buffer (not x's, the
 // weight's or the bias's). The weight stays quantized: each kernel decodes
 // its blocks as it loads them. m == 1 runs a matrix-vector kernel, m > 1 a
-// tiled one. It returns one Op per weight part, each writing its own rows;
+// tiled one (register-blocked, matmul_tiled.wgsl, from matmulTiledMinM
+// tokens). It returns one Op per weight part, each writing its own rows;
 // run them all (in any order, one pass).
 func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) ([]*Op, error) {
 	if w == nil || len(w.Parts) == 0 {
@@ -320,6 +327,14 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 			return nil, err
 		}
 		perGroup = r
+	} else if ts, ok, err := d.matmulTiledPick(w, m, opts); err != nil {
+		return nil, err
+	} else if ok {
+		if p, err = d.matmulTiledPipeline(w.DType, sec, w.Cols, ts); err != nil {
+			return nil, err
+		}
+		perGroup = 16 * ts.rn
+		tokTiles = (m + 16*ts.tn - 1) / (16 * ts.tn)
 	} else {
 		mt := 4
 		switch {

@@ -1,0 +1,106 @@
+//go:build cgo || js
+
+package kernels
+
+import (
+	_ "embed"
+	"fmt"
+
+	"github.com/doppler-llm/doppler/rdrr/quant"
+)
+
+//go:embed matmul_tiled.wgsl
+var matmulTiledWGSL string
+
+// tiledShape is a register block of matmul_tiled.wgsl: rn weight rows × tn
+// tokens per invocation, so a workgroup's tile is 16·rn rows × 16·tn tokens.
+type tiledShape struct{ rn, tn int }
+
+// matmulTiledMinM is the fewest tokens the register-blocked kernel takes;
+// below it the 16-token tiles of matmul_tile.wgsl waste less.
+const matmulTiledMinM = 33
+
+// matmulTiledTarget is the workgroup count MatMul aims a tiled product at:
+// it takes the largest tile that still yields this many workgroups (over
+// all parts), so that a GPU's cores all have work (an H200 has 132 SMs,
+// each running two of these workgroups at once).
+const matmulTiledTarget = 264
+
+// matmulTiledStorage is the workgroup memory of a shape in bytes: KS = 32
+// values of BR rows (ws) and BT tokens (xs).
+func matmulTiledStorage(s tiledShape) int {
+	return 4 * 32 * 16 * (s.rn + s.tn)
+}
+
+// matmulTiledPick returns the register block MatMul uses for w at m
+// tokens, or false where the older 16-token tiled kernel runs: m below
+// matmulTiledMinM, or opts.tileOld.
+func (d *Device) matmulTiledPick(w *Weight, m int, opts MatMulOpts) (tiledShape, bool, error) {
+	if opts.tileOld || m < matmulTiledMinM {
+		return tiledShape{}, false, nil
+	}
+	if opts.tileRN > 0 || opts.tileTN > 0 {
+		s := tiledShape{opts.tileRN, opts.tileTN}
+		if (s.rn != 4 && s.rn != 8) || (s.tn != 4 && s.tn != 8) {
+			return s, false, fmt.Errorf("kernels: matmul %s: bad register block %d×%d", w.Name, s.rn, s.tn)
+		}
+		if matmulTiledStorage(s) > d.limits.MaxWorkgroupStorage {
+			return s, false, fmt.Errorf("kernels: matmul %s: register block %d×%d needs %d bytes of workgroup memory, the device has %d",
+				w.Name, s.rn, s.tn, matmulTiledStorage(s), d.limits.MaxWorkgroupStorage)
+		}
+		return s, true, nil
+	}
+	var pick tiledShape
+	found := false
+	// Largest tile (most reuse per loaded value) first.
+	for _, s := range [...]tiledShape{{8, 8}, {8, 4}, {4, 4}} {
+		if matmulTiledStorage(s) > d.limits.MaxWorkgroupStorage {
+			continue
+		}
+		pick, found = s, true
+		groups := 0
+		for _, p := range w.Parts {
+			groups += (p.Rows + 16*s.rn - 1) / (16 * s.rn) * ((m + 16*s.tn - 1) / (16 * s.tn))
+		}
+		if groups >= matmulTiledTarget {
+			break
+		}
+	}
+	return pick, found, nil
+}
+
+// xquadVec and xquadScalar are the two forms of block XQ of
+// matmul_tiled.wgsl: x read as vec4 (cols % 4 == 0, the rows stay 16-byte
+// aligned) or a value at a time, masking the columns past cols.
+const xquadScalar = `@group(0) @binding(2) var<storage, read> x: array<f32>;
+
+// The x values of token t at columns c..c+3 (c < cols; zero past cols).
+fn xquad(t: u32, c: u32) -> vec4<f32> {
+    let b = t * params.cols + c;
+    let l = b + min(params.cols - c, 4u) - 1u; // the last one in the row
+    return vec4<f32>(x[b],
+                     select(0.0, x[min(b + 1u, l)], b + 1u <= l),
+                     select(0.0, x[min(b + 2u, l)], b + 2u <= l),
+                     select(0.0, x[min(b + 3u, l)], b + 3u <= l));
+}
+`
+
+// matmulTiledPipeline compiles matmul_tiled.wgsl for dtype dt (its
+// decoder section sec) with register block s.
+func (d *Device) matmulTiledPipeline(dt quant.DType, sec string, cols int, s tiledShape) (*Pipeline, error) {
+	src, err := setConst(matmulTiledWGSL, "RN", uint32(s.rn))
+	if err == nil {
+		src, err = setConst(src, "TN", uint32(s.tn))
+	}
+	if err != nil {
+		return nil, err
+	}
+	vec := cols%4 == 0
+	if !vec {
+		if src, err = setBlock(src, "XQ", xquadScalar); err != nil {
+			return nil, err
+		}
+	}
+	key := fmt.Sprintf("matmul/tiled/%s/r%d/t%d/x4=%v", dt, s.rn, s.tn, vec)
+	return d.Pipeline(key, helpersWGSL("W")+sec+src, "main", matmulLayout)
+}
