@@ -71,19 +71,40 @@ func (c *conn) blockBuf() []byte {
 	return *c.rbuf
 }
 
-// write sends m as one frame, built in a pooled buffer (the stream copies
-// what it is given before Write returns).
+// write sends m as one frame. A Block's data is written from where it
+// lies, between its frame's head and tail; other frames are small.
 func (c *conn) write(m wire.Message) error {
-	bp := c.n.bufs.get()
-	defer c.n.bufs.put(bp)
-	b, err := wire.AppendFrame((*bp)[:0], m)
-	if err != nil {
-		return err
-	}
 	c.s.SetWriteDeadline(time.Now().Add(c.timeout))
-	k, err := c.s.Write(b)
+	var k int
+	var err error
+	if b, ok := m.(*wire.Block); ok {
+		k, err = c.writeBlock(b)
+	} else {
+		var f []byte
+		if f, err = wire.Marshal(m); err != nil {
+			return err
+		}
+		k, err = c.s.Write(f)
+	}
 	c.n.stats.add(c.peer, uint64(k), 0)
 	return c.gone(err)
+}
+
+func (c *conn) writeBlock(b *wire.Block) (int, error) {
+	var parts [wire.HeaderSize + 8 + 1 + 32*wire.MaxProof]byte
+	head, tail, err := wire.BlockFrame(parts[:], b)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, p := range [][]byte{head, b.Data, tail} {
+		k, err := c.s.Write(p)
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // gone marks an error of a reset stream, or of a closed connection, as the

@@ -81,3 +81,34 @@ func TestReadMessageBufAllocs(t *testing.T) {
 		t.Fatalf("16 blocks of 1 MiB allocated %d bytes", m.bytes)
 	}
 }
+
+// TestBlockFrame: head ‖ data ‖ tail is exactly the block's frame, and an
+// invalid block is refused as AppendFrame refuses it.
+func TestBlockFrame(t *testing.T) {
+	cases := []struct {
+		name string
+		b    *Block
+		ok   bool
+	}{
+		{"with a proof", &Block{Index: 7, Data: []byte{0xde, 0xad}, Proof: []rdrr.Hash{h(0x22), h(0x23)}}, true},
+		{"no proof", &Block{Index: 0, Data: bytes.Repeat([]byte{1}, 1000)}, true},
+		{"empty data", &Block{Index: 1}, false},
+		{"proof too long", &Block{Index: 1, Data: []byte{1}, Proof: make([]rdrr.Hash, MaxProof+1)}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			head, tail, err := BlockFrame(make([]byte, 64), c.b)
+			want, werr := Marshal(c.b)
+			if (err == nil) != c.ok || (werr == nil) != c.ok {
+				t.Fatalf("BlockFrame: %v, Marshal: %v, want ok=%v", err, werr, c.ok)
+			}
+			if !c.ok {
+				return
+			}
+			got := append(append(append([]byte(nil), head...), c.b.Data...), tail...)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("parts %x, want %x", got, want)
+			}
+		})
+	}
+}

@@ -122,6 +122,28 @@ func AppendFrame(b []byte, m Message) ([]byte, error) {
 	return b, nil
 }
 
+// BlockFrame returns the frame of b in the parts head ‖ b.Data ‖ tail
+// (AppendFrame's bytes), head and tail appended to dst[:0], so a writer
+// can send a block's data from where it lies instead of copying it into
+// a frame.
+func BlockFrame(dst []byte, b *Block) (head, tail []byte, err error) {
+	if len(b.Data) == 0 || len(b.Data) > MaxBlockData || len(b.Proof) > MaxProof {
+		_, err := b.appendBody(nil)
+		return nil, nil, fmt.Errorf("encode %v: %w", TypeBlock, err)
+	}
+	n := 1 + 4 + 4 + len(b.Data) + 1 + 32*len(b.Proof)
+	dst = binary.BigEndian.AppendUint32(dst[:0], uint32(n))
+	dst = append(dst, byte(TypeBlock))
+	dst = binary.BigEndian.AppendUint32(dst, b.Index)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(b.Data)))
+	k := len(dst)
+	dst = append(dst, byte(len(b.Proof)))
+	for _, h := range b.Proof {
+		dst = append(dst, h[:]...)
+	}
+	return dst[:k:k], dst[k:], nil
+}
+
 // WriteMessage writes the frame of m to w in one Write.
 func WriteMessage(w io.Writer, m Message) error {
 	b, err := Marshal(m)
