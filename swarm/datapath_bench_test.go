@@ -2,8 +2,11 @@ package swarm
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"sync"
 	"syscall"
 	"testing"
@@ -11,6 +14,11 @@ import (
 
 	"github.com/doppler-llm/doppler/p2p"
 )
+
+// pullProfile, when set, is where BenchmarkSwarmPull writes a CPU profile
+// of the pulls alone (go test -bench SwarmPull -args -pullprofile FILE);
+// -cpuprofile would include writing the model and starting the nodes.
+var pullProfile = flag.String("pullprofile", "", "CPU profile of BenchmarkSwarmPull's pulls only")
 
 // cpuNow is the process's user + system CPU time so far.
 func cpuNow(b *testing.B) time.Duration {
@@ -73,6 +81,16 @@ func benchSwarmPull(b *testing.B, peers int, size, shard int64) {
 			nodes[i] = start(open(), uint64(i+1))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		if *pullProfile != "" {
+			f, err := os.Create(*pullProfile)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				b.Fatal(err)
+			}
+		}
 		b.StartTimer()
 		cpu0 := cpuNow(b)
 		errs := make([]error, peers)
@@ -83,6 +101,9 @@ func benchSwarmPull(b *testing.B, peers int, size, shard int64) {
 		wg.Wait()
 		cpu += cpuNow(b) - cpu0
 		b.StopTimer()
+		if *pullProfile != "" {
+			pprof.StopCPUProfile()
+		}
 		cancel()
 		for i, n := range nodes {
 			if errs[i] != nil {
@@ -93,6 +114,10 @@ func benchSwarmPull(b *testing.B, peers int, size, shard int64) {
 				b.Fatalf("peer %d: model incomplete after Pull", i)
 			}
 			verified += st.Bytes
+			if fs := n.Store().Stats().Fetch; testing.Verbose() {
+				b.Logf("peer %d: downloaded %.3f× the model; %d requests, %d endgame, %d cancelled, %d requeued",
+					i, float64(n.Host().Stats().Downloaded)/float64(st.Bytes), fs.Requests, fs.Endgame, fs.Cancelled, fs.Requeued)
+			}
 			worst = max(worst, int64(float64(n.Host().Stats().Downloaded)/float64(st.Bytes)*1000))
 		}
 		for _, n := range append(nodes, seed) {

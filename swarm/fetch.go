@@ -37,9 +37,16 @@ type FetchOptions struct {
 	RequestTimeout time.Duration
 	StallFactor    float64 // see RequestTimeout (3)
 	// EndgameBlocks: when every missing block is already requested and at
-	// most this many remain, idle peers are asked for the same blocks; the
-	// first verified copy wins and the others are cancelled (2×BlocksPerRequest).
+	// most this many remain, idle peers are asked for the same blocks, one
+	// block a request, the block expected last first; the first verified
+	// copy wins and the others are cancelled (2×BlocksPerRequest).
 	EndgameBlocks int
+	// EndgameShare bounds the endgame: the blocks it asks of a second or
+	// third peer add up to at most this share of the bytes the fetch
+	// needs (at least one block), so a node downloads about 1 +
+	// EndgameShare times what it lacks at most (0.02). A slow copy beyond
+	// that is left to the stall detector.
+	EndgameShare float64
 	// MaxFailures consecutive failed requests (stall, error, short answer,
 	// the peer going away) set a peer aside for Backoff; each time it is
 	// set aside again the wait doubles, up to MaxBackoff. Then it is asked
@@ -92,6 +99,9 @@ func (o *FetchOptions) fill() {
 	o.MaxBackoff = max(o.MaxBackoff, o.Backoff)
 	if o.EndgameBlocks <= 0 {
 		o.EndgameBlocks = 2 * o.BlocksPerRequest
+	}
+	if o.EndgameShare <= 0 {
+		o.EndgameShare = 0.02
 	}
 	if o.MaxFailures <= 0 {
 		o.MaxFailures = 3
@@ -183,6 +193,8 @@ type fetcher struct {
 	done      int64
 	total     int64
 	lastBlock time.Time
+	// dupBytes: bytes asked of endgame duplicates so far, at most dupBudget.
+	dupBytes, dupBudget int64
 	// lastHolder: when a scheduling pass last saw a reachable peer (see
 	// FetchOptions.WaitPeers) holding a missing shard.
 	lastHolder time.Time
@@ -317,6 +329,11 @@ func (fr *Fetcher) Fetch(ctx context.Context, id rdrr.ModelID, m *rdrr.Manifest,
 		f.shards = append(f.shards, fs)
 		f.byIndex[i] = fs
 	}
+	var largest int64
+	for _, fs := range f.shards {
+		largest = max(largest, fs.sh.BlockSize)
+	}
+	f.dupBudget = max(largest, int64(opts.EndgameShare*float64(f.total-f.done)))
 	seed := opts.Seed
 	if seed == 0 {
 		seed = uint64(opts.Clock.Now().UnixNano())
@@ -650,7 +667,7 @@ func (f *fetcher) schedule() {
 		}
 		return ranks[i].tie < ranks[j].tie
 	})
-	endgame := unassigned == 0 && remaining <= f.o.EndgameBlocks
+	endgame := unassigned == 0 && remaining <= f.o.EndgameBlocks && f.dupBytes < f.dupBudget
 	for len(f.reqs) < f.o.Parallel {
 		started := false
 		for _, r := range ranks {
@@ -724,8 +741,8 @@ func (f *fetcher) best(fs *fshard, v *view, endgame bool) (c candidate, probe, o
 }
 
 // pick returns a run of at most n missing blocks of fs to ask peer id for:
-// unassigned blocks, or in the endgame blocks in flight elsewhere (fewest
-// copies, not already asked of this peer).
+// unassigned blocks, or in the endgame one block in flight elsewhere (see
+// pickDuplicate).
 func (f *fetcher) pick(fs *fshard, id string, n int, endgame bool) (int, int) {
 	for b := range fs.have {
 		if !fs.have[b] && fs.copies[b] == 0 {
@@ -739,24 +756,46 @@ func (f *fetcher) pick(fs *fshard, id string, n int, endgame bool) (int, int) {
 	if !endgame {
 		return 0, 0
 	}
-	asked := make([]bool, len(fs.have))
-	for r := range f.reqs {
-		if r.fs == fs && r.id == id {
-			for i := range r.count {
-				asked[r.first+i] = true
-			}
-		}
-	}
-	for b := range fs.have {
-		if !fs.have[b] && !asked[b] && fs.copies[b] < maxCopies {
-			count := 0
-			for b+count < len(fs.have) && count < n && !fs.have[b+count] && !asked[b+count] && fs.copies[b+count] < maxCopies {
-				count++
-			}
-			return b, count
-		}
+	if b := f.pickDuplicate(fs, id); b >= 0 {
+		return b, 1
 	}
 	return 0, 0
+}
+
+// pickDuplicate returns the block of fs to ask peer id for in the endgame,
+// or -1: of the blocks missing, not asked of id and with fewer than
+// maxCopies copies in flight, the one that has the most blocks due before
+// it on a request in flight (the copy expected last), fewest copies first.
+// A block within the remaining budget only. f.mu held.
+func (f *fetcher) pickDuplicate(fs *fshard, id string) int {
+	asked := make([]bool, len(fs.have))
+	lag := make([]int, len(fs.have))
+	for r := range f.reqs {
+		if r.fs != fs {
+			continue
+		}
+		due := 0
+		for i := range r.count {
+			b := r.first + i
+			if r.id == id {
+				asked[b] = true
+			}
+			if !r.got[i] {
+				lag[b] = max(lag[b], due)
+				due++
+			}
+		}
+	}
+	best := -1
+	for b := range fs.have {
+		if fs.have[b] || asked[b] || fs.copies[b] >= maxCopies || f.dupBytes+int64(fs.sh.BlockLen(b)) > f.dupBudget {
+			continue
+		}
+		if best < 0 || fs.copies[b] < fs.copies[best] || (fs.copies[b] == fs.copies[best] && lag[b] > lag[best]) {
+			best = b
+		}
+	}
+	return best
 }
 
 // start launches a request. It holds f.mu.
@@ -766,6 +805,9 @@ func (f *fetcher) start(c candidate, fs *fshard, first, count int, endgame bool)
 		endgame: endgame, cancel: cancel, start: f.o.Clock.Now(), floor: f.o.RequestTimeout << min(f.stalls[c.id], 3)}
 	for i := range count {
 		fs.copies[first+i]++
+		if endgame {
+			f.dupBytes += int64(fs.sh.BlockLen(first + i))
+		}
 	}
 	f.reqs[r] = true
 	f.perPeer[c.id]++

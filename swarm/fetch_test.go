@@ -177,6 +177,16 @@ func TestFetchMultiSourceEndgame(t *testing.T) {
 	if st.Endgame == 0 {
 		t.Fatal("no endgame request")
 	}
+	// The endgame is bounded: duplicates add at most EndgameShare (2 %)
+	// of the model, at least a block, to what the node receives.
+	var recv int64
+	for _, p := range s.PeerStats() {
+		recv += p.BytesReceived
+	}
+	size := s.mustStatus(t, id).Bytes
+	if limit := size + max(16<<10, size/50); recv > limit {
+		t.Errorf("received %d bytes for a %d-byte model; the endgame may add %d", recv, size, limit-size)
+	}
 	if s.Stats().BytesWritten != s.mustStatus(t, id).Bytes {
 		t.Fatalf("wrote %d bytes for a %d-byte model", s.Stats().BytesWritten, s.mustStatus(t, id).Bytes)
 	}
