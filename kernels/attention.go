@@ -67,8 +67,10 @@ func attnPrefillShared(headDim, tile int) int {
 // the KVStore of this batch must run earlier in the same pass). q holds m
 // rows at QStride; out gets m rows of heads×headDim.
 //
-// m > 1 returns one Op, the tiled prefill kernel. m == 1 (and m > 1 where
-// the prefill tile does not fit workgroup memory) returns two Ops to run in
+// m > 1 returns one Op, a tiled prefill kernel (attention_prefill_tiled.wgsl
+// where its tile fits the head dimension and workgroup memory, else
+// attention_prefill.wgsl). m == 1 (and m > 1 where neither prefill tile
+// fits workgroup memory) returns two Ops to run in
 // order, split-K ("flash-decoding"): the first splits each token's keys
 // into up to NC chunks per kv head (the chunk count follows pos at run
 // time; the grid is sized for the capacity) and writes per (head, chunk)
@@ -124,6 +126,11 @@ func (d *Device) Attention(q, kCache, vCache, out, pos BufferRange, m, heads, kv
 		Heads: uint32(heads), KVHeads: uint32(kvHeads), Capacity: uint32(capacity), QStride: uint32(qStride),
 		Window: uint32(o.Window), HasSinks: hasSinks, M: uint32(m), Scale: o.Scale, Softcap: o.Softcap,
 	}
+	if m > 1 && !d.attn.tune.forceSplit && !d.attn.tune.prefillOld {
+		if sh, ok := d.attnPrefillTiledShape(headDim, m); ok {
+			return d.attentionPrefillTiled(q, kCache, vCache, out, pos, sinks, m, heads, headDim, o.F16, sh, prm)
+		}
+	}
 	tile := attnPrefillTile(headDim)
 	if m == 1 || d.attn.tune.forceSplit || attnPrefillShared(headDim, tile) > d.limits.MaxWorkgroupStorage {
 		return d.attentionSplit(q, kCache, vCache, out, pos, sinks, m, heads, kvHeads, headDim, capacity, o.Window, f16, prm)
@@ -154,13 +161,16 @@ func (d *Device) Attention(q, kCache, vCache, out, pos BufferRange, m, heads, kv
 	return []*Op{op}, nil
 }
 
-// attnTune holds the split-decode shape knobs of a Device (tests and
+// attnTune holds the attention shape knobs of a Device (tests and
 // BenchmarkAttentionDecode vary them; zero fields take the defaults): the
 // workgroup size, the workgroups per token the chunk count aims at, and the
-// fewest keys per chunk. forceSplit sends m > 1 to the split kernel too.
+// fewest keys per chunk of the split kernel. forceSplit sends m > 1 to the
+// split kernel too; prefillOld and prefill pick the prefill kernel.
 type attnTune struct {
 	wg, target, minL int
 	forceSplit       bool
+	prefillOld       bool     // m > 1 through attention_prefill.wgsl, not the tiled kernel
+	prefill          attnTile // the tiled prefill kernel's tile; zero = attnPrefillTiledShape's pick
 }
 
 func (t attnTune) shape() (wg, target, minL int) {

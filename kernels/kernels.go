@@ -23,7 +23,8 @@ func All() []KernelInfo {
 		{Name: "rope", WGSL: "rope.wgsl", HasRef: true},
 		{Name: "kvstore", WGSL: "kvstore.wgsl", HasRef: true},
 		{Name: "attention", WGSL: "attention_decode.wgsl", HasRef: true},
-		{Name: "attention", WGSL: "attention_prefill.wgsl", HasRef: true},
+		{Name: "attention", WGSL: "attention_prefill.wgsl", HasRef: true},       // m > 1 where the tiled one does not fit
+		{Name: "attention", WGSL: "attention_prefill_tiled.wgsl", HasRef: true}, // m > 1, register-blocked
 		{Name: "embed", WGSL: "embed.wgsl", HasRef: true},
 		{Name: "add", WGSL: "add.wgsl", HasRef: true}, // + AddInPlace's IO block
 		{Name: "act", WGSL: "act.wgsl", HasRef: true},
