@@ -286,7 +286,7 @@ func (s *Server) readLoop(ctx context.Context, c *websocket.Conn, p *peer) {
 			return // removed; the writer closes the connection
 		default:
 		}
-		if !lim.AllowN(s.opts.Now(), 1) {
+		if now := s.opts.Now(); !lim.AllowN(now, 1) {
 			s.stats.dropped.Add(1)
 			if strikes++; strikes >= s.opts.MaxRateStrikes {
 				s.log.Info("signaling: closing a client over the rate limit", "room", p.room.id.Short(), "peer", p.id)
@@ -294,6 +294,10 @@ func (s *Server) readLoop(ctx context.Context, c *websocket.Conn, p *peer) {
 				continue // the writer closes; Read then fails
 			}
 			reply(errorMsg(CodeRateLimited, "over the rate limit: message dropped", ""))
+			// Read nothing more from this client until its next token:
+			// a flooder then meets TCP backpressure instead of costing
+			// the server a read and a reply for every message it sends.
+			pause(ctx, p.gone, time.Duration((1-lim.TokensAt(now))/float64(lim.Limit())*float64(time.Second)))
 			continue
 		}
 		var m Message
@@ -356,6 +360,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// pause waits d, or until ctx is done or gone is closed.
+func pause(ctx context.Context, gone <-chan struct{}, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	case <-gone:
 	}
 }
 
