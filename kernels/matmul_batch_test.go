@@ -1,0 +1,248 @@
+//go:build cgo || js
+
+package kernels
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/doppler-llm/doppler/rdrr/quant"
+)
+
+func TestMatMulBatchParamsSize(t *testing.T) {
+	if n := binary.Size(matmulBatchParams{}); n%16 != 0 {
+		t.Fatalf("matmulBatchParams is %d bytes, want a multiple of 16", n)
+	}
+}
+
+type batchCase struct {
+	dt         quant.DType
+	rows, cols int
+	n          int
+	xPad, oPad int // extra f32 between vectors
+	bias, acc  bool
+	maxRows    int
+	opts       MatMulOpts
+}
+
+func (c batchCase) String() string {
+	s := fmt.Sprintf("%s/%dx%d/n%d", c.dt, c.rows, c.cols, c.n)
+	if c.xPad > 0 || c.oPad > 0 {
+		s += fmt.Sprintf("/pad%d,%d", c.xPad, c.oPad)
+	}
+	if c.bias {
+		s += "/bias"
+	}
+	if c.acc {
+		s += "/acc"
+	}
+	if c.maxRows > 0 {
+		s += fmt.Sprintf("/parts%d", c.maxRows)
+	}
+	if c.opts.vecOld {
+		s += "/old"
+	}
+	return s
+}
+
+// checkMatMulBatch runs MatMulBatch on n random vectors and checks each
+// against MatMulRef, and bit for bit against MatMul (m == 1) on that
+// vector alone: what makes a batched sequence's tokens its own.
+func checkMatMulBatch(t *testing.T, d *Device, r *rand.Rand, c batchCase) {
+	t.Helper()
+	data := randWeight(r, c.dt, c.rows, c.cols)
+	var w *Weight
+	var err error
+	if c.maxRows > 0 {
+		w, err = uploadWeightParts(d, "w", c.dt, c.rows, c.cols, data, c.maxRows)
+	} else {
+		w, err = d.UploadWeight("w", c.dt, c.rows, c.cols, data)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Release()
+	xs, os := c.cols+c.xPad, c.rows+c.oPad
+	align := d.Limits().MinStorageOffsetAlignment
+	// Each vector also alone, at an aligned offset, for the m == 1 run.
+	slot := func(n int) int { return (n*4 + align - 1) / align * align }
+	xAll := make([]float32, c.n*xs)
+	for b := range c.n {
+		copy(xAll[b*xs:], randF32(r, c.cols, 1))
+	}
+	var bias, acc []float32
+	buf := func(name string, bytes int) *Buffer {
+		b, err := d.NewBuffer(name, uint64(bytes))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Release)
+		return b
+	}
+	in := buf("x", len(xAll)*4)
+	one := buf("x1", c.n*slot(c.cols))
+	biasBuf := buf("bias", c.rows*4)
+	out := buf("out", c.n*os*4)
+	outOne := buf("out1", c.n*slot(c.rows))
+	if err := d.WriteF32(in, 0, xAll); err != nil {
+		t.Fatal(err)
+	}
+	opts := BatchOpts{MatMulOpts: c.opts, XStride: xs, OutStride: os}
+	one1 := c.opts
+	if c.bias {
+		bias = randF32(r, c.rows, 2)
+		if err := d.WriteF32(biasBuf, 0, bias); err != nil {
+			t.Fatal(err)
+		}
+		opts.Bias = Whole(biasBuf)
+		one1.Bias = Whole(biasBuf)
+	}
+	accAll := make([]float32, c.n*os)
+	if c.acc {
+		accAll = randF32(r, c.n*os, 4)
+		acc = make([]float32, 0, c.n*c.rows)
+		for b := range c.n {
+			acc = append(acc, accAll[b*os:b*os+c.rows]...)
+		}
+		if err := d.WriteF32(out, 0, accAll); err != nil {
+			t.Fatal(err)
+		}
+		opts.Accumulate, one1.Accumulate = true, true
+	}
+	ops, err := d.MatMulBatch(w, Whole(in), Whole(out), c.n, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseOps(ops)
+	e := d.NewEncoder()
+	e.Run(ops...)
+	for b := range c.n {
+		xb := BufferRange{Buf: one, Offset: uint64(b * slot(c.cols)), Size: uint64(c.cols * 4)}
+		ob := BufferRange{Buf: outOne, Offset: uint64(b * slot(c.rows)), Size: uint64(c.rows * 4)}
+		if err := d.WriteF32(one, xb.Offset, xAll[b*xs:b*xs+c.cols]); err != nil {
+			t.Fatal(err)
+		}
+		if c.acc {
+			if err := d.WriteF32(outOne, ob.Offset, accAll[b*os:b*os+c.rows]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ops1, err := d.MatMul(w, xb, ob, 1, one1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer releaseOps(ops1)
+		e.Run(ops1...)
+	}
+	if err := e.Submit(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.ReadF32(out, 0, c.n*os)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alone, err := d.ReadF32(outOne, 0, c.n*slot(c.rows)/4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := make([]float32, 0, c.n*c.cols)
+	for b := range c.n {
+		x = append(x, xAll[b*xs:b*xs+c.cols]...)
+	}
+	want := MatMulRef(c.dt, data, c.rows, c.cols, x, c.n, bias, acc)
+	bad, diff := 0, 0
+	for b := range c.n {
+		for row := range c.rows {
+			g, w1, a := got[b*os+row], want[b*c.rows+row], alone[b*slot(c.rows)/4+row]
+			if !closeTo(g, w1, 1e-4, 1e-4) {
+				if bad++; bad <= 5 {
+					t.Errorf("out[%d][%d] = %v, want %v", b, row, g, w1)
+				}
+			}
+			if math.Float32bits(g) != math.Float32bits(a) {
+				if diff++; diff <= 5 {
+					t.Errorf("out[%d][%d] = %v batched, %v alone", b, row, g, a)
+				}
+			}
+		}
+		if c.oPad > 0 && !c.acc {
+			// The padding between vectors is left alone.
+			for p := c.rows; p < os; p++ {
+				if got[b*os+p] != 0 {
+					t.Errorf("out[%d] pad %d written: %v", b, p-c.rows, got[b*os+p])
+					break
+				}
+			}
+		}
+	}
+	if bad+diff > 0 {
+		t.Errorf("%d of %d values off the reference, %d differ from m == 1", bad, len(want), diff)
+	}
+}
+
+func TestMatMulBatch(t *testing.T) {
+	d := testDevice(t)
+	r := rand.New(rand.NewPCG(21, 22))
+	ns := []int{2, 8, 16}
+	for k, dt := range quant.All() {
+		cols := matmulCols(dt)
+		for i, n := range ns {
+			// Rotate the shapes through the dtype's sizes to keep lavapipe fast.
+			c := batchCase{dt: dt, n: n, rows: []int{1, 7, 65, 300}[(i+k)%4], cols: cols[(i+k)%len(cols)]}
+			if i%2 == 1 {
+				c.xPad, c.oPad = 64-c.cols%64, 3
+			}
+			t.Run(c.String(), func(t *testing.T) { checkMatMulBatch(t, d, r, c) })
+		}
+	}
+}
+
+func TestMatMulBatchOptions(t *testing.T) {
+	d := testDevice(t)
+	r := rand.New(rand.NewPCG(23, 24))
+	for _, c := range []batchCase{
+		{dt: quant.Q4_K, rows: 65, cols: 768, n: 4, bias: true, acc: true},
+		{dt: quant.Q6_K, rows: 300, cols: 512, n: 5, acc: true, maxRows: 70},
+		{dt: quant.Q8_0, rows: 65, cols: 2080, n: 8, bias: true, xPad: 32, oPad: 63},
+		{dt: quant.F16, rows: 7, cols: 1032, n: 16, acc: true},
+		{dt: quant.MXFP4, rows: 65, cols: 96, n: 6, bias: true, acc: true, maxRows: 16},
+		{dt: quant.F32, rows: 65, cols: 257, n: 4, bias: true, xPad: 3},
+		{dt: quant.Q4_K, rows: 65, cols: 512, n: 3, opts: MatMulOpts{vecOld: true}},
+		{dt: quant.Q8_0, rows: 65, cols: 160, n: 1, xPad: 64, oPad: 64},
+		{dt: quant.Q4_K, rows: 65, cols: 256, n: 1},
+	} {
+		t.Run(c.String(), func(t *testing.T) { checkMatMulBatch(t, d, r, c) })
+	}
+}
+
+func TestMatMulBatchErrors(t *testing.T) {
+	d := testDevice(t)
+	w, err := d.UploadWeight("w", quant.Q8_0, 4, 32, make([]byte, 4*34))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Release()
+	x, _ := d.NewBuffer("x", 2*32*4)
+	out, _ := d.NewBuffer("out", 2*4*4)
+	defer x.Release()
+	defer out.Release()
+	for _, c := range []struct {
+		name string
+		n    int
+		o    BatchOpts
+	}{
+		{"n=3 with buffers for 2", 3, BatchOpts{}},
+		{"n=0", 0, BatchOpts{}},
+		{"n over the maximum", MatMulBatchMax + 1, BatchOpts{}},
+		{"x stride below cols", 2, BatchOpts{XStride: 31}},
+		{"out stride past the buffer", 2, BatchOpts{OutStride: 8}},
+	} {
+		if ops, err := d.MatMulBatch(w, Whole(x), Whole(out), c.n, c.o); err == nil {
+			releaseOps(ops)
+			t.Errorf("%s: accepted", c.name)
+		}
+	}
+}
