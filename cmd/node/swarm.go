@@ -306,6 +306,8 @@ func newNodeCmd() *cobra.Command {
 		hf    httpFlags
 		pulls []string
 		stats string
+		evil  string
+		esrc  string
 	)
 	cmd := &cobra.Command{
 		Use:   "node",
@@ -313,6 +315,12 @@ func newNodeCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if evil != "" {
+				if len(pulls) != 1 {
+					return errors.New("--evil needs one --pull MODEL_ID")
+				}
+				return runEvilNode(ctx, cmd.OutOrStdout(), evil, esrc, pulls[0], nf.listen, nf.bootstrap)
+			}
 			if err := hf.check(); err != nil {
 				return err
 			}
@@ -378,6 +386,10 @@ func newNodeCmd() *cobra.Command {
 	fl.StringArrayVar(&pulls, "pull", nil, "fetch this model (an ID) from the swarm while serving, and keep re-sharing it; prints \"pulled <id> ...\" when it is complete, retries (with a backoff) while no peer holds a missing shard; repeatable")
 	fl.StringVar(&stats, "stats", "", "write the node's transfer figures (JSON: pulls, bytes served, what it measured of each peer) to this file on each pull's end and on exit")
 	fl.MarkHidden("stats")
+	fl.StringVar(&evil, "evil", "", "run a malicious peer of the --pull model instead, of this kind (the swarm bench's link mode)")
+	fl.StringVar(&esrc, "evil-src", "", "with --evil: the model's RDRR directory")
+	fl.MarkHidden("evil")
+	fl.MarkHidden("evil-src")
 	return cmd
 }
 
