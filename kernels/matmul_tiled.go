@@ -5,6 +5,7 @@ package kernels
 import (
 	_ "embed"
 	"fmt"
+	"strings"
 
 	"github.com/doppler-llm/doppler/rdrr/quant"
 )
@@ -95,6 +96,13 @@ func (d *Device) matmulTiledPipeline(dt quant.DType, sec string, cols int, s til
 	if err != nil {
 		return nil, err
 	}
+	step, put := matmulTiledUnrolled(s)
+	if src, err = setBlock(src, "STEP", step); err != nil {
+		return nil, err
+	}
+	if src, err = setBlock(src, "OUT", put); err != nil {
+		return nil, err
+	}
 	vec := cols%4 == 0
 	if !vec {
 		if src, err = setBlock(src, "XQ", xquadScalar); err != nil {
@@ -103,4 +111,29 @@ func (d *Device) matmulTiledPipeline(dt quant.DType, sec string, cols int, s til
 	}
 	key := fmt.Sprintf("matmul/tiled/%s/r%d/t%d/x4=%v", dt, s.rn, s.tn, vec)
 	return d.Pipeline(key, helpersWGSL("W")+sec+src, "main", matmulLayout)
+}
+
+// matmulTiledUnrolled returns blocks STEP and OUT of matmul_tiled.wgsl
+// unrolled, every index into acc a constant (acc[(4b + i)·RQ + a] holds
+// token quad b's token i, row quad a): STEP is the RN/4 weight and TN/4 x
+// vec4 loads of one k, then RN·TN/4 vec4 FMAs; OUT the RN·TN/4 puts.
+func matmulTiledUnrolled(s tiledShape) (step, out string) {
+	rq, tq := s.rn/4, s.tn/4
+	var b, o strings.Builder
+	for a := range rq {
+		fmt.Fprintf(&b, "            let w%d = ws[k * BR4 + %du + tx];\n", a, 16*a)
+	}
+	for q := range tq {
+		fmt.Fprintf(&b, "            let x%d = xs[k * BT4 + %du + ty];\n", q, 16*q)
+	}
+	for q := range tq {
+		for i, c := range "xyzw" {
+			for a := range rq {
+				n := (4*q+i)*rq + a
+				fmt.Fprintf(&b, "            acc[%d] = fma(w%d, vec4<f32>(x%d.%c), acc[%d]);\n", n, a, q, c, n)
+				fmt.Fprintf(&o, "    put(tt + %du, rr + %du, acc[%d]);\n", 64*q+i, 64*a, n)
+			}
+		}
+	}
+	return b.String(), o.String()
 }

@@ -15,7 +15,10 @@
 //     time (four consecutive k of a unit are four consecutive columns for
 //     every dtype's col());
 //   - after a barrier every invocation runs KS steps of RN/4 + TN/4 vec4
-//     loads from workgroup memory and RN·TN fused multiply-adds.
+//     loads from workgroup memory and RN·TN fused multiply-adds (block
+//     STEP; matmul_tiled.go swaps in the same step unrolled, with
+//     constant indices, so the accumulators stay in registers without
+//     relying on the driver's loop unrolling).
 // Each decoded weight value serves BT tokens, each staged x value BR rows.
 // A warp (32 consecutive invocations) spans 8 row quads × 4 token quads,
 // so its loads of a step touch few distinct addresses (broadcasts).
@@ -123,6 +126,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
         }
         workgroupBarrier();
         for (var k = 0u; k < KS; k++) {
+// BEGIN STEP
             var wr: array<vec4<f32>, RQ>;
             for (var a = 0u; a < RQ; a++) {
                 wr[a] = ws[k * BR4 + a * 16u + tx];
@@ -137,34 +141,43 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
                     }
                 }
             }
+// END STEP
         }
         workgroupBarrier();
     }
-    // Token 16·4·b + 4·ty + i, rows 64·a + 4·tx + (0..3).
+    // Token 64·b + 4·ty + i, rows 64·a + 4·tx + (0..3): block OUT, unrolled
+    // by matmul_tiled.go like STEP.
+    let tt = tbase + ty * 4u;
+    let rr = rbase + tx * 4u;
+// BEGIN OUT
     for (var b = 0u; b < TQ; b++) {
         for (var i = 0u; i < 4u; i++) {
-            let tok = tbase + b * 64u + ty * 4u + i;
-            if (tok >= m) {
-                continue;
-            }
             for (var a = 0u; a < RQ; a++) {
-                let v4 = acc[(b * 4u + i) * RQ + a];
-                for (var c = 0u; c < 4u; c++) {
-                    let r = rbase + a * 64u + tx * 4u + c;
-                    if (r < params.rows) {
-                        let row = params.row0 + r;
-                        let o = tok * params.out_stride + row;
-                        var v = v4[c];
-                        if ((params.flags & 1u) != 0u) {
-                            v += bias[row];
-                        }
-                        if ((params.flags & 2u) != 0u) {
-                            v += out[o];
-                        }
-                        out[o] = v;
-                    }
-                }
+                put(tt + b * 64u + i, rr + a * 64u, acc[(b * 4u + i) * RQ + a]);
             }
+        }
+    }
+// END OUT
+}
+
+// Writes v to rows r..r+3 (those < rows) of token tok (if < m), adding the
+// bias and the old value as params.flags ask.
+fn put(tok: u32, r: u32, v: vec4<f32>) {
+    if (tok >= params.m) {
+        return;
+    }
+    for (var c = 0u; c < 4u; c++) {
+        if (r + c < params.rows) {
+            let row = params.row0 + r + c;
+            let o = tok * params.out_stride + row;
+            var x = v[c];
+            if ((params.flags & 1u) != 0u) {
+                x += bias[row];
+            }
+            if ((params.flags & 2u) != 0u) {
+                x += out[o];
+            }
+            out[o] = x;
         }
     }
 }
