@@ -11,7 +11,7 @@ const maxIdleBufs = 24
 // blocks being served, so a transfer allocates nothing per block. Unlike a
 // sync.Pool it survives garbage collections: a buffer dropped at every GC
 // is a fresh megabyte the kernel must fault in again, which cost more CPU
-// than the copy itself on the machines measured (docs/profiling.md).
+// than the copy itself on the machines measured (docs/dataplane.md).
 // Buffers beyond maxIdleBufs go to the garbage collector.
 type bufPool struct{ free chan *[]byte }
 

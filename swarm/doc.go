@@ -51,8 +51,9 @@
 //   - Several sources and endgame. A shard's missing blocks are split into
 //     runs of FetchOptions.BlocksPerRequest asked of different holders. When
 //     every missing block is in flight and few remain, idle holders are
-//     asked for the same blocks and the first verified copy wins; seeds are
-//     left out of the endgame for shards that other peers hold.
+//     asked for the same blocks, one a request, and the first verified copy
+//     wins; the duplicates are bounded (FetchOptions.EndgameShare) and seeds
+//     are left out of the endgame for shards that other peers hold.
 //   - Trust. Every block is hashed against the manifest before it is
 //     written; a peer that sends a bad one is dropped for the model (the
 //     only drop).
