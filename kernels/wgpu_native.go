@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/cogentcore/webgpu/wgpu"
@@ -168,8 +169,11 @@ func openBackend(want string, log *slog.Logger) (backend, error) {
 // mapRead maps the first n bytes of a staging buffer whose copy has been
 // submitted, waits for it and returns a copy.
 func (d *Device) mapRead(s *wgpu.Buffer, n uint64) ([]byte, error) {
-	var status wgpu.BufferMapAsyncStatus
-	done := false
+	// The callback may run on another goroutine (whichever one polls or
+	// submits next, when several use the device): hand its result over
+	// through atomics.
+	var status atomic.Uint32
+	var done atomic.Bool
 	// cogentcore/webgpu's MapAsync hands C the address of a Go variable
 	// holding the callback's cgo.Handle and reads it back in the callback,
 	// during a later Poll. Nothing keeps that variable alive in between, so
@@ -182,21 +186,22 @@ func (d *Device) mapRead(s *wgpu.Buffer, n uint64) ([]byte, error) {
 	gc := debug.SetGCPercent(-1)
 	defer debug.SetGCPercent(gc)
 	if err := s.MapAsync(wgpu.MapModeRead, 0, n, func(st wgpu.BufferMapAsyncStatus) {
-		status, done = st, true
+		status.Store(uint32(st))
+		done.Store(true)
 	}); err != nil {
 		return nil, fmt.Errorf("kernels: map staging: %w", err)
 	}
 	// The callback fires in the poll that retires the copy; once the
 	// queue is empty it has had its chance (a few more polls, to be sure).
-	for b, after := d.newBackoff(), 0; !done; b.wait() {
+	for b, after := d.newBackoff(), 0; !done.Load(); b.wait() {
 		if d.poll() {
-			if after++; after > 3 && !done {
+			if after++; after > 3 && !done.Load() {
 				return nil, fmt.Errorf("kernels: map staging: no callback with the queue empty")
 			}
 		}
 	}
-	if status != wgpu.BufferMapAsyncStatusSuccess {
-		return nil, fmt.Errorf("kernels: map staging: %s", status)
+	if st := wgpu.BufferMapAsyncStatus(status.Load()); st != wgpu.BufferMapAsyncStatusSuccess {
+		return nil, fmt.Errorf("kernels: map staging: %s", st)
 	}
 	out := make([]byte, n)
 	copy(out, s.GetMappedRange(0, uint(n)))
