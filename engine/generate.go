@@ -171,6 +171,9 @@ func (s *Session) Generate(ctx context.Context, prompt []int, o GenerateOptions)
 // step runs one forward pass (over ids, or over the last sampled token when
 // ids is nil) plus sampling in one submit, and reads back the token id.
 func (s *Session) step(ctx context.Context, ids []int, smp *gpuSampler) (int, error) {
+	if ids == nil && s.joined != nil {
+		return s.joined.decode(ctx, s, smp)
+	}
 	if err := smp.prepare(); err != nil {
 		return 0, err
 	}

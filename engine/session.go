@@ -50,6 +50,7 @@ type Session struct {
 	plans   map[planKey]*plan
 	sampler *gpuSampler
 	bufs    []*kernels.Buffer
+	joined  *Batch // while set, decode steps run in that batch (batch.go)
 }
 
 // plan is a recorded forward pass. With expert paging, cuts mark where the
