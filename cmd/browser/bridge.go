@@ -65,9 +65,13 @@ func bridge() js.Value {
 //	status()                       transports and peers now
 //	unload() → Promise             closes the connections and frees the GPU
 func loaded(c *client) js.Value {
+	name := "" // downloaded only: no generator
+	if c.gen != nil {
+		name = c.gen.name
+	}
 	return object(map[string]any{
 		"id":   c.model.String(),
-		"name": c.gen.name,
+		"name": name,
 		"generate": js.FuncOf(func(_ js.Value, args []js.Value) any {
 			return promise(func() (any, error) {
 				if len(args) == 0 || args[0].Type() != js.TypeObject {

@@ -39,12 +39,15 @@ type loadOptions struct {
 	model   string // a model ID or a share link
 	context int    // KV cache length in tokens
 	debug   bool
-	events  js.Value // {onPhase, onLog, onProgress, onStatus}, each optional
+	// download: fetch and verify the model and keep serving it, but do not
+	// load it on the GPU (a swarm peer only: the benchmark's browsers).
+	download bool
+	events   js.Value // {onPhase, onLog, onProgress, onStatus}, each optional
 }
 
 func parseLoadOptions(v js.Value) loadOptions {
 	o := loadOptions{base: str(v, "base"), model: str(v, "model"), context: int(num(v, "context", defaultContext)),
-		debug: v.Get("debug").Truthy(), events: v}
+		debug: v.Get("debug").Truthy(), download: v.Get("download").Truthy(), events: v}
 	o.base = strings.TrimRight(o.base, "/")
 	return o
 }
@@ -128,7 +131,7 @@ func load(ctx context.Context, o loadOptions) (*client, error) {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
-	c, err := start(ctx, log, ev, src, o.context)
+	c, err := start(ctx, log, ev, src, o.context, o.download)
 	if err != nil {
 		if c != nil {
 			c.close()
@@ -138,9 +141,10 @@ func load(ctx context.Context, o loadOptions) (*client, error) {
 	return c, nil
 }
 
-// start runs a load: join, download, load. On an error the client, when
-// there is one, is returned for closing.
-func start(ctx context.Context, log *slog.Logger, ev *events, src source, ctxLen int) (*client, error) {
+// start runs a load: join, download, load (not with downloadOnly: the
+// phase is then "downloaded", and the client goes on serving). On an error
+// the client, when there is one, is returned for closing.
+func start(ctx context.Context, log *slog.Logger, ev *events, src source, ctxLen int, downloadOnly bool) (*client, error) {
 	ev.phase("joining")
 	st, err := openStore(ctx)
 	if err != nil {
@@ -167,6 +171,10 @@ func start(ctx context.Context, log *slog.Logger, ev *events, src source, ctxLen
 	ev.phase("downloading")
 	if err := c.download(); err != nil {
 		return c, err
+	}
+	if downloadOnly {
+		ev.phase("downloaded")
+		return c, nil
 	}
 	ev.phase("loading")
 	g, err := c.load(ctx, ctxLen)

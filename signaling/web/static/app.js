@@ -12,6 +12,7 @@ const opts = {
   n: params.has("n") ? Number(params.get("n")) : 64,
   temp: params.has("temp") ? Number(params.get("temp")) : 0.8,
   autorun: params.get("autorun") === "1",
+  download: params.get("download") === "1",
   debug: params.get("debug") === "1",
 };
 const fmtBytes = (n) => {
@@ -122,12 +123,32 @@ const pickModel = async (node) => {
   document.body.dataset.state = "idle";
 };
 
+// downloadOnly (download=1) fetches the model, verified, and keeps serving
+// it to the swarm without loading it on the GPU; then the state is "done",
+// window.dopplerResult holds the transfer's figures and window.dopplerModel
+// the model (its status() reads them later: what it served since).
+const downloadOnly = async (node) => {
+  const t0 = performance.now();
+  $("model-info").hidden = false;
+  $("model-id").textContent = opts.link ? (await parseLink(opts.link)).model : opts.model;
+  model = await node.load(opts.link || opts.model, { ...ui, debug: opts.debug, download: true });
+  window.dopplerModel = model;
+  const s = model.status();
+  window.dopplerResult = {
+    model: model.id, seconds: (performance.now() - t0) / 1000, held: s.held, total: s.total,
+    bytesByTransport: { webrtc: s.webrtc, http: s.http }, rejectedBlocks: s.rejected, servedBlocks: s.served,
+  };
+  setPhase("done");
+  document.body.dataset.state = "done";
+};
+
 const boot = async () => {
   const node = await connect(location.origin);
   if (!opts.model && !opts.link) {
     await pickModel(node);
     return;
   }
+  if (opts.download) return downloadOnly(node);
   if (!navigator.gpu) throw new Error("this browser has no WebGPU (navigator.gpu); use a recent Chrome or Edge, over https or localhost");
   $("model-info").hidden = false;
   $("model-id").textContent = opts.link ? (await parseLink(opts.link)).model : opts.model;

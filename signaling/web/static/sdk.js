@@ -117,11 +117,13 @@ export class Node {
   //   signal           an AbortSignal that abandons the load
   //   context          the KV cache's length in tokens (256)
   //   debug            the client's debug lines on the console
-  async load(model, { onProgress, onPhase, onLog, onStatus, signal, context, debug } = {}) {
+  //   download         only download (and keep serving): no GPU load, the
+  //                    last phase is "downloaded", generate rejects
+  async load(model, { onProgress, onPhase, onLog, onStatus, signal, context, debug, download } = {}) {
     const b = await bridge();
     let ref = String(model).trim();
     if (!isID(ref) && !isLink(ref)) ref = await this.#resolve(ref, signal);
-    const h = await b.load({ base: this.url, model: ref, onProgress, onPhase, onLog, onStatus, signal, context, debug });
+    const h = await b.load({ base: this.url, model: ref, onProgress, onPhase, onLog, onStatus, signal, context, debug, download: !!download });
     return new Model(h);
   }
 
