@@ -6,7 +6,8 @@
 // j % capacity of the [kv_heads][capacity][HD] cache, f32 or f16: block
 // KV, from attnKVLoads). TPQ = 256 / BQ invocations share a query row:
 // invocation (qi, g) computes the scores of keys g, g + TPQ, ... (SK of
-// them, kept in registers) a vec4 of q and K at a time, the row's max
+// them, kept in registers) a vec4 of q (loaded once for the SK keys) and
+// K at a time, the row's max
 // comes from the TPQ partial maxima, and each invocation writes its
 // probabilities once; then it rescales and accumulates output dims
 // 4·(g + TPQ·n) .. +3 (NQ vec4s) over the tile's BK probabilities and V
@@ -42,7 +43,7 @@ const NEG: f32 = -1e30;
 const QSZ: u32 = BQ * HQ;
 const KSZ: u32 = BK * KQ;
 const VSZ: u32 = BK * HQ;
-const PSZ: u32 = BQ * BK;
+const PSZ: u32 = BQ * BK / 4u;
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
@@ -59,7 +60,7 @@ fn vld(e: u32) -> vec4<f32> { return bitcast<vec4<f32>>(vc[e >> 2u]); }
 var<workgroup> qs: array<vec4<f32>, QSZ>;
 var<workgroup> ks: array<vec4<f32>, KSZ>;
 var<workgroup> vs: array<vec4<f32>, VSZ>;
-var<workgroup> ps: array<f32, PSZ>;
+var<workgroup> ps: array<vec4<f32>, PSZ>;
 var<workgroup> pm: array<f32, 256>;
 
 @compute @workgroup_size(256)
@@ -111,24 +112,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
         }
         workgroupBarrier();
 
-        // Scores of keys g + TPQ·c, and their max.
+        // Scores of keys g + TPQ·c, a q vec4 serving all SK keys, and
+        // their max.
+        // (Initialized explicitly: naga hoists a loop's vars to the entry
+        // and zeroes them once.)
+        var dots = array<vec4<f32>, SK>();
+        for (var dq = 0u; dq < HQ; dq++) {
+            let qv = qs[qi * HQ + dq];
+            for (var c = 0u; c < SK; c++) {
+                dots[c] = fma(qv, ks[(g + c * TPQ) * KQ + dq], dots[c]);
+            }
+        }
         var tmax = NEG;
         for (var c = 0u; c < SK; c++) {
-            let r = g + c * TPQ;
-            let j = kt + r;
+            let j = kt + g + c * TPQ;
             let visible = live && j <= i && j + params.capacity > i &&
                 (params.window == 0u || j + params.window > i);
-            var sc = NEG;
-            if (visible) {
-                var dot = vec4<f32>(0.0);
-                for (var dq = 0u; dq < HQ; dq++) {
-                    dot = fma(qs[qi * HQ + dq], ks[r * KQ + dq], dot);
-                }
-                sc = (dot.x + dot.y + dot.z + dot.w) * params.scale;
-                if (params.softcap > 0.0) {
-                    sc = params.softcap * tanh(clamp(sc / params.softcap, -20.0, 20.0));
-                }
+            let dot = dots[c];
+            var sc = (dot.x + dot.y + dot.z + dot.w) * params.scale;
+            if (params.softcap > 0.0) {
+                sc = params.softcap * tanh(clamp(sc / params.softcap, -20.0, 20.0));
             }
+            sc = select(NEG, sc, visible);
             s[c] = sc;
             tmax = max(tmax, sc);
         }
@@ -140,7 +145,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
             mnew = max(mnew, pm[qi * TPQ + c]);
         }
         for (var c = 0u; c < SK; c++) {
-            ps[qi * BK + g + c * TPQ] = select(0.0, exp(s[c] - mnew), s[c] > NEG);
+            let e = qi * BK + g + c * TPQ;
+            ps[e >> 2u][e & 3u] = select(0.0, exp(s[c] - mnew), s[c] > NEG);
         }
         let alpha = exp(mx - mnew);
         mx = mnew;
@@ -150,11 +156,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
         for (var n = 0u; n < NQ; n++) {
             acc[n] *= alpha;
         }
-        for (var c = 0u; c < BK; c++) {
-            let p = ps[qi * BK + c];
-            l += p;
-            for (var n = 0u; n < NQ; n++) {
-                acc[n] = fma(vec4<f32>(p), vs[c * HQ + g + n * TPQ], acc[n]);
+        for (var c4 = 0u; c4 < BK / 4u; c4++) {
+            let p4 = ps[qi * (BK / 4u) + c4];
+            l += p4.x + p4.y + p4.z + p4.w;
+            for (var cc = 0u; cc < 4u; cc++) {
+                let p = vec4<f32>(p4[cc]);
+                let vr = (c4 * 4u + cc) * HQ + g;
+                for (var n = 0u; n < NQ; n++) {
+                    acc[n] = fma(p, vs[vr + n * TPQ], acc[n]);
+                }
             }
         }
     }
