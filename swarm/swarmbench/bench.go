@@ -65,6 +65,11 @@ type Options struct {
 	// Seed seeds the choice of malicious and churned peers and the kill
 	// times (1).
 	Seed uint64
+	// Browsers (loopback only) is how many browser peers BrowserFleet
+	// runs beside the Go peers, counted among the honest ones
+	// (browsers.go).
+	Browsers     int
+	BrowserFleet BrowserFleet
 	// Progress receives human-readable lines as the run goes (nil: none).
 	Progress io.Writer
 	Logger   *slog.Logger
@@ -114,6 +119,9 @@ func (o *Options) fill() error {
 	}
 	if o.Mode != ModeLoopback && o.Rate <= 0 {
 		return fmt.Errorf("mode %s needs a link rate", o.Mode)
+	}
+	if o.Browsers < 0 || o.Browsers > 0 && (o.Mode != ModeLoopback || o.BrowserFleet == nil) {
+		return fmt.Errorf("%d browsers: browsers run in loopback mode only, with a BrowserFleet", o.Browsers)
 	}
 	if o.Churn < 0 || o.Churn > 1 || o.Malicious < 0 || o.Malicious >= 1 {
 		return fmt.Errorf("churn %g, malicious %g: want 0 ≤ churn ≤ 1, 0 ≤ malicious < 1", o.Churn, o.Malicious)
@@ -171,6 +179,14 @@ type Result struct {
 	// received; in-process modes).
 	GossipMsgsPerPeerMin  float64 `json:"gossip_msgs_per_peer_min"`
 	GossipBytesPerPeerMin float64 `json:"gossip_bytes_per_peer_min"`
+	// Browsers: browser peers in the run (Options.Browsers), counted in
+	// honest_peers; BrowsersComplete those holding a verified copy;
+	// BrowserServedBlocks the blocks they served to other peers (their
+	// re-sharing); BrowserWebRTCBytes what they got over WebRTC.
+	Browsers            int   `json:"browsers,omitempty"`
+	BrowsersComplete    int   `json:"browsers_complete,omitempty"`
+	BrowserServedBlocks int   `json:"browser_served_blocks,omitempty"`
+	BrowserWebRTCBytes  int64 `json:"browser_webrtc_bytes,omitempty"`
 	// Failed lists honest pulls that ended in an error.
 	Failed []string `json:"failed,omitempty"`
 }

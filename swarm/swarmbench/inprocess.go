@@ -223,7 +223,13 @@ func (r *inRun) p2p(ctx context.Context) error {
 	if err := r.startEvil(ectx); err != nil {
 		return err
 	}
-	fmt.Fprintf(o.Progress, "%s: seed, %d honest and %d malicious peers started\n", o.Mode, e.plan.honest, len(e.plan.evil))
+	if o.Browsers > 0 {
+		defer o.BrowserFleet.Close()
+		if err := o.BrowserFleet.Start(ctx, BrowserSeed{Model: e.id, Store: r.seed.store, Node: r.seed.node}, o.Browsers); err != nil {
+			return fmt.Errorf("browsers: %w", err)
+		}
+	}
+	fmt.Fprintf(o.Progress, "%s: seed, %d honest and %d malicious peers, %d browsers started\n", o.Mode, e.plan.honest, len(e.plan.evil), o.Browsers)
 
 	pctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -232,6 +238,10 @@ func (r *inRun) p2p(ctx context.Context) error {
 	cpu0 := cpuTime()
 	for _, m := range r.honest {
 		r.pull(pctx, m, &wg)
+	}
+	var browsers *BrowserRun
+	if o.Browsers > 0 {
+		wg.Go(func() { browsers = r.browsers(pctx) })
 	}
 	victims := r.rng.Perm(len(r.honest))[:len(e.plan.killAt)]
 	for k, vi := range victims {
@@ -280,6 +290,9 @@ func (r *inRun) p2p(ctx context.Context) error {
 		}
 	}
 	wall, cpu := time.Since(r.t0), cpuTime()-cpu0
+	if o.Browsers > 0 {
+		o.BrowserFleet.Close() // before the seed's store closes
+	}
 
 	// Figures, read while every node is still up.
 	total := float64(res.ModelBytes)
@@ -307,6 +320,10 @@ func (r *inRun) p2p(ctx context.Context) error {
 		res.GossipMsgsPerPeerMin, res.GossipBytesPerPeerMin = gossipMsgs/n, gossipBytes/n
 	}
 	res.P2PSeconds = last.Seconds()
+	if browsers != nil {
+		addBrowsers(res, browsers, wall)
+		last = time.Duration(res.P2PSeconds * float64(time.Second))
+	}
 	if last > 0 {
 		res.CPUCoresBusy = cpu.Seconds() / wall.Seconds()
 	}
