@@ -3,7 +3,6 @@ package p2p
 import (
 	"bytes"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -14,8 +13,8 @@ import (
 )
 
 // gossipSwarm is n hosts on loopback following one model's topic, each
-// connected to up to three earlier hosts picked at random (so a host's
-// degree does not grow with n, as under a connection manager), each
+// connected to the three hosts before it (so no host has more than six
+// neighbours whatever n is, as under a connection manager), each
 // announcing an inventory of 256 shards.
 type gossipSwarm struct {
 	model rdrr.ModelID
@@ -27,10 +26,9 @@ type gossipSwarm struct {
 func newGossipSwarm(t *testing.T, n int, edit func(*Options)) *gossipSwarm {
 	t.Helper()
 	g := &gossipSwarm{model: rdrr.Sum([]byte(fmt.Sprint("gossip swarm ", n)))}
-	rng := rand.New(rand.NewPCG(uint64(n), 14))
 	for i := range n {
 		h := newHost(t, nil, edit)
-		for _, j := range rng.Perm(i)[:min(i, 3)] {
+		for j := max(i-3, 0); j < i; j++ {
 			connect(t, h, g.hosts[j])
 		}
 		g.hosts = append(g.hosts, h)
@@ -107,11 +105,17 @@ func TestGossipBounded(t *testing.T) {
 		o.AnnounceInterval = time.Second
 		o.AnnounceJitter = 200 * time.Millisecond
 		o.GossipBudget = budget
+		o.DialTimeout = 15 * time.Second // 50 hosts on a loaded 2-core machine
 	}
 	const window = 5 * time.Second
 	perMinute, bytesPerMinute := map[int]float64{}, map[int]float64{}
 	var g *gossipSwarm
 	for _, n := range []int{10, 40} {
+		if g != nil { // the smaller swarm leaves: less load on the machine
+			for _, h := range g.hosts {
+				h.Close()
+			}
+		}
 		g = newGossipSwarm(t, n, opts)
 		time.Sleep(2 * time.Second) // the mesh forms; joins are greeted
 		m0, b0, a0 := g.received()
@@ -119,13 +123,14 @@ func TestGossipBounded(t *testing.T) {
 		g.churn(t, window)
 		el := time.Since(start)
 		m1, b1, a1 := g.received()
-		var msgs, byts, most, ann float64
+		var msgs, byts, most, mostBytes, ann float64
 		for i := range g.hosts {
 			ann += float64(a1[i]-a0[i]) / el.Minutes()
 			m := float64(m1[i]-m0[i]) / el.Minutes()
+			b := float64(b1[i]-b0[i]) / el.Minutes()
 			msgs += m
-			byts += float64(b1[i]-b0[i]) / el.Minutes()
-			most = max(most, m)
+			byts += b
+			most, mostBytes = max(most, m), max(mostBytes, b)
 		}
 		msgs /= float64(n)
 		byts /= float64(n)
@@ -142,18 +147,22 @@ func TestGossipBounded(t *testing.T) {
 		if most > 13*budget*2 {
 			t.Errorf("%d peers: a peer received %.0f messages a minute; the budget is %d", n, most, budget)
 		}
+		// Bytes too, gossipsub's control included (IHAVE lists the IDs of
+		// the messages of the last heartbeats: it follows the budget, not
+		// N): an inventory of 256 shards with its envelope and its share
+		// of control is about 600 bytes; 1 KiB a message is the bound.
+		if mostBytes > 13*budget*2*1024 {
+			t.Errorf("%d peers: a peer received %.0f KiB a minute; the bound is %d KiB", n, mostBytes/1024, 13*budget*2)
+		}
 	}
-	// Between 10 and 40 peers the gossipsub mesh fills up (a peer gets a
-	// message from up to D_hi of its neighbours, not from the 2 to 9 it
-	// has at 10), so some growth is expected; growing with N would be 4×
-	// times that.
-	if r := perMinute[40] / perMinute[10]; r > 3.5 {
-		t.Errorf("per-peer gossip grew %.1f× from 10 to 40 peers; want it bounded", r)
-	}
-	// Bytes too: gossipsub's control traffic (IHAVE lists the message IDs
-	// of the last heartbeats, so it follows the budget, not N).
-	if r := bytesPerMinute[40] / bytesPerMinute[10]; r > 3.5 {
-		t.Errorf("per-peer gossip bytes grew %.1f× from 10 to 40 peers; want them bounded", r)
+	// Some growth between 10 and 40 peers is expected: more of a peer's
+	// neighbours are in its mesh, and a message travels more hops, so
+	// more duplicates and IHAVE-prompted copies arrive (measured 1.0× to
+	// 2.9× under load). Unbounded it would grow 4-fold and more.
+	for what, pm := range map[string]map[int]float64{"messages": perMinute, "bytes": bytesPerMinute} {
+		if r := pm[40] / pm[10]; r >= 4 {
+			t.Errorf("per-peer gossip %s grew %.1f× from 10 to 40 peers; want it bounded", what, r)
+		}
 	}
 
 	// A late joiner learns every inventory, as last announced.

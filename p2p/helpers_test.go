@@ -186,7 +186,8 @@ func newHost(t *testing.T, prov Provider, edit func(*Options)) *Host {
 
 func connect(t *testing.T, from, to *Host) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Generous: a loaded 2-core machine has taken over 5 s to dial.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	id, err := from.Connect(ctx, to.Addrs()[0])
 	if err != nil {
