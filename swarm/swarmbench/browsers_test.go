@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/doppler-llm/doppler/internal/browsertest"
+	"github.com/doppler-llm/doppler/p2p/rtc"
 	"github.com/doppler-llm/doppler/rdrr"
 	"github.com/doppler-llm/doppler/signaling"
 	"github.com/doppler-llm/doppler/signaling/web"
@@ -32,6 +33,11 @@ type pageFleet struct {
 	browsers []*browsertest.Browser
 	stop     []func() // Close undoes Start, last first
 	once     sync.Once
+	sig      *signaling.Server
+	seed     BrowserSeed
+	// goFetched: verified bytes a Go WebRTC peer fetched from a browser
+	// after the pulls (fetchFromBrowser).
+	goFetched int64
 }
 
 // countingStore is the seed's store as the gateway sees it, counting the
@@ -71,6 +77,7 @@ func (f *pageFleet) Start(ctx context.Context, seed BrowserSeed, n int) error {
 	f.stop = append(f.stop, func() { relay.Close() })
 	sig := signaling.New(signaling.Options{Allow: func(room rdrr.ModelID) bool { return room == seed.Model },
 		ICEServers: []signaling.ICEServer{relay.ICEServer()}})
+	f.sig, f.seed = sig, seed
 	f.stop = append(f.stop, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -155,6 +162,12 @@ func (f *pageFleet) Pull(ctx context.Context, t0 time.Time) (*BrowserRun, error)
 			errs = append(errs, fmt.Errorf("%s: served: %w", br.Pages[i].Name, err))
 		}
 	}
+	if br.Pages[n-1].Err == nil {
+		var err error
+		if f.goFetched, err = f.fetchFromBrowser(ctx, f.browsers[n-1]); err != nil {
+			errs = append(errs, fmt.Errorf("a Go peer fetching from %s: %w", br.Pages[n-1].Name, err))
+		}
+	}
 	for _, p := range br.Pages {
 		br.SeedUploaded += p.HTTP
 	}
@@ -162,10 +175,81 @@ func (f *pageFleet) Pull(ctx context.Context, t0 time.Time) (*BrowserRun, error)
 	return br, errors.Join(errs...)
 }
 
+// fetchFromBrowser is a later Go peer re-fetching from a browser: it joins
+// the signaling room, offers a WebRTC connection (p2p/rtc, the code the
+// node's gateway runs) to the browser's page and reads the model's first
+// shard from it, every block verified (hash and Merkle proof). It returns
+// the bytes read.
+func (f *pageFleet) fetchFromBrowser(ctx context.Context, b *browsertest.Browser) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var self string
+	if err := b.Eval(ctx, "window.dopplerModel.status().self", &self); err != nil || self == "" {
+		return 0, fmt.Errorf("the page's peer ID %q: %v", self, err)
+	}
+	to := signaling.PeerID(self)
+	raw, _, ok := f.seed.Store.Manifest(f.seed.Model)
+	if !ok {
+		return 0, errors.New("the seed has no manifest")
+	}
+	m, err := rdrr.ParseManifest(raw)
+	if err != nil {
+		return 0, err
+	}
+	ep, err := f.sig.Join(ctx, f.seed.Model)
+	if err != nil {
+		return 0, err
+	}
+	defer ep.Close()
+	p, err := rtc.NewPeer(rtc.Options{Loopback: true, PeerID: self}, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer p.Close()
+	p.OnCandidate(func(c string) {
+		ep.Send(ctx, signaling.Message{Type: signaling.TypeCandidate, To: to, Candidate: json.RawMessage(c)})
+	})
+	offer, err := p.Offer(ctx)
+	if err != nil {
+		return 0, err
+	}
+	sdp, _ := json.Marshal(map[string]string{"type": "offer", "sdp": offer})
+	if err := ep.Send(ctx, signaling.Message{Type: signaling.TypeOffer, To: to, SDP: sdp}); err != nil {
+		return 0, err
+	}
+	go func() { // the answer and the browser's candidates
+		for msg := range ep.Recv() {
+			if msg.From != to {
+				continue
+			}
+			switch msg.Type {
+			case signaling.TypeAnswer:
+				var d struct{ SDP string }
+				if json.Unmarshal(msg.SDP, &d) == nil {
+					p.Accept(ctx, d.SDP)
+				}
+			case signaling.TypeCandidate:
+				p.AddCandidate(string(msg.Candidate))
+			}
+		}
+	}()
+	sh := m.Shards[0]
+	var got int64
+	err = p.ReadBlocks(ctx, sh, 0, len(sh.Blocks), func(_ int, data []byte) error {
+		got += int64(len(data))
+		return nil
+	})
+	if err == nil && got != sh.Size {
+		err = fmt.Errorf("read %d bytes of a %d-byte shard", got, sh.Size)
+	}
+	return got, err
+}
+
 // TestRunBrowsers (issue #14, item 11): 4 headless Chromium pages join a
 // loopback swarm of a seed and 3 Go peers, pull the model over WebRTC —
 // the later two partly from the first two — and count in the run's
-// figures. Unshaped: browsers run in loopback mode only.
+// figures; then a Go WebRTC peer fetches a shard from a browser.
+// Unshaped: browsers run in loopback mode only.
 func TestRunBrowsers(t *testing.T) {
 	browsertest.Chromium(t) // fails under CI, skips elsewhere, when missing
 	o := Options{Mode: ModeLoopback, Peers: 3, ModelBytes: 4 << 20, ShardBytes: 512 << 10, BlockBytes: 64 << 10,
@@ -184,6 +268,11 @@ func TestRunBrowsers(t *testing.T) {
 	}
 	if r.BrowserServedBlocks == 0 {
 		t.Errorf("browsers served no block to each other")
+	}
+	if fl := o.BrowserFleet.(*pageFleet); fl.goFetched == 0 {
+		t.Errorf("a Go peer fetched nothing from a browser over WebRTC")
+	} else {
+		t.Logf("a Go peer fetched %d verified bytes from a browser over WebRTC", fl.goFetched)
 	}
 	if r.MaxDownloadRatio < 0.99 || r.MaxDownloadRatio > 2 || r.P2PSeconds <= 0 {
 		t.Errorf("max download ratio %.2f, p2p %.2fs", r.MaxDownloadRatio, r.P2PSeconds)
