@@ -15,6 +15,8 @@
 // document.body.dataset.state is "done" (or "error", with the message in
 // document.body.dataset.error) and window.dopplerResult is
 // {tokens, text, bytesByTransport: {webrtc, http}, rejectedBlocks, …}.
+// With download=1 instead of autorun=1 the page only downloads and keeps
+// serving (no GPU), then is "done" (docs/browser.md).
 package web
 
 //go:generate go run ../../internal/wasmbuild/gen -root ../.. -out static
