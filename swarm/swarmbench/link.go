@@ -456,6 +456,9 @@ wait:
 	}
 	cancel()
 	<-churnDone
+	if err := ctx.Err(); err != nil { // interrupted: the children are gone
+		return fmt.Errorf("link run stopped: %w", context.Cause(ctx))
+	}
 	if churnErr != nil {
 		return churnErr
 	}
