@@ -1,3 +1,5 @@
+//go:build unix
+
 package signaling
 
 import (
@@ -16,11 +18,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/rdrr"
 )
 
@@ -177,7 +181,29 @@ func dialLoad(ctx context.Context, hc *http.Client, base string, room rdrr.Model
 	return &loadClient{c: c, id: w.ID, known: len(w.Peers)}, nil
 }
 
+// needFDs makes sure this process may open n files: Go raises the soft
+// limit to the hard one at start; a hard limit below n is a missing
+// prerequisite (fails under CI).
+func needFDs(t *testing.T, n uint64) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatalf("getrlimit: %v", err)
+	}
+	if lim.Cur >= n {
+		return
+	}
+	if lim.Max >= n {
+		lim.Cur = n
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
+			return
+		}
+	}
+	testenv.Need(t, "%d open files (RLIMIT_NOFILE is %d, hard %d): raise it with ulimit -n", n, lim.Cur, lim.Max)
+}
+
 func TestLoad(t *testing.T) {
+	// Both ends of every connection are in this process.
+	needFDs(t, 2*loadClients+512)
 	checkLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
