@@ -13,7 +13,8 @@ import (
 // that join the run's swarm through the seed's signaling room, pull the
 // model over WebRTC (the node's gateway and each other, through the
 // node's TURN relay on loopback) and keep serving it, counted among the
-// honest peers of the run.
+// honest peers of the run. Their links are not shaped, and their CPU
+// (Chromium's processes) is not in cpu_cores_busy.
 //
 // This package cannot start them itself: swarm/... depends neither on
 // signaling/... (the WebRTC gateway, the page) nor on a browser driver
