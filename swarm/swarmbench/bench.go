@@ -144,7 +144,7 @@ type Result struct {
 	// over HTTP at once; OneHTTPSeconds: one client alone (0: skipped).
 	HTTPSeconds    float64 `json:"http_s"`
 	OneHTTPSeconds float64 `json:"one_http_s"`
-	// HTTPClients: the HTTP clients run at once. In sim it is at most 16:
+	// HTTPClients: the HTTP clients run at once. In sim it is at most 8:
 	// the seed's uplink binds from the second client on, so with more
 	// honest peers http_s is the time of HTTPClients scaled by
 	// honest_peers / http_clients.

@@ -22,3 +22,5 @@
 // and flood the gossip topic. At the end every honest peer's store is
 // checked block by block (Result.BadBytesStored).
 package swarmbench
+
+//go:generate go run ./cmd/swarmplot -in ../../docs/swarm-scale.jsonl -out ../../docs/swarm-scale.svg

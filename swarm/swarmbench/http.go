@@ -26,7 +26,7 @@ const httpTag = "/doppler-bench/http/1"
 // uplink would take a thousand single downloads. The seed's uplink binds
 // from the second client on, so http_s is scaled up from what this many
 // took (Result.HTTPClients says how many ran).
-const maxSimHTTPClients = 16
+const maxSimHTTPClients = 8
 
 // httpServer is where the HTTP baseline's seed serves the model's
 // directory, and how each client dials it.
