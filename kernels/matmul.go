@@ -54,9 +54,10 @@ type MatMulOpts struct {
 
 	// Tuning of the m > 1 kernel: tileOld runs matmul_tile.wgsl (the
 	// kernel before the register-blocked one) at every m; tileRN × tileTN
-	// (4 or 8 each) fixes the register block of matmul_tiled.wgsl.
-	tileOld        bool
-	tileRN, tileTN int
+	// (4 or 8 each) fixes the register block of matmul_tiled.wgsl, tileKS
+	// its k step (32 or 64; 0 = 32).
+	tileOld                bool
+	tileRN, tileTN, tileKS int
 }
 
 // matmulUV is the decode unit (values) of each dtype, as the UV constants of

@@ -123,6 +123,12 @@ func (c matmulCase) String() string {
 	if c.opts.vecU > 0 {
 		s += fmt.Sprintf("/u%d", c.opts.vecU)
 	}
+	if c.opts.tileOld {
+		s += "/tileold"
+	}
+	if c.opts.tileRN+c.opts.tileTN+c.opts.tileKS > 0 {
+		s += fmt.Sprintf("/r%dt%dk%d", c.opts.tileRN, c.opts.tileTN, c.opts.tileKS)
+	}
 	return s
 }
 

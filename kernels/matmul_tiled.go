@@ -3,6 +3,7 @@
 package kernels
 
 import (
+	"cmp"
 	_ "embed"
 	"fmt"
 	"strings"
@@ -14,8 +15,9 @@ import (
 var matmulTiledWGSL string
 
 // tiledShape is a register block of matmul_tiled.wgsl: rn weight rows × tn
-// tokens per invocation, so a workgroup's tile is 16·rn rows × 16·tn tokens.
-type tiledShape struct{ rn, tn int }
+// tokens per invocation, so a workgroup's tile is 16·rn rows × 16·tn
+// tokens, and ks values of K a step (32 or 64).
+type tiledShape struct{ rn, tn, ks int }
 
 // matmulTiledMinM is the fewest tokens the register-blocked kernel takes;
 // below it the 16-token tiles of matmul_tile.wgsl waste less.
@@ -27,10 +29,10 @@ const matmulTiledMinM = 33
 // each running two of these workgroups at once).
 const matmulTiledTarget = 264
 
-// matmulTiledStorage is the workgroup memory of a shape in bytes: KS = 32
+// matmulTiledStorage is the workgroup memory of a shape in bytes: KS
 // values of BR rows (ws) and BT tokens (xs).
 func matmulTiledStorage(s tiledShape) int {
-	return 4 * 32 * 16 * (s.rn + s.tn)
+	return 4 * s.ks * 16 * (s.rn + s.tn)
 }
 
 // matmulTiledPick returns the register block MatMul uses for w at m
@@ -40,10 +42,10 @@ func (d *Device) matmulTiledPick(w *Weight, m int, opts MatMulOpts) (tiledShape,
 	if opts.tileOld || m < matmulTiledMinM {
 		return tiledShape{}, false, nil
 	}
-	if opts.tileRN > 0 || opts.tileTN > 0 {
-		s := tiledShape{opts.tileRN, opts.tileTN}
-		if (s.rn != 4 && s.rn != 8) || (s.tn != 4 && s.tn != 8) {
-			return s, false, fmt.Errorf("kernels: matmul %s: bad register block %d×%d", w.Name, s.rn, s.tn)
+	if opts.tileRN > 0 || opts.tileTN > 0 || opts.tileKS > 0 {
+		s := tiledShape{opts.tileRN, opts.tileTN, cmp.Or(opts.tileKS, 32)}
+		if (s.rn != 4 && s.rn != 8) || (s.tn != 4 && s.tn != 8) || (s.ks != 32 && s.ks != 64) {
+			return s, false, fmt.Errorf("kernels: matmul %s: bad register block %d×%d, k step %d", w.Name, s.rn, s.tn, s.ks)
 		}
 		if matmulTiledStorage(s) > d.limits.MaxWorkgroupStorage {
 			return s, false, fmt.Errorf("kernels: matmul %s: register block %d×%d needs %d bytes of workgroup memory, the device has %d",
@@ -54,7 +56,7 @@ func (d *Device) matmulTiledPick(w *Weight, m int, opts MatMulOpts) (tiledShape,
 	var pick tiledShape
 	found := false
 	// Largest tile (most reuse per loaded value) first.
-	for _, s := range [...]tiledShape{{8, 8}, {8, 4}, {4, 4}} {
+	for _, s := range [...]tiledShape{{8, 8, 32}, {8, 4, 32}, {4, 4, 32}} {
 		if matmulTiledStorage(s) > d.limits.MaxWorkgroupStorage {
 			continue
 		}
@@ -93,6 +95,9 @@ func (d *Device) matmulTiledPipeline(dt quant.DType, sec string, cols int, s til
 	if err == nil {
 		src, err = setConst(src, "TN", uint32(s.tn))
 	}
+	if err == nil {
+		src, err = setConst(src, "KS", uint32(s.ks))
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +114,7 @@ func (d *Device) matmulTiledPipeline(dt quant.DType, sec string, cols int, s til
 			return nil, err
 		}
 	}
-	key := fmt.Sprintf("matmul/tiled/%s/r%d/t%d/x4=%v", dt, s.rn, s.tn, vec)
+	key := fmt.Sprintf("matmul/tiled/%s/r%d/t%d/k%d/x4=%v", dt, s.rn, s.tn, s.ks, vec)
 	return d.Pipeline(key, helpersWGSL("W")+sec+src, "main", matmulLayout)
 }
 

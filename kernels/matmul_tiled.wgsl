@@ -7,7 +7,7 @@
 // A workgroup of 256 invocations computes a tile of BR = 16·RN weight rows
 // × BT = 16·TN tokens; each invocation holds an RN × TN register block (RN
 // in 4, 8; TN in 4, 8: templated by matmul_tiled.go). The K dimension
-// advances KS = 32 values (UK = 32/UV decode units per row) a step:
+// advances KS = 32 (or 64) values (UK = KS/UV decode units per row) a step:
 //   - invocations 0..127 decode the tile's BR × UK weight units ONCE into
 //     ws, k-major ([KS][BR]), so a row quad is one vec4 load;
 //   - invocations 128..255 meanwhile stage the matching x values of the BT
@@ -42,7 +42,7 @@ const RQ: u32 = RN / 4u;
 const TQ: u32 = TN / 4u;
 const BR: u32 = 16u * RN;    // rows per tile
 const BT: u32 = 16u * TN;    // tokens per tile
-const KS: u32 = 32u;
+const KS: u32 = 32u;         // 32 or 64
 const UK: u32 = KS / UV;
 const BR4: u32 = BR / 4u;
 const BT4: u32 = BT / 4u;

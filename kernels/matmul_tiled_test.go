@@ -3,6 +3,7 @@
 package kernels
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -17,18 +18,18 @@ import (
 func TestMatMulRegisterBlocked(t *testing.T) {
 	d := testDevice(t)
 	r := rand.New(rand.NewPCG(21, 22))
-	blocks := []tiledShape{{4, 4}, {8, 4}, {4, 8}, {8, 8}}
+	blocks := []tiledShape{{4, 4, 32}, {8, 4, 64}, {4, 8, 32}, {8, 8, 32}, {4, 4, 64}}
 	for i, dt := range quant.All() {
 		cols := matmulCols(dt)
 		for j, m := range []int{33, 64, 130} {
 			// Rotate shapes and blocks through the dtypes to keep lavapipe fast.
 			b := blocks[(i+j)%len(blocks)]
 			if matmulTiledStorage(b) > d.Limits().MaxWorkgroupStorage {
-				b = tiledShape{4, 4}
+				b = tiledShape{4, 4, 32}
 			}
 			c := matmulCase{dt: dt, rows: []int{7, 65, 300}[(i+j)%3], cols: cols[(i+2*j)%len(cols)], m: m,
-				opts: MatMulOpts{tileRN: b.rn, tileTN: b.tn}}
-			t.Run(fmt.Sprintf("%s/r%dt%d", c, b.rn, b.tn), func(t *testing.T) { checkMatMul(t, d, r, c) })
+				opts: MatMulOpts{tileRN: b.rn, tileTN: b.tn, tileKS: b.ks}}
+			t.Run(c.String(), func(t *testing.T) { checkMatMul(t, d, r, c) })
 		}
 	}
 	for _, c := range []matmulCase{
@@ -38,6 +39,8 @@ func TestMatMulRegisterBlocked(t *testing.T) {
 		{dt: quant.F16, rows: 65, cols: 7, m: 40, acc: true},
 		{dt: quant.F32, rows: 200, cols: 258, m: 70, maxRows: 64, bias: true, acc: true},
 		{dt: quant.Q8_0, rows: 64, cols: 96, m: 256},
+		{dt: quant.Q4_K, rows: 130, cols: 768, m: 90, acc: true, opts: MatMulOpts{tileRN: 4, tileTN: 4, tileKS: 64}},
+		{dt: quant.F32, rows: 65, cols: 90, m: 40, opts: MatMulOpts{tileRN: 4, tileTN: 4, tileKS: 64}},
 		// The kernel before it, at a size the new one would take.
 		{dt: quant.Q4_K, rows: 65, cols: 256, m: 70, opts: MatMulOpts{tileOld: true}},
 	} {
@@ -50,7 +53,7 @@ func TestMatMulRegisterBlocked(t *testing.T) {
 // matmulTiledMinM tokens or with tileOld, and errors for bad knobs.
 func TestMatMulTiledPick(t *testing.T) {
 	d := testDevice(t)
-	big := matmulTiledStorage(tiledShape{8, 8}) <= d.Limits().MaxWorkgroupStorage
+	big := matmulTiledStorage(tiledShape{8, 8, 32}) <= d.Limits().MaxWorkgroupStorage
 	w := func(rows ...int) *Weight {
 		wt := &Weight{Name: "w", DType: quant.Q4_K, Cols: 4096}
 		for _, n := range rows {
@@ -70,16 +73,17 @@ func TestMatMulTiledPick(t *testing.T) {
 		{"few tokens", w(4096), matmulTiledMinM - 1, MatMulOpts{}, tiledShape{}, false},
 		{"old", w(4096), 256, MatMulOpts{tileOld: true}, tiledShape{}, false},
 		// 28672 rows × 256 tokens: 224 × 2 = 448 workgroups at 128 × 128.
-		{"gate+up 8B", w(28672), 256, MatMulOpts{}, tiledShape{8, 8}, true},
+		{"gate+up 8B", w(28672), 256, MatMulOpts{}, tiledShape{8, 8, 32}, true},
 		// 4096 × 256: 32 × 2 = 64 at 128 × 128, 32 × 4 = 128 at 128 × 64, 64 × 4 at 64 × 64.
-		{"down 8B", w(4096), 256, MatMulOpts{}, tiledShape{4, 4}, true},
+		{"down 8B", w(4096), 256, MatMulOpts{}, tiledShape{4, 4, 32}, true},
 		// 4096 × 512: 32 × 8 = 256 at 128 × 64: not enough either.
-		{"q 8B m512", w(4096), 512, MatMulOpts{}, tiledShape{4, 4}, true},
+		{"q 8B m512", w(4096), 512, MatMulOpts{}, tiledShape{4, 4, 32}, true},
 		// Parts count together: 2 × 14336 rows as 2 × 112 × 2.
-		{"parts", w(14336, 14336), 256, MatMulOpts{}, tiledShape{8, 8}, true},
+		{"parts", w(14336, 14336), 256, MatMulOpts{}, tiledShape{8, 8, 32}, true},
 		// Nothing reaches the target: the smallest tile, the most workgroups.
-		{"small", w(64), 64, MatMulOpts{}, tiledShape{4, 4}, true},
-		{"knob", w(64), 64, MatMulOpts{tileRN: 4, tileTN: 8}, tiledShape{4, 8}, true},
+		{"small", w(64), 64, MatMulOpts{}, tiledShape{4, 4, 32}, true},
+		{"knob", w(64), 64, MatMulOpts{tileRN: 4, tileTN: 8}, tiledShape{4, 8, 32}, true},
+		{"knob k64", w(64), 64, MatMulOpts{tileRN: 4, tileTN: 4, tileKS: 64}, tiledShape{4, 4, 64}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, ok, err := d.matmulTiledPick(c.w, c.m, c.opts)
@@ -87,17 +91,17 @@ func TestMatMulTiledPick(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := c.want
-			if !big && want == (tiledShape{8, 8}) {
-				want = tiledShape{8, 4}
+			if !big && want == (tiledShape{8, 8, 32}) {
+				want = tiledShape{8, 4, 32}
 			}
 			if ok != c.ok || (ok && got != want) {
 				t.Errorf("pick = %v, %v; want %v, %v", got, ok, want, c.ok)
 			}
 		})
 	}
-	for _, o := range []MatMulOpts{{tileRN: 2, tileTN: 4}, {tileRN: 8}, {tileRN: 8, tileTN: 16}} {
+	for _, o := range []MatMulOpts{{tileRN: 2, tileTN: 4}, {tileRN: 8}, {tileRN: 8, tileTN: 16}, {tileRN: 4, tileTN: 4, tileKS: 16}} {
 		if _, _, err := d.matmulTiledPick(w(64), 64, o); err == nil {
-			t.Errorf("register block %d×%d accepted", o.tileRN, o.tileTN)
+			t.Errorf("register block %d×%d, k step %d accepted", o.tileRN, o.tileTN, o.tileKS)
 		}
 	}
 }
@@ -126,6 +130,7 @@ func BenchmarkMatMulPrefill(b *testing.B) {
 		{"old", MatMulOpts{tileOld: true}}, {"default", MatMulOpts{}},
 		{"r4t4", MatMulOpts{tileRN: 4, tileTN: 4}}, {"r8t4", MatMulOpts{tileRN: 8, tileTN: 4}},
 		{"r4t8", MatMulOpts{tileRN: 4, tileTN: 8}}, {"r8t8", MatMulOpts{tileRN: 8, tileTN: 8}},
+		{"r4t4k64", MatMulOpts{tileRN: 4, tileTN: 4, tileKS: 64}}, {"r8t4k64", MatMulOpts{tileRN: 8, tileTN: 4, tileKS: 64}},
 	}
 	r := rand.New(rand.NewPCG(23, 24))
 	for _, s := range shapes {
@@ -144,7 +149,7 @@ func BenchmarkMatMulPrefill(b *testing.B) {
 			y, _ := d.NewBuffer("y", uint64(m*s.rows*4))
 			d.WriteF32(x, 0, randF32(r, m*s.cols, 1))
 			for _, v := range variants {
-				if v.o.tileRN > 0 && matmulTiledStorage(tiledShape{v.o.tileRN, v.o.tileTN}) > d.Limits().MaxWorkgroupStorage {
+				if v.o.tileRN > 0 && matmulTiledStorage(tiledShape{v.o.tileRN, v.o.tileTN, cmp.Or(v.o.tileKS, 32)}) > d.Limits().MaxWorkgroupStorage {
 					continue
 				}
 				ops, err := d.MatMul(w, Whole(x), Whole(y), m, v.o)
