@@ -43,7 +43,9 @@
 // ([helpersWGSL]). Kernels must also pass Chrome's stricter compiler
 // (Tint), which naga does not check for us: no constant expression may
 // evaluate to an infinity or NaN (read -inf from a var<private> holding
-// its bits).
+// its bits). Give a var declared inside a loop an initializer: naga
+// zeroes one declared without it once, at the entry, so it keeps the
+// previous iteration's value (seen on lavapipe).
 //
 // Binding rule: WebGPU tracks buffer usage per whole buffer, so a buffer
 // bound writable in an Op may not be bound read-only in the same Op, even
