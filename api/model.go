@@ -5,6 +5,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -22,8 +23,8 @@ const (
 )
 
 // model is one served model: its tokenizer, its weights on the GPU and the
-// worker that runs its requests one at a time on one session (its KV
-// state is reset for every request).
+// workers that run its requests, one per session (whose KV state is reset
+// for every request); with several, their decode steps run batched.
 type model struct {
 	id      rdrr.ModelID
 	name    string
@@ -40,7 +41,8 @@ type model struct {
 	template string
 	ctxLen   int
 	eng      *engine.Model
-	sess     *engine.Session
+	sess     []*engine.Session // one per worker
+	batch    *engine.Batch     // nil with one session
 }
 
 func (m *model) status() (string, error) {
@@ -55,8 +57,9 @@ func (m *model) setState(state string, err error) {
 	m.mu.Unlock()
 }
 
-// load opens the tokenizer and the weights; the model is ready after.
-func (m *model) load(ctx context.Context, rm *rdrr.Model, open func(context.Context, *rdrr.Model) (*engine.Model, error)) error {
+// load opens the tokenizer and the weights, and n sessions (n > 1 batch
+// their decode steps); the model is ready after.
+func (m *model) load(ctx context.Context, rm *rdrr.Model, open func(context.Context, *rdrr.Model) (*engine.Model, error), n int) error {
 	if rm.Manifest.Tokenizer == nil {
 		return errors.New("the model has no tokenizer: the API takes text")
 	}
@@ -68,12 +71,22 @@ func (m *model) load(ctx context.Context, rm *rdrr.Model, open func(context.Cont
 	if err != nil {
 		return err
 	}
-	sess, err := eng.NewSession()
-	if err != nil {
-		eng.Close()
-		return err
+	m.eng = eng
+	if n > 1 {
+		if m.batch, err = eng.NewBatch(n); err != nil {
+			m.log.Info("requests run one at a time", "reason", err)
+			n = 1
+		}
 	}
-	m.tok, m.template, m.eng, m.sess, m.ctxLen = tok, rm.Manifest.Tokenizer.ChatTemplate, eng, sess, sess.Context()
+	for range n {
+		sess, err := eng.NewSession()
+		if err != nil {
+			m.close()
+			return fmt.Errorf("session %d of %d: %w", len(m.sess)+1, n, err)
+		}
+		m.sess = append(m.sess, sess)
+	}
+	m.tok, m.template, m.ctxLen = tok, rm.Manifest.Tokenizer.ChatTemplate, m.sess[0].Context()
 	return nil
 }
 
@@ -105,25 +118,37 @@ type outcome struct {
 	err       error
 }
 
-// run serves the queue until ctx ends.
+// run serves the queue until ctx ends: one worker per session.
 func (m *model) run(ctx context.Context, met *metrics) {
-	for {
-		j := m.q.pop(ctx)
-		if j == nil {
-			return
-		}
-		met.queueDepth.WithLabelValues(m.id.String()).Set(float64(m.q.len()))
-		j.out = m.generate(j)
-		close(j.done)
+	var wg sync.WaitGroup
+	for _, s := range m.sess {
+		wg.Go(func() {
+			for {
+				j := m.q.pop(ctx)
+				if j == nil {
+					return
+				}
+				met.queueDepth.WithLabelValues(m.id.String()).Set(float64(m.q.len()))
+				j.out = m.generate(s, j)
+				close(j.done)
+			}
+		})
 	}
+	wg.Wait()
 }
 
-// generate runs one job on the model's session.
-func (m *model) generate(j *job) (out outcome) {
+// generate runs one job on session s, in the model's batch if it has one.
+func (m *model) generate(s *engine.Session, j *job) (out outcome) {
 	if err := j.ctx.Err(); err != nil {
 		return outcome{err: err}
 	}
-	m.sess.Reset()
+	s.Reset()
+	if m.batch != nil {
+		if err := m.batch.Join(s); err != nil {
+			return outcome{err: err}
+		}
+		defer m.batch.Leave(s)
+	}
 	var first time.Time
 	o := engine.TextOptions{GenerateOptions: j.opts, Tokenizer: m.tok, Stops: j.stops, OnText: j.emit}
 	o.OnToken = func(int) error {
@@ -134,7 +159,7 @@ func (m *model) generate(j *job) (out outcome) {
 		out.generated++
 		return nil
 	}
-	res, err := m.sess.GenerateText(j.ctx, j.prompt, o)
+	res, err := s.GenerateText(j.ctx, j.prompt, o)
 	if !first.IsZero() {
 		out.decode = time.Since(first)
 	}
@@ -152,12 +177,18 @@ func (m *model) generate(j *job) (out outcome) {
 	return out
 }
 
-// close frees the model's GPU state; the worker must have stopped.
+// close frees the model's GPU state; the workers must have stopped.
 func (m *model) close() {
-	if m.sess != nil {
-		m.sess.Close()
+	for _, s := range m.sess {
+		s.Close()
+	}
+	m.sess = nil
+	if m.batch != nil {
+		m.batch.Close()
+		m.batch = nil
 	}
 	if m.eng != nil {
 		m.eng.Close()
+		m.eng = nil
 	}
 }

@@ -14,8 +14,8 @@ var errQueueFull = errors.New("too many requests waiting")
 // fairQueue holds the requests waiting for a model's worker. It is bounded
 // and fair between clients: the worker takes one request from each client
 // in turn (round robin over clients, first come first served within one),
-// so a client sending many requests does not starve the others. A batching
-// worker can pop several at once.
+// so a client sending many requests does not starve the others. Several
+// workers may pop at once.
 type fairQueue struct {
 	max int
 
@@ -95,6 +95,13 @@ func (q *fairQueue) take() *job {
 	j := js[0]
 	q.waiting[c] = js[1:]
 	q.n--
+	if q.n > 0 {
+		// Another worker may be waiting: pass the wake-up on.
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
 	q.order = q.order[1:]
 	if len(q.waiting[c]) > 0 {
 		q.order = append(q.order, c) // its next request waits its turn

@@ -33,6 +33,11 @@ type Options struct {
 	// Queue bounds the requests waiting per model (16); more are answered
 	// 429 at once.
 	Queue int
+	// Batch is how many of a model's requests generate at once (4), each
+	// on its own session (a KV cache of the model's context), their decode
+	// steps batched: one pass over the weights advances them all. 1 serves
+	// one request at a time. Models whose experts are paged take 1.
+	Batch int
 	// MaxBody bounds a request body (8 MiB); more is answered 413.
 	MaxBody int64
 	// APIKey, when set, is required as "Authorization: Bearer KEY" on the
@@ -69,6 +74,10 @@ func New(o Options) *Server {
 	if o.MaxBody <= 0 {
 		o.MaxBody = 8 << 20
 	}
+	if o.Batch <= 0 {
+		o.Batch = 4
+	}
+	o.Batch = min(o.Batch, engine.MaxBatch)
 	if o.OwnedBy == "" {
 		o.OwnedBy = "doppler"
 	}
@@ -98,13 +107,13 @@ func (s *Server) Add(rm *rdrr.Model) {
 	go func() {
 		defer s.wg.Done()
 		start := time.Now()
-		if err := m.load(s.ctx, rm, s.o.Load); err != nil {
+		if err := m.load(s.ctx, rm, s.o.Load, s.o.Batch); err != nil {
 			m.log.Error("model failed to load", "err", err)
 			m.setState(stateFailed, err)
 			return
 		}
 		m.setState(stateReady, nil)
-		m.log.Info("model ready", "name", m.name, "context", m.ctxLen, "load_s", time.Since(start).Seconds())
+		m.log.Info("model ready", "name", m.name, "context", m.ctxLen, "batch", len(m.sess), "load_s", time.Since(start).Seconds())
 		m.run(s.ctx, s.met)
 	}()
 }
