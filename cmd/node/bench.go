@@ -42,6 +42,10 @@ type benchRow struct {
 	ExpertMisses     uint64  `json:"expert_misses"`
 	ExpertBytesPaged uint64  `json:"expert_bytes_paged"`
 	ExpertStallMs    float64 `json:"expert_stall_ms"`
+	// With --batch N: the sequences decoding together, and the tokens/s
+	// they decode all together (decode_tok_s is per sequence then).
+	Batch               int     `json:"batch,omitempty"`
+	AggregateDecodeTokS float64 `json:"aggregate_decode_tok_s,omitempty"`
 }
 
 func newBenchInference() *cobra.Command {
@@ -52,6 +56,7 @@ func newBenchInference() *cobra.Command {
 		warmup  int
 		runs    int
 		asJSON  bool
+		batch   int
 
 		allowSoftware bool
 	)
@@ -70,6 +75,9 @@ func newBenchInference() *cobra.Command {
 			if runs < 1 || gen < 1 {
 				return fmt.Errorf("--runs and -n must be ≥ 1")
 			}
+			if batch < 1 || batch > maxBenchBatch {
+				return fmt.Errorf("--batch %d: must be 1 to %d", batch, maxBenchBatch)
+			}
 			src, err := rf.open(cmd.Context())
 			if err != nil {
 				return err
@@ -77,7 +85,7 @@ func newBenchInference() *cobra.Command {
 			defer src.Close()
 			rng := rand.New(rand.NewPCG(1, 2))
 			vocab := src.rm.Manifest.Config.VocabSize
-			bo := benchOptions{gen: gen, warmup: warmup, runs: runs, allowSoftware: allowSoftware}
+			bo := benchOptions{gen: gen, warmup: warmup, runs: runs, allowSoftware: allowSoftware, batch: batch}
 			for _, p := range sizes {
 				prompt := make([]int, p)
 				for i := range prompt {
@@ -91,7 +99,11 @@ func newBenchInference() *cobra.Command {
 			}
 			var rows []benchRow
 			for i, p := range sizes {
-				rows = append(rows, benchRowOf(p, gen, br.stats[i]))
+				row := benchRowOf(p, gen, br.stats[i])
+				if batch > 1 {
+					row.Batch, row.AggregateDecodeTokS = batch, br.aggregate[i]
+				}
+				rows = append(rows, row)
 			}
 			out := map[string]any{
 				"expert_bytes_per_token": expertBytes(src.rm.Manifest, false), "expert_bytes_total": expertBytes(src.rm.Manifest, true),
@@ -100,7 +112,7 @@ func newBenchInference() *cobra.Command {
 				"gpu_bytes_allocated": br.gpuBytes, "weight_bytes": br.weightBytes,
 				"gpu_bytes_peak": br.peakBytes, "kv_bytes": br.kvBytes,
 				"kv": map[bool]string{true: "f32", false: "f16"}[rf.kvF32], "context": br.context,
-				"warmup": warmup, "runs": runs, "results": rows,
+				"warmup": warmup, "runs": runs, "batch": batch, "results": rows,
 			}
 			w := cmd.OutOrStdout()
 			if asJSON {
@@ -117,6 +129,7 @@ func newBenchInference() *cobra.Command {
 	f.IntVar(&warmup, "warmup", 1, "warm-up runs per prompt size (not counted)")
 	f.IntVar(&runs, "runs", 3, "measured runs per prompt size")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
+	f.IntVar(&batch, "batch", 1, "sequences decoding together (batched decode); reports aggregate_decode_tok_s")
 	f.BoolVar(&allowSoftware, "allow-software", false, "run on a software (CPU) adapter too (figures marked \"software\": true)")
 	return cmd
 }
@@ -177,6 +190,10 @@ func expertBytes(m *rdrr.Manifest, all bool) int64 {
 	return n
 }
 
+// maxBenchBatch is the most sequences --batch takes (engine.MaxBatch; the
+// engine is not linked into every build).
+const maxBenchBatch = 16
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func pct(sorted []time.Duration, p int) time.Duration {
@@ -202,6 +219,12 @@ func printBench(w io.Writer, out map[string]any, rows []benchRow) {
 			r.PrefillTokS, r.DecodeTokS, r.P50ms, r.P90ms, r.P99ms, r.SubmitsPerToken, r.ReadbackPerToken)
 	}
 	tw.Flush()
+	for _, r := range rows {
+		if r.Batch > 1 {
+			fmt.Fprintf(w, "prompt %d: %d sequences decoding together: %.1f tok/s aggregate (%.1f per sequence)\n",
+				r.PromptTokens, r.Batch, r.AggregateDecodeTokS, r.DecodeTokS)
+		}
+	}
 	for _, r := range rows {
 		if r.ExpertMisses > 0 {
 			fmt.Fprintf(w, "prompt %d: experts %d hits, %d misses, %s paged, %.1f ms stalled per run\n",

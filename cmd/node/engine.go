@@ -100,6 +100,7 @@ type benchOptions struct {
 	gen           int     // tokens generated per run
 	warmup, runs  int     // runs per prompt, not measured and measured
 	allowSoftware bool    // run on a software (CPU) adapter too
+	batch         int     // > 1: sequences decoding together (bench inference --batch)
 }
 
 // benchRun is what bench inference measured.
@@ -110,6 +111,7 @@ type benchRun struct {
 	peakBytes, kvBytes            uint64       // the most allocated at once; the session's KV cache
 	context                       int          // the session's KV cache length
 	stats                         [][]genStats // per prompt, the measured runs
+	aggregate                     []float64    // per prompt, with batch > 1: decoded tok/s of all sequences
 }
 
 // chatOptions is the terminal chat of run: what the flags say about it.

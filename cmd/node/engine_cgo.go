@@ -166,6 +166,15 @@ func benchRuns(ctx context.Context, src *modelSource, f *runFlags, o benchOption
 		if len(prompt)+o.gen > sess.Context() {
 			return nil, fmt.Errorf("prompt %d + %d generated tokens exceed the %d-token context (use --ctx)", len(prompt), o.gen, sess.Context())
 		}
+		if o.batch > 1 {
+			runs, agg, err := batchBench(ctx, g.model, prompt, o)
+			if err != nil {
+				return nil, fmt.Errorf("--batch %d: %w", o.batch, err)
+			}
+			out.stats, out.aggregate = append(out.stats, runs), append(out.aggregate, agg)
+			out.peakBytes = max(out.peakBytes, g.dev.AllocatedBytes())
+			continue
+		}
 		var runs []genStats
 		for r := 0; r < o.warmup+o.runs; r++ {
 			sess.Reset()

@@ -39,7 +39,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.adapter, "adapter", "", "GPU adapter to use (a substring of its name); default: the fastest found")
 	fl.IntVarP(&f.ctxLen, "ctx", "c", 0, "context (KV cache) length in tokens; default min(model's, 4096)")
 	fl.BoolVar(&f.kvF32, "kv-f32", false, "keep the KV cache in f32 instead of f16")
-	fl.IntVar(&f.batch, "batch", 256, "prompt tokens per prefill pass")
+	fl.IntVar(&f.batch, "prefill-chunk", 256, "prompt tokens per prefill pass")
 	fl.IntVar(&f.expertCache, "expert-cache", 0, "MoE: keep at most N experts of each layer on the GPU, paging the rest in (0 = all)")
 	fl.StringVar(&f.expertVRAM, "expert-vram", "", "MoE: bound the GPU memory of resident experts, e.g. 512MiB or 2GiB")
 	fl.StringVar(&f.store, "store", "", "with -m MODEL_ID: the shard store holding the model ("+storeFlagHelp+")")
