@@ -65,7 +65,9 @@ func (d *Device) newBuffer(label string, size, capacity uint64) (*Buffer, error)
 	}
 	var buf *wgpu.Buffer
 	err := d.checked("buffer "+label, func() (err error) {
-		buf, err = d.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: label, Size: capacity, Usage: storageUsage})
+		d.serial(func() {
+			buf, err = d.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: label, Size: capacity, Usage: storageUsage})
+		})
 		return err
 	})
 	if err != nil {
@@ -101,8 +103,10 @@ func (b *Buffer) Release() {
 		return
 	}
 	b.d.allocated.Add(-b.cap)
-	b.buf.Destroy()
-	b.buf.Release()
+	b.d.serial(func() {
+		b.buf.Destroy()
+		b.buf.Release()
+	})
 }
 
 // Scratch returns a transient buffer of at least size bytes from the
@@ -233,10 +237,12 @@ func (d *Device) getStaging(n uint64) (*wgpu.Buffer, uint64, error) {
 	d.mu.Unlock()
 	var s *wgpu.Buffer
 	err := d.checked("staging buffer", func() (err error) {
-		s, err = d.dev.CreateBuffer(&wgpu.BufferDescriptor{
-			Label: "staging",
-			Size:  class,
-			Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst,
+		d.serial(func() {
+			s, err = d.dev.CreateBuffer(&wgpu.BufferDescriptor{
+				Label: "staging",
+				Size:  class,
+				Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst,
+			})
 		})
 		return err
 	})
@@ -259,8 +265,10 @@ func (d *Device) putStaging(s *wgpu.Buffer) {
 	if d.closed {
 		d.allocated.Add(-d.stageSize[s])
 		delete(d.stageSize, s)
-		s.Destroy()
-		s.Release()
+		d.serial(func() {
+			s.Destroy()
+			s.Release()
+		})
 		return
 	}
 	d.staging = append(d.staging, s)

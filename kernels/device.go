@@ -91,9 +91,26 @@ type Device struct {
 	staging   []*wgpu.Buffer          // idle MapRead buffers
 	stageSize map[*wgpu.Buffer]uint64 // sizes of staging buffers (the js backend has no GetSize)
 	mapMu     sync.Mutex              // one buffer map at a time (see mapRead)
+	wgpuMu    sync.Mutex              // serializes wgpu's device-wide calls (see serial)
 	scratch   map[uint64][]*Buffer    // idle transient buffers by capacity
 
 	attn attnState // split attention's knobs and shared partials
+}
+
+// serial runs f, a call into wgpu that takes its device-wide locks —
+// queue writes and submits, polls, buffer maps, creating and destroying
+// buffers, bind groups and encoders — under one mutex, so that sessions on
+// several goroutines never run two such calls at once. wgpu-core takes
+// those locks in different orders on different paths (gfx-rs/wgpu#5695,
+// #5737, #7254): four API requests decoding at once on lavapipe
+// deadlocked, Queue.WriteBuffer, Queue.Submit and Buffer.Destroy each
+// parked for 25 minutes while a fourth goroutine polled. Shader and
+// pipeline creation stay outside: they are slow, rare and take none of
+// those locks. f must not call serial.
+func (d *Device) serial(f func()) {
+	d.wgpuMu.Lock()
+	defer d.wgpuMu.Unlock()
+	f()
 }
 
 // Open picks an adapter (see [Options]) and opens a device on it with the

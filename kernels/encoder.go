@@ -39,7 +39,9 @@ func (e *Encoder) SetPositions(pos, m int) {
 // NewEncoder starts recording.
 func (d *Device) NewEncoder() *Encoder {
 	e := &Encoder{d: d}
-	enc, err := d.dev.CreateCommandEncoder(nil)
+	var enc *wgpu.CommandEncoder
+	var err error
+	d.serial(func() { enc, err = d.dev.CreateCommandEncoder(nil) })
 	if err != nil {
 		e.err = fmt.Errorf("kernels: command encoder: %w", err)
 		return e
@@ -130,12 +132,18 @@ func (e *Encoder) finish() error {
 	if err := e.d.gpuErr(); err != nil {
 		return err
 	}
-	cmd, err := e.enc.Finish(nil)
+	var err error
+	e.d.serial(func() {
+		var cmd *wgpu.CommandBuffer
+		if cmd, err = e.enc.Finish(nil); err != nil {
+			return
+		}
+		e.d.queue.Submit(cmd)
+		cmd.Release()
+	})
 	if err != nil {
 		return fmt.Errorf("kernels: finish: %w", err)
 	}
-	e.d.queue.Submit(cmd)
-	cmd.Release()
 	e.d.stats.submits.Add(1)
 	return nil
 }
@@ -174,8 +182,10 @@ func (e *Encoder) SubmitRead(b *Buffer, off, size uint64) ([]byte, error) {
 		e.d.allocated.Add(-e.d.stageSize[stage])
 		delete(e.d.stageSize, stage)
 		e.d.mu.Unlock()
-		stage.Destroy()
-		stage.Release()
+		e.d.serial(func() {
+			stage.Destroy()
+			stage.Release()
+		})
 		return nil, err
 	}
 	e.d.putStaging(stage)

@@ -211,10 +211,12 @@ func (d *Device) NewOp(p *Pipeline, params []byte, groups [3]uint32, buffers ...
 	if params != nil {
 		op.nparams = max((uint64(len(params))+15)&^15, 16)
 		var err error
-		op.params, err = d.dev.CreateBuffer(&wgpu.BufferDescriptor{
-			Label: p.key + " params",
-			Size:  op.nparams,
-			Usage: wgpu.BufferUsageUniform | wgpu.BufferUsageCopyDst,
+		d.serial(func() {
+			op.params, err = d.dev.CreateBuffer(&wgpu.BufferDescriptor{
+				Label: p.key + " params",
+				Size:  op.nparams,
+				Usage: wgpu.BufferUsageUniform | wgpu.BufferUsageCopyDst,
+			})
 		})
 		if err != nil {
 			return nil, fmt.Errorf("kernels: op %s params: %w", p.key, err)
@@ -263,7 +265,11 @@ func (d *Device) NewOp(p *Pipeline, params []byte, groups [3]uint32, buffers ...
 		op.bufs = append(op.bufs, r.Buf)
 		entries = append(entries, wgpu.BindGroupEntry{Binding: uint32(slot), Buffer: r.Buf.buf, Offset: r.Offset, Size: size})
 	}
-	bg, err := d.dev.CreateBindGroup(&wgpu.BindGroupDescriptor{Label: p.key, Layout: p.bgl, Entries: entries})
+	var bg *wgpu.BindGroup
+	var err error
+	d.serial(func() {
+		bg, err = d.dev.CreateBindGroup(&wgpu.BindGroupDescriptor{Label: p.key, Layout: p.bgl, Entries: entries})
+	})
 	if err != nil {
 		op.Release()
 		return nil, fmt.Errorf("kernels: op %s bind group: %w", p.key, err)
@@ -295,16 +301,22 @@ func (o *Op) Groups() [3]uint32 { return o.groups }
 // Release frees the op's bind group and params buffer (not the buffers it
 // binds, nor its pipeline).
 func (o *Op) Release() {
-	if o.bg != nil {
-		o.bg.Release()
-		o.bg = nil
+	if o.bg == nil && o.params == nil {
+		return
 	}
 	if o.params != nil {
 		o.d.allocated.Add(-o.nparams)
-		o.params.Destroy()
-		o.params.Release()
-		o.params = nil
 	}
+	o.d.serial(func() {
+		if o.bg != nil {
+			o.bg.Release()
+		}
+		if o.params != nil {
+			o.params.Destroy()
+			o.params.Release()
+		}
+	})
+	o.bg, o.params = nil, nil
 }
 
 // check reports why the op cannot be recorded: released, or it binds a

@@ -40,7 +40,9 @@ func (d *Device) checked(_ string, f func() error) error { return f() }
 
 // writeBuffer queues a write of data into buf at off.
 func (d *Device) writeBuffer(buf *wgpu.Buffer, off uint64, data []byte) error {
-	return d.queue.WriteBuffer(buf, off, data)
+	var err error
+	d.serial(func() { err = d.queue.WriteBuffer(buf, off, data) })
+	return err
 }
 
 // waitIdle blocks until every submitted command buffer has run, saying
@@ -66,7 +68,10 @@ func (d *Device) waitIdle() {
 // loaded machine outlasts 5 s; its queue thread then executes a freed
 // command list and the process dies of SIGSEGV on that thread, where Go
 // prints no stack (issue 16). Poll(false) reads the fence's real value.
-func (d *Device) poll() bool { return d.dev.Poll(false, nil) }
+func (d *Device) poll() (idle bool) {
+	d.serial(func() { idle = d.dev.Poll(false, nil) })
+	return idle
+}
 
 // backoff paces a polling loop. On a hardware GPU it spins (yielding)
 // for the first spinFor of a wait: a decode step is a few milliseconds of
@@ -185,10 +190,14 @@ func (d *Device) mapRead(s *wgpu.Buffer, n uint64) ([]byte, error) {
 	defer d.mapMu.Unlock()
 	gc := debug.SetGCPercent(-1)
 	defer debug.SetGCPercent(gc)
-	if err := s.MapAsync(wgpu.MapModeRead, 0, n, func(st wgpu.BufferMapAsyncStatus) {
-		status.Store(uint32(st))
-		done.Store(true)
-	}); err != nil {
+	var err error
+	d.serial(func() {
+		err = s.MapAsync(wgpu.MapModeRead, 0, n, func(st wgpu.BufferMapAsyncStatus) {
+			status.Store(uint32(st))
+			done.Store(true)
+		})
+	})
+	if err != nil {
 		return nil, fmt.Errorf("kernels: map staging: %w", err)
 	}
 	// The callback fires in the poll that retires the copy; once the
@@ -204,8 +213,11 @@ func (d *Device) mapRead(s *wgpu.Buffer, n uint64) ([]byte, error) {
 		return nil, fmt.Errorf("kernels: map staging: %s", st)
 	}
 	out := make([]byte, n)
-	copy(out, s.GetMappedRange(0, uint(n)))
-	if err := s.Unmap(); err != nil {
+	d.serial(func() {
+		copy(out, s.GetMappedRange(0, uint(n)))
+		err = s.Unmap()
+	})
+	if err != nil {
 		return nil, fmt.Errorf("kernels: unmap staging: %w", err)
 	}
 	return out, nil
