@@ -26,6 +26,11 @@ const (
 	MaxExperts   = 1 << 16
 	MaxTTL       = 24 * 3600
 	MaxSkip      = 16 // unknown frames skipped in a row before giving up
+	// MaxPartials bounds the partial shards of one inventory, and
+	// MaxPartialBlocks the blocks of each (8 KiB of bitmap): 512 KiB in
+	// all, within MaxInventoryFrame beside a full shard bitmap.
+	MaxPartials      = 64
+	MaxPartialBlocks = 1 << 16
 
 	// MaxFrame fits one Block with a full proof: the limit for shard
 	// streams and the default everywhere except manifest responses.
@@ -59,6 +64,7 @@ const (
 	TypeEnd              Type = 0x05
 	TypeError            Type = 0x06
 	TypeInventory        Type = 0x07
+	TypeInventoryRequest Type = 0x08
 	TypeUsage            Type = 0x10 // usage.go
 	TypeClusters         Type = 0x11
 )
@@ -79,6 +85,8 @@ func (t Type) String() string {
 		return "Error"
 	case TypeInventory:
 		return "Inventory"
+	case TypeInventoryRequest:
+		return "InventoryRequest"
 	case TypeUsage:
 		return "Usage"
 	case TypeClusters:
@@ -211,6 +219,8 @@ func newMessage(t Type) Message {
 		return &Error{}
 	case TypeInventory:
 		return &Inventory{}
+	case TypeInventoryRequest:
+		return &InventoryRequest{}
 	case TypeUsage:
 		return &Usage{}
 	case TypeClusters:

@@ -75,6 +75,18 @@ type Inventory struct {
 	DecodeTokS  float64 // measured decode tokens/s, 0 = unknown
 	Seq         uint64  // increases with each announcement of a peer
 	TTL         uint32  // seconds the entry stays valid
+	// Partial lists the shards the peer holds only partly, by strictly
+	// increasing Shard, with the blocks it holds verified (revision 2 of
+	// the inventory: a trailing section, written only when not empty, so
+	// an inventory without partial shards encodes as revision 1 did).
+	Partial []Partial
+}
+
+// Partial is a shard an inventory's peer holds only partly: which of its
+// blocks the peer holds, verified, and serves.
+type Partial struct {
+	Shard  uint32 // index in the manifest's shard table (< Have.N, not set in Have)
+	Blocks Bitmap // bit b = block b of the shard; at least one set
 }
 
 // Bitmap is a set of shard indices: bit i is byte i/8, mask 1<<(i%8).
@@ -96,6 +108,26 @@ func (b Bitmap) Set(i int) {
 // Has reports whether bit i is set.
 func (b Bitmap) Has(i int) bool {
 	return i >= 0 && i < b.N && i/8 < len(b.Bits) && b.Bits[i/8]&(1<<(i%8)) != 0
+}
+
+// valid reports whether the bitmap holds exactly ⌈N/8⌉ bytes with no bit
+// set past N.
+func (b Bitmap) valid(max int) bool {
+	if b.N < 0 || b.N > max || len(b.Bits) != (b.N+7)/8 {
+		return false
+	}
+	r := b.N % 8
+	return r == 0 || b.Bits[len(b.Bits)-1]>>r == 0
+}
+
+// Any reports whether a bit is set.
+func (b Bitmap) Any() bool {
+	for _, x := range b.Bits {
+		if x != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Count returns the number of set bits.
@@ -257,11 +289,8 @@ func (m *Inventory) validate() error {
 	if len(m.Peer) == 0 || len(m.Peer) > MaxPeerID || !utf8.ValidString(m.Peer) {
 		return bad("peer ID of %d bytes", len(m.Peer))
 	}
-	if m.Have.N < 0 || m.Have.N > MaxShards || len(m.Have.Bits) != (m.Have.N+7)/8 {
-		return bad("bitmap of %d bits in %d bytes", m.Have.N, len(m.Have.Bits))
-	}
-	if r := m.Have.N % 8; r != 0 && m.Have.Bits[len(m.Have.Bits)-1]>>r != 0 {
-		return bad("bitmap has bits set past bit %d", m.Have.N)
+	if !m.Have.valid(MaxShards) {
+		return bad("bitmap of %d bits in %d bytes, or bits set past the end", m.Have.N, len(m.Have.Bits))
 	}
 	if len(m.Models) > MaxModels {
 		return bad("%d models", len(m.Models))
@@ -276,6 +305,21 @@ func (m *Inventory) validate() error {
 	}
 	if m.TTL == 0 || m.TTL > MaxTTL {
 		return bad("ttl %d", m.TTL)
+	}
+	if len(m.Partial) > MaxPartials {
+		return bad("%d partial shards", len(m.Partial))
+	}
+	for i, p := range m.Partial {
+		if i > 0 && p.Shard <= m.Partial[i-1].Shard {
+			return bad("partial shards not strictly increasing at %d", p.Shard)
+		}
+		if int64(p.Shard) >= int64(m.Have.N) || m.Have.Has(int(p.Shard)) {
+			return bad("partial shard %d of %d, or held complete", p.Shard, m.Have.N)
+		}
+		if p.Blocks.N == 0 || !p.Blocks.valid(MaxPartialBlocks) || !p.Blocks.Any() {
+			return bad("partial shard %d: block bitmap of %d bits in %d bytes, empty or with bits set past the end",
+				p.Shard, p.Blocks.N, len(p.Blocks.Bits))
+		}
 	}
 	return nil
 }
@@ -301,7 +345,17 @@ func (m *Inventory) appendBody(b []byte) ([]byte, error) {
 	b = binary.BigEndian.AppendUint64(b, math.Float64bits(m.PrefillTokS))
 	b = binary.BigEndian.AppendUint64(b, math.Float64bits(m.DecodeTokS))
 	b = binary.BigEndian.AppendUint64(b, m.Seq)
-	return binary.BigEndian.AppendUint32(b, m.TTL), nil
+	b = binary.BigEndian.AppendUint32(b, m.TTL)
+	if len(m.Partial) == 0 {
+		return b, nil // revision 1
+	}
+	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Partial)))
+	for _, p := range m.Partial {
+		b = binary.BigEndian.AppendUint32(b, p.Shard)
+		b = binary.BigEndian.AppendUint32(b, uint32(p.Blocks.N))
+		b = append(b, p.Blocks.Bits...)
+	}
+	return b, nil
 }
 
 func (m *Inventory) decode(d *decoder) error {
@@ -343,6 +397,29 @@ func (m *Inventory) decode(d *decoder) error {
 	m.DecodeTokS = math.Float64frombits(d.u64())
 	m.Seq = d.u64()
 	m.TTL = d.u32()
+	if d.err == nil && len(d.b) > 0 {
+		// Revision 2: partial shards (at least one when present).
+		np := int(d.u16())
+		if d.err == nil && (np == 0 || np > MaxPartials) {
+			return fmt.Errorf("%w: %d partial shards (want 1…%d)", ErrMalformed, np, MaxPartials)
+		}
+		m.Partial = nil
+		for range np {
+			p := Partial{Shard: d.u32()}
+			nb := d.u32()
+			if d.err != nil {
+				return nil
+			}
+			if nb > MaxPartialBlocks {
+				return fmt.Errorf("%w: partial shard of %d blocks > %d", ErrMalformed, nb, MaxPartialBlocks)
+			}
+			p.Blocks = Bitmap{N: int(nb)}
+			if k := (int(nb) + 7) / 8; d.need(k) {
+				p.Blocks.Bits = append([]byte{}, d.take(k)...)
+			}
+			m.Partial = append(m.Partial, p)
+		}
+	}
 	if d.err != nil {
 		return nil
 	}
@@ -429,4 +506,22 @@ func (d *decoder) bytes(min, max int, what string) []byte {
 		return nil
 	}
 	return d.take(int(n))
+}
+
+// InventoryRequest asks a peer directly for its current Inventory of a
+// model (/doppler/inv/1), so a node that just connected or just followed a
+// model need not wait for the next rate-limited gossip round.
+type InventoryRequest struct {
+	Model rdrr.ModelID
+}
+
+func (*InventoryRequest) Type() Type { return TypeInventoryRequest }
+
+func (m *InventoryRequest) appendBody(b []byte) ([]byte, error) {
+	return append(b, m.Model[:]...), nil
+}
+
+func (m *InventoryRequest) decode(d *decoder) error {
+	m.Model = d.hash()
+	return nil
 }
