@@ -266,18 +266,11 @@ func (n *Host) refreshPeriod(peers int) time.Duration {
 func (n *Host) publish(ctx context.Context, id rdrr.ModelID) error {
 	n.mu.Lock()
 	ts := n.topics[id]
-	if ts == nil || ts.announce == nil {
-		n.mu.Unlock()
+	inv, ok := n.current(ts)
+	n.mu.Unlock()
+	if !ok {
 		return nil
 	}
-	inv := *ts.announce
-	if ts.autoTTL {
-		ttl := 3 * n.refreshPeriod(n.topicPeers(ts)) / time.Second
-		inv.TTL = uint32(max(min(ttl, wire.MaxTTL), 1))
-	}
-	n.seq = max(n.seq+1, uint64(time.Now().UnixNano()))
-	inv.Seq = n.seq
-	n.mu.Unlock()
 	b, err := wire.Marshal(&inv)
 	if err != nil {
 		return fmt.Errorf("announce %s: %w", id.Short(), err)
@@ -333,8 +326,11 @@ func (n *Host) announceLoop(ctx context.Context, id rdrr.ModelID, ts *topicState
 
 // Subscribe receives the inventories other peers announce for a model and
 // keeps them for Inventories. fn (may be nil) is called, on one goroutine per
-// subscription, with every new inventory; not with the host's own. It
-// returns once subscribed; delivery stops when ctx ends or the host closes.
+// subscription, with every new inventory delivered by gossip; not with the
+// host's own, nor with those asked for directly (AskInventories), which
+// only Inventories returns. On subscribing, the connected peers are asked
+// for theirs directly (direct.go). It returns once subscribed; delivery
+// stops when ctx ends or the host closes.
 func (n *Host) Subscribe(ctx context.Context, id rdrr.ModelID, fn func(peerID string, inv wire.Inventory)) error {
 	if n.ctx.Err() != nil {
 		return ErrClosed
@@ -352,6 +348,9 @@ func (n *Host) Subscribe(ctx context.Context, id rdrr.ModelID, fn func(peerID st
 	}
 	ts.subs++
 	n.mu.Unlock()
+	// Learn the connected peers' inventories now rather than at their
+	// next gossip round (direct.go).
+	n.goBackground(func() { n.AskInventories(ctx, id, nil) })
 	sctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(n.ctx, cancel)
 	n.readSub(sctx, func() { cancel(); stop() }, sub, "inventory", id, func(msg *pubsub.Message) {

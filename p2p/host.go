@@ -160,6 +160,7 @@ type Host struct {
 	stats   stats
 	serving servingState // block requests served per peer (server.go)
 	bufs    bufPool
+	direct  direct // direct inventory exchange (direct.go)
 	gossip
 	closeOnce sync.Once
 }
@@ -253,6 +254,7 @@ func start(ctx context.Context, opts Options, prov Provider, h host.Host, loopba
 	}
 	h.SetStreamHandler(ManifestProtocol, serveOne[*wire.ManifestRequest](n, "manifest"))
 	h.SetStreamHandler(ShardProtocol, serveOne[*wire.BlocksRequest](n, "shard"))
+	n.startDirect()
 	if opts.MDNS {
 		if err := n.startMDNS(); err != nil {
 			n.Close()

@@ -49,6 +49,13 @@
 //	                      prefill f64, decode f64 (measured tokens/s; 0 = unknown)
 //	                      seq u64 (increases with every announcement of a peer)
 //	                      ttl u32 (seconds the entry stays valid, 1 … MaxTTL)
+//	                      revision 2, only when npartial ≥ 1 (else the body ends here):
+//	                      npartial u16 (1 … MaxPartials), npartial × (shard u32
+//	                        (< nbits, not set in the bitmap, strictly increasing),
+//	                        nblocks u32 (1 … MaxPartialBlocks), ⌈nblocks/8⌉ bytes:
+//	                        bit b set = block b of that shard is held, verified;
+//	                        at least one set, unused high bits 0)
+//	0x08 InventoryRequest model [32]: answered with the peer's Inventory of it, or an Error
 //	0x10 Usage            peer bytes32 (1 … MaxPeerID), model [32], seq u64, tokens u64,
 //	                      ncounts u32 (≤ MaxUsageCounts), ncounts × (layer u16, expert u16, n u32)
 //	                        (strictly increasing by expert, n ≥ 1),
