@@ -57,19 +57,30 @@ func parseGenOptions(v js.Value) (genOptions, error) {
 	return o, nil
 }
 
+// errUnloaded answers a generation asked of a model never loaded or unloaded.
+var errUnloaded = errors.New("model not loaded (or unloaded)")
+
 // generate runs one prompt or chat turn, calling onToken with each token
 // ({id, text}) as it is generated, and returns the result (the page's
 // window.dopplerResult, docs/browser.md).
 func (c *client) generate(ctx context.Context, o genOptions, onToken func(id int, text string)) (map[string]any, error) {
+	// unload cancels c.ctx, from which ctx derives: a call after it must
+	// say so, whichever case the select below would take.
+	if c.ctx.Err() != nil {
+		return nil, errUnloaded
+	}
 	select {
 	case c.busy <- struct{}{}:
 	case <-ctx.Done():
+		if c.ctx.Err() != nil {
+			return nil, errUnloaded
+		}
 		return nil, ctx.Err()
 	}
 	defer func() { <-c.busy }()
 	g := c.gen
 	if g == nil {
-		return nil, errors.New("model not loaded (or unloaded)")
+		return nil, errUnloaded
 	}
 	var ids []int
 	if o.messages != nil {
