@@ -153,3 +153,24 @@ func TestLabSweep(t *testing.T) {
 		t.Errorf("the live run's namespace %s-99 was swept", mine)
 	}
 }
+
+// TestLabPID: every name a lab makes gives back its run's PID, whatever
+// letters the PID's base-36 digits hold; other names give none.
+func TestLabPID(t *testing.T) {
+	for _, pid := range []int{1, 35, 36, 22751, 23255, 14687, 32768, 4194304} {
+		p := labPrefix(pid)
+		for _, name := range []string{p + "br", p + "-0", p + "-65000", p + "h12", p + "p7"} {
+			if len(name) > 15 {
+				t.Errorf("%s: longer than a link name may be", name)
+			}
+			if got, ok := labPID(name); !ok || got != pid {
+				t.Errorf("labPID(%q) = %d, %v; want %d", name, got, ok, pid)
+			}
+		}
+	}
+	for _, name := range []string{"eth0", "dpl", "dpl0001", "docker0", "dplzz!!!br", "dpl00000br"} {
+		if pid, ok := labPID(name); ok {
+			t.Errorf("labPID(%q) = %d; want no PID", name, pid)
+		}
+	}
+}

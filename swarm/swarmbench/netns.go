@@ -42,8 +42,32 @@ type netLab struct {
 // no address: the harness talks to the nodes through their stdio only).
 const labNet = "10.213"
 
-// labPrefix is the resource prefix of the run of process pid.
-func labPrefix(pid int) string { return "dpl" + strconv.FormatInt(int64(pid), 36) }
+// labPrefix is the resource prefix of the run of process pid: "dpl" and
+// the PID in base 36, zero-padded to labPIDLen digits so the sweep can cut
+// it off without guessing where it ends (base-36 digits include the
+// letters that follow it in link names). The longest name made, a veth
+// end "dpl" + 5 + "h" + 5 digits, fits Linux's 15-byte limit.
+func labPrefix(pid int) string {
+	s := strconv.FormatInt(int64(pid), 36)
+	return "dpl" + strings.Repeat("0", max(labPIDLen-len(s), 0)) + s
+}
+
+// labPID returns the PID of the run that made a namespace or link name,
+// and false for a name no lab makes.
+func labPID(name string) (int, bool) {
+	if !strings.HasPrefix(name, "dpl") || len(name) <= 3+labPIDLen {
+		return 0, false
+	}
+	pid, err := strconv.ParseInt(name[3:3+labPIDLen], 36, 64)
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	return int(pid), true
+}
+
+// labPIDLen is the width of the PID in a lab prefix: 36⁵ exceeds Linux's
+// largest pid_max (2²²).
+const labPIDLen = 5
 
 // needLinkTools checks what link mode needs before anything is made: root,
 // and ip and tc on PATH.
@@ -242,19 +266,11 @@ func linkExists(name string) bool {
 // process is gone.
 func sweepStale(ctx context.Context, log *slog.Logger) {
 	stale := func(name string) bool {
-		if !strings.HasPrefix(name, "dpl") {
+		pid, ok := labPID(name)
+		if !ok || pid == os.Getpid() {
 			return false
 		}
-		rest := name[3:]
-		end := strings.IndexAny(rest, "-hpb")
-		if end <= 0 {
-			return false
-		}
-		pid, err := strconv.ParseInt(rest[:end], 36, 64)
-		if err != nil || pid <= 0 || int(pid) == os.Getpid() {
-			return false
-		}
-		_, err = os.Stat("/proc/" + strconv.FormatInt(pid, 10))
+		_, err := os.Stat("/proc/" + strconv.Itoa(pid))
 		return errors.Is(err, os.ErrNotExist)
 	}
 	if ents, err := os.ReadDir("/run/netns"); err == nil {
