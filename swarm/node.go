@@ -83,6 +83,7 @@ type Node struct {
 	wg     sync.WaitGroup
 	kick   chan struct{} // re-sync inventories now
 	provK  chan struct{} // new keys to provide
+	syncMu sync.Mutex    // one sync at a time: a later one never announces older holdings
 
 	mu      sync.Mutex
 	tracked map[rdrr.ModelID]*tracked
@@ -275,6 +276,8 @@ func (n *Node) sync() {
 	if n.ctx.Err() != nil {
 		return
 	}
+	n.syncMu.Lock()
+	defer n.syncMu.Unlock()
 	models := n.store.Models()
 	var complete []rdrr.ModelID
 	type inv struct {
@@ -627,10 +630,18 @@ func (n *Node) fetch(ctx context.Context, id rdrr.ModelID, shards []rdrr.Hash, p
 	}()
 	o := n.opts.Fetch
 	o.Progress, o.Shards = progress, shards
+	var ps PeerSet = n
 	if src.Len() > 0 {
-		return n.store.Fetch(ctx, id, nodeSources{n, src}, o)
+		ps = nodeSources{n, src}
 	}
-	return n.store.Fetch(ctx, id, n, o)
+	if err := n.store.Fetch(ctx, id, ps, o); err != nil {
+		return err
+	}
+	// Announce the completed shards before returning, not after the
+	// coalescing delay: a peer that asks for this node's inventory once
+	// the pull has returned must hear that it holds them.
+	n.sync()
+	return nil
 }
 
 // nodeSources is the PeerSet of the node's peers and fixed sources; it
