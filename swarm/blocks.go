@@ -117,6 +117,7 @@ func (s *Store) put(h rdrr.Hash, index int, data []byte, verified *rdrr.Shard) (
 	e.checked[index] = true
 	e.lastUse = s.clock.Now()
 	s.st.BytesWritten += int64(len(data))
+	s.blockChangedLocked()
 	s.mu.Unlock()
 	s.hashWhole(e, index, data)
 	return true, nil

@@ -21,6 +21,38 @@ func (s *Store) Changes() (<-chan struct{}, func()) {
 	}
 }
 
+// BlockChanges is Changes for blocks: the channel receives a value
+// (coalesced) whenever a verified block is written into a partial shard,
+// so that the shard's inventory (its partial blocks) can be announced
+// again.
+func (s *Store) BlockChanges() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	s.mu.Lock()
+	s.bwatch = append(s.bwatch, ch)
+	s.mu.Unlock()
+	return ch, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for i, c := range s.bwatch {
+			if c == ch {
+				s.bwatch = append(s.bwatch[:i], s.bwatch[i+1:]...)
+				return
+			}
+		}
+	}
+}
+
+// blockChangedLocked signals the BlockChanges subscribers without
+// blocking. The caller holds s.mu.
+func (s *Store) blockChangedLocked() {
+	for _, c := range s.bwatch {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // changedLocked signals the Changes subscribers without blocking. The
 // caller holds s.mu.
 func (s *Store) changedLocked() {

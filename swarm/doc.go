@@ -48,6 +48,17 @@
 //     cheaper than the next. A seed is considered for a shard that peers
 //     hold only when this node has nothing in flight (its peers failed,
 //     left or were set aside).
+//   - Partial holders. A peer downloading a shard announces the blocks of it
+//     it holds verified (wire.Inventory's Partial, read through PartialSet)
+//     and serves them at once from its partial file. It counts as a holder
+//     of the shard while it has a block this node is missing, and is asked
+//     only for runs of the blocks it lists. A shard is "seed-only" while
+//     no other peer holds it complete or holds a block this node misses,
+//     so the territory's owner keeps asking the seed for the rest while
+//     the others take the first blocks from the owner as they arrive.
+//     A fetching Node asks its connected peers that are still fetching for
+//     their inventories directly every RefreshInterval: gossip, rate
+//     limited, follows blocks too slowly on a large topic.
 //   - Several sources and endgame. A shard's missing blocks are split into
 //     runs of FetchOptions.BlocksPerRequest asked of different holders. When
 //     every missing block is in flight and few remain, idle holders are

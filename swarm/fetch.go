@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/doppler-llm/doppler/p2p/shardproto"
+	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
 )
 
@@ -447,9 +448,13 @@ func (f *fetcher) run() error {
 
 // candidate is a usable peer in one scheduling pass.
 type candidate struct {
-	p    Peer
-	id   string
-	has  []bool  // per shard of the model (f.all): announced complete
+	p   Peer
+	id  string
+	has []bool // per shard of the model (f.all): announced complete
+	// part, per shard of the model (nil when none): the blocks of a shard
+	// this fetch lacks that the peer holds only partly, set only when they
+	// include a block the fetch is missing (PartialSet).
+	part []wire.Bitmap
 	n    int     // shards held
 	seed bool    // held every shard when this fetch first saw it
 	load float64 // requests the swarm is expected to send it (see survey)
@@ -483,14 +488,43 @@ func (v *view) mine(s int) bool { return v.pos(s)*v.fetchers/len(v.holders) == v
 // rot orders shards from the start of this node's territory, wrapping.
 func (v *view) rot(s int) int { n := len(v.holders); return (v.pos(s) - v.start() + n) % n }
 
-// seedOnly reports whether every holder of shard s is a seed.
+// seedOnly reports whether every holder of shard s is a seed: no other
+// peer holds it complete or holds a block of it this fetch is missing.
 func (v *view) seedOnly(s int) bool {
 	for _, c := range v.cands {
-		if c.has[s] && !c.seed {
+		if (c.has[s] || c.partly(s)) && !c.seed {
 			return false
 		}
 	}
 	return true
+}
+
+// partly reports whether the candidate holds shard s only partly, with a
+// block the fetch is missing among its blocks.
+func (c *candidate) partly(s int) bool { return c.part != nil && c.part[s].N > 0 }
+
+// blocks returns the blocks of shard s the candidate can be asked for:
+// the zero Bitmap (every block) when it holds the shard complete.
+func (c *candidate) blocks(s int) wire.Bitmap {
+	if c.has[s] || c.part == nil {
+		return wire.Bitmap{}
+	}
+	return c.part[s]
+}
+
+// supplies reports whether held (a partial holder's blocks; N == 0: every
+// block) includes a block of fs that is missing and, outside the endgame,
+// not asked for yet (in the endgame: asked of fewer than maxCopies).
+func supplies(fs *fshard, held wire.Bitmap, endgame bool) bool {
+	for b, ok := range fs.have {
+		if ok || (held.N > 0 && !held.Has(b)) {
+			continue
+		}
+		if fs.copies[b] == 0 || (endgame && fs.copies[b] < maxCopies) {
+			return true
+		}
+	}
+	return false
 }
 
 // peerKey places a peer on the territory ring of a model.
@@ -508,6 +542,7 @@ func (f *fetcher) survey(usable []candidate) *view {
 	v := &view{cands: usable, holders: make([]int, n)}
 	lack := make([]float64, n) // fetchers (this node included) that lack shard s
 	keys := []uint64{f.selfKey}
+	ps, partial := f.peers.(PartialSet)
 	for i := range usable {
 		c := &usable[i]
 		c.has = make([]bool, n)
@@ -515,6 +550,20 @@ func (f *fetcher) survey(usable []candidate) *view {
 			if f.peers.Has(c.p, h) {
 				c.has[s] = true
 				c.n++
+				v.holders[s]++
+				continue
+			}
+			fs := f.byIndex[s]
+			if !partial || fs == nil || fs.done || fs.missing == 0 {
+				continue
+			}
+			// A peer holding the shard partly counts as a holder when it
+			// has a block this fetch is missing.
+			if bm, ok := ps.Blocks(c.p, h); ok && bm.N == len(fs.have) && supplies(fs, bm, true) {
+				if c.part == nil {
+					c.part = make([]wire.Bitmap, n)
+				}
+				c.part[s] = bm
 				v.holders[s]++
 			}
 		}
@@ -547,6 +596,7 @@ func (f *fetcher) survey(usable []candidate) *view {
 	for i := range usable {
 		c := &usable[i]
 		for s, ok := range c.has {
+			ok = ok || c.partly(s)
 			switch {
 			case !ok:
 			case c.seed:
@@ -620,7 +670,7 @@ func (f *fetcher) schedule() {
 	for _, c := range v.cands {
 		if !f.down[c.id] && !f.lastHolder.Equal(now) {
 			for _, fs := range f.shards {
-				if !fs.done && c.has[fs.idx] {
+				if !fs.done && (c.has[fs.idx] || c.partly(fs.idx)) {
 					f.lastHolder = now
 					break
 				}
@@ -685,7 +735,7 @@ func (f *fetcher) schedule() {
 			if probe {
 				n = 1 // an unmeasured peer gets a one-block probe first
 			}
-			if first, count := f.pick(r.fs, c.id, n, endgame); count > 0 {
+			if first, count := f.pick(r.fs, c.id, n, endgame, c.blocks(r.fs.idx)); count > 0 {
 				f.start(c, r.fs, first, count, endgame && r.fs.copies[first] > 0)
 				started = true
 				break
@@ -717,7 +767,11 @@ func (f *fetcher) best(fs *fshard, v *view, endgame bool) (c candidate, probe, o
 	var bestCost float64
 	found, free := false, false
 	for _, h := range v.cands {
-		if !h.has[fs.idx] || (h.seed && !seedOK) {
+		if h.seed && !seedOK {
+			continue
+		}
+		// A partial holder only when it has a block to ask for now.
+		if !h.has[fs.idx] && !(h.partly(fs.idx) && supplies(fs, h.part[fs.idx], endgame)) {
 			continue
 		}
 		idle := f.perPeer[h.id] < f.o.PerPeer
@@ -740,14 +794,17 @@ func (f *fetcher) best(fs *fshard, v *view, endgame bool) (c candidate, probe, o
 	return best, false, found && free
 }
 
-// pick returns a run of at most n missing blocks of fs to ask peer id for:
-// unassigned blocks, or in the endgame one block in flight elsewhere (see
-// pickDuplicate).
-func (f *fetcher) pick(fs *fshard, id string, n int, endgame bool) (int, int) {
+// pick returns a run of at most n missing blocks of fs to ask peer id for,
+// among the blocks it holds (held; N == 0: all): unassigned blocks, or in
+// the endgame one block in flight elsewhere (see pickDuplicate).
+func (f *fetcher) pick(fs *fshard, id string, n int, endgame bool, held wire.Bitmap) (int, int) {
+	free := func(b int) bool {
+		return !fs.have[b] && fs.copies[b] == 0 && (held.N == 0 || held.Has(b))
+	}
 	for b := range fs.have {
-		if !fs.have[b] && fs.copies[b] == 0 {
+		if free(b) {
 			count := 0
-			for b+count < len(fs.have) && count < n && !fs.have[b+count] && fs.copies[b+count] == 0 {
+			for b+count < len(fs.have) && count < n && free(b+count) {
 				count++
 			}
 			return b, count
@@ -756,7 +813,7 @@ func (f *fetcher) pick(fs *fshard, id string, n int, endgame bool) (int, int) {
 	if !endgame {
 		return 0, 0
 	}
-	if b := f.pickDuplicate(fs, id); b >= 0 {
+	if b := f.pickDuplicate(fs, id, held); b >= 0 {
 		return b, 1
 	}
 	return 0, 0
@@ -766,8 +823,9 @@ func (f *fetcher) pick(fs *fshard, id string, n int, endgame bool) (int, int) {
 // or -1: of the blocks missing, not asked of id and with fewer than
 // maxCopies copies in flight, the one that has the most blocks due before
 // it on a request in flight (the copy expected last), fewest copies first.
-// A block within the remaining budget only. f.mu held.
-func (f *fetcher) pickDuplicate(fs *fshard, id string) int {
+// A block within the remaining budget, and held by the peer (held; N == 0:
+// all), only. f.mu held.
+func (f *fetcher) pickDuplicate(fs *fshard, id string, held wire.Bitmap) int {
 	asked := make([]bool, len(fs.have))
 	lag := make([]int, len(fs.have))
 	for r := range f.reqs {
@@ -788,7 +846,8 @@ func (f *fetcher) pickDuplicate(fs *fshard, id string) int {
 	}
 	best := -1
 	for b := range fs.have {
-		if fs.have[b] || asked[b] || fs.copies[b] >= maxCopies || f.dupBytes+int64(fs.sh.BlockLen(b)) > f.dupBudget {
+		if fs.have[b] || asked[b] || fs.copies[b] >= maxCopies || f.dupBytes+int64(fs.sh.BlockLen(b)) > f.dupBudget ||
+			(held.N > 0 && !held.Has(b)) {
 			continue
 		}
 		if best < 0 || fs.copies[b] < fs.copies[best] || (fs.copies[b] == fs.copies[best] && lag[b] > lag[best]) {

@@ -97,12 +97,13 @@ type Node struct {
 
 // tracked is a model the node follows: subscribed to its topic.
 type tracked struct {
-	index    map[rdrr.Hash]int      // shard → index in the manifest's table
-	view     map[string]wire.Bitmap // peer → shards announced (latest Peers snapshot)
-	assumed  map[string]bool        // peers found on the DHT as providers of the model
-	lastInv  string                 // the last inventory announced (bitmap + models)
-	announce bool                   // announcing (the model is in the store)
-	cancel   context.CancelFunc     // ends the subscription
+	index    map[rdrr.Hash]int              // shard → index in the manifest's table
+	view     map[string]wire.Bitmap         // peer → shards announced (latest Peers snapshot)
+	part     map[string]map[int]wire.Bitmap // peer → shard index → blocks of a shard held partly (same snapshot)
+	assumed  map[string]bool                // peers found on the DHT as providers of the model
+	lastInv  string                         // the last inventory announced (bitmap + models)
+	announce bool                           // announcing (the model is in the store)
+	cancel   context.CancelFunc             // ends the subscription
 }
 
 // NewNode starts a libp2p host serving store and announces every model the
@@ -124,10 +125,12 @@ func NewNode(ctx context.Context, store *Store, opts NodeOptions) (*Node, error)
 		tracked: map[rdrr.ModelID]*tracked{}, remotes: map[string]*p2p.Remote{},
 		provide: map[rdrr.Hash]time.Time{}, fetchMu: map[rdrr.Hash]*sync.Mutex{}}
 	changes, stop := store.Changes()
+	blocks, stopBlocks := store.BlockChanges()
 	n.sync()
 	n.goBackground(func() {
 		defer stop()
-		n.announceLoop(changes)
+		defer stopBlocks()
+		n.announceLoop(changes, blocks)
 	})
 	n.goBackground(n.provideLoop)
 	return n, nil
@@ -214,7 +217,7 @@ func (n *Node) track(id rdrr.ModelID) (*tracked, error) {
 		cancel()
 		return nil, err
 	}
-	t := &tracked{view: map[string]wire.Bitmap{}, assumed: map[string]bool{}, cancel: cancel}
+	t := &tracked{view: map[string]wire.Bitmap{}, part: map[string]map[int]wire.Bitmap{}, assumed: map[string]bool{}, cancel: cancel}
 	n.tracked[id] = t
 	n.gatekeep(id)
 	return t, nil
@@ -231,9 +234,17 @@ func (n *Node) Peers(id rdrr.ModelID) []Peer {
 		return nil
 	}
 	t.view = make(map[string]wire.Bitmap, len(invs))
+	t.part = map[string]map[int]wire.Bitmap{}
 	var out []Peer
 	for _, e := range invs {
 		t.view[e.Peer] = e.Inv.Have
+		if len(e.Inv.Partial) > 0 {
+			pm := make(map[int]wire.Bitmap, len(e.Inv.Partial))
+			for _, p := range e.Inv.Partial {
+				pm[int(p.Shard)] = p.Blocks
+			}
+			t.part[e.Peer] = pm
+		}
 		out = append(out, n.remote(e.Peer))
 	}
 	for p := range t.assumed {
@@ -281,8 +292,9 @@ func (n *Node) sync() {
 	models := n.store.Models()
 	var complete []rdrr.ModelID
 	type inv struct {
-		id   rdrr.ModelID
-		have wire.Bitmap
+		id      rdrr.ModelID
+		have    wire.Bitmap
+		partial []wire.Partial
 	}
 	var invs []inv
 	var keys []rdrr.Hash
@@ -301,7 +313,11 @@ func (n *Node) sync() {
 			complete = append(complete, id)
 			keys = append(keys, id)
 		}
-		invs = append(invs, inv{id, have})
+		var partial []wire.Partial
+		if !all {
+			partial = PartialShards(m, n.store)
+		}
+		invs = append(invs, inv{id, have, partial})
 	}
 	if len(complete) > wire.MaxModels {
 		complete = complete[:wire.MaxModels]
@@ -325,7 +341,7 @@ func (n *Node) sync() {
 			}
 		}
 		sp := n.speeds[v.id]
-		key := fmt.Sprintf("%x|%v|%v", v.have.Bits, complete, sp)
+		key := fmt.Sprintf("%x|%v|%v|%v", v.have.Bits, complete, sp, v.partial)
 		changed := key != t.lastInv || !t.announce
 		t.lastInv, t.announce = key, true
 		n.mu.Unlock()
@@ -334,7 +350,7 @@ func (n *Node) sync() {
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, n.opts.LookupTimeout)
 		err = n.host.Announce(ctx, wire.Inventory{Model: v.id, Have: v.have, Models: complete, UploadFree: n.opts.UploadCapacity,
-			PrefillTokS: sp.prefill, DecodeTokS: sp.decode})
+			PrefillTokS: sp.prefill, DecodeTokS: sp.decode, Partial: v.partial})
 		cancel()
 		if err != nil && n.ctx.Err() == nil {
 			n.log.Warn("swarm: announce", "model", v.id.Short(), "err", err)
@@ -370,13 +386,15 @@ func (n *Node) sync() {
 	}
 }
 
-// announceLoop re-syncs after store changes, coalescing bursts.
-func (n *Node) announceLoop(changes <-chan struct{}) {
+// announceLoop re-syncs after store changes and blocks written into
+// partial shards, coalescing bursts.
+func (n *Node) announceLoop(changes, blocks <-chan struct{}) {
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-changes:
+		case <-blocks:
 		case <-n.kick:
 		}
 		t := time.NewTimer(n.opts.AnnounceDelay)
@@ -623,6 +641,11 @@ func (n *Node) fetch(ctx context.Context, id rdrr.ModelID, shards []rdrr.Hash, p
 	go func() {
 		defer wg.Done()
 		n.discover(dctx, id)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.refresh(dctx, id)
 	}()
 	defer func() {
 		cancel()

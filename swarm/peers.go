@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
 )
 
@@ -36,6 +37,18 @@ type PeerSet interface {
 	Peers(model rdrr.ModelID) []Peer
 	// Has reports whether p announced the complete shard.
 	Has(p Peer, shard rdrr.Hash) bool
+}
+
+// PartialSet is a PeerSet that also knows which blocks of a shard a peer
+// holds while it holds the shard only partly (announced in its
+// inventory). The fetcher asks such a peer for those blocks only. It is
+// read on every scheduling pass: it must be fast and must not block.
+type PartialSet interface {
+	PeerSet
+	// Blocks returns the blocks of shard that p announced holding,
+	// verified, while it holds the shard only partly; false when it
+	// announced none.
+	Blocks(p Peer, shard rdrr.Hash) (wire.Bitmap, bool)
 }
 
 // PeerStats is what this node measured of one peer, across fetches.

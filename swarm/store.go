@@ -129,6 +129,7 @@ type Store struct {
 	used    int64 // bytes of complete and partial shards
 	st      StoreStats
 	watch   []chan struct{} // Changes subscribers
+	bwatch  []chan struct{} // BlockChanges subscribers
 }
 
 // StoreStats are the store's counters.
@@ -548,6 +549,30 @@ func (s *Store) HaveBlocks(h rdrr.Hash) []bool {
 		return nil
 	}
 	return append([]bool(nil), e.have...)
+}
+
+// PartialBlocks returns, for a shard held only partly, which blocks the
+// store holds verified in this process (written after their hash matched,
+// or hashed again since a restart): the blocks it serves without reading
+// anything unverified. It returns nil for a shard held complete or not at
+// all, or when no block is verified.
+func (s *Store) PartialBlocks(h rdrr.Hash) []bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[h]
+	if !ok || e.state != statePartial {
+		return nil
+	}
+	var out []bool
+	for i, ok := range e.have {
+		if ok && e.checked[i] {
+			if out == nil {
+				out = make([]bool, len(e.have))
+			}
+			out[i] = true
+		}
+	}
+	return out
 }
 
 // Stats returns the store's counters.
