@@ -28,9 +28,15 @@
 //     this fetch (FetchOptions.Seed), so peers start on different shards.
 //     Outside its territory a node asks a seed for a seed-only shard only
 //     after it has had nothing in flight for about twice the time the seed
-//     takes to send a shard (the owner may be gone or not be fetching).
-//     Requests to a seed are a quarter of BlocksPerRequest, so what a node
-//     asked for before it saw the other fetchers costs the seed little.
+//     takes to send a shard, and at least 16 × FetchOptions.Poll (4 s; the
+//     owner may be gone or not be fetching); 4 times as long for a shard
+//     that another peer holds part of (its owner is fetching it).
+//     Requests to a seed are a quarter of BlocksPerRequest, and a Node's
+//     whole pull asks a seed for nothing in its first 8 × FetchOptions.Poll
+//     (2 s; FetchOptions.Settle), so that it sees the other fetchers (their
+//     inventories) before it takes a territory: asked earlier, every shard
+//     looks like its own and N fetchers would each take a block of the
+//     same shard.
 //     A fetch limited to some shards (FetchOptions.Shards, the engine
 //     reading a tensor) has no territory: it must not wait.
 //   - Holder choice. Among a shard's holders the fetch asks the one with

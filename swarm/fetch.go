@@ -56,6 +56,13 @@ type FetchOptions struct {
 	MaxFailures int
 	Backoff     time.Duration // first set-aside (1s)
 	MaxBackoff  time.Duration // longest set-aside (30s)
+	// Settle: a fetch of the whole model asks a seed for nothing until it
+	// has run this long (0: at once). Until the other fetchers'
+	// inventories arrive every shard looks like this node's territory, and
+	// N fetchers starting together would each take a block of the same
+	// shard from the seed. Node sets it to 8 × Poll for a pull with no
+	// HTTP source (a lone pull from an HTTP seed must not wait).
+	Settle time.Duration
 	// WaitPeers is how long Fetch waits, with nothing in flight and no
 	// block arriving, while no peer it can reach holds a missing shard. A
 	// peer counts as reachable while it is in the PeerSet, holds a missing
@@ -183,7 +190,13 @@ type fetcher struct {
 	byIndex   []*fshard // by manifest index; nil where not fetched
 	seen      map[string]*seenPeer
 	idleSince time.Time // when the last request in flight ended
-	order     []int     // tie-break order of shards (random)
+	began     time.Time // when the scheduling loop started
+	// settledAt: when the fetch settled (FetchOptions.Settle; zero
+	// before); fetchers, changed: the fetchers last seen and since when.
+	settledAt time.Time
+	fetchers  int
+	changed   time.Time
+	order     []int // tie-break order of shards (random)
 	reqs      map[*request]bool
 	perPeer   map[string]int
 	fails     map[string]int      // failed requests in a row, per peer
@@ -407,6 +420,7 @@ func (f *fetcher) signal() {
 func (f *fetcher) run() error {
 	clock := f.o.Clock
 	f.lastBlock = clock.Now()
+	f.began = f.lastBlock
 	f.idleSince = f.lastBlock
 	f.lastHolder = f.lastBlock
 	for {
@@ -477,6 +491,12 @@ type view struct {
 	// equal runs among the fetchers sorted by key; this node is rank r.
 	offset, rank, fetchers int
 	fallback               bool // idle long enough to ask a seed outside the territory
+	// fallbackBusy: idle so long that a seed is asked outside the
+	// territory even for a shard another peer is fetching (started).
+	fallbackBusy bool
+	// started, per shard: a peer other than a seed holds a block of it
+	// (complete or partly), so its owner is fetching it.
+	started []bool
 }
 
 // pos is shard s's place in the rotated order; start is the first place
@@ -539,7 +559,7 @@ func peerKey(model rdrr.ModelID, id string) uint64 {
 // each holder's load and places this node on the territory ring. f.mu held.
 func (f *fetcher) survey(usable []candidate) *view {
 	n := len(f.all)
-	v := &view{cands: usable, holders: make([]int, n)}
+	v := &view{cands: usable, holders: make([]int, n), started: make([]bool, n)}
 	lack := make([]float64, n) // fetchers (this node included) that lack shard s
 	keys := []uint64{f.selfKey}
 	ps, partial := f.peers.(PartialSet)
@@ -559,7 +579,11 @@ func (f *fetcher) survey(usable []candidate) *view {
 			}
 			// A peer holding the shard partly counts as a holder when it
 			// has a block this fetch is missing.
-			if bm, ok := ps.Blocks(c.p, h); ok && bm.N == len(fs.have) && supplies(fs, bm, true) {
+			bm, ok := ps.Blocks(c.p, h)
+			if ok && bm.Any() { // (a seed holds every shard complete)
+				v.started[s] = true
+			}
+			if ok && bm.N == len(fs.have) && supplies(fs, bm, true) {
 				if c.part == nil {
 					c.part = make([]wire.Bitmap, n)
 				}
@@ -608,13 +632,19 @@ func (f *fetcher) survey(usable []candidate) *view {
 	}
 	slices.Sort(keys)
 	v.rank, v.fetchers = slices.Index(keys, f.selfKey), len(keys)
+	f.settle(v.fetchers)
 	hi, _ := bits.Mul64(keys[0], uint64(n))
 	v.offset = int(hi)
 	// Outside its territory a node asks a seed for a shard only seeds hold
 	// after being idle for about the time a seed takes to send a shard
-	// (its owner may be gone or not be fetching).
+	// (its owner may be gone or not be fetching), and at least 16 polls
+	// (4 s): the owner announces the blocks it receives, and a node with
+	// no territory, which never measures the seed, must not fall back
+	// before the owners' first blocks could reach it. A shard whose owner
+	// is seen fetching it (another peer holds a block of it) waits 4
+	// times as long.
 	if len(f.reqs) == 0 {
-		wait := 4 * f.o.Poll
+		wait := 16 * f.o.Poll
 		for _, c := range usable {
 			if c.seed {
 				if est, ok := f.s.peers.estimate(c.id, f.total/int64(n)); ok {
@@ -622,9 +652,27 @@ func (f *fetcher) survey(usable []candidate) *view {
 				}
 			}
 		}
-		v.fallback = f.o.Clock.Now().Sub(f.idleSince) >= wait
+		idle := f.o.Clock.Now().Sub(maxTime(f.idleSince, f.settledAt))
+		v.fallback, v.fallbackBusy = idle >= wait, idle >= 4*wait
 	}
 	return v
+}
+
+// settle notes the number of fetchers a pass saw and settles the fetch
+// (FetchOptions.Settle) once it has run Settle and that number has not
+// changed for Settle/2, or it has run 3 × Settle. f.mu held.
+func (f *fetcher) settle(fetchers int) {
+	now := f.o.Clock.Now()
+	if fetchers != f.fetchers {
+		f.fetchers, f.changed = fetchers, now
+	}
+	if !f.settledAt.IsZero() {
+		return
+	}
+	ran := now.Sub(f.began)
+	if ran >= f.o.Settle && (now.Sub(f.changed) >= f.o.Settle/2 || ran >= 3*f.o.Settle) {
+		f.settledAt = now
+	}
 }
 
 // maxTime returns the later of a and b.
@@ -762,7 +810,9 @@ func (f *fetcher) best(fs *fshard, v *view, endgame bool) (c candidate, probe, o
 	// A seed: for a shard only seeds hold, within the territory (or when
 	// idle for long); for one that peers hold too, only while this node
 	// has nothing else in flight (then the costs decide).
-	seedOK := !f.whole || (seedOnly && (v.mine(fs.idx) || v.fallback)) || (!seedOnly && len(f.reqs) == 0)
+	fallback := v.fallback && (!v.started[fs.idx] || v.fallbackBusy)
+	settled := !f.whole || !f.settledAt.IsZero()
+	seedOK := settled && (!f.whole || (seedOnly && (v.mine(fs.idx) || fallback)) || (!seedOnly && len(f.reqs) == 0))
 	var best candidate
 	var bestCost float64
 	found, free := false, false
@@ -780,11 +830,18 @@ func (f *fetcher) best(fs *fshard, v *view, endgame bool) (c candidate, probe, o
 		}
 		est, known := f.s.peers.estimate(h.id, bytes)
 		if !known {
-			if idle {
+			if h.seed && !seedOnly {
+				// Never probe a seed for a shard other peers hold: every
+				// fetcher would, at once, and the seed's upload is the
+				// scarce resource.
+				continue
+			}
+			if f.perPeer[h.id] == 0 {
 				return h, true, true
 			}
-			// Its probe is in flight: wait for the measurement.
-			est, known = 0, true
+			// Its probe is in flight: wait for the measurement (one probe
+			// at a time).
+			est, known, idle = 0, true, false
 		}
 		cost := float64(est) * float64(1+f.perPeer[h.id]) * (1 + h.load)
 		if !found || cost < bestCost {
