@@ -31,9 +31,10 @@
 //     takes to send a shard, and at least 16 × FetchOptions.Poll (4 s; the
 //     owner may be gone or not be fetching); 4 times as long for a shard
 //     that another peer holds part of (its owner is fetching it).
-//     Requests to a seed are a quarter of BlocksPerRequest, and a Node's
-//     whole pull asks a seed for nothing in its first 8 × FetchOptions.Poll
-//     (2 s; FetchOptions.Settle), so that it sees the other fetchers (their
+//     Requests to a seed are a quarter of BlocksPerRequest, and a whole
+//     fetch with FetchOptions.Settle (doppler node --pull: 2 s) asks a seed
+//     for nothing until it has run that long and the fetchers it sees have
+//     stopped changing, so that it sees the other fetchers (their
 //     inventories) before it takes a territory: asked earlier, every shard
 //     looks like its own and N fetchers would each take a block of the
 //     same shard.

@@ -60,8 +60,9 @@ type FetchOptions struct {
 	// has run this long (0: at once). Until the other fetchers'
 	// inventories arrive every shard looks like this node's territory, and
 	// N fetchers starting together would each take a block of the same
-	// shard from the seed. Node sets it to 8 × Poll for a pull with no
-	// HTTP source (a lone pull from an HTTP seed must not wait).
+	// shard from the seed. doppler node --pull and the swarm benchmark
+	// use 2 s; a one-off pull (doppler pull) does not wait, nor does any
+	// pull with HTTP sources.
 	Settle time.Duration
 	// WaitPeers is how long Fetch waits, with nothing in flight and no
 	// block arriving, while no peer it can reach holds a missing shard. A

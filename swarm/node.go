@@ -653,11 +653,8 @@ func (n *Node) fetch(ctx context.Context, id rdrr.ModelID, shards []rdrr.Hash, p
 	}()
 	o := n.opts.Fetch
 	o.Progress, o.Shards = progress, shards
-	if o.Settle == 0 && src.Len() == 0 {
-		o.Settle = 8 * o.Poll
-		if o.Poll <= 0 {
-			o.Settle = 2 * time.Second
-		}
+	if src.Len() > 0 {
+		o.Settle = 0 // a pull from HTTP seeds must not wait
 	}
 	var ps PeerSet = n
 	if src.Len() > 0 {

@@ -64,6 +64,7 @@ type netFlags struct {
 	gatekeeper bool          // aggregate expert usage and publish clusters (seed, node)
 	metrics    *swarmMetrics // node --http: count what the host serves (/metrics)
 	ca         []string      // pull --ca: PEM certificates the seeds' TLS may chain to
+	settle     time.Duration // node --pull: swarm.FetchOptions.Settle
 }
 
 func (f *netFlags) register(cmd *cobra.Command, bootstrap bool) {
@@ -119,7 +120,7 @@ func (f *netFlags) startNode(ctx context.Context, store *swarm.Store) (*swarm.No
 	o := swarm.NodeOptions{
 		Host: p2p.Options{Listen: f.listen, KeyFile: key, Bootstrap: f.bootstrap, MDNS: f.mdns, NAT: f.nat,
 			Logger: slog.Default()},
-		Fetch:   swarm.FetchOptions{WaitPeers: f.wait},
+		Fetch:   swarm.FetchOptions{WaitPeers: f.wait, Settle: f.settle},
 		Experts: swarm.ExpertOptions{Gatekeeper: f.gatekeeper},
 		Logger:  slog.Default(),
 	}
@@ -342,6 +343,11 @@ func newNodeCmd() *cobra.Command {
 			}
 			if hf.addr != "" || stats != "" {
 				nf.metrics = newSwarmMetrics(store)
+			}
+			if len(ids) > 0 {
+				// Pulling in a swarm: see the other fetchers before taking
+				// shards from a seed (swarm.FetchOptions.Settle).
+				nf.settle = 2 * time.Second
 			}
 			n, err := nf.startNode(ctx, store)
 			if err != nil {

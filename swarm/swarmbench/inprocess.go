@@ -106,7 +106,7 @@ func (r *inRun) start(ctx context.Context, name string, fetchSeed uint64, isSeed
 	}
 	n, err := swarm.NewNode(ctx, s, swarm.NodeOptions{Host: hopts, Logger: r.o.Logger,
 		Fetch: swarm.FetchOptions{Seed: fetchSeed, WaitPeers: time.Minute, PerPeer: r.o.PerPeer, Parallel: r.o.Parallel,
-			RequestTimeout: r.o.RequestTimeout}})
+			RequestTimeout: r.o.RequestTimeout, Settle: 2 * time.Second}}) // as doppler node --pull
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("%s: node: %w", name, err)
