@@ -4,38 +4,28 @@ package swarm
 // pending) whenever the store's contents change — a model added or
 // removed, a shard completed, evicted or found bad — and a func that stops
 // the notifications. The channel is never closed.
-func (s *Store) Changes() (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
-	s.mu.Lock()
-	s.watch = append(s.watch, ch)
-	s.mu.Unlock()
-	return ch, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for i, c := range s.watch {
-			if c == ch {
-				s.watch = append(s.watch[:i], s.watch[i+1:]...)
-				return
-			}
-		}
-	}
-}
+func (s *Store) Changes() (<-chan struct{}, func()) { return s.subscribe(&s.watch) }
 
 // BlockChanges is Changes for blocks: the channel receives a value
 // (coalesced) whenever a verified block is written into a partial shard,
 // so that the shard's inventory (its partial blocks) can be announced
 // again.
-func (s *Store) BlockChanges() (<-chan struct{}, func()) {
+func (s *Store) BlockChanges() (<-chan struct{}, func()) { return s.subscribe(&s.bwatch) }
+
+// subscribe adds a coalescing channel to the subscriber list *subs (one
+// of the store's, guarded by s.mu) and returns it with the func that
+// removes it.
+func (s *Store) subscribe(subs *[]chan struct{}) (<-chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	s.mu.Lock()
-	s.bwatch = append(s.bwatch, ch)
+	*subs = append(*subs, ch)
 	s.mu.Unlock()
 	return ch, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		for i, c := range s.bwatch {
+		for i, c := range *subs {
 			if c == ch {
-				s.bwatch = append(s.bwatch[:i], s.bwatch[i+1:]...)
+				*subs = append((*subs)[:i], (*subs)[i+1:]...)
 				return
 			}
 		}
@@ -44,19 +34,15 @@ func (s *Store) BlockChanges() (<-chan struct{}, func()) {
 
 // blockChangedLocked signals the BlockChanges subscribers without
 // blocking. The caller holds s.mu.
-func (s *Store) blockChangedLocked() {
-	for _, c := range s.bwatch {
-		select {
-		case c <- struct{}{}:
-		default:
-		}
-	}
-}
+func (s *Store) blockChangedLocked() { notify(s.bwatch) }
 
 // changedLocked signals the Changes subscribers without blocking. The
 // caller holds s.mu.
-func (s *Store) changedLocked() {
-	for _, c := range s.watch {
+func (s *Store) changedLocked() { notify(s.watch) }
+
+// notify sends each subscriber a value unless one is already pending.
+func notify(subs []chan struct{}) {
+	for _, c := range subs {
 		select {
 		case c <- struct{}{}:
 		default:
