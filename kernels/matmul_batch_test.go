@@ -246,3 +246,65 @@ func TestMatMulBatchErrors(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkMatVecBatch times the batched decode matvec (MatMulBatch) of n
+// vectors per dtype and Llama-3-8B shape, set up as BenchmarkMatVec (one
+// pass of dependent dispatches over weights rotating through ≥ 256 MiB).
+// GB/s is the weight's bandwidth, read once for all n vectors; "tok/s"
+// is n vectors per matvec time, whose ratio to n=1 is what batching buys.
+// Sub-benchmark names: dtype/OUTxIN/nN[/old], "old" the generic kernel.
+func BenchmarkMatVecBatch(b *testing.B) {
+	d := testDevice(b)
+	b.Logf("adapter: %s (%s, %s)", d.Info().Name, d.Info().Backend, d.Info().Type)
+	type shape struct {
+		dt         quant.DType
+		rows, cols int
+	}
+	shapes := []shape{
+		{quant.Q4_K, 4096, 4096}, {quant.Q4_K, 14336, 4096}, {quant.Q4_K, 4096, 14336},
+		{quant.Q6_K, 4096, 14336}, {quant.Q6_K, 128256, 4096},
+	}
+	for _, s := range shapes {
+		r := rand.New(rand.NewPCG(13, 14))
+		ws := benchWeights(b, d, r, s.dt, s.rows, s.cols)
+		x, _ := d.NewBuffer("x", uint64(MatMulBatchMax*s.cols*4))
+		y, _ := d.NewBuffer("y", uint64(MatMulBatchMax*s.rows*4))
+		d.WriteF32(x, 0, randF32(r, MatMulBatchMax*s.cols, 1))
+		for _, old := range []bool{false, true} {
+			for _, n := range []int{1, 2, 4, 8, 16} {
+				name := fmt.Sprintf("%s/%dx%d/n%d", s.dt, s.rows, s.cols, n)
+				if old {
+					name += "/old"
+				}
+				var ops [][]*Op
+				for _, w := range ws {
+					op, err := d.MatMulBatch(w, Whole(x), Whole(y), n, BatchOpts{MatMulOpts: MatMulOpts{vecOld: old}})
+					if err != nil {
+						b.Fatal(err)
+					}
+					ops = append(ops, op)
+				}
+				b.Run(name, func(b *testing.B) {
+					e := d.NewEncoder()
+					for i := range b.N {
+						e.Run(ops[i%len(ops)]...)
+					}
+					b.ResetTimer()
+					if _, err := e.SubmitRead(y, 0, 4); err != nil {
+						b.Fatal(err)
+					}
+					b.StopTimer()
+					sec := b.Elapsed().Seconds()
+					b.ReportMetric(sec*1e6/float64(b.N), "us/op")
+					b.ReportMetric(float64(ws[0].Bytes())*float64(b.N)/sec/1e9, "GB/s")
+					b.ReportMetric(float64(n*b.N)/sec, "vec/s")
+				})
+				for _, op := range ops {
+					releaseOps(op)
+				}
+			}
+		}
+		x.Release()
+		y.Release()
+	}
+}

@@ -347,8 +347,9 @@ func BenchmarkMatVec(b *testing.B) {
 	}
 }
 
-func benchMatVecShape(b *testing.B, d *Device, dt quant.DType, rows, cols int, variants []MatMulOpts) {
-	r := rand.New(rand.NewPCG(13, 14))
+// benchWeights uploads copies of a random rows × cols weight, ≥ 256 MiB
+// in all, so that a benchmark rotating over them streams from HBM.
+func benchWeights(b *testing.B, d *Device, r *rand.Rand, dt quant.DType, rows, cols int) []*Weight {
 	// 64 random rows tiled to rows (quantizing the whole matrix is slow).
 	tile := randWeight(r, dt, 64, cols)
 	data := make([]byte, 0, len(tile)*rows/64)
@@ -356,11 +357,11 @@ func benchMatVecShape(b *testing.B, d *Device, dt quant.DType, rows, cols int, v
 		data = append(data, tile...)
 	}
 	var ws []*Weight
-	defer func() {
+	b.Cleanup(func() {
 		for _, w := range ws {
 			w.Release()
 		}
-	}()
+	})
 	for total := 0; total < 256<<20; total += len(data) {
 		w, err := d.UploadWeight("w", dt, rows, cols, data)
 		if err != nil {
@@ -368,6 +369,12 @@ func benchMatVecShape(b *testing.B, d *Device, dt quant.DType, rows, cols int, v
 		}
 		ws = append(ws, w)
 	}
+	return ws
+}
+
+func benchMatVecShape(b *testing.B, d *Device, dt quant.DType, rows, cols int, variants []MatMulOpts) {
+	r := rand.New(rand.NewPCG(13, 14))
+	ws := benchWeights(b, d, r, dt, rows, cols)
 	x, _ := d.NewBuffer("x", uint64(cols*4))
 	y, _ := d.NewBuffer("y", uint64(rows*4))
 	defer x.Release()
