@@ -28,6 +28,9 @@ type Stats struct {
 	Uploaded, Downloaded uint64
 	// BlocksServed counts Block frames sent.
 	BlocksServed uint64
+	// BusyAnswers counts block requests answered CodeBusy because every
+	// upload slot was taken (Options.UploadSlots).
+	BusyAnswers uint64
 	// Gossip counts pubsub traffic (inventory and usage gossip with
 	// gossipsub's control messages), apart from the bytes above.
 	Gossip GossipStats
@@ -41,9 +44,9 @@ type PeerStats struct {
 }
 
 type stats struct {
-	up, down, blocks atomic.Uint64
-	mu               sync.Mutex
-	peers            map[string]*PeerStats
+	up, down, blocks, busy atomic.Uint64
+	mu                     sync.Mutex
+	peers                  map[string]*PeerStats
 }
 
 func (s *stats) init() { s.peers = map[string]*PeerStats{} }
@@ -65,7 +68,7 @@ func (s *stats) add(peer string, up, down uint64) {
 // Stats returns a snapshot of the traffic counters.
 func (n *Host) Stats() Stats {
 	st := Stats{Uploaded: n.stats.up.Load(), Downloaded: n.stats.down.Load(),
-		BlocksServed: n.stats.blocks.Load(), Peers: map[string]PeerStats{}}
+		BlocksServed: n.stats.blocks.Load(), BusyAnswers: n.stats.busy.Load(), Peers: map[string]PeerStats{}}
 	n.stats.mu.Lock()
 	for k, v := range n.stats.peers {
 		st.Peers[k] = *v

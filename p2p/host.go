@@ -62,10 +62,17 @@ type Options struct {
 	Logger *slog.Logger
 
 	// Limits; defaults in parentheses.
-	MaxConns            int           // connection manager high water mark (192); low is 3/4 of it
-	MaxMemory           int64         // resource manager memory (1 GiB)
-	MaxFDs              int           // resource manager file descriptors (512)
-	MaxServing          int           // concurrent inbound streams served (64); more get CodeBusy
+	MaxConns   int   // connection manager high water mark (192); low is 3/4 of it
+	MaxMemory  int64 // resource manager memory (1 GiB)
+	MaxFDs     int   // resource manager file descriptors (512)
+	MaxServing int   // concurrent inbound streams served (64); more get CodeBusy
+	// UploadSlots is how many block requests are answered at once (4);
+	// more are answered CodeBusy at once, so that their senders ask
+	// another holder instead of queueing here: a node's upload is split
+	// among few requests, each block leaves it soon and can be shared on,
+	// and requests spread over the holders that have upload to spare
+	// (BitTorrent's unchoke slots, without the tit-for-tat).
+	UploadSlots         int
 	MaxBlocksPerRequest int           // largest BlocksRequest.Count served (1024)
 	RequestTimeout      time.Duration // server: time to read a request (10 s)
 	FrameTimeout        time.Duration // both sides: time to write or read one frame (30 s)
@@ -121,6 +128,9 @@ func (o *Options) fill() {
 	if o.MaxServing <= 0 {
 		o.MaxServing = 64
 	}
+	if o.UploadSlots <= 0 {
+		o.UploadSlots = 4
+	}
 	if o.MaxBlocksPerRequest <= 0 {
 		o.MaxBlocksPerRequest = 1024
 	}
@@ -156,6 +166,7 @@ type Host struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background goroutines
 	sem    chan struct{}  // serving slots
+	upload chan struct{}  // upload slots (Options.UploadSlots)
 
 	stats   stats
 	serving servingState // block requests served per peer (server.go)
@@ -233,7 +244,8 @@ func start(ctx context.Context, opts Options, prov Provider, h host.Host, loopba
 	var err error
 	hctx, cancel := context.WithCancel(context.Background())
 	n := &Host{opts: opts, log: opts.Logger.With("peer", h.ID().ShortString()), h: h, prov: prov,
-		loopback: loopback, ctx: hctx, cancel: cancel, sem: make(chan struct{}, opts.MaxServing)}
+		loopback: loopback, ctx: hctx, cancel: cancel, sem: make(chan struct{}, opts.MaxServing),
+		upload: make(chan struct{}, opts.UploadSlots)}
 	n.bufs = newBufPool(maxIdleBufs)
 	n.stats.init()
 	n.gossip.init()

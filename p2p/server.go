@@ -44,6 +44,14 @@ func serveOne[R wire.Message](n *Host, what string) network.StreamHandler {
 		}
 		c.timeout = n.opts.FrameTimeout
 		if _, ok := m.(*wire.BlocksRequest); ok {
+			select {
+			case n.upload <- struct{}{}:
+				defer func() { <-n.upload }()
+			default:
+				n.stats.busy.Add(1)
+				c.write(&wire.Error{Code: wire.CodeBusy, Msg: "upload slots full"})
+				return
+			}
 			done := n.serving.start(c.peer)
 			defer done()
 		}

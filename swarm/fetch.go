@@ -61,7 +61,7 @@ type FetchOptions struct {
 	// inventories arrive every shard looks like this node's territory, and
 	// N fetchers starting together would each take a block of the same
 	// shard from the seed. doppler node --pull and the swarm benchmark
-	// use 2 s; a one-off pull (doppler pull) does not wait, nor does any
+	// use 1 s; a one-off pull (doppler pull) does not wait, nor does any
 	// pull with HTTP sources.
 	Settle time.Duration
 	// WaitPeers is how long Fetch waits, with nothing in flight and no
@@ -136,6 +136,7 @@ type FetchStats struct {
 	Cancelled int   // requests cancelled because other copies won
 	Requeued  int   // blocks put back to be asked elsewhere (failed requests)
 	SetAside  int   // times a peer was set aside after MaxFailures failures
+	Busy      int   // requests answered busy (the peer's upload slots were full)
 	Bytes     int64 // verified bytes written by fetches
 }
 
@@ -203,6 +204,7 @@ type fetcher struct {
 	fails     map[string]int      // failed requests in a row, per peer
 	stalls    map[string]int      // stalled requests in a row, per peer
 	aside     map[string]setAside // peers set aside after failures
+	busy      map[string]busyPeer // peers that answered busy: not asked until
 	bad       map[string]bool     // peers that sent a bad block
 	down      map[string]bool     // peers whose latest request failed on the connection
 	done      int64
@@ -318,7 +320,7 @@ func (fr *Fetcher) Fetch(ctx context.Context, id rdrr.ModelID, m *rdrr.Manifest,
 	f := &fetcher{
 		s: fr, bs: fr.bs, id: id, peers: peers, o: opts, log: fr.log.With("model", id.Short()), ctx: ctx,
 		wake: make(chan struct{}, 1), reqs: map[*request]bool{}, perPeer: map[string]int{},
-		fails: map[string]int{}, stalls: map[string]int{}, aside: map[string]setAside{}, bad: map[string]bool{},
+		fails: map[string]int{}, stalls: map[string]int{}, aside: map[string]setAside{}, busy: map[string]busyPeer{}, bad: map[string]bool{},
 		down: map[string]bool{}, seen: map[string]*seenPeer{},
 		whole: len(opts.Shards) == 0, byIndex: make([]*fshard, len(m.Shards)),
 	}
@@ -684,6 +686,36 @@ func maxTime(a, b time.Time) time.Time {
 	return b
 }
 
+// busyPeer is a peer whose upload slots were full when last asked: it is
+// not asked again until until; n counts its busy answers in a row.
+type busyPeer struct {
+	until time.Time
+	n     int
+}
+
+// isBusy reports whether err is a peer's answer that its upload slots are
+// full (wire.CodeBusy before any block): not a failure of the peer, only
+// a sign to ask another holder for a moment.
+func isBusy(err error) bool {
+	var we *wire.Error
+	return errors.As(err, &we) && we.Code == wire.CodeBusy
+}
+
+// busyWait is how long a peer that answered busy n times in a row is left
+// alone: about the time its link takes for one block (when measured;
+// 100 ms else), doubling with each busy answer up to 8 times, jittered
+// ±50% so that the peers turned away do not all come back at once, and
+// within [20 ms, 2 s].
+func (f *fetcher) busyWait(id string, blockSize int64, n int) time.Duration {
+	d := 100 * time.Millisecond
+	if est, ok := f.s.peers.linkTime(id, blockSize, blockSize); ok {
+		d = est
+	}
+	d <<= min(n, 3)
+	d = d/2 + time.Duration(rand.Int64N(int64(d)+1))
+	return min(max(d, 20*time.Millisecond), 2*time.Second)
+}
+
 // setAside is a peer set aside after failures at since: not asked until
 // until; n counts its set-asides in a row (the backoff doubles with each).
 type setAside struct {
@@ -725,9 +757,13 @@ func (f *fetcher) schedule() {
 				}
 			}
 		}
-		if a, ok := f.aside[c.id]; !ok || !now.Before(a.until) {
-			usable = append(usable, c)
+		if a, ok := f.aside[c.id]; ok && now.Before(a.until) {
+			continue
 		}
+		if b, ok := f.busy[c.id]; ok && now.Before(b.until) {
+			continue
+		}
+		usable = append(usable, c)
 	}
 	v.cands = usable
 	// The incomplete shards someone holds, rarest first; ties among shards
@@ -928,6 +964,8 @@ func (f *fetcher) start(c candidate, fs *fshard, first, count int, endgame bool)
 	}
 	f.reqs[r] = true
 	f.perPeer[c.id]++
+	f.log.Debug("swarm: request", "peer", c.id, "seed", c.seed, "shard", fs.idx, "blocks", fmt.Sprintf("%d+%d", first, count),
+		"endgame", endgame, "inflight", len(f.reqs))
 	f.s.peers.update(c.id, func(p *peerRec) { p.Requests++ })
 	f.s.count(func(st *FetchStats) {
 		st.Requests++
@@ -1134,6 +1172,10 @@ func (f *fetcher) finish(r *request, err error) {
 	case r.bad != nil:
 		f.bad[r.id] = true
 	case r.superseded || errors.Is(err, errSuperseded) || parentDone:
+	case r.ngot == 0 && isBusy(err):
+		b := f.busy[r.id]
+		f.busy[r.id] = busyPeer{until: now.Add(f.busyWait(r.id, r.fs.sh.BlockSize, b.n)), n: b.n + 1}
+		failed = "busy"
 	case r.timedOut.Load():
 		failed = "stalled"
 	case err != nil && errors.Is(err, shardproto.ErrGone):
@@ -1147,7 +1189,9 @@ func (f *fetcher) finish(r *request, err error) {
 	// A request asked before its peer was set aside fails of the same
 	// trouble, already counted.
 	a, aside := f.aside[r.id]
-	if failed != "" && !(aside && r.start.Before(a.since)) {
+	if failed == "busy" {
+		// Not a failure: the peer is up and serving others.
+	} else if failed != "" && !(aside && r.start.Before(a.since)) {
 		f.fails[r.id]++
 		if failed == "stalled" {
 			f.stalls[r.id]++
@@ -1165,6 +1209,7 @@ func (f *fetcher) finish(r *request, err error) {
 	} else if failed == "gone" {
 		f.down[r.id] = true
 	} else if failed == "" && r.bad == nil && r.ngot == r.count {
+		delete(f.busy, r.id)
 		delete(f.fails, r.id)
 		delete(f.stalls, r.id)
 		delete(f.aside, r.id)
@@ -1172,11 +1217,14 @@ func (f *fetcher) finish(r *request, err error) {
 	}
 	f.mu.Unlock()
 
-	if requeued > 0 || backoff > 0 {
+	if requeued > 0 || backoff > 0 || failed == "busy" {
 		f.s.count(func(st *FetchStats) {
 			st.Requeued += requeued
 			if backoff > 0 {
 				st.SetAside++
+			}
+			if failed == "busy" {
+				st.Busy++
 			}
 		})
 	}
@@ -1216,6 +1264,8 @@ func (f *fetcher) finish(r *request, err error) {
 			f.s.peers.sample(r.id, rtt, 0, 0) // a probe: latency only
 		}
 	}
+	f.log.Debug("swarm: request ended", "peer", r.id, "shard", r.fs.idx, "blocks", blocks, "got", r.ngot,
+		"took", now.Sub(r.start).Round(time.Millisecond), "failed", failed)
 	if backoff > 0 {
 		f.s.peers.update(r.id, func(p *peerRec) { p.SetAside++ })
 		f.log.Info("swarm: peer set aside after failed requests; asked again after the backoff", "peer", r.id, "last", failed, "backoff", backoff)

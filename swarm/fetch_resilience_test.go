@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/doppler-llm/doppler/p2p/shardproto"
+	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
 )
 
@@ -127,5 +128,63 @@ func TestFetchGivesUpOnGonePeers(t *testing.T) {
 	ps := s.PeerStats()[0]
 	if ps.Gone == 0 || ps.Errors != 0 || len(ps.Dropped) != 0 {
 		t.Fatalf("gone peer: %+v; want its requests counted as gone, not errors, and no drop", ps)
+	}
+}
+
+// slotsFullPeer serves from a store but answers its first busy requests
+// CodeBusy at once, as a p2p host whose upload slots are full does.
+type slotsFullPeer struct {
+	*flakyPeer
+	busy int
+}
+
+func (p *slotsFullPeer) ReadBlocks(ctx context.Context, sh rdrr.Shard, first, count int, fn func(int, []byte) error) error {
+	p.mu.Lock()
+	n := len(p.spans)
+	p.mu.Unlock()
+	if n < p.busy {
+		p.mu.Lock()
+		p.spans = append(p.spans, [2]time.Time{time.Now(), time.Now()})
+		p.mu.Unlock()
+		return fmt.Errorf("peer %s: %w", p.id, shardproto.RemoteError(p.id, &wire.Error{Code: wire.CodeBusy, Msg: "upload slots full"}))
+	}
+	return p.flakyPeer.ReadBlocks(ctx, sh, first, count, fn)
+}
+
+// TestFetchBusyIsNotAFailure: the only holder answers busy to its first
+// six requests, twice MaxFailures. Busy answers are no failures: the
+// holder is never set aside, its answers are not errors, the fetch waits
+// a moment between asks (not a tight loop), does not give up though
+// WaitPeers is short, and completes once the holder has a free slot.
+func TestFetchBusyIsNotAFailure(t *testing.T) {
+	src, id := synthModel(t, 1<<20, 1<<20, 16<<10, 64)
+	p := &slotsFullPeer{flakyPeer: &flakyPeer{storePeer: newStorePeer("busy", seedStore(t, src), 2, 0)}, busy: 6}
+	net := &testNet{}
+	net.add(p, p.s.Has)
+	s := emptyStore(t, src)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := s.Fetch(ctx, id, net.view("me"), FetchOptions{Parallel: 1, PerPeer: 1, RequestTimeout: 100 * time.Millisecond,
+		WaitPeers: 100 * time.Millisecond, Poll: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameShards(t, s, src, id)
+	logPeers(t, "me", s)
+	ps := s.PeerStats()[0]
+	if ps.SetAside != 0 || ps.Errors != 0 || ps.Timeouts != 0 {
+		t.Fatalf("busy holder: %+v; want no set-aside, error or timeout", ps)
+	}
+	if st := s.Stats().Fetch; st.Busy != p.busy {
+		t.Errorf("FetchStats.Busy = %d, want %d", st.Busy, p.busy)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := 1; i <= p.busy; i++ {
+		// busyWait: at least 20 ms, and the unmeasured holder's 100 ms,
+		// jittered down to half, doubled with each busy answer in a row.
+		if gap := p.spans[i][0].Sub(p.spans[i-1][1]); gap < 20*time.Millisecond {
+			t.Errorf("ask %d came %v after busy answer %d; want a pause of at least 20 ms", i, gap, i-1)
+		}
 	}
 }

@@ -29,6 +29,7 @@ type benchSwarmOptions struct {
 	dir                   string
 	noHTTP                bool
 	perPeer, parallel     int
+	uploadSlots           int
 	link                  string
 	sim                   bool
 	latency               time.Duration
@@ -80,6 +81,7 @@ nodes' logs are dropped.`,
 	fl.BoolVar(&o.noHTTP, "no-http", false, "skip the HTTP comparison")
 	fl.IntVar(&o.perPeer, "per-peer", 0, "fetch requests in flight to one peer (0: swarm default)")
 	fl.IntVar(&o.parallel, "parallel", 0, "fetch requests in flight in all (0: swarm default)")
+	fl.IntVar(&o.uploadSlots, "upload-slots", 0, "block requests a node answers at once, in-process runs (0: p2p default)")
 	fl.StringVar(&o.link, "link", "", "cap every node's upload and download at RATE (e.g. 40mbit); alone: real processes in network namespaces (root)")
 	fl.BoolVar(&o.sim, "sim", false, "run every node in this process on a simulated network (needs --link RATE)")
 	fl.DurationVar(&o.latency, "latency", 20*time.Millisecond, "one-way latency of every link (--sim)")
@@ -104,7 +106,7 @@ func kindList() string {
 
 // options turns the flags into the harness's options.
 func (o *benchSwarmOptions) options() (swarmbench.Options, error) {
-	so := swarmbench.Options{Peers: o.peers, Dir: o.dir, NoHTTP: o.noHTTP, PerPeer: o.perPeer, Parallel: o.parallel,
+	so := swarmbench.Options{Peers: o.peers, Dir: o.dir, NoHTTP: o.noHTTP, PerPeer: o.perPeer, Parallel: o.parallel, UploadSlots: o.uploadSlots,
 		Churn: o.churn, Malicious: o.malicious, Degree: o.degree, Timeout: o.timeout, RequestTimeout: o.requestTimeout, Seed: o.seed}
 	var err error
 	if so.ModelBytes, err = parseSize(o.sizeS); err != nil {

@@ -347,7 +347,7 @@ func newNodeCmd() *cobra.Command {
 			if len(ids) > 0 {
 				// Pulling in a swarm: see the other fetchers before taking
 				// shards from a seed (swarm.FetchOptions.Settle).
-				nf.settle = 2 * time.Second
+				nf.settle = time.Second
 			}
 			n, err := nf.startNode(ctx, store)
 			if err != nil {

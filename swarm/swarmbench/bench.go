@@ -48,6 +48,9 @@ type Options struct {
 	// PerPeer and Parallel are the fetchers' requests in flight to one
 	// peer and in all (0: the swarm's defaults).
 	PerPeer, Parallel int
+	// UploadSlots is each in-process node's p2p.Options.UploadSlots (0:
+	// the default).
+	UploadSlots int
 	// RequestTimeout is the fetchers' stall timeout floor (0: the swarm's
 	// default): a peer that stalls mid-block holds a request this long.
 	RequestTimeout time.Duration

@@ -76,20 +76,21 @@ func runInProcess(ctx context.Context, e *runEnv) error {
 // a shaped host on the simulated network.
 func (r *inRun) hostOptions() (p2p.Options, error) {
 	if r.sim == nil {
-		return p2p.Options{Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: r.o.Logger}, nil
+		return p2p.Options{Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: r.o.Logger, UploadSlots: r.o.UploadSlots}, nil
 	}
 	h, err := r.sim.host()
 	if err != nil {
 		return p2p.Options{}, err
 	}
-	return p2p.Options{Libp2p: h, NoDHT: true, Logger: r.o.Logger}, nil
+	return p2p.Options{Libp2p: h, NoDHT: true, Logger: r.o.Logger, UploadSlots: r.o.UploadSlots}, nil
 }
 
 // start opens a store in Dir/name (the seed's with the model imported)
 // and starts a node on it.
 func (r *inRun) start(ctx context.Context, name string, fetchSeed uint64, isSeed bool) (*member, error) {
 	m := &member{name: name, dir: filepath.Join(r.o.Dir, name), ended: make(chan struct{})}
-	s, err := swarm.Open(m.dir, swarm.StoreOptions{Logger: r.o.Logger})
+	log := r.o.Logger.With("node", name)
+	s, err := swarm.Open(m.dir, swarm.StoreOptions{Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -104,9 +105,10 @@ func (r *inRun) start(ctx context.Context, name string, fetchSeed uint64, isSeed
 		s.Close()
 		return nil, fmt.Errorf("%s: host: %w", name, err)
 	}
-	n, err := swarm.NewNode(ctx, s, swarm.NodeOptions{Host: hopts, Logger: r.o.Logger,
+	hopts.Logger = log
+	n, err := swarm.NewNode(ctx, s, swarm.NodeOptions{Host: hopts, Logger: log,
 		Fetch: swarm.FetchOptions{Seed: fetchSeed, WaitPeers: time.Minute, PerPeer: r.o.PerPeer, Parallel: r.o.Parallel,
-			RequestTimeout: r.o.RequestTimeout, Settle: 2 * time.Second}}) // as doppler node --pull
+			RequestTimeout: r.o.RequestTimeout, Settle: time.Second}}) // as doppler node --pull
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("%s: node: %w", name, err)
@@ -278,15 +280,21 @@ func (r *inRun) p2p(ctx context.Context) error {
 		case <-tick.C:
 			r.mu.Lock()
 			n := 0
+			var down uint64
 			for _, m := range r.honest {
 				if !m.victim && m.took > 0 && m.err == nil {
 					n++
 				}
+				if !m.closed {
+					down += m.node.Host().Stats().Downloaded
+				}
 			}
 			r.mu.Unlock()
 			el := time.Since(r.t0).Seconds()
-			fmt.Fprintf(o.Progress, "%6.1fs: %d/%d honest peers complete; %.2f cores busy\n", el, n, e.plan.honest,
-				(cpuTime()-cpu0).Seconds()/el)
+			copies := float64(down) / float64(res.ModelBytes)
+			seedUp := float64(r.seed.node.Host().Stats().Uploaded) / float64(res.ModelBytes)
+			fmt.Fprintf(o.Progress, "%6.1fs: %d/%d honest peers complete; %.1f copies downloaded, seed sent %.2f; %.2f cores busy\n",
+				el, n, e.plan.honest, copies, seedUp, (cpuTime()-cpu0).Seconds()/el)
 		}
 	}
 	wall, cpu := time.Since(r.t0), cpuTime()-cpu0
