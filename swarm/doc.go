@@ -30,7 +30,10 @@
 //     after it has had nothing in flight for about twice the time the seed
 //     takes to send a shard, and at least 16 × FetchOptions.Poll (4 s; the
 //     owner may be gone or not be fetching); 4 times as long for a shard
-//     that another peer holds part of (its owner is fetching it).
+//     that other peers hold part of while that part grows (its owner is
+//     fetching it). A fetcher whose holdings have not moved for that wait
+//     (killed mid-transfer, its inventory not yet expired) drops off the
+//     ring, and its territory is cut among the others.
 //     Requests to a seed are a quarter of BlocksPerRequest, and a whole
 //     fetch with FetchOptions.Settle (doppler node --pull: 1 s) asks a seed
 //     for nothing until it has run that long and the fetchers it sees have

@@ -210,6 +210,13 @@ type fetcher struct {
 	done      int64
 	total     int64
 	lastBlock time.Time
+	// partBlocks, per shard of the model: the blocks other peers were
+	// last seen holding of it partly (summed over them); partGrew: when
+	// that sum last changed. A shard whose sum has not moved for the
+	// fallback wait has an owner that is not fetching it (gone, or set
+	// on other work).
+	partBlocks []int
+	partGrew   []time.Time
 	// dupBytes: bytes asked of endgame duplicates so far, at most dupBudget.
 	dupBytes, dupBudget int64
 	// lastHolder: when a scheduling pass last saw a reachable peer (see
@@ -323,6 +330,7 @@ func (fr *Fetcher) Fetch(ctx context.Context, id rdrr.ModelID, m *rdrr.Manifest,
 		fails: map[string]int{}, stalls: map[string]int{}, aside: map[string]setAside{}, busy: map[string]busyPeer{}, bad: map[string]bool{},
 		down: map[string]bool{}, seen: map[string]*seenPeer{},
 		whole: len(opts.Shards) == 0, byIndex: make([]*fshard, len(m.Shards)),
+		partBlocks: make([]int, len(m.Shards)), partGrew: make([]time.Time, len(m.Shards)),
 	}
 	only := map[rdrr.Hash]bool{}
 	for _, h := range opts.Shards {
@@ -484,6 +492,10 @@ type seenPeer struct {
 	// fetcher: held nothing then, or its holdings changed since: a peer
 	// that is itself downloading the model (and so gets a territory).
 	fetcher bool
+	// mark: its shards held complete and blocks held of partial ones, as
+	// last seen; changed: when mark last changed.
+	mark    [2]int
+	changed time.Time
 }
 
 // view is one scheduling pass's picture of the swarm.
@@ -564,11 +576,15 @@ func (f *fetcher) survey(usable []candidate) *view {
 	n := len(f.all)
 	v := &view{cands: usable, holders: make([]int, n), started: make([]bool, n)}
 	lack := make([]float64, n) // fetchers (this node included) that lack shard s
+	held := make([]int, n)     // blocks of shard s other peers hold partly
 	keys := []uint64{f.selfKey}
 	ps, partial := f.peers.(PartialSet)
+	now := f.o.Clock.Now()
+	wait := f.fallbackWait(usable, f.total/int64(n))
 	for i := range usable {
 		c := &usable[i]
 		c.has = make([]bool, n)
+		blocks := 0 // blocks it holds of the shards held partly
 		for s, h := range f.all {
 			if f.peers.Has(c.p, h) {
 				c.has[s] = true
@@ -585,6 +601,8 @@ func (f *fetcher) survey(usable []candidate) *view {
 			bm, ok := ps.Blocks(c.p, h)
 			if ok && bm.Any() { // (a seed holds every shard complete)
 				v.started[s] = true
+				held[s] += bm.Count()
+				blocks += bm.Count()
 			}
 			if ok && bm.N == len(fs.have) && supplies(fs, bm, true) {
 				if c.part == nil {
@@ -595,14 +613,22 @@ func (f *fetcher) survey(usable []candidate) *view {
 			}
 		}
 		sp := f.seen[c.id]
+		mark := [2]int{c.n, blocks}
 		if sp == nil {
-			sp = &seenPeer{seed: c.n == n, first: c.n, fetcher: c.n == 0}
+			sp = &seenPeer{seed: c.n == n, first: c.n, fetcher: c.n == 0, mark: mark, changed: now}
 			f.seen[c.id] = sp
 		} else if c.n != sp.first {
 			sp.fetcher = true
 		}
+		if mark != sp.mark {
+			sp.mark, sp.changed = mark, now
+		}
 		c.seed = sp.seed
-		if sp.fetcher && c.n < n {
+		// A fetcher takes part in the territories while its holdings move;
+		// one whose holdings have not moved for the fallback wait is gone
+		// (killed, its inventory not yet expired) or stuck, and its
+		// territory goes to the others.
+		if sp.fetcher && c.n < n && now.Sub(sp.changed) < wait {
 			keys = append(keys, peerKey(f.id, c.id))
 			for s, ok := range c.has {
 				if !ok {
@@ -614,6 +640,9 @@ func (f *fetcher) survey(usable []candidate) *view {
 	for s, fs := range f.byIndex {
 		if fs != nil && !fs.done {
 			lack[s]++
+		}
+		if held[s] != f.partBlocks[s] {
+			f.partBlocks[s], f.partGrew[s] = held[s], now
 		}
 	}
 	// A holder's load: for every shard it holds, the fetchers that lack
@@ -644,21 +673,35 @@ func (f *fetcher) survey(usable []candidate) *view {
 	// (4 s): the owner announces the blocks it receives, and a node with
 	// no territory, which never measures the seed, must not fall back
 	// before the owners' first blocks could reach it. A shard whose owner
-	// is seen fetching it (another peer holds a block of it) waits 4
-	// times as long.
+	// is seen fetching it (other peers hold blocks of it, and their count
+	// has moved within that wait) waits 4 times as long; one whose count
+	// has not moved has an owner that is gone (killed mid-transfer, its
+	// inventory not yet expired) or stuck, and waits no longer than any.
 	if len(f.reqs) == 0 {
-		wait := 16 * f.o.Poll
-		for _, c := range usable {
-			if c.seed {
-				if est, ok := f.s.peers.estimate(c.id, f.total/int64(n)); ok {
-					wait = max(wait, 2*est)
-				}
+		idle := now.Sub(maxTime(f.idleSince, f.settledAt))
+		v.fallback, v.fallbackBusy = idle >= wait, idle >= 4*wait
+		for s := range v.started {
+			if v.started[s] && now.Sub(f.partGrew[s]) >= wait {
+				v.started[s] = false
 			}
 		}
-		idle := f.o.Clock.Now().Sub(maxTime(f.idleSince, f.settledAt))
-		v.fallback, v.fallbackBusy = idle >= wait, idle >= 4*wait
 	}
 	return v
+}
+
+// fallbackWait is how long a fetch idles before it asks a seed outside
+// its territory: about twice the time a seed (as measured) takes to send
+// a shard of shardBytes, and at least 16 polls (see survey). f.mu held.
+func (f *fetcher) fallbackWait(usable []candidate, shardBytes int64) time.Duration {
+	wait := 16 * f.o.Poll
+	for _, c := range usable {
+		if sp := f.seen[c.id]; sp != nil && sp.seed {
+			if est, ok := f.s.peers.estimate(c.id, shardBytes); ok {
+				wait = max(wait, 2*est)
+			}
+		}
+	}
+	return wait
 }
 
 // settle notes the number of fetchers a pass saw and settles the fetch

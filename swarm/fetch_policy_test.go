@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,5 +87,71 @@ func TestFetchTerritoryFallback(t *testing.T) {
 	t.Logf("fetched in %v; seed sent %.2f× the model", time.Since(start).Round(time.Millisecond), float64(sent)/float64(total))
 	if sent > total+total/8 {
 		t.Fatalf("seed sent %d bytes of a %d-byte model", sent, total)
+	}
+}
+
+// setClock is a Clock whose time moves only when the test sets it.
+type setClock struct{ now time.Time }
+
+func (c *setClock) Now() time.Time { return c.now }
+func (c *setClock) AfterFunc(d time.Duration, f func()) Timer {
+	return time.AfterFunc(time.Hour, f) // never fires within a test
+}
+
+// TestSurveyStaleFetcherLosesTerritory: a peer that looked like a
+// fetcher (it held nothing when first seen) keeps a territory while its
+// holdings move; once they have not moved for the fallback wait (it was
+// killed, its inventory not yet expired) it has none, and the shards of
+// its territory are shared among the fetchers that are moving.
+func TestSurveyStaleFetcherLosesTerritory(t *testing.T) {
+	src, id := synthModel(t, 4<<20, 512<<10, 16<<10, 43)
+	s := emptyStore(t, src)
+	m, _ := s.manifest(id)
+	seed := newStorePeer("seed", seedStore(t, src), 4, 0)
+	var mu sync.Mutex
+	held := map[rdrr.Hash]bool{}
+	ghost := newStorePeer("ghost", emptyStore(t, src), 4, 0)
+	net := &testNet{}
+	net.add(seed, seed.s.Has)
+	net.add(ghost, func(h rdrr.Hash) bool { mu.Lock(); defer mu.Unlock(); return held[h] })
+	clk := &setClock{now: time.Unix(1e9, 0)}
+	o := FetchOptions{Poll: 10 * time.Millisecond, Clock: clk}
+	o.fill()
+	f := &fetcher{s: s.fetch, bs: s, id: id, peers: net.view("me"), o: o, seen: map[string]*seenPeer{},
+		reqs: map[*request]bool{}, whole: true, byIndex: make([]*fshard, len(m.Shards)),
+		partBlocks: make([]int, len(m.Shards)), partGrew: make([]time.Time, len(m.Shards))}
+	for i, sh := range m.Shards {
+		f.all = append(f.all, sh.Hash)
+		f.byIndex[i] = &fshard{sh: sh, idx: i, have: make([]bool, len(sh.Blocks)), copies: make([]int, len(sh.Blocks)), missing: len(sh.Blocks)}
+	}
+	f.selfKey = peerKey(id, "me")
+	f.began, f.idleSince = clk.now, clk.now
+	cands := func() []candidate {
+		return []candidate{{p: seed, id: "seed"}, {p: ghost, id: "ghost"}}
+	}
+	wait := 16 * o.Poll // no seed measured: the fallback wait's floor
+	steps := []struct {
+		at       time.Duration
+		gain     int // shards the ghost gains before this pass
+		fetchers int // on the territory ring: me, and the ghost while it moves
+	}{
+		{0, 0, 2},
+		{wait / 2, 1, 2}, // it moves
+		{wait, 0, 2},     // still within the wait of its last move
+		{2 * wait, 0, 1}, // no move for the wait: gone
+		{3 * wait, 1, 2}, // it moves again: back
+	}
+	start := clk.now
+	for i, st := range steps {
+		clk.now = start.Add(st.at)
+		mu.Lock()
+		for g := 0; g < st.gain; g++ {
+			held[m.Shards[len(held)].Hash] = true
+		}
+		mu.Unlock()
+		v := f.survey(cands())
+		if v.fetchers != st.fetchers {
+			t.Errorf("pass %d at +%v: %d fetchers on the ring, want %d", i, st.at, v.fetchers, st.fetchers)
+		}
 	}
 }

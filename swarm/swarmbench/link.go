@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -280,9 +281,15 @@ func (r *linkRun) killAll() {
 	}
 }
 
-// nodeArgs are a node's common arguments.
+// nodeArgs are a node's common arguments; with the harness's logger at
+// debug level (bench -v), the node logs debug detail too (into
+// Dir/logs/NAME.log).
 func (r *linkRun) nodeArgs(p *linkProc) []string {
-	return []string{"node", "--store", p.store, "--listen", fmt.Sprintf("/ip4/%s/tcp/%d", p.net.Addr, linkP2PPort), "--stats", p.stats}
+	args := []string{"node", "--store", p.store, "--listen", fmt.Sprintf("/ip4/%s/tcp/%d", p.net.Addr, linkP2PPort), "--stats", p.stats}
+	if r.o.Logger.Enabled(context.Background(), slog.LevelDebug) {
+		args = append(args, "-v")
+	}
+	return args
 }
 
 // p2p runs the swarm phase and fills the p2p figures.
