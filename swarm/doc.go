@@ -63,9 +63,9 @@
 //     upload is split among few requests: each block leaves it soon and
 //     can be shared on, and the requests that would have queued at a
 //     popular holder go to holders with upload to spare. A busy answer is
-//     no failure: the fetch leaves that peer alone for about one block's
-//     time on its link (doubling with each busy answer in a row, up to 8
-//     times, jittered) and asks another holder meanwhile. Without slots,
+//     no failure: the fetch leaves that peer alone for about a quarter of
+//     a block's time on its link (doubling with each busy answer in a
+//     row, up to 8 times, jittered) and asks another holder meanwhile. Without slots,
 //     measured on a 30-peer simulated swarm, a handful of holders carried
 //     30–50 requests each while most carried none.
 //   - Partial holders. A peer downloading a shard announces the blocks of it

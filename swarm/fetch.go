@@ -745,14 +745,15 @@ func isBusy(err error) bool {
 }
 
 // busyWait is how long a peer that answered busy n times in a row is left
-// alone: about the time its link takes for one block (when measured;
-// 100 ms else), doubling with each busy answer up to 8 times, jittered
-// ±50% so that the peers turned away do not all come back at once, and
-// within [20 ms, 2 s].
+// alone: a quarter of the time its link takes for one block (when
+// measured; 100 ms else: with UploadSlots requests sharing it, a slot
+// frees about that often), doubling with each busy answer up to 8 times,
+// jittered ±50% so that the peers turned away do not all come back at
+// once, and within [20 ms, 2 s].
 func (f *fetcher) busyWait(id string, blockSize int64, n int) time.Duration {
 	d := 100 * time.Millisecond
 	if est, ok := f.s.peers.linkTime(id, blockSize, blockSize); ok {
-		d = est
+		d = est / 4
 	}
 	d <<= min(n, 3)
 	d = d/2 + time.Duration(rand.Int64N(int64(d)+1))
