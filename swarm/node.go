@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -557,7 +558,7 @@ func (n *Node) Pull(ctx context.Context, id rdrr.ModelID, opts PullOptions) erro
 	if err != nil {
 		return err
 	}
-	if err := n.manifestFrom(ctx, id, src); err != nil {
+	if err := n.manifestFrom(ctx, id, src, opts.Peers); err != nil {
 		return err
 	}
 	return n.fetch(ctx, id, nil, opts.Progress, src)
@@ -566,9 +567,9 @@ func (n *Node) Pull(ctx context.Context, id rdrr.ModelID, opts PullOptions) erro
 // manifestFrom adds the model's manifest to the store from the sources
 // when it lacks it, else from the swarm (ensureManifest); with no libp2p
 // peer, the sources' errors are the answer.
-func (n *Node) manifestFrom(ctx context.Context, id rdrr.ModelID, src *Sources) error {
+func (n *Node) manifestFrom(ctx context.Context, id rdrr.ModelID, src *Sources, redial []string) error {
 	if _, _, ok := n.store.Manifest(id); ok || src.Len() == 0 {
-		return n.ensureManifest(ctx, id)
+		return n.ensureManifest(ctx, id, redial...)
 	}
 	man, sig, err := src.Manifest(ctx, id, n.opts.LookupTimeout)
 	if err == nil {
@@ -577,15 +578,17 @@ func (n *Node) manifestFrom(ctx context.Context, id rdrr.ModelID, src *Sources) 
 	if err == nil || ctx.Err() != nil || len(n.host.Peers()) == 0 {
 		return err
 	}
-	if err2 := n.ensureManifest(ctx, id); err2 != nil {
+	if err2 := n.ensureManifest(ctx, id, redial...); err2 != nil {
 		return errors.Join(err, err2)
 	}
 	return nil
 }
 
 // ensureManifest adds the model's manifest to the store from a peer when
-// the store lacks it: connected peers first, then DHT providers.
-func (n *Node) ensureManifest(ctx context.Context, id rdrr.ModelID) error {
+// the store lacks it: connected peers first, then DHT providers. redial
+// are the addresses the pull was given: one that was not reached (a seed
+// that a whole swarm dials at once) is dialled again between tries.
+func (n *Node) ensureManifest(ctx context.Context, id rdrr.ModelID, redial ...string) error {
 	if _, _, ok := n.store.Manifest(id); ok {
 		return nil
 	}
@@ -614,15 +617,45 @@ func (n *Node) ensureManifest(ctx context.Context, id rdrr.ModelID) error {
 		}
 		return errors.Join(errs...)
 	}
-	err1 := try(n.host.Peers())
-	if err1 == nil || ctx.Err() != nil {
-		return err1
+	// A peer that answered busy (its serving slots full: a seed that a
+	// whole swarm asks at once) or timed out, or one of redial reached
+	// only now, is asked again, with a jittered backoff, for up to the
+	// fetch's WaitPeers: slow is not dead.
+	wait := n.opts.Fetch.WaitPeers
+	if wait <= 0 {
+		wait = 30 * time.Second
 	}
-	err2 := try(n.findProviders(ctx, id))
-	if err2 == nil || ctx.Err() != nil {
-		return err2
+	deadline := time.Now().Add(wait)
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		err1 := try(n.host.Peers())
+		if err1 == nil || ctx.Err() != nil {
+			return err1
+		}
+		err2 := try(n.findProviders(ctx, id))
+		if err2 == nil || ctx.Err() != nil {
+			return err2
+		}
+		before := n.host.Peers()
+		ok, _ := n.Connect(ctx, redial)
+		fresh := slices.ContainsFunc(ok, func(p string) bool { return !slices.Contains(before, p) })
+		if !fresh && !busyOrSlow(err1) && !busyOrSlow(err2) || time.Now().After(deadline) {
+			return fmt.Errorf("model %s: %w (%w)", id.Short(), ErrNoManifest, errors.Join(err1, err2))
+		}
+		n.log.Debug("swarm: manifest: peers busy; asking again", "model", id.Short(), "in", backoff, "err", errors.Join(err1, err2))
+		t := time.NewTimer(backoff/2 + time.Duration(rand.Int64N(int64(backoff))))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
 	}
-	return fmt.Errorf("model %s: %w", id.Short(), ErrNoManifest)
+}
+
+// busyOrSlow reports whether err (possibly joined) holds a busy answer or
+// a timeout: a peer that is up but could not answer now.
+func busyOrSlow(err error) bool {
+	return isBusy(err) || errors.Is(err, p2p.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // fetch runs Store.Fetch with the node as the PeerSet and DHT discovery

@@ -167,3 +167,43 @@ func TestNodeLinger(t *testing.T) {
 		t.Fatalf("A lingered to its limit (%v) after B had everything", d)
 	}
 }
+
+// TestNodeManifestFromBusySeed: the seed serves one stream at a time and
+// that slot is held by another node's slow block request when a node
+// pulls. The manifest request is answered busy; the pull asks again after
+// a backoff instead of failing with ErrNoManifest, and completes.
+func TestNodeManifestFromBusySeed(t *testing.T) {
+	src, id := synthModel(t, 16<<10, 16<<10, 16<<10, 24)
+	seed := newNode(t, seedStore(t, src), func(o *NodeOptions) {
+		o.Host.MaxServing = 1
+		o.WrapProvider = func(p p2p.Provider) p2p.Provider { return slowProv{p, 1500 * time.Millisecond} }
+	})
+	m, ok := seed.Store().manifest(id)
+	if !ok {
+		t.Fatal("seed has no manifest")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	blocker := newNode(t, openStore(t, t.TempDir(), 0), nil)
+	if _, errs := blocker.Connect(ctx, seed.Addrs()); len(errs) == len(seed.Addrs()) {
+		t.Fatal(errs)
+	}
+	held := make(chan error, 1)
+	go func() {
+		held <- blocker.Host().Remote(seed.ID()).ReadBlocks(ctx, m.Shards[0], 0, 1, func(int, []byte) error { return nil })
+	}()
+	for !slices.Contains(seed.Host().Fetching(0), blocker.ID()) {
+		if ctx.Err() != nil {
+			t.Fatal("the blocker's request never reached the seed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	d := newNode(t, openStore(t, t.TempDir(), 0), nil)
+	if err := d.Pull(ctx, id, PullOptions{Peers: []string{seed.Addrs()[0]}}); err != nil {
+		t.Fatalf("pull while the seed's only slot is taken: %v", err)
+	}
+	sameShards(t, d.Store(), src, id)
+	if err := <-held; err != nil {
+		t.Fatalf("blocker: %v", err)
+	}
+}

@@ -4,15 +4,24 @@ package swarm
 
 import (
 	"context"
+	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
 )
 
-// RefreshInterval is how often a fetching node asks its connected peers
-// that are still fetching for their inventories directly (refresh).
-const RefreshInterval = time.Second
+// RefreshInterval is how often a fetching node asks connected peers that
+// are still fetching for their inventories directly (refresh), and
+// RefreshPeers the most it asks each time: those whose inventory is the
+// oldest, so every peer is asked in turn and what a node sends and
+// receives for refreshes stays bounded however many peers it is
+// connected to.
+const (
+	RefreshInterval = time.Second
+	RefreshPeers    = 8
+)
 
 // Blocks implements PartialSet: the blocks of a shard that the peer's
 // latest inventory lists as held verified while the shard is held only
@@ -52,8 +61,10 @@ func (n *Node) refresh(ctx context.Context, id rdrr.ModelID) {
 		case <-t.C:
 		}
 		skip := map[string]bool{} // received within the interval, or holding the model
+		got := map[string]time.Time{}
 		for _, e := range n.host.Inventories(id) {
 			skip[e.Peer] = time.Since(e.Received) < RefreshInterval || holdsAll(e.Inv, id)
+			got[e.Peer] = e.Received
 		}
 		var ask []string
 		for _, p := range n.host.Peers() {
@@ -61,6 +72,11 @@ func (n *Node) refresh(ctx context.Context, id rdrr.ModelID) {
 				ask = append(ask, p)
 			}
 		}
+		// The oldest first (a peer with none: the zero time), ties in a
+		// random order so that equally old peers are asked in turn.
+		rand.Shuffle(len(ask), func(i, j int) { ask[i], ask[j] = ask[j], ask[i] })
+		slices.SortStableFunc(ask, func(a, b string) int { return got[a].Compare(got[b]) })
+		ask = ask[:min(len(ask), RefreshPeers)]
 		if len(ask) > 0 {
 			n.host.AskInventories(ctx, id, ask)
 		}
