@@ -285,17 +285,7 @@ func BenchmarkMatVecBatch(b *testing.B) {
 					ops = append(ops, op)
 				}
 				b.Run(name, func(b *testing.B) {
-					e := d.NewEncoder()
-					for i := range b.N {
-						e.Run(ops[i%len(ops)]...)
-					}
-					b.ResetTimer()
-					if _, err := e.SubmitRead(y, 0, 4); err != nil {
-						b.Fatal(err)
-					}
-					b.StopTimer()
-					sec := b.Elapsed().Seconds()
-					b.ReportMetric(sec*1e6/float64(b.N), "us/op")
+					sec := timeOpChain(b, d, ops, y)
 					b.ReportMetric(float64(ws[0].Bytes())*float64(b.N)/sec/1e9, "GB/s")
 					b.ReportMetric(float64(n*b.N)/sec, "vec/s")
 				})

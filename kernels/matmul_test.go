@@ -372,6 +372,24 @@ func benchWeights(b *testing.B, d *Device, r *rand.Rand, dt quant.DType, rows, c
 	return ws
 }
 
+// timeOpChain records b.N op lists, rotating over ops, in one pass and
+// times their one submit (the GPU, not the recording) up to a read of y;
+// it reports us/op and returns the seconds.
+func timeOpChain(b *testing.B, d *Device, ops [][]*Op, y *Buffer) float64 {
+	e := d.NewEncoder()
+	for i := range b.N {
+		e.Run(ops[i%len(ops)]...)
+	}
+	b.ResetTimer()
+	if _, err := e.SubmitRead(y, 0, 4); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	sec := b.Elapsed().Seconds()
+	b.ReportMetric(sec*1e6/float64(b.N), "us/op")
+	return sec
+}
+
 func benchMatVecShape(b *testing.B, d *Device, dt quant.DType, rows, cols int, variants []MatMulOpts) {
 	r := rand.New(rand.NewPCG(13, 14))
 	ws := benchWeights(b, d, r, dt, rows, cols)
@@ -402,17 +420,7 @@ func benchMatVecShape(b *testing.B, d *Device, dt quant.DType, rows, cols int, v
 		}
 		b.Run(fmt.Sprintf("%s/%dx%d/%s", dt, rows, cols, name), func(b *testing.B) {
 			b.SetBytes(int64(ws[0].Bytes()))
-			e := d.NewEncoder()
-			for i := range b.N {
-				e.Run(ops[i%len(ops)]...)
-			}
-			b.ResetTimer() // time the GPU (and the submit), not the recording
-			if _, err := e.SubmitRead(y, 0, 4); err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-			sec := b.Elapsed().Seconds()
-			b.ReportMetric(sec*1e6/float64(b.N), "us/op")
+			sec := timeOpChain(b, d, ops, y)
 			b.ReportMetric(float64(ws[0].Bytes())*float64(b.N)/sec/1e9, "GB/s")
 		})
 		for _, op := range ops {

@@ -21,29 +21,38 @@ import (
 func TestFetchSlowSeedKept(t *testing.T) {
 	src, id := synthModel(t, 1<<20, 1<<20, 16<<10, 61)
 	seed := newStorePeer("seed", seedStore(t, src), 1, 40*time.Millisecond)
-	net := &testNet{}
-	net.add(seed, seed.s.Has)
-	s := emptyStore(t, src)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	err := s.Fetch(ctx, id, net.view("me"), FetchOptions{PerPeer: 2, BlocksPerRequest: 16, RequestTimeout: 100 * time.Millisecond,
+	p, _ := fetchFromOne(t, src, id, seed, seed.s.Has, FetchOptions{PerPeer: 2, BlocksPerRequest: 16, RequestTimeout: 100 * time.Millisecond,
 		WaitPeers: 2 * time.Second, Poll: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameShards(t, s, src, id)
-	logPeers(t, "me", s)
-	p := s.PeerStats()[0]
 	if p.SetAside != 0 || p.Timeouts > 2 {
 		t.Fatalf("the slow seed was cut off %d times and set aside %d times; want it waited for", p.Timeouts, p.SetAside)
 	}
 }
 
-// flakyPeer serves from a store but stalls its first stalls requests
-// until they are cut off; it records when each request starts and ends.
+// fetchFromOne fetches model id into an empty store from holder alone,
+// which must complete it, and returns what the fetch measured of the
+// holder and the fetch counters.
+func fetchFromOne(t *testing.T, src string, id rdrr.ModelID, holder Peer, has func(rdrr.Hash) bool, o FetchOptions) (PeerStats, FetchStats) {
+	t.Helper()
+	net := &testNet{}
+	net.add(holder, has)
+	s := emptyStore(t, src)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := s.Fetch(ctx, id, net.view("me"), o); err != nil {
+		t.Fatal(err)
+	}
+	sameShards(t, s, src, id)
+	logPeers(t, "me", s)
+	return s.PeerStats()[0], s.Stats().Fetch
+}
+
+// flakyPeer serves from a store but answers its first busy requests
+// CodeBusy at once (as a p2p host whose upload slots are full does), then
+// stalls the next stalls requests until they are cut off; it records
+// when each request starts and ends.
 type flakyPeer struct {
 	*storePeer
-	stalls int
+	busy, stalls int
 
 	mu    sync.Mutex
 	spans [][2]time.Time
@@ -59,7 +68,10 @@ func (p *flakyPeer) ReadBlocks(ctx context.Context, sh rdrr.Shard, first, count 
 		p.spans[n][1] = time.Now()
 		p.mu.Unlock()
 	}()
-	if n < p.stalls {
+	switch {
+	case n < p.busy:
+		return fmt.Errorf("peer %s: %w", p.id, shardproto.RemoteError(p.id, &wire.Error{Code: wire.CodeBusy, Msg: "upload slots full"}))
+	case n < p.busy+p.stalls:
 		<-ctx.Done()
 		return ctx.Err()
 	}
@@ -131,26 +143,6 @@ func TestFetchGivesUpOnGonePeers(t *testing.T) {
 	}
 }
 
-// slotsFullPeer serves from a store but answers its first busy requests
-// CodeBusy at once, as a p2p host whose upload slots are full does.
-type slotsFullPeer struct {
-	*flakyPeer
-	busy int
-}
-
-func (p *slotsFullPeer) ReadBlocks(ctx context.Context, sh rdrr.Shard, first, count int, fn func(int, []byte) error) error {
-	p.mu.Lock()
-	n := len(p.spans)
-	p.mu.Unlock()
-	if n < p.busy {
-		p.mu.Lock()
-		p.spans = append(p.spans, [2]time.Time{time.Now(), time.Now()})
-		p.mu.Unlock()
-		return fmt.Errorf("peer %s: %w", p.id, shardproto.RemoteError(p.id, &wire.Error{Code: wire.CodeBusy, Msg: "upload slots full"}))
-	}
-	return p.flakyPeer.ReadBlocks(ctx, sh, first, count, fn)
-}
-
 // TestFetchBusyIsNotAFailure: the only holder answers busy to its first
 // six requests, twice MaxFailures. Busy answers are no failures: the
 // holder is never set aside, its answers are not errors, the fetch waits
@@ -158,24 +150,13 @@ func (p *slotsFullPeer) ReadBlocks(ctx context.Context, sh rdrr.Shard, first, co
 // WaitPeers is short, and completes once the holder has a free slot.
 func TestFetchBusyIsNotAFailure(t *testing.T) {
 	src, id := synthModel(t, 1<<20, 1<<20, 16<<10, 64)
-	p := &slotsFullPeer{flakyPeer: &flakyPeer{storePeer: newStorePeer("busy", seedStore(t, src), 2, 0)}, busy: 6}
-	net := &testNet{}
-	net.add(p, p.s.Has)
-	s := emptyStore(t, src)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	err := s.Fetch(ctx, id, net.view("me"), FetchOptions{Parallel: 1, PerPeer: 1, RequestTimeout: 100 * time.Millisecond,
+	p := &flakyPeer{storePeer: newStorePeer("busy", seedStore(t, src), 2, 0), busy: 6}
+	ps, st := fetchFromOne(t, src, id, p, p.s.Has, FetchOptions{Parallel: 1, PerPeer: 1, RequestTimeout: 100 * time.Millisecond,
 		WaitPeers: 100 * time.Millisecond, Poll: 5 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameShards(t, s, src, id)
-	logPeers(t, "me", s)
-	ps := s.PeerStats()[0]
 	if ps.SetAside != 0 || ps.Errors != 0 || ps.Timeouts != 0 {
 		t.Fatalf("busy holder: %+v; want no set-aside, error or timeout", ps)
 	}
-	if st := s.Stats().Fetch; st.Busy != p.busy {
+	if st.Busy != p.busy {
 		t.Errorf("FetchStats.Busy = %d, want %d", st.Busy, p.busy)
 	}
 	p.mu.Lock()
