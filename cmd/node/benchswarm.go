@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -40,6 +41,7 @@ type benchSwarmOptions struct {
 	requestTimeout        time.Duration
 	seed                  uint64
 	json                  bool
+	cpuProfile            string
 }
 
 func newBenchSwarm() *cobra.Command {
@@ -81,6 +83,7 @@ nodes' logs are dropped.`,
 	fl.BoolVar(&o.noHTTP, "no-http", false, "skip the HTTP comparison")
 	fl.IntVar(&o.perPeer, "per-peer", 0, "fetch requests in flight to one peer (0: swarm default)")
 	fl.IntVar(&o.parallel, "parallel", 0, "fetch requests in flight in all (0: swarm default)")
+	fl.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process to `FILE` (in-process runs: every node; go tool pprof reads it)")
 	fl.IntVar(&o.uploadSlots, "upload-slots", 0, "block requests a node answers at once, in-process runs (0: p2p default)")
 	fl.StringVar(&o.link, "link", "", "cap every node's upload and download at RATE (e.g. 40mbit); alone: real processes in network namespaces (root)")
 	fl.BoolVar(&o.sim, "sim", false, "run every node in this process on a simulated network (needs --link RATE)")
@@ -158,6 +161,17 @@ func (o *benchSwarmOptions) run(ctx context.Context, out, errOut io.Writer, log 
 	so.Logger, so.Progress = log, out
 	if o.json {
 		so.Progress = errOut
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpuprofile %s: %w", o.cpuProfile, err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	r, err := swarmbench.Run(ctx, so)
 	if err != nil {
