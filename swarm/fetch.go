@@ -739,9 +739,20 @@ type busyPeer struct {
 // isBusy reports whether err is a peer's answer that its upload slots are
 // full (wire.CodeBusy before any block): not a failure of the peer, only
 // a sign to ask another holder for a moment.
+// It looks at every error err wraps (errors.As would stop at the first
+// wire.Error: in a joined list of peers' answers, typically a NotFound).
 func isBusy(err error) bool {
-	var we *wire.Error
-	return errors.As(err, &we) && we.Code == wire.CodeBusy
+	switch e := err.(type) {
+	case nil:
+		return false
+	case *wire.Error:
+		return e.Code == wire.CodeBusy
+	case interface{ Unwrap() []error }:
+		return slices.ContainsFunc(e.Unwrap(), isBusy)
+	case interface{ Unwrap() error }:
+		return isBusy(e.Unwrap())
+	}
+	return false
 }
 
 // busyWait is how long a peer that answered busy n times in a row is left

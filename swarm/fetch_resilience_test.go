@@ -169,3 +169,27 @@ func TestFetchBusyIsNotAFailure(t *testing.T) {
 		}
 	}
 }
+
+func TestIsBusy(t *testing.T) {
+	busy := shardproto.RemoteError("a", &wire.Error{Code: wire.CodeBusy, Msg: "upload slots full"})
+	notFound := shardproto.RemoteError("b", &wire.Error{Code: wire.CodeNotFound, Msg: "unknown model"})
+	for _, c := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"busy", busy, true},
+		{"wrapped busy", fmt.Errorf("manifest: %w", busy), true},
+		{"not found", notFound, false},
+		// errors.As stops at the first wire.Error; the busy answer of a
+		// later peer must still count.
+		{"joined, busy after not found", errors.Join(notFound, busy), true},
+		{"joined, none busy", errors.Join(notFound, errors.New("no peer to ask")), false},
+		{"timeout", fmt.Errorf("peer c: %w", shardproto.ErrTimeout), false},
+	} {
+		if got := isBusy(c.err); got != c.want {
+			t.Errorf("%s: isBusy = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

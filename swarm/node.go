@@ -586,8 +586,9 @@ func (n *Node) manifestFrom(ctx context.Context, id rdrr.ModelID, src *Sources, 
 
 // ensureManifest adds the model's manifest to the store from a peer when
 // the store lacks it: connected peers first, then DHT providers. redial
-// are the addresses the pull was given: one that was not reached (a seed
-// that a whole swarm dials at once) is dialled again between tries.
+// are the addresses the pull was given: one that was not reached, or
+// whose connection dropped (a seed that a whole swarm dials at once), is
+// dialled again between tries.
 func (n *Node) ensureManifest(ctx context.Context, id rdrr.ModelID, redial ...string) error {
 	if _, _, ok := n.store.Manifest(id); ok {
 		return nil
@@ -617,10 +618,10 @@ func (n *Node) ensureManifest(ctx context.Context, id rdrr.ModelID, redial ...st
 		}
 		return errors.Join(errs...)
 	}
-	// A peer that answered busy (its serving slots full: a seed that a
-	// whole swarm asks at once) or timed out, or one of redial reached
-	// only now, is asked again, with a jittered backoff, for up to the
-	// fetch's WaitPeers: slow is not dead.
+	// While a peer answered busy (its serving slots full: a seed that a
+	// whole swarm asks at once) or timed out, or one of redial is not
+	// reached or reached only now, the peers are asked again, with a
+	// jittered backoff, for up to the fetch's WaitPeers: slow is not dead.
 	wait := n.opts.Fetch.WaitPeers
 	if wait <= 0 {
 		wait = 30 * time.Second
@@ -636,9 +637,9 @@ func (n *Node) ensureManifest(ctx context.Context, id rdrr.ModelID, redial ...st
 			return err2
 		}
 		before := n.host.Peers()
-		ok, _ := n.Connect(ctx, redial)
-		fresh := slices.ContainsFunc(ok, func(p string) bool { return !slices.Contains(before, p) })
-		if !fresh && !busyOrSlow(err1) && !busyOrSlow(err2) || time.Now().After(deadline) {
+		ok, errs := n.Connect(ctx, redial)
+		again := len(errs) > 0 || slices.ContainsFunc(ok, func(p string) bool { return !slices.Contains(before, p) })
+		if !again && !busyOrSlow(err1) && !busyOrSlow(err2) || time.Now().After(deadline) {
 			return fmt.Errorf("model %s: %w (%w)", id.Short(), ErrNoManifest, errors.Join(err1, err2))
 		}
 		n.log.Debug("swarm: manifest: peers busy; asking again", "model", id.Short(), "in", backoff, "err", errors.Join(err1, err2))
