@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +37,13 @@ type topicState struct {
 	kick      chan struct{}      // publish soon (a change, a newcomer), coalesced
 	lim       *rate.Limiter      // this host's share of the topic's budget
 	inventory map[string]InventoryEntry
+	// sorted caches Inventories' answer until an inventory arrives or the
+	// first of them expires (at expiry): every fetch reads it on every
+	// scheduling pass, and sorting a thousand entries each time was a
+	// tenth of a 300-peer simulation's CPU.
+	sorted []InventoryEntry
+	expiry time.Time
+	fresh  bool
 }
 
 type gossip struct {
@@ -400,6 +407,7 @@ func (n *Host) record(id rdrr.ModelID, inv wire.Inventory) bool {
 	}
 	ts.inventory[inv.Peer] = InventoryEntry{Peer: inv.Peer, Inv: inv, Received: now,
 		ExpiresAt: now.Add(time.Duration(inv.TTL) * time.Second)}
+	ts.fresh = false
 	if !ok && ts.announce != nil {
 		// A peer new to this host is likely new to the topic: let it learn
 		// this host's inventory without waiting for a refresh.
@@ -422,16 +430,25 @@ func (n *Host) Inventories(id rdrr.ModelID) []InventoryEntry {
 	if ts == nil {
 		return nil
 	}
-	var out []InventoryEntry
-	for p, e := range ts.inventory {
-		if !now.Before(e.ExpiresAt) {
-			delete(ts.inventory, p)
-			continue
+	if !ts.fresh || !now.Before(ts.expiry) {
+		ts.sorted, ts.expiry = ts.sorted[:0], time.Time{}
+		for p, e := range ts.inventory {
+			if !now.Before(e.ExpiresAt) {
+				delete(ts.inventory, p)
+				continue
+			}
+			ts.sorted = append(ts.sorted, e)
+			if ts.expiry.IsZero() || e.ExpiresAt.Before(ts.expiry) {
+				ts.expiry = e.ExpiresAt
+			}
 		}
-		out = append(out, e)
+		slices.SortFunc(ts.sorted, func(a, b InventoryEntry) int { return strings.Compare(a.Peer, b.Peer) })
+		ts.fresh = len(ts.sorted) > 0
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Peer < out[j].Peer })
-	return out
+	if len(ts.sorted) == 0 {
+		return nil
+	}
+	return slices.Clone(ts.sorted)
 }
 
 // GossipStats counts pubsub traffic (inventories, expert usage, and

@@ -579,14 +579,22 @@ func (f *fetcher) survey(usable []candidate) *view {
 	held := make([]int, n)     // blocks of shard s other peers hold partly
 	keys := []uint64{f.selfKey}
 	ps, partial := f.peers.(PartialSet)
+	hs, bulk := f.peers.(HoldingSet)
+	var parts []wire.Bitmap
+	if bulk {
+		parts = make([]wire.Bitmap, n)
+	}
 	now := f.o.Clock.Now()
 	wait := f.fallbackWait(usable, f.total/int64(n))
 	for i := range usable {
 		c := &usable[i]
 		c.has = make([]bool, n)
+		if bulk {
+			hs.Holding(c.p, f.all, c.has, parts)
+		}
 		blocks := 0 // blocks it holds of the shards held partly
 		for s, h := range f.all {
-			if f.peers.Has(c.p, h) {
+			if bulk && c.has[s] || !bulk && f.peers.Has(c.p, h) {
 				c.has[s] = true
 				c.n++
 				v.holders[s]++
@@ -598,7 +606,13 @@ func (f *fetcher) survey(usable []candidate) *view {
 			}
 			// A peer holding the shard partly counts as a holder when it
 			// has a block this fetch is missing.
-			bm, ok := ps.Blocks(c.p, h)
+			var bm wire.Bitmap
+			var ok bool
+			if bulk {
+				bm, ok = parts[s], parts[s].N > 0
+			} else {
+				bm, ok = ps.Blocks(c.p, h)
+			}
 			if ok && bm.Any() { // (a seed holds every shard complete)
 				v.started[s] = true
 				held[s] += bm.Count()

@@ -719,6 +719,17 @@ func (w nodeSources) Has(p Peer, shard rdrr.Hash) bool {
 	return w.src.Has(p, shard) || w.Node.Has(p, shard)
 }
 
+// Holding overrides the Node's (embedding would promote it past Has): a
+// source holds what Sources.Has says, the node's peers what they announced.
+func (w nodeSources) Holding(p Peer, shards []rdrr.Hash, has []bool, part []wire.Bitmap) {
+	w.Node.Holding(p, shards, has, part)
+	for s, h := range shards {
+		if !has[s] && w.src.Has(p, h) {
+			has[s], part[s] = true, wire.Bitmap{}
+		}
+	}
+}
+
 // Source returns a shard source for model id that reads from the store
 // and fetches a missing shard from peers first.
 func (n *Node) Source(id rdrr.ModelID) rdrr.ShardSource { return nodeSource{n, id} }

@@ -45,6 +45,39 @@ func (n *Node) Blocks(p Peer, shard rdrr.Hash) (wire.Bitmap, bool) {
 	return wire.Bitmap{}, false
 }
 
+// Holding implements HoldingSet: Has and Blocks for every shard, under one
+// lock and one lookup of the peer per tracked model.
+func (n *Node) Holding(p Peer, shards []rdrr.Hash, has []bool, part []wire.Bitmap) {
+	id := p.ID()
+	clear(has)
+	clear(part)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, t := range n.tracked {
+		bm, inv := t.view[id]
+		if inv && bm.N != len(t.index) {
+			continue
+		}
+		if !inv && !t.assumed[id] {
+			continue
+		}
+		blocks := t.part[id]
+		for s, h := range shards {
+			i, ok := t.index[h]
+			if !ok || has[s] {
+				continue
+			}
+			if !inv || bm.Has(i) {
+				has[s], part[s] = true, wire.Bitmap{}
+				continue
+			}
+			if b, ok := blocks[i]; ok && part[s].N == 0 {
+				part[s] = b
+			}
+		}
+	}
+}
+
 // refresh asks, every RefreshInterval until ctx ends, the connected peers
 // whose inventory of model id may have changed since it was received (a
 // peer that announced none, holds shards partly or lacks some) for it

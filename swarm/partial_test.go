@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"bytes"
 	"context"
 	"sync"
 	"testing"
@@ -172,5 +173,41 @@ func TestNodePartialHolders(t *testing.T) {
 		if up := n.Host().Stats().Uploaded; up == 0 {
 			t.Errorf("%s served nothing", shortID(n.ID()))
 		}
+	}
+	sameHolding(t, c, id)
+}
+
+// sameHolding checks that n's Holding answers for every peer of model id
+// as Has and Blocks do, shard by shard, and that some peer holds a shard
+// partly (so the partial answers are compared too).
+func sameHolding(t *testing.T, n *Node, id rdrr.ModelID) {
+	t.Helper()
+	m, ok := n.Store().manifest(id)
+	if !ok {
+		t.Fatalf("model %s not held", id.Short())
+	}
+	var shards []rdrr.Hash
+	for _, sh := range m.Shards {
+		shards = append(shards, sh.Hash)
+	}
+	partly := 0
+	for _, p := range n.Peers(id) {
+		has, part := make([]bool, len(shards)), make([]wire.Bitmap, len(shards))
+		n.Holding(p, shards, has, part)
+		for s, h := range shards {
+			bm, ok := n.Blocks(p, h)
+			if has[s] != n.Has(p, h) {
+				t.Errorf("peer %s shard %d: Holding has %v, Has %v", p.ID(), s, has[s], !has[s])
+			}
+			if want := !has[s] && ok; want != (part[s].N > 0) || want && !bytes.Equal(bm.Bits, part[s].Bits) {
+				t.Errorf("peer %s shard %d: Holding part %+v, Blocks %+v %v", p.ID(), s, part[s], bm, ok)
+			}
+			if part[s].Any() {
+				partly++
+			}
+		}
+	}
+	if partly == 0 {
+		t.Error("no peer holds a shard partly: the partial answers went unchecked")
 	}
 }

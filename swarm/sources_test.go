@@ -83,6 +83,21 @@ func TestSourcesFetch(t *testing.T) {
 	}
 }
 
+// A node pulls from an HTTP-style source alone (no libp2p peer): the
+// node's PeerSet answers for the source as holding every shard, in one
+// call (Holding) as shard by shard (Has).
+func TestNodePullFromSourceOnly(t *testing.T) {
+	src, id := synthModel(t, 2<<20, 1<<20, 64<<10, 3)
+	full := seedStore(t, src)
+	n := newNode(t, openStore(t, t.TempDir(), 0), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Pull(ctx, id, PullOptions{Sources: []Source{newFakeSource("http://whole", full)}}); err != nil {
+		t.Fatal(err)
+	}
+	sameShards(t, n.Store(), src, id)
+}
+
 // Sources.Manifest takes the first manifest that hashes to the ID and
 // names every source that failed.
 func TestSourcesManifest(t *testing.T) {

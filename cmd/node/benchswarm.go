@@ -185,7 +185,12 @@ func (o *benchSwarmOptions) run(ctx context.Context, out, errOut io.Writer, log 
 		fmt.Fprintf(out, "%s\n", b)
 	}
 	if n := len(r.Failed); n > 0 {
-		return fmt.Errorf("%d of %d honest pulls failed: %s", n, r.HonestPeers, strings.Join(r.Failed, "; "))
+		const show = 5 // the JSON line has them all
+		more := ""
+		if n > show {
+			more = fmt.Sprintf("; and %d more", n-show)
+		}
+		return fmt.Errorf("%d of %d honest pulls failed: %s%s", n, r.HonestPeers, strings.Join(r.Failed[:min(n, show)], "; "), more)
 	}
 	if r.BadBytesStored > 0 {
 		return fmt.Errorf("%d bad bytes stored by honest peers", r.BadBytesStored)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -58,7 +59,7 @@ func (s *simNet) host() (host.Host, error) {
 		return nil, err
 	}
 	return &simHost{shapedHost: shapedHost{Host: h, s: newShaper(s.rate)}, mn: s.mn,
-		ps: dirPeerstore{Peerstore: h.Peerstore(), mn: s.mn}}, nil
+		ps: dirPeerstore{Peerstore: h.Peerstore(), mn: s.mn}, linked: map[peer.ID]bool{}}, nil
 }
 
 func (s *simNet) Close() error { return s.mn.Close() }
@@ -71,12 +72,26 @@ type simHost struct {
 	shapedHost
 	mn mocknet.Mocknet
 	ps dirPeerstore
+
+	mu     sync.Mutex
+	linked map[peer.ID]bool // peers known linked (mocknet looks links up under one lock for all hosts)
 }
 
 func (h *simHost) link(p peer.ID) {
-	if p != h.ID() && len(h.mn.LinksBetweenPeers(h.ID(), p)) == 0 {
-		h.mn.LinkPeers(h.ID(), p) // an error means p is unknown: the dial says so
+	if p == h.ID() {
+		return
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.linked[p] {
+		return
+	}
+	if len(h.mn.LinksBetweenPeers(h.ID(), p)) == 0 {
+		if _, err := h.mn.LinkPeers(h.ID(), p); err != nil {
+			return // p is unknown: the dial says so
+		}
+	}
+	h.linked[p] = true
 }
 
 func (h *simHost) Peerstore() peerstore.Peerstore { return h.ps }
