@@ -222,6 +222,12 @@ type fetcher struct {
 	// lastHolder: when a scheduling pass last saw a reachable peer (see
 	// FetchOptions.WaitPeers) holding a missing shard.
 	lastHolder time.Time
+	// surveyed: the latest survey, taken at surveyedAt; the passes within
+	// Poll/2 of it reuse it (what peers hold changes no faster than their
+	// inventories reach this node), so a burst of block arrivals costs one
+	// survey, not one per block.
+	surveyed   *view
+	surveyedAt time.Time
 	fatal      error
 	progMu     sync.Mutex
 	lastProg   time.Time
@@ -512,6 +518,7 @@ type view struct {
 	// started, per shard: a peer other than a seed holds a block of it
 	// (complete or partly), so its owner is fetching it.
 	started []bool
+	wait    time.Duration // the fallback wait (fallbackWait) at the survey
 }
 
 // pos is shard s's place in the rotated order; start is the first place
@@ -586,6 +593,7 @@ func (f *fetcher) survey(usable []candidate) *view {
 	}
 	now := f.o.Clock.Now()
 	wait := f.fallbackWait(usable, f.total/int64(n))
+	v.wait = wait
 	for i := range usable {
 		c := &usable[i]
 		c.has = make([]bool, n)
@@ -681,6 +689,12 @@ func (f *fetcher) survey(usable []candidate) *view {
 	f.settle(v.fetchers)
 	hi, _ := bits.Mul64(keys[0], uint64(n))
 	v.offset = int(hi)
+	return v
+}
+
+// fallbacks sets v's fallback state for this pass (a survey may serve
+// several passes: see surveyed). f.mu held.
+func (f *fetcher) fallbacks(v *view, now time.Time) {
 	// Outside its territory a node asks a seed for a shard only seeds hold
 	// after being idle for about the time a seed takes to send a shard
 	// (its owner may be gone or not be fetching), and at least 16 polls
@@ -693,14 +707,13 @@ func (f *fetcher) survey(usable []candidate) *view {
 	// inventory not yet expired) or stuck, and waits no longer than any.
 	if len(f.reqs) == 0 {
 		idle := now.Sub(maxTime(f.idleSince, f.settledAt))
-		v.fallback, v.fallbackBusy = idle >= wait, idle >= 4*wait
+		v.fallback, v.fallbackBusy = idle >= v.wait, idle >= 4*v.wait
 		for s := range v.started {
-			if v.started[s] && now.Sub(f.partGrew[s]) >= wait {
+			if v.started[s] && now.Sub(f.partGrew[s]) >= v.wait {
 				v.started[s] = false
 			}
 		}
 	}
-	return v
 }
 
 // fallbackWait is how long a fetch idles before it asks a seed outside
@@ -800,24 +813,31 @@ func (f *fetcher) schedule() {
 		return
 	}
 	now := f.o.Clock.Now()
-	var all []candidate
-	seen := map[string]bool{}
-	for _, p := range f.peers.Peers(f.id) {
-		id := p.ID()
-		if seen[id] || f.bad[id] || f.s.peers.dropped(id, f.id) {
-			continue
+	if f.surveyed == nil || now.Sub(f.surveyedAt) >= f.o.Poll/2 || now.Before(f.surveyedAt) {
+		var all []candidate
+		seen := map[string]bool{}
+		for _, p := range f.peers.Peers(f.id) {
+			id := p.ID()
+			if seen[id] || f.bad[id] || f.s.peers.dropped(id, f.id) {
+				continue
+			}
+			seen[id] = true
+			all = append(all, candidate{p: p, id: id})
 		}
-		seen[id] = true
-		all = append(all, candidate{p: p, id: id})
+		if len(all) == 0 {
+			f.surveyed = nil
+			return
+		}
+		f.surveyed, f.surveyedAt = f.survey(all), now
 	}
-	if len(all) == 0 {
-		return
-	}
-	v := f.survey(all)
+	v := *f.surveyed
 	// Peers set aside still count as holders (they come back); they are
 	// not asked until their backoff ends.
-	usable := v.cands[:0:0]
+	usable := make([]candidate, 0, len(v.cands))
 	for _, c := range v.cands {
+		if f.bad[c.id] || f.s.peers.dropped(c.id, f.id) {
+			continue // since the survey
+		}
 		if !f.down[c.id] && !f.lastHolder.Equal(now) {
 			for _, fs := range f.shards {
 				if !fs.done && (c.has[fs.idx] || c.partly(fs.idx)) {
@@ -835,6 +855,7 @@ func (f *fetcher) schedule() {
 		usable = append(usable, c)
 	}
 	v.cands = usable
+	f.fallbacks(&v, now)
 	// The incomplete shards someone holds, rarest first; ties among shards
 	// only seeds hold in territory order (this node's own first), other
 	// ties in this fetch's random order.
@@ -875,7 +896,7 @@ func (f *fetcher) schedule() {
 	for len(f.reqs) < f.o.Parallel {
 		started := false
 		for _, r := range ranks {
-			c, probe, ok := f.best(r.fs, v, endgame)
+			c, probe, ok := f.best(r.fs, &v, endgame)
 			if !ok {
 				continue
 			}
@@ -1253,6 +1274,9 @@ func (f *fetcher) finish(r *request, err error) {
 		failed = "error"
 	case r.ngot < r.count:
 		failed = "short"
+	}
+	if failed != "" && failed != "busy" {
+		f.surveyed = nil // what the peer holds may have changed (a source's lack)
 	}
 	var backoff time.Duration
 	// A request asked before its peer was set aside fails of the same
