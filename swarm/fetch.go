@@ -222,10 +222,11 @@ type fetcher struct {
 	// lastHolder: when a scheduling pass last saw a reachable peer (see
 	// FetchOptions.WaitPeers) holding a missing shard.
 	lastHolder time.Time
-	// surveyed: the latest survey, taken at surveyedAt; the passes within
-	// Poll/2 of it reuse it (what peers hold changes no faster than their
-	// inventories reach this node), so a burst of block arrivals costs one
-	// survey, not one per block.
+	// surveyed: the latest survey, taken at surveyedAt. While requests
+	// are in flight, the passes within 2 × Poll of it reuse it (what
+	// peers hold changes no faster than their inventories reach this
+	// node, about once a RefreshInterval), so the block arrivals that
+	// wake the scheduler cost no survey each; an idle pass surveys anew.
 	surveyed   *view
 	surveyedAt time.Time
 	fatal      error
@@ -813,7 +814,7 @@ func (f *fetcher) schedule() {
 		return
 	}
 	now := f.o.Clock.Now()
-	if f.surveyed == nil || now.Sub(f.surveyedAt) >= f.o.Poll/2 || now.Before(f.surveyedAt) {
+	if f.surveyed == nil || len(f.reqs) == 0 || now.Sub(f.surveyedAt) >= 2*f.o.Poll || now.Before(f.surveyedAt) {
 		var all []candidate
 		seen := map[string]bool{}
 		for _, p := range f.peers.Peers(f.id) {
