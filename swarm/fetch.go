@@ -73,6 +73,16 @@ type FetchOptions struct {
 	WaitPeers time.Duration
 	// Poll is how often the PeerSet is read again while waiting (250ms).
 	Poll time.Duration
+	// MaxPeers bounds the peers a fetch asks for blocks at one time, its
+	// active set (48). Every peer of the PeerSet still counts in the
+	// survey (who holds what, the territories), but the choice of whom to
+	// ask, made on every pass, looks at the active set alone, so a pass
+	// costs the same in a swarm of 50 peers or 5,000. The set keeps the
+	// seeds, the peers with requests in flight and the members that still
+	// hold something missing; the rest of its places go to other holders
+	// at random, and one non-essential member is swapped for an outsider
+	// at every survey, so every holder gets its turn.
+	MaxPeers int
 	// Progress, when set, is called (serially, throttled) with the verified
 	// bytes of the model held, its total size, and the peers in use.
 	Progress func(done, total int64, peers int)
@@ -120,6 +130,9 @@ func (o *FetchOptions) fill() {
 	}
 	if o.Poll <= 0 {
 		o.Poll = 250 * time.Millisecond
+	}
+	if o.MaxPeers <= 0 {
+		o.MaxPeers = 48
 	}
 	if o.Clock == nil {
 		o.Clock = realClock{}
@@ -229,9 +242,13 @@ type fetcher struct {
 	// wake the scheduler cost no survey each; an idle pass surveys anew.
 	surveyed   *view
 	surveyedAt time.Time
-	fatal      error
-	progMu     sync.Mutex
-	lastProg   time.Time
+	// active: the peers of the active set (MaxPeers) chosen at the latest
+	// survey; nil while every peer fits.
+	active   map[string]bool
+	rng      *rand.Rand
+	fatal    error
+	progMu   sync.Mutex
+	lastProg time.Time
 }
 
 // BlockStore is what a Fetcher writes verified blocks into: the node's
@@ -370,7 +387,8 @@ func (fr *Fetcher) Fetch(ctx context.Context, id rdrr.ModelID, m *rdrr.Manifest,
 	if seed == 0 {
 		seed = uint64(opts.Clock.Now().UnixNano())
 	}
-	f.order = rand.New(rand.NewPCG(seed, 0xf37c4)).Perm(len(f.shards))
+	f.rng = rand.New(rand.NewPCG(seed, 0xf37c4))
+	f.order = f.rng.Perm(len(f.shards))
 	// This node's place on the territory ring: from its peer ID when the
 	// PeerSet has one (a Node), else from the seed.
 	if self, ok := peers.(interface{ ID() string }); ok {
@@ -693,6 +711,62 @@ func (f *fetcher) survey(usable []candidate) *view {
 	return v
 }
 
+// activeSet returns at most MaxPeers of the surveyed candidates cs: the
+// ones to choose among until the next survey (FetchOptions.MaxPeers).
+// f.mu held.
+func (f *fetcher) activeSet(cs []candidate) []candidate {
+	if len(cs) <= f.o.MaxPeers {
+		f.active = nil
+		return cs
+	}
+	useful := func(c *candidate) bool {
+		for _, fs := range f.shards {
+			if !fs.done && (c.has[fs.idx] || c.partly(fs.idx)) {
+				return true
+			}
+		}
+		return false
+	}
+	// Places: 0 essential (a seed, requests in flight), 1 a member still
+	// useful, 2 another useful peer, 3 the rest.
+	place := make([]int, len(cs))
+	for i := range cs {
+		c := &cs[i]
+		switch {
+		case c.seed || f.perPeer[c.id] > 0:
+			place[i] = 0
+		case !useful(c):
+			place[i] = 3
+		case f.active[c.id]:
+			place[i] = 1
+		default:
+			place[i] = 2
+		}
+	}
+	// One member that is not essential gives its place to an outsider.
+	var members []int
+	for i, p := range place {
+		if p == 1 {
+			members = append(members, i)
+		}
+	}
+	if len(members) > 0 {
+		place[members[f.rng.IntN(len(members))]] = 2
+	}
+	order := f.rng.Perm(len(cs))
+	slices.SortStableFunc(order, func(a, b int) int { return place[a] - place[b] })
+	out := make([]candidate, 0, f.o.MaxPeers)
+	f.active = make(map[string]bool, f.o.MaxPeers)
+	for _, i := range order {
+		if len(out) == f.o.MaxPeers && place[i] > 0 {
+			break
+		}
+		out = append(out, cs[i])
+		f.active[cs[i].id] = true
+	}
+	return out
+}
+
 // fallbacks sets v's fallback state for this pass (a survey may serve
 // several passes: see surveyed). f.mu held.
 func (f *fetcher) fallbacks(v *view, now time.Time) {
@@ -829,7 +903,9 @@ func (f *fetcher) schedule() {
 			f.surveyed = nil
 			return
 		}
-		f.surveyed, f.surveyedAt = f.survey(all), now
+		v := f.survey(all)
+		v.cands = f.activeSet(v.cands)
+		f.surveyed, f.surveyedAt = v, now
 	}
 	v := *f.surveyed
 	// Peers set aside still count as holders (they come back); they are

@@ -2,6 +2,10 @@ package swarm
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -152,6 +156,70 @@ func TestSurveyStaleFetcherLosesTerritory(t *testing.T) {
 		v := f.survey(cands())
 		if v.fetchers != st.fetchers {
 			t.Errorf("pass %d at +%v: %d fetchers on the ring, want %d", i, st.at, v.fetchers, st.fetchers)
+		}
+	}
+}
+
+// TestActiveSet: with more peers than MaxPeers, a pass looks at an active
+// set that keeps the seed and the peers with requests in flight, holds at
+// most MaxPeers besides, keeps all but one of its useful members from one
+// survey to the next, and gives every useful peer a turn over surveys.
+func TestActiveSet(t *testing.T) {
+	const peers, maxPeers, shards = 200, 8, 4
+	f := &fetcher{o: FetchOptions{MaxPeers: maxPeers}, perPeer: map[string]int{},
+		rng: rand.New(rand.NewPCG(1, 2))}
+	for i := range shards {
+		f.shards = append(f.shards, &fshard{idx: i})
+	}
+	var cs []candidate
+	for i := range peers {
+		c := candidate{id: fmt.Sprintf("p%03d", i), has: make([]bool, shards)}
+		switch {
+		case i == 0:
+			c.seed = true
+			for s := range c.has {
+				c.has[s] = true
+			}
+		case i%2 == 1: // the odd peers hold a shard; the even ones nothing
+			c.has[i%shards] = true
+		}
+		cs = append(cs, c)
+	}
+	f.perPeer["p002"] = 1 // a request in flight to a peer that holds nothing now
+	seen := map[string]bool{}
+	var prev map[string]bool
+	for pass := range 1500 {
+		got := f.activeSet(slices.Clone(cs))
+		ids := map[string]bool{}
+		for _, c := range got {
+			ids[c.id] = true
+			seen[c.id] = true
+			if n, _ := strconv.Atoi(c.id[1:]); n%2 == 0 && n > 2 {
+				t.Fatalf("pass %d: %s, which holds nothing, is active while useful peers wait", pass, c.id)
+			}
+		}
+		if !ids["p000"] || !ids["p002"] {
+			t.Fatalf("pass %d: the seed or the peer with a request in flight left the set: %v", pass, ids)
+		}
+		if len(got) > maxPeers+2 {
+			t.Fatalf("pass %d: %d active peers, want at most %d", pass, len(got), maxPeers+2)
+		}
+		if prev != nil {
+			kept := 0
+			for id := range prev {
+				if ids[id] {
+					kept++
+				}
+			}
+			if kept < len(prev)-1 {
+				t.Fatalf("pass %d: kept %d of %d members, want all but one", pass, kept, len(prev))
+			}
+		}
+		prev = ids
+	}
+	for i := 1; i < peers; i += 2 {
+		if id := fmt.Sprintf("p%03d", i); !seen[id] {
+			t.Errorf("useful peer %s never got a turn in 1500 surveys", id)
 		}
 	}
 }
