@@ -44,6 +44,12 @@ type topicState struct {
 	sorted []InventoryEntry
 	expiry time.Time
 	fresh  bool
+	// seen counts the inventories gossip delivered since seenSince;
+	// topicRate is the topic's measured rate of them (per second, an
+	// average over the last windows): see shareLimit.
+	seen      int
+	seenSince time.Time
+	topicRate float64
 }
 
 type gossip struct {
@@ -51,11 +57,69 @@ type gossip struct {
 	topics map[rdrr.ModelID]*topicState
 	seq    uint64
 	tr     gossipTracer
+	dedup  gossipDedup
 }
 
-func (g *gossip) init() {
+func (g *gossip) init(now func() time.Time) {
 	g.topics = map[rdrr.ModelID]*topicState{}
 	g.tr.peers = map[peer.ID]*GossipStats{}
+	g.dedup = gossipDedup{first: map[string]time.Time{}, now: now}
+}
+
+// Duplicates of a published message arriving within dupRetry of its first
+// copy are dropped before pubsub sees them (gossipDedup); dupForget is
+// how long a first copy is remembered (pubsub's own seen-message TTL).
+const (
+	dupRetry  = time.Second
+	dupForget = 2 * time.Minute
+)
+
+// gossipDedup drops duplicate copies of a published message before
+// gossipsub validates them. Gossipsub marks a message seen only once its
+// signature is checked, so every copy that arrives from another mesh peer
+// while the first waits in the validation queue is checked too: in a
+// 1,000-peer simulation most of the Ed25519 checks, a fifth of all the
+// CPU, were of such copies. A copy arriving dupRetry after the first goes
+// through (gossipsub drops it cheaply if the first was delivered, and
+// checks it if the first was lost, e.g. to a full validation queue).
+type gossipDedup struct {
+	mu    sync.Mutex
+	now   func() time.Time
+	first map[string]time.Time // message ID → when its first copy arrived
+	swept time.Time
+}
+
+// inspect is gossipsub's RPC inspector: it counts the RPC as received
+// (gossipTracer), then strips the duplicates from its messages.
+func (g *gossip) inspect(from peer.ID, rpc *pubsub.RPC) error {
+	g.tr.count(from, GossipStats{MessagesReceived: uint64(len(rpc.Publish)), BytesReceived: uint64(proto.Size(&rpc.RPC))})
+	if len(rpc.Publish) == 0 {
+		return nil
+	}
+	d := &g.dedup
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.now()
+	keep := rpc.Publish[:0]
+	for _, m := range rpc.Publish {
+		id := pubsub.DefaultMsgIdFn(m)
+		if t, ok := d.first[id]; ok && now.Sub(t) < dupRetry && !now.Before(t) {
+			continue
+		}
+		d.first[id] = now
+		keep = append(keep, m)
+	}
+	clear(rpc.Publish[len(keep):])
+	rpc.Publish = keep
+	if now.Sub(d.swept) >= dupForget {
+		for id, t := range d.first {
+			if now.Sub(t) >= dupForget {
+				delete(d.first, id)
+			}
+		}
+		d.swept = now
+	}
+	return nil
 }
 
 func (g *gossip) closeAll() {
@@ -259,6 +323,44 @@ func (n *Host) topicPeers(ts *topicState) int {
 	return max(k, len(ts.t.ListPeers())) + 1
 }
 
+// observe counts an inventory gossip delivered on model id's topic.
+func (n *Host) observe(id rdrr.ModelID) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if ts := n.topics[id]; ts != nil {
+		ts.seen++
+	}
+}
+
+// shareLimit is this host's rate of announcements on a topic of peers
+// announcing hosts: its share of the topic's budget, GossipBudget/60/peers
+// per second, lowered in proportion when the topic is measured carrying
+// more than the budget. peers is an estimate that lags when many hosts
+// join at once: each then takes a large share, and a thousand newcomers
+// together sent dozens of times the budget, every message checked by
+// every host. The measured rate corrects that within a second or two,
+// whatever the estimate. n.mu held.
+func (n *Host) shareLimit(ts *topicState, peers int) rate.Limit {
+	budget := float64(n.opts.GossipBudget) / 60
+	now := n.opts.Now()
+	if ts.seenSince.IsZero() {
+		ts.seenSince = now
+	}
+	if el := now.Sub(ts.seenSince); el >= time.Second {
+		r := float64(ts.seen) / el.Seconds()
+		ts.topicRate = (ts.topicRate + r) / 2
+		ts.seen, ts.seenSince = 0, now
+		if el > 10*time.Second {
+			ts.topicRate = r // a stale average says nothing
+		}
+	}
+	share := budget / float64(peers)
+	if ts.topicRate > budget {
+		share *= budget / ts.topicRate
+	}
+	return rate.Limit(share)
+}
+
 // refreshPeriod is how often a host re-publishes an unchanged inventory
 // on a topic of peers announcing hosts: AnnounceInterval, or longer on a
 // large topic so that refreshes use at most half its budget.
@@ -315,7 +417,7 @@ func (n *Host) announceLoop(ctx context.Context, id rdrr.ModelID, ts *topicState
 		n.mu.Lock()
 		peers = n.topicPeers(ts)
 		n.mu.Unlock()
-		ts.lim.SetLimit(rate.Limit(float64(n.opts.GossipBudget) / 60 / float64(peers)))
+		ts.lim.SetLimit(n.shareLimit(ts, peers))
 		if err := ts.lim.Wait(ctx); err != nil {
 			return
 		}
@@ -365,6 +467,7 @@ func (n *Host) Subscribe(ctx context.Context, id rdrr.ModelID, fn func(peerID st
 		if !ok || inv.Peer == n.ID() {
 			return
 		}
+		n.observe(id)
 		if n.record(id, *inv) && fn != nil {
 			fn(inv.Peer, *inv)
 		}
@@ -500,9 +603,9 @@ func (t *gossipTracer) snapshot() (GossipStats, map[string]GossipStats) {
 	return t.total, m
 }
 
-func (t *gossipTracer) RecvRPC(rpc *pubsub.RPC) {
-	t.count(rpc.From(), GossipStats{MessagesReceived: uint64(len(rpc.Publish)), BytesReceived: uint64(proto.Size(&rpc.RPC))})
-}
+// RecvRPC counts nothing: gossip.inspect counted the RPC before it
+// dropped duplicates from it.
+func (t *gossipTracer) RecvRPC(*pubsub.RPC) {}
 func (t *gossipTracer) SendRPC(rpc *pubsub.RPC, p peer.ID) {
 	t.count(p, GossipStats{MessagesSent: uint64(len(rpc.Publish)), BytesSent: uint64(proto.Size(&rpc.RPC))})
 }

@@ -248,7 +248,7 @@ func start(ctx context.Context, opts Options, prov Provider, h host.Host, loopba
 		upload: make(chan struct{}, opts.UploadSlots)}
 	n.bufs = newBufPool(maxIdleBufs)
 	n.stats.init()
-	n.gossip.init()
+	n.gossip.init(n.opts.Now)
 	dopts := []dht.Option{dht.Mode(dht.ModeServer), dht.ProtocolPrefix(DHTPrefix)}
 	if loopback {
 		dopts = append(dopts, dht.AddressFilter(filterLoopback))
@@ -260,7 +260,7 @@ func start(ctx context.Context, opts Options, prov Provider, h host.Host, loopba
 		}
 	}
 	if n.ps, err = pubsub.NewGossipSub(hctx, h, pubsub.WithMaxMessageSize(1<<20),
-		pubsub.WithRawTracer(&n.gossip.tr)); err != nil {
+		pubsub.WithRawTracer(&n.gossip.tr), pubsub.WithAppSpecificRpcInspector(n.gossip.inspect)); err != nil {
 		n.Close()
 		return nil, fmt.Errorf("gossipsub: %w", err)
 	}
