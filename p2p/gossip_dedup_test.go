@@ -1,13 +1,18 @@
 package p2p
 
 import (
+	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/doppler-llm/doppler/p2p/wire"
+	"github.com/doppler-llm/doppler/rdrr"
 )
 
 // TestGossipDedup: the RPC inspector hands gossipsub the first copy of a
@@ -85,6 +90,48 @@ func TestShareLimit(t *testing.T) {
 		ts.seen += st.seen
 		if got := float64(n.shareLimit(ts, 10)); math.Abs(got-st.want) > 1e-9 {
 			t.Errorf("step %d: %.4f announcements/s, want %.4f", i, got, st.want)
+		}
+	}
+}
+
+// TestInventoriesCache: Inventories lists the unexpired inventories sorted
+// by peer, with a newer inventory of a listed peer replaced in place, a
+// new peer added and an expired one dropped.
+func TestInventoriesCache(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	n := &Host{opts: Options{Now: func() time.Time { return now }}}
+	n.gossip.init(n.opts.Now)
+	var model rdrr.ModelID
+	n.topics[model] = &topicState{inventory: map[string]InventoryEntry{}}
+	inv := func(p string, seq uint64, ttl uint32) wire.Inventory {
+		return wire.Inventory{Model: model, Peer: p, Seq: seq, TTL: ttl}
+	}
+	list := func() string {
+		var out []string
+		for _, e := range n.Inventories(model) {
+			out = append(out, fmt.Sprintf("%s/%d", e.Peer, e.Inv.Seq))
+		}
+		return strings.Join(out, " ")
+	}
+	steps := []struct {
+		after time.Duration
+		invs  []wire.Inventory
+		want  string
+	}{
+		{0, []wire.Inventory{inv("c", 1, 60), inv("a", 1, 60), inv("b", 1, 10)}, "a/1 b/1 c/1"},
+		{time.Second, []wire.Inventory{inv("b", 2, 10)}, "a/1 b/2 c/1"},                   // in place
+		{time.Second, []wire.Inventory{inv("a", 1, 60)}, "a/1 b/2 c/1"},                   // not newer
+		{time.Second, []wire.Inventory{inv("bb", 1, 60)}, "a/1 b/2 bb/1 c/1"},             // a new peer
+		{10 * time.Second, nil, "a/1 bb/1 c/1"},                                           // b expired
+		{time.Second, []wire.Inventory{inv("c", 5, 60), inv("a", 2, 60)}, "a/2 bb/1 c/5"}, // two in place
+	}
+	for i, st := range steps {
+		now = now.Add(st.after)
+		for _, v := range st.invs {
+			n.record(model, v)
+		}
+		if got := list(); got != st.want {
+			t.Errorf("step %d: %q, want %q", i, got, st.want)
 		}
 	}
 }

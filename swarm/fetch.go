@@ -235,13 +235,11 @@ type fetcher struct {
 	// lastHolder: when a scheduling pass last saw a reachable peer (see
 	// FetchOptions.WaitPeers) holding a missing shard.
 	lastHolder time.Time
-	// surveyed: the latest survey, taken at surveyedAt. While requests
-	// are in flight, the passes within 2 × Poll of it reuse it (what
-	// peers hold changes no faster than their inventories reach this
-	// node, about once a RefreshInterval), so the block arrivals that
-	// wake the scheduler cost no survey each; an idle pass surveys anew.
-	surveyed   *view
-	surveyedAt time.Time
+	// surveyed: the latest survey, of surveyedPeers peers, taken at
+	// surveyedAt; passes reuse it for surveyEvery.
+	surveyed      *view
+	surveyedAt    time.Time
+	surveyedPeers int
 	// active: the peers of the active set (MaxPeers) chosen at the latest
 	// survey; nil while every peer fits.
 	active   map[string]bool
@@ -711,6 +709,26 @@ func (f *fetcher) survey(usable []candidate) *view {
 	return v
 }
 
+// surveyEvery is how long a survey serves the passes after it. A survey
+// reads every peer; up to 100 of them every pass surveys anew (a block
+// arrival can change whom to ask next). With more, the interval grows in
+// proportion to the peers, Poll × peers/100 (twice that while requests
+// are in flight: at 1,000 peers 2.5 s idle, 5 s busy), so the survey's
+// cost per second stays about that of 100 peers: what a crowd holds
+// moves slowly in aggregate, and a peer's inventory reaches this node
+// about once a RefreshInterval anyway. f.mu held.
+func (f *fetcher) surveyEvery() time.Duration {
+	n := f.surveyedPeers
+	if n <= 100 {
+		return 0
+	}
+	d := f.o.Poll
+	if len(f.reqs) > 0 {
+		d *= 2
+	}
+	return d * time.Duration(n) / 100
+}
+
 // activeSet returns at most MaxPeers of the surveyed candidates cs: the
 // ones to choose among until the next survey (FetchOptions.MaxPeers).
 // f.mu held.
@@ -888,7 +906,7 @@ func (f *fetcher) schedule() {
 		return
 	}
 	now := f.o.Clock.Now()
-	if f.surveyed == nil || len(f.reqs) == 0 || now.Sub(f.surveyedAt) >= 2*f.o.Poll || now.Before(f.surveyedAt) {
+	if f.surveyed == nil || now.Sub(f.surveyedAt) >= f.surveyEvery() || now.Before(f.surveyedAt) {
 		var all []candidate
 		seen := map[string]bool{}
 		for _, p := range f.peers.Peers(f.id) {
@@ -904,6 +922,7 @@ func (f *fetcher) schedule() {
 			return
 		}
 		v := f.survey(all)
+		f.surveyedPeers = len(all)
 		v.cands = f.activeSet(v.cands)
 		f.surveyed, f.surveyedAt = v, now
 	}
