@@ -535,7 +535,11 @@ type view struct {
 	// started, per shard: a peer other than a seed holds a block of it
 	// (complete or partly), so its owner is fetching it.
 	started []bool
-	wait    time.Duration // the fallback wait (fallbackWait) at the survey
+	// peerHeld, per shard: a peer other than a seed, not set aside or busy
+	// at the survey, holds it (complete, or a block the fetch is missing),
+	// among all the peers surveyed, not only the active set.
+	peerHeld []bool
+	wait     time.Duration // the fallback wait (fallbackWait) at the survey
 }
 
 // pos is shard s's place in the rotated order; start is the first place
@@ -548,8 +552,13 @@ func (v *view) mine(s int) bool { return v.pos(s)*v.fetchers/len(v.holders) == v
 func (v *view) rot(s int) int { n := len(v.holders); return (v.pos(s) - v.start() + n) % n }
 
 // seedOnly reports whether every holder of shard s is a seed: no other
-// peer holds it complete or holds a block of it this fetch is missing.
+// peer holds it complete or holds a block of it this fetch is missing,
+// neither among all the peers surveyed (peerHeld) nor in the active set
+// as it stands this pass.
 func (v *view) seedOnly(s int) bool {
+	if v.peerHeld != nil && v.peerHeld[s] {
+		return false
+	}
 	for _, c := range v.cands {
 		if (c.has[s] || c.partly(s)) && !c.seed {
 			return false
@@ -598,7 +607,7 @@ func peerKey(model rdrr.ModelID, id string) uint64 {
 // each holder's load and places this node on the territory ring. f.mu held.
 func (f *fetcher) survey(usable []candidate) *view {
 	n := len(f.all)
-	v := &view{cands: usable, holders: make([]int, n), started: make([]bool, n)}
+	v := &view{cands: usable, holders: make([]int, n), started: make([]bool, n), peerHeld: make([]bool, n)}
 	lack := make([]float64, n) // fetchers (this node included) that lack shard s
 	held := make([]int, n)     // blocks of shard s other peers hold partly
 	keys := []uint64{f.selfKey}
@@ -663,6 +672,13 @@ func (f *fetcher) survey(usable []candidate) *view {
 			sp.mark, sp.changed = mark, now
 		}
 		c.seed = sp.seed
+		if !c.seed && !f.setAside(c.id, now) {
+			for s, ok := range c.has {
+				if ok || c.partly(s) {
+					v.peerHeld[s] = true
+				}
+			}
+		}
 		// A fetcher takes part in the territories while its holdings move;
 		// one whose holdings have not moved for the fallback wait is gone
 		// (killed, its inventory not yet expired) or stuck, and its
@@ -707,6 +723,16 @@ func (f *fetcher) survey(usable []candidate) *view {
 	hi, _ := bits.Mul64(keys[0], uint64(n))
 	v.offset = int(hi)
 	return v
+}
+
+// setAside reports whether peer id is not to be asked now: set aside
+// after failures, or busy. f.mu held.
+func (f *fetcher) setAside(id string, now time.Time) bool {
+	if a, ok := f.aside[id]; ok && now.Before(a.until) {
+		return true
+	}
+	b, ok := f.busy[id]
+	return ok && now.Before(b.until)
 }
 
 // surveyEvery is how long a survey serves the passes after it. A survey
@@ -942,10 +968,7 @@ func (f *fetcher) schedule() {
 				}
 			}
 		}
-		if a, ok := f.aside[c.id]; ok && now.Before(a.until) {
-			continue
-		}
-		if b, ok := f.busy[c.id]; ok && now.Before(b.until) {
+		if f.setAside(c.id, now) {
 			continue
 		}
 		usable = append(usable, c)

@@ -223,3 +223,17 @@ func TestActiveSet(t *testing.T) {
 		}
 	}
 }
+
+// TestSeedOnlyBeyondActiveSet: a shard that a peer outside the active set
+// holds (seen by the survey) is not seed-only, even when within the
+// active set only the seed holds it.
+func TestSeedOnlyBeyondActiveSet(t *testing.T) {
+	seed := candidate{id: "seed", seed: true, has: []bool{true, true, true}}
+	peer := candidate{id: "p", has: []bool{false, false, true}}
+	v := &view{cands: []candidate{seed, peer}, peerHeld: []bool{true, false, false}}
+	for s, want := range []bool{false, true, false} {
+		if got := v.seedOnly(s); got != want {
+			t.Errorf("shard %d: seedOnly %v, want %v", s, got, want)
+		}
+	}
+}
