@@ -611,42 +611,29 @@ func (f *fetcher) survey(usable []candidate) *view {
 	lack := make([]float64, n) // fetchers (this node included) that lack shard s
 	held := make([]int, n)     // blocks of shard s other peers hold partly
 	keys := []uint64{f.selfKey}
-	ps, partial := f.peers.(PartialSet)
-	hs, bulk := f.peers.(HoldingSet)
-	var parts []wire.Bitmap
-	if bulk {
-		parts = make([]wire.Bitmap, n)
-	}
+	hs := holdingOf(f.peers)
+	parts := make([]wire.Bitmap, n)
 	now := f.o.Clock.Now()
 	wait := f.fallbackWait(usable, f.total/int64(n))
 	v.wait = wait
 	for i := range usable {
 		c := &usable[i]
 		c.has = make([]bool, n)
-		if bulk {
-			hs.Holding(c.p, f.all, c.has, parts)
-		}
+		hs.Holding(c.p, f.all, c.has, parts)
 		blocks := 0 // blocks it holds of the shards held partly
-		for s, h := range f.all {
-			if bulk && c.has[s] || !bulk && f.peers.Has(c.p, h) {
-				c.has[s] = true
+		for s := range f.all {
+			if c.has[s] {
 				c.n++
 				v.holders[s]++
 				continue
 			}
 			fs := f.byIndex[s]
-			if !partial || fs == nil || fs.done || fs.missing == 0 {
+			if fs == nil || fs.done || fs.missing == 0 {
 				continue
 			}
 			// A peer holding the shard partly counts as a holder when it
 			// has a block this fetch is missing.
-			var bm wire.Bitmap
-			var ok bool
-			if bulk {
-				bm, ok = parts[s], parts[s].N > 0
-			} else {
-				bm, ok = ps.Blocks(c.p, h)
-			}
+			bm, ok := parts[s], parts[s].N > 0
 			if ok && bm.Any() { // (a seed holds every shard complete)
 				v.started[s] = true
 				held[s] += bm.Count()
@@ -725,6 +712,46 @@ func (f *fetcher) survey(usable []candidate) *view {
 	return v
 }
 
+// holdsMissing reports whether c holds a shard (or a block) this fetch
+// is missing. f.mu held.
+func (f *fetcher) holdsMissing(c *candidate) bool {
+	for _, fs := range f.shards {
+		if !fs.done && (c.has[fs.idx] || c.partly(fs.idx)) {
+			return true
+		}
+	}
+	return false
+}
+
+// holder is what the survey reads of a PeerSet: a HoldingSet's one call
+// per peer (perShard adapts the others).
+type holder interface {
+	Holding(p Peer, shards []rdrr.Hash, has []bool, part []wire.Bitmap)
+}
+
+func holdingOf(ps PeerSet) holder {
+	if h, ok := ps.(HoldingSet); ok {
+		return h
+	}
+	return perShard{ps}
+}
+
+// perShard answers Holding with Has, and Blocks where the set is a
+// PartialSet, shard by shard.
+type perShard struct{ PeerSet }
+
+func (a perShard) Holding(p Peer, shards []rdrr.Hash, has []bool, part []wire.Bitmap) {
+	ps, partial := a.PeerSet.(PartialSet)
+	for s, h := range shards {
+		has[s], part[s] = a.Has(p, h), wire.Bitmap{}
+		if !has[s] && partial {
+			if bm, ok := ps.Blocks(p, h); ok {
+				part[s] = bm
+			}
+		}
+	}
+}
+
 // setAside reports whether peer id is not to be asked now: set aside
 // after failures, or busy. f.mu held.
 func (f *fetcher) setAside(id string, now time.Time) bool {
@@ -763,14 +790,6 @@ func (f *fetcher) activeSet(cs []candidate) []candidate {
 		f.active = nil
 		return cs
 	}
-	useful := func(c *candidate) bool {
-		for _, fs := range f.shards {
-			if !fs.done && (c.has[fs.idx] || c.partly(fs.idx)) {
-				return true
-			}
-		}
-		return false
-	}
 	// Places: 0 essential (a seed, requests in flight), 1 a member still
 	// useful, 2 another useful peer, 3 the rest.
 	place := make([]int, len(cs))
@@ -779,7 +798,7 @@ func (f *fetcher) activeSet(cs []candidate) []candidate {
 		switch {
 		case c.seed || f.perPeer[c.id] > 0:
 			place[i] = 0
-		case !useful(c):
+		case !f.holdsMissing(c):
 			place[i] = 3
 		case f.active[c.id]:
 			place[i] = 1
@@ -960,13 +979,8 @@ func (f *fetcher) schedule() {
 		if f.bad[c.id] || f.s.peers.dropped(c.id, f.id) {
 			continue // since the survey
 		}
-		if !f.down[c.id] && !f.lastHolder.Equal(now) {
-			for _, fs := range f.shards {
-				if !fs.done && (c.has[fs.idx] || c.partly(fs.idx)) {
-					f.lastHolder = now
-					break
-				}
-			}
+		if !f.down[c.id] && !f.lastHolder.Equal(now) && f.holdsMissing(&c) {
+			f.lastHolder = now
 		}
 		if f.setAside(c.id, now) {
 			continue

@@ -258,27 +258,12 @@ func (n *Node) Peers(id rdrr.ModelID) []Peer {
 
 // Has implements PeerSet: the peer's latest inventory has the shard's bit
 // set; a DHT provider of the model without an inventory is assumed to hold
-// every shard (a probe tells).
+// every shard (a probe tells). See Holding.
 func (n *Node) Has(p Peer, shard rdrr.Hash) bool {
-	id := p.ID()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, t := range n.tracked {
-		i, ok := t.index[shard]
-		if !ok {
-			continue
-		}
-		if bm, ok := t.view[id]; ok {
-			if bm.N == len(t.index) && bm.Has(i) {
-				return true
-			}
-			continue
-		}
-		if t.assumed[id] {
-			return true
-		}
-	}
-	return false
+	var has [1]bool
+	var part [1]wire.Bitmap
+	n.Holding(p, []rdrr.Hash{shard}, has[:], part[:])
+	return has[0]
 }
 
 // sync makes the announcements match the store: every model held is

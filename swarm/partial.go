@@ -25,28 +25,19 @@ const (
 
 // Blocks implements PartialSet: the blocks of a shard that the peer's
 // latest inventory lists as held verified while the shard is held only
-// partly there.
+// partly there. See Holding.
 func (n *Node) Blocks(p Peer, shard rdrr.Hash) (wire.Bitmap, bool) {
-	id := p.ID()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, t := range n.tracked {
-		i, ok := t.index[shard]
-		if !ok {
-			continue
-		}
-		if bm, ok := t.view[id]; !ok || bm.N != len(t.index) {
-			continue
-		}
-		if bm, ok := t.part[id][i]; ok {
-			return bm, true
-		}
-	}
-	return wire.Bitmap{}, false
+	var has [1]bool
+	var part [1]wire.Bitmap
+	n.Holding(p, []rdrr.Hash{shard}, has[:], part[:])
+	return part[0], part[0].N > 0
 }
 
-// Holding implements HoldingSet: Has and Blocks for every shard, under one
-// lock and one lookup of the peer per tracked model.
+// Holding implements HoldingSet, and answers Has and Blocks: for every
+// shard, under one lock and one lookup of the peer per tracked model,
+// whether the peer's latest inventory has the shard's bit set (a DHT
+// provider without an inventory is assumed to hold every shard), else the
+// blocks it lists as held verified while the shard is held partly.
 func (n *Node) Holding(p Peer, shards []rdrr.Hash, has []bool, part []wire.Bitmap) {
 	id := p.ID()
 	clear(has)
