@@ -34,7 +34,7 @@ type topicState struct {
 	announce  *wire.Inventory    // latest inventory this host announces, nil = none
 	autoTTL   bool               // announce's TTL follows the refresh period
 	stop      context.CancelFunc // stops the announcement loop
-	kick      chan struct{}      // publish soon (a change, a newcomer), coalesced
+	kick      chan struct{}      // publish soon (a change), coalesced
 	lim       *rate.Limiter      // this host's share of the topic's budget
 	inventory map[string]InventoryEntry
 	// sorted caches Inventories' answer until an inventory arrives or the
@@ -171,59 +171,9 @@ func (n *Host) topic(id rdrr.ModelID) (*topicState, error) {
 		return nil, err
 	}
 	ts := &topicState{t: t, inventory: map[string]InventoryEntry{}, kick: make(chan struct{}, 1),
-		lim: rate.NewLimiter(rate.Limit(float64(n.opts.GossipBudget)/60), 2)}
+		lim: rate.NewLimiter(rate.Limit(float64(n.opts.GossipBudget)/60), 1)}
 	n.topics[id] = ts
-	if ev, err := t.EventHandler(); err == nil {
-		n.goBackground(func() { n.greetLoop(id, t, ev) })
-	}
 	return ts, nil
-}
-
-// greetLoop has this host's inventory for a model published again (within
-// its rate limit, coalesced) when a peer joins its topic, so a newcomer
-// learns it without waiting for the next refresh. It ends when the host
-// closes.
-func (n *Host) greetLoop(id rdrr.ModelID, t *pubsub.Topic, ev *pubsub.TopicEventHandler) {
-	defer ev.Cancel()
-	for {
-		e, err := ev.NextPeerEvent(n.ctx)
-		if err != nil {
-			return
-		}
-		if e.Type != pubsub.PeerJoin {
-			continue
-		}
-		// The join event can come before the topic lists the peer or before
-		// the stream to it is ready, and a publish then reaches no one: wait
-		// (bounded) until it is listed, then greet twice, shortly and a
-		// little later.
-		p := e.Peer
-		n.goBackground(func() {
-			for i := 0; i < 40 && !slices.Contains(t.ListPeers(), p); i++ {
-				if !n.sleep(25 * time.Millisecond) {
-					return
-				}
-			}
-			for _, d := range []time.Duration{250 * time.Millisecond, 2 * time.Second} {
-				if !n.sleep(d) {
-					return
-				}
-				n.kickTopic(id)
-			}
-		})
-	}
-}
-
-// sleep waits d, or returns false when the host closes first.
-func (n *Host) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-n.ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 func decodeInventory(msg *pubsub.Message, model rdrr.ModelID) (*wire.Inventory, error) {
@@ -400,9 +350,14 @@ func (n *Host) publish(ctx context.Context, id rdrr.ModelID) error {
 	return nil
 }
 
-// announceLoop publishes the topic's inventory when kicked (a change, a
-// newcomer) and every refresh period, each time within the host's share
-// of the topic's budget: rate GossipBudget/60/peers per second, burst 2.
+// announceLoop publishes the topic's inventory when kicked (a change) and
+// every refresh period, each time within the host's share of the topic's
+// budget: rate GossipBudget/60/peers per second, burst 1. A newcomer is
+// not greeted on the topic: it asks the peers it connects to directly
+// (InventoryProtocol), and a greeting would reach the whole topic. When a
+// hundred peers joined at once, every host re-publishing for each of them
+// kept the topic at its members' limits, and at 2 Mbit/s gossip took half
+// the seed's upload for the first ten seconds.
 func (n *Host) announceLoop(ctx context.Context, id rdrr.ModelID, ts *topicState) {
 	for {
 		n.mu.Lock()
@@ -526,14 +481,6 @@ func (n *Host) record(id rdrr.ModelID, inv wire.Inventory) bool {
 		ts.expiry = minTime(ts.expiry, e.ExpiresAt)
 	} else {
 		ts.fresh = false
-	}
-	if !ok && ts.announce != nil {
-		// A peer new to this host is likely new to the topic: let it learn
-		// this host's inventory without waiting for a refresh.
-		select {
-		case ts.kick <- struct{}{}:
-		default:
-		}
 	}
 	return true
 }

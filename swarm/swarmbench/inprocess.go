@@ -279,22 +279,27 @@ func (r *inRun) p2p(ctx context.Context) error {
 			waiting = false
 		case <-tick.C:
 			r.mu.Lock()
-			n := 0
-			var down uint64
+			n, up := 0, 0
+			var down, gossip uint64
 			for _, m := range r.honest {
 				if !m.victim && m.took > 0 && m.err == nil {
 					n++
 				}
 				if !m.closed {
-					down += m.node.Host().Stats().Downloaded
+					st := m.node.Host().Stats()
+					down += st.Downloaded
+					gossip += st.Gossip.BytesSent
+					up++
 				}
 			}
 			r.mu.Unlock()
 			el := time.Since(r.t0).Seconds()
 			copies := float64(down) / float64(res.ModelBytes)
-			seedUp := float64(r.seed.node.Host().Stats().Uploaded) / float64(res.ModelBytes)
-			fmt.Fprintf(o.Progress, "%6.1fs: %d/%d honest peers complete; %.1f copies downloaded, seed sent %.2f; %.2f cores busy\n",
-				el, n, e.plan.honest, copies, seedUp, (cpuTime()-cpu0).Seconds()/el)
+			seed := r.seed.node.Host().Stats()
+			seedUp := float64(seed.Uploaded) / float64(res.ModelBytes)
+			fmt.Fprintf(o.Progress, "%6.1fs: %d/%d honest peers complete; %.1f copies downloaded, seed sent %.2f; gossip sent: seed %s, a peer %s; %.2f cores busy\n",
+				el, n, e.plan.honest, copies, seedUp, human(int64(seed.Gossip.BytesSent)),
+				human(int64(gossip)/int64(max(up, 1))), (cpuTime()-cpu0).Seconds()/el)
 		}
 	}
 	wall, cpu := time.Since(r.t0), cpuTime()-cpu0
