@@ -530,6 +530,16 @@ wait:
 	}
 	res.Banned, res.BadSenders = len(banned), len(senders)
 	res.P2PSeconds = last.Seconds()
+	var took []float64
+	for _, p := range append(slices.Clone(honest), fresh...) {
+		if !p.victim && p.pulled > 0 {
+			took = append(took, p.pulled.Seconds())
+		}
+	}
+	if len(took) > 0 {
+		slices.Sort(took)
+		fmt.Fprintf(o.Progress, "link: honest peers complete from %.1fs to %.1fs (median %.1fs)\n", took[0], took[len(took)-1], took[len(took)/2])
+	}
 	if wall > 0 {
 		res.CPUCoresBusy = cpu.Seconds() / wall.Seconds()
 	}
