@@ -449,19 +449,22 @@ func (loopbackGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectRe
 }
 
 // gossipParams are gossipsub's parameters for the inventory topics: a
-// narrower mesh (D 4, from 6) and lazy gossip to 3 peers or 5 % of the
-// others (from 6 or 25 %). Inventories are small, frequent and
-// superseded by the next one, and a node also asks its neighbours
-// directly, so a lost copy costs little, while every extra mesh link
-// carries every announcement: on 2 Mbit/s links at 100 peers the default
-// mesh, flood publishing and lazy gossip took a third of a peer's upload
-// and most of the seed's, which has a connection to every peer (IHAVE to
-// a quarter of them every second). With these and WithFloodPublish(false)
-// a peer's gossip fell from 5.1 to 2.7 MB a minute in the 100-peer
-// simulation (docs/swarm-bench.md).
+// narrower mesh (D 4, from 6) and no lazy gossip (IHAVE/IWANT; the
+// defaults send IHAVE to 6 peers or a quarter of the others every
+// second). Inventories are small, frequent and superseded by the next
+// one, and a node also asks its neighbours directly, so a copy the mesh
+// loses costs little, while every extra mesh link carries every
+// announcement. Lazy gossip fed back on itself at scale: a seed, which
+// has a connection to every peer, was offered each message by many of
+// them, asked each for it (IWANT, before its own copy had been
+// validated), and the answers filled its download link, which delayed
+// its copies, which made it ask more — at 300 simulated peers on
+// 2 Mbit/s links it sent 5.3 MB of IWANT in 60 s, and at 1,000 peers
+// its gossip took 60 % of its uplink. With these and WithFloodPublish(false) the 300-peer simulation
+// went from 82 to 61 s (docs/swarm-bench.md).
 func gossipParams() pubsub.GossipSubParams {
 	p := pubsub.DefaultGossipSubParams()
 	p.D, p.Dlo, p.Dhi, p.Dscore, p.Dout = 4, 3, 8, 2, 1
-	p.Dlazy, p.GossipFactor = 3, 0.05
+	p.Dlazy, p.GossipFactor = 0, 0
 	return p
 }
