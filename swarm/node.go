@@ -101,7 +101,7 @@ type tracked struct {
 	index    map[rdrr.Hash]int              // shard → index in the manifest's table
 	view     map[string]wire.Bitmap         // peer → shards announced (latest Peers snapshot)
 	part     map[string]map[int]wire.Bitmap // peer → shard index → blocks of a shard held partly (same snapshot)
-	assumed  map[string]bool                // peers found on the DHT as providers of the model
+	assumed  map[string]bool                // DHT providers of the model and the peer that served its manifest
 	lastInv  string                         // the last inventory announced (bitmap + models)
 	announce bool                           // announcing (the model is in the store)
 	cancel   context.CancelFunc             // ends the subscription
@@ -257,8 +257,8 @@ func (n *Node) Peers(id rdrr.ModelID) []Peer {
 }
 
 // Has implements PeerSet: the peer's latest inventory has the shard's bit
-// set; a DHT provider of the model without an inventory is assumed to hold
-// every shard (a probe tells). See Holding.
+// set; an assumed holder (see assume) without an inventory is taken to
+// hold every shard (a probe tells). See Holding.
 func (n *Node) Has(p Peer, shard rdrr.Hash) bool {
 	var has [1]bool
 	var part [1]wire.Bitmap
@@ -483,14 +483,25 @@ func (n *Node) findProviders(ctx context.Context, id rdrr.ModelID) []string {
 			n.host.Connect(lctx, p.Addrs[0]+"/p2p/"+p.ID)
 		}
 	}
-	n.mu.Lock()
-	if t, ok := n.tracked[id]; ok {
-		for _, p := range found {
-			t.assumed[p] = true
-		}
+	for _, p := range found {
+		n.assume(id, p)
 	}
-	n.mu.Unlock()
 	return found
+}
+
+// assume keeps peer p as an assumed holder of model id (see Holding)
+// until its inventory arrives: a DHT provider of the model, or the peer
+// that served its manifest. A pull whose direct ask of that peer went
+// unanswered (a seed that a thousand peers joined at once) then still has
+// whom to ask, where it waited for gossip before: a thousand-peer
+// simulation saw 405 pulls give up with the seed connected and holding
+// every shard, its inventory not yet known to them.
+func (n *Node) assume(id rdrr.ModelID, p string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if t, ok := n.tracked[id]; ok && p != n.host.ID() {
+		t.assumed[p] = true
+	}
 }
 
 // Seed imports an RDRR directory into the store (verifying every block)
@@ -594,6 +605,7 @@ func (n *Node) ensureManifest(ctx context.Context, id rdrr.ModelID, redial ...st
 				_, err = n.store.AddModel(man, sig)
 			}
 			if err == nil {
+				n.assume(id, p)
 				return nil
 			}
 			if ctx.Err() != nil {

@@ -289,3 +289,30 @@ func TestNodeSource(t *testing.T) {
 		t.Fatalf("exported directory: %v %+v", err, r)
 	}
 }
+
+// TestNodePullFromSilentHolder: the peer that served the manifest counts
+// as a holder until its inventory says otherwise. Here it never announces
+// one (a bare host over a full store: gossip silent, direct asks answered
+// not found, no DHT), as a seed that a thousand peers join at once may
+// fail to answer them in time; the pull still completes from it.
+func TestNodePullFromSilentHolder(t *testing.T) {
+	src, id := synthModel(t, 1<<20, 256<<10, 64<<10, 31)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	silent, err := p2p.New(ctx, p2p.Options{Listen: []string{"/ip4/127.0.0.1/tcp/0"}, NoDHT: true, Logger: testLogger(t)}, seedStore(t, src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	n := newNode(t, openStore(t, t.TempDir(), 0), func(o *NodeOptions) {
+		o.Host.NoDHT = true
+		o.Fetch.WaitPeers = 3 * time.Second // without the assumption: ErrNoPeers after 3 s
+	})
+	if err := n.Pull(ctx, id, PullOptions{Peers: []string{silent.Addrs()[0]}}); err != nil {
+		t.Fatal(err)
+	}
+	sameShards(t, n.Store(), src, id)
+	if invs := n.host.Inventories(id); len(invs) != 0 {
+		t.Errorf("%d inventories known; the holder was meant to be silent", len(invs))
+	}
+}

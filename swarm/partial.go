@@ -35,8 +35,9 @@ func (n *Node) Blocks(p Peer, shard rdrr.Hash) (wire.Bitmap, bool) {
 
 // Holding implements HoldingSet, and answers Has and Blocks: for every
 // shard, under one lock and one lookup of the peer per tracked model,
-// whether the peer's latest inventory has the shard's bit set (a DHT
-// provider without an inventory is assumed to hold every shard), else the
+// whether the peer's latest inventory has the shard's bit set (an assumed
+// holder without an inventory is taken to hold every shard: see assume),
+// else the
 // blocks it lists as held verified while the shard is held partly.
 func (n *Node) Holding(p Peer, shards []rdrr.Hash, has []bool, part []wire.Bitmap) {
 	id := p.ID()
