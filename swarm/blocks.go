@@ -185,18 +185,22 @@ func (s *Store) createPartial(h rdrr.Hash, e *entry) error {
 		return err
 	}
 	e.f = f
+	s.open.Add(1)
+	s.trimFiles(e)
 	return nil
 }
 
 // openPartial opens the partial file and sidecar when they are not open.
 // The caller holds e.io exclusively.
 func (s *Store) openPartial(h rdrr.Hash, e *entry) error {
+	defer s.trimFiles(e)
 	if e.f == nil {
 		f, err := os.OpenFile(s.partialPath(h), os.O_RDWR, 0)
 		if err != nil {
 			return err
 		}
 		e.f = f
+		s.open.Add(1)
 	}
 	if e.side == nil {
 		side, err := os.OpenFile(s.sidecarPath(h), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
@@ -208,6 +212,7 @@ func (s *Store) openPartial(h rdrr.Hash, e *entry) error {
 			side.Write([]byte(sidecarMagic))
 		}
 		e.side = side
+		s.open.Add(1)
 	}
 	return nil
 }
@@ -273,10 +278,7 @@ func (s *Store) Complete(h rdrr.Hash) error {
 		s.mu.Unlock()
 		return fmt.Errorf("shard %s: blocks match the manifest but the content hashes to %s: %w", h.Short(), got.Short(), rdrr.ErrManifest)
 	}
-	if e.side != nil {
-		e.side.Close()
-		e.side = nil
-	}
+	s.closeSide(e)
 	if err := os.Rename(s.partialPath(h), s.shardPath(h)); err != nil {
 		return err
 	}
@@ -324,10 +326,7 @@ func (s *Store) dropBlocks(h rdrr.Hash, e *entry, bad []int) {
 	}
 	s.mu.Unlock()
 	s.log.Warn("store: blocks bad on disk dropped", "shard", h.Short(), "blocks", bad)
-	if e.side != nil {
-		e.side.Close()
-		e.side = nil
-	}
+	s.closeSide(e)
 	if err := rdrr.WriteFileAtomic(s.sidecarPath(h), side); err != nil {
 		s.log.Error("store: rewriting sidecar failed; dropping the shard", "shard", h.Short(), "err", err)
 		s.mu.Lock()
@@ -429,10 +428,12 @@ func (s *Store) readRange(h rdrr.Hash, e *entry, p []byte, off int64) error {
 			return err
 		}
 		e.f = f
+		s.open.Add(1)
 	}
 	f := e.f
 	e.lastUse = s.clock.Now()
 	s.mu.Unlock()
+	s.trimFiles(e)
 	var bad []int
 	if len(unchecked) > 0 {
 		buf := make([]byte, bs)

@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/doppler-llm/doppler/rdrr"
@@ -77,6 +79,11 @@ type StoreOptions struct {
 	// Clock gives last-use times for eviction (the wall clock).
 	Clock  Clock
 	Logger *slog.Logger
+	// MaxOpenFiles bounds the shard files (and partial shards' sidecars)
+	// the store keeps open; beyond it the least recently used are closed,
+	// to be opened again when next read (512). Many stores in one process
+	// (a simulation) set it low.
+	MaxOpenFiles int
 }
 
 type shardState int
@@ -130,6 +137,9 @@ type Store struct {
 	st      StoreStats
 	watch   []chan struct{} // Changes subscribers
 	bwatch  []chan struct{} // BlockChanges subscribers
+
+	open    atomic.Int64 // shard files and sidecars open (entry.f, entry.side)
+	maxOpen int          // StoreOptions.MaxOpenFiles
 }
 
 // StoreStats are the store's counters.
@@ -163,6 +173,10 @@ func Open(dir string, o StoreOptions) (*Store, error) {
 	s := &Store{
 		dir: dir, quota: quota, log: log, clock: o.Clock,
 		models: map[rdrr.ModelID]*rdrr.Manifest{}, names: map[rdrr.ModelID]string{}, entries: map[rdrr.Hash]*entry{},
+		maxOpen: o.MaxOpenFiles,
+	}
+	if s.maxOpen <= 0 {
+		s.maxOpen = 512
 	}
 	s.fetch = NewFetcher(s, FetcherOptions{Logger: log})
 	s.removeTemps()
@@ -188,7 +202,7 @@ func (s *Store) Close() error {
 		if e.state == stateComplete && !e.lastUse.IsZero() {
 			os.Chtimes(s.shardPath(h), e.lastUse, e.lastUse)
 		}
-		e.closeFiles()
+		s.closeFiles(e)
 	}
 	return nil
 }
@@ -646,7 +660,7 @@ func (s *Store) Remove(id rdrr.ModelID) error {
 // dropFilesLocked deletes a shard's files and forgets its blocks. The
 // caller holds e.io exclusively and s.mu.
 func (s *Store) dropFilesLocked(h rdrr.Hash, e *entry) {
-	e.closeFiles()
+	s.closeFiles(e)
 	if e.state != stateMissing {
 		s.used -= e.sh.Size
 	}
@@ -746,13 +760,50 @@ func syncDir(dir string) {
 
 // closeFiles closes the shard's open file and sidecar. The caller holds
 // e.io exclusively.
-func (e *entry) closeFiles() {
+func (s *Store) closeFiles(e *entry) {
 	if e.f != nil {
 		e.f.Close()
 		e.f = nil
+		s.open.Add(-1)
 	}
+	s.closeSide(e)
+}
+
+// closeSide closes the partial shard's sidecar. The caller holds e.io
+// exclusively.
+func (s *Store) closeSide(e *entry) {
 	if e.side != nil {
 		e.side.Close()
 		e.side = nil
+		s.open.Add(-1)
+	}
+}
+
+// trimFiles closes the files of the least recently used shards while more
+// than maxOpen are open, skipping keep and any shard in use (its io held):
+// a store keeps a file open per shard it has read or written, and a
+// thousand stores in one simulation ran out of the process's 20,000. Call
+// it without s.mu.
+func (s *Store) trimFiles(keep *entry) {
+	if s.open.Load() <= int64(s.maxOpen) {
+		return
+	}
+	s.mu.Lock()
+	var lru []*entry
+	for _, e := range s.entries {
+		if e != keep && e.state != stateMissing {
+			lru = append(lru, e)
+		}
+	}
+	slices.SortFunc(lru, func(a, b *entry) int { return a.lastUse.Compare(b.lastUse) })
+	s.mu.Unlock()
+	for _, e := range lru {
+		if s.open.Load() <= int64(s.maxOpen) {
+			return
+		}
+		if e.io.TryLock() {
+			s.closeFiles(e)
+			e.io.Unlock()
+		}
 	}
 }

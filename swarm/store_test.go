@@ -444,3 +444,56 @@ func TestImportTemp(t *testing.T) {
 	}
 	os.RemoveAll(tmp)
 }
+
+// TestStoreMaxOpenFiles: stores that may keep only 2 shard files open
+// serve and fetch a model of 8 shards concurrently (partial files and
+// sidecars opened, closed and opened again) and end with every byte
+// right, never more files open than the bound once an operation returns.
+func TestStoreMaxOpenFiles(t *testing.T) {
+	src, id := synthModel(t, 2<<20, 256<<10, 64<<10, 41)
+	bounded := func(full bool) *Store {
+		s, err := Open(t.TempDir(), StoreOptions{Logger: testLogger(t), MaxOpenFiles: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		if full {
+			if _, err := s.ImportDir(context.Background(), src); err != nil {
+				t.Fatal(err)
+			}
+		} else if _, err := s.AddModel(readManifest(t, src), nil); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	net := &testNet{}
+	seed := bounded(true)
+	net.add(newStorePeer("seed", seed, 4, 0), seed.Has)
+	stores := make([]*Store, 3)
+	for i := range stores {
+		stores[i] = bounded(false)
+		net.add(newStorePeer(peerName(i), stores[i], 4, 0), stores[i].Has)
+	}
+	fetchAll(t, net, src, id, stores, FetchOptions{Poll: 10 * time.Millisecond})
+	for i, s := range append([]*Store{seed}, stores...) {
+		if n := s.open.Load(); n > 2 || n < 0 {
+			t.Errorf("store %d: %d files open, bound 2", i, n)
+		}
+	}
+	// Every shard read again, through files closed and reopened.
+	m, _ := seed.manifest(id)
+	for _, s := range stores {
+		for _, sh := range m.Shards {
+			buf := make([]byte, sh.BlockSize)
+			for b := range sh.Blocks {
+				n, err := s.ReadBlock(sh.Hash, b, buf)
+				if err != nil || sh.CheckBlock(b, buf[:n]) != nil {
+					t.Fatalf("shard %s block %d: %v", sh.Hash.Short(), b, err)
+				}
+			}
+			if n := s.open.Load(); n > 2 {
+				t.Fatalf("%d files open after a read, bound 2", n)
+			}
+		}
+	}
+}

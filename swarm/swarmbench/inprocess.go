@@ -26,6 +26,8 @@ type inRun struct {
 	o   *Options
 	sim *simNet // nil on loopback
 	rng *rand.Rand
+	// maxOpen bounds the shard files each store keeps open (0: the default).
+	maxOpen int
 
 	seed *member
 	mu   sync.Mutex
@@ -58,6 +60,23 @@ type member struct {
 func runInProcess(ctx context.Context, e *runEnv) error {
 	o := e.o
 	r := &inRun{e: e, o: o, rng: rand.New(rand.NewPCG(o.Seed, 0x51))}
+	// Every node's files: one per shard it serves, two per shard it
+	// fetches (data and sidecar; 8 requests in flight) and, on loopback,
+	// its TCP connections. When the process may not hold that many (a
+	// thousand simulated stores of 16 shards against a hard limit of
+	// 20,000: 941 pulls failed with "too many open files"), each store
+	// keeps fewer shard files open (swarm.StoreOptions.MaxOpenFiles).
+	nodes := 1 + e.plan.honest + len(e.plan.evil) + len(e.plan.killAt)
+	conns := 0
+	if o.Mode == ModeLoopback {
+		conns = min(nodes-1, 64)
+	}
+	files := len(e.man.Shards) + 16
+	if limit, err := raiseOpenFiles(uint64(nodes*(files+conns)) + 1024); err != nil {
+		files = max(4, (int(limit)-1024)/nodes-conns)
+		fmt.Fprintf(o.Progress, "open files: %v; each store keeps at most %d shard files open\n", err, files)
+		r.maxOpen = files
+	}
 	if o.Mode == ModeSim {
 		r.sim = newSimNet(o.Rate, o.Latency)
 		defer r.sim.Close()
@@ -90,7 +109,7 @@ func (r *inRun) hostOptions() (p2p.Options, error) {
 func (r *inRun) start(ctx context.Context, name string, fetchSeed uint64, isSeed bool) (*member, error) {
 	m := &member{name: name, dir: filepath.Join(r.o.Dir, name), ended: make(chan struct{})}
 	log := r.o.Logger.With("node", name)
-	s, err := swarm.Open(m.dir, swarm.StoreOptions{Logger: log})
+	s, err := swarm.Open(m.dir, swarm.StoreOptions{Logger: log, MaxOpenFiles: r.maxOpen})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
