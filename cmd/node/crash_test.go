@@ -64,6 +64,19 @@ func TestPullKill9(t *testing.T) {
 		return st.HaveBytes
 	}
 
+	// One uninterrupted pull first: how long a pull takes here sets the
+	// window the kills are drawn from (a fixed 700 ms let half the pulls
+	// complete once pulls got faster).
+	t0 := time.Now()
+	if o, err := exec.CommandContext(ctx, bin, pullArgs...).CombinedOutput(); err != nil || !strings.Contains(string(o), "pulled "+id.String()) {
+		t.Fatalf("first pull: %v\n%s", err, o)
+	}
+	window := max(time.Since(t0), 200*time.Millisecond)
+	if o, err := exec.CommandContext(ctx, bin, "rm", id.String(), "--store", store).CombinedOutput(); err != nil {
+		t.Fatalf("rm: %v\n%s", err, o)
+	}
+	t.Logf("one pull takes %v: kills fall within it", window.Round(time.Millisecond))
+
 	rng := rand.New(rand.NewPCG(14, 9))
 	var prev int64
 	kills, mid, completed := 0, 0, 0
@@ -77,8 +90,8 @@ func TestPullKill9(t *testing.T) {
 		}
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
-		// Anywhere from before the process is up to well into the pull.
-		d := time.Duration(rng.Int64N(int64(700 * time.Millisecond)))
+		// Anywhere from before the process is up to the end of the pull.
+		d := time.Duration(rng.Int64N(int64(window)))
 		select {
 		case err := <-exited:
 			if err != nil {
