@@ -263,14 +263,7 @@ func (n *Host) StopAnnouncing(id rdrr.ModelID) {
 // whose inventory is held unexpired, those the topic lists, and this one.
 // n.mu held.
 func (n *Host) topicPeers(ts *topicState) int {
-	now := n.opts.Now()
-	k := 0
-	for _, e := range ts.inventory {
-		if now.Before(e.ExpiresAt) {
-			k++
-		}
-	}
-	return max(k, len(ts.t.ListPeers())) + 1
+	return max(len(n.sortedLocked(ts)), len(ts.t.ListPeers())) + 1
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -489,13 +482,25 @@ func (n *Host) record(id rdrr.ModelID, inv wire.Inventory) bool {
 // model (of the models this host subscribed to), sorted by peer ID. Expired
 // entries are dropped.
 func (n *Host) Inventories(id rdrr.ModelID) []InventoryEntry {
-	now := n.opts.Now()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	ts := n.topics[id]
 	if ts == nil {
 		return nil
 	}
+	sorted := n.sortedLocked(ts)
+	if len(sorted) == 0 {
+		return nil
+	}
+	return slices.Clone(sorted)
+}
+
+// sortedLocked returns the topic's unexpired inventories sorted by peer,
+// rebuilt only when an inventory arrived for a new peer or the first of
+// them expired (ts.sorted: see topicState). The slice is the cache: do not
+// keep or change it. n.mu held.
+func (n *Host) sortedLocked(ts *topicState) []InventoryEntry {
+	now := n.opts.Now()
 	if !ts.fresh || !now.Before(ts.expiry) {
 		ts.sorted, ts.expiry = ts.sorted[:0], time.Time{}
 		for p, e := range ts.inventory {
@@ -511,10 +516,7 @@ func (n *Host) Inventories(id rdrr.ModelID) []InventoryEntry {
 		slices.SortFunc(ts.sorted, func(a, b InventoryEntry) int { return strings.Compare(a.Peer, b.Peer) })
 		ts.fresh = len(ts.sorted) > 0
 	}
-	if len(ts.sorted) == 0 {
-		return nil
-	}
-	return slices.Clone(ts.sorted)
+	return ts.sorted
 }
 
 // GossipStats counts pubsub traffic (inventories, expert usage, and
