@@ -263,7 +263,19 @@ func (n *Host) StopAnnouncing(id rdrr.ModelID) {
 // whose inventory is held unexpired, those the topic lists, and this one.
 // n.mu held.
 func (n *Host) topicPeers(ts *topicState) int {
-	return max(len(n.sortedLocked(ts)), len(ts.t.ListPeers())) + 1
+	now := n.opts.Now()
+	k := len(ts.sorted)
+	if !ts.fresh || !now.Before(ts.expiry) {
+		// The cached list is stale: count, without the sort a rebuild
+		// costs (while a crowd joins, every arrival makes it stale).
+		k = 0
+		for _, e := range ts.inventory {
+			if now.Before(e.ExpiresAt) {
+				k++
+			}
+		}
+	}
+	return max(k, len(ts.t.ListPeers())) + 1
 }
 
 func minTime(a, b time.Time) time.Time {
