@@ -448,20 +448,21 @@ func (loopbackGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectRe
 	return true, 0
 }
 
-// gossipParams are gossipsub's parameters for the inventory topics: a
-// narrower mesh (D 4, from 6) and no lazy gossip (IHAVE/IWANT; the
-// defaults send IHAVE to 6 peers or a quarter of the others every
-// second). Inventories are small, frequent and superseded by the next
-// one, and a node also asks its neighbours directly, so a copy the mesh
-// loses costs little, while every extra mesh link carries every
-// announcement. Lazy gossip fed back on itself at scale: a seed, which
-// has a connection to every peer, was offered each message by many of
-// them, asked each for it (IWANT, before its own copy had been
-// validated), and the answers filled its download link, which delayed
-// its copies, which made it ask more — at 300 simulated peers on
-// 2 Mbit/s links it sent 5.3 MB of IWANT in 60 s, and at 1,000 peers
-// its gossip took 60 % of its uplink. With these and WithFloodPublish(false) the 300-peer simulation
-// went from 82 to 61 s (docs/swarm-bench.md).
+// gossipParams are gossipsub's parameters, for every topic this host
+// joins (inventories and expert usage): a narrower mesh (D 4, from 6) and
+// no lazy gossip (IHAVE/IWANT; the defaults send IHAVE to 6 peers or a
+// quarter of the others every second). Both kinds of message are small,
+// frequent and superseded by the next one, and a node also asks its
+// neighbours for inventories directly, so a copy the mesh loses costs
+// little, while every extra mesh link carries every message. Lazy gossip
+// fed back on itself at scale: a seed, which has a connection to every
+// peer, was offered each message by many of them, asked each for it
+// (IWANT, before its own copy had been validated), and the answers filled
+// its download link, which delayed its copies, which made it ask more —
+// at 300 simulated peers on 2 Mbit/s links it sent 5.3 MB of IWANT in
+// 60 s, and at 1,000 peers its gossip took 60 % of its uplink. With these
+// and WithFloodPublish(false) the 300-peer simulation went from 82 to
+// 61 s (docs/swarm-bench.md).
 func gossipParams() pubsub.GossipSubParams {
 	p := pubsub.DefaultGossipSubParams()
 	p.D, p.Dlo, p.Dhi, p.Dscore, p.Dout = 4, 3, 8, 2, 1

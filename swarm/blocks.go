@@ -193,6 +193,9 @@ func (s *Store) createPartial(h rdrr.Hash, e *entry) error {
 // openPartial opens the partial file and sidecar when they are not open.
 // The caller holds e.io exclusively.
 func (s *Store) openPartial(h rdrr.Hash, e *entry) error {
+	if e.f != nil && e.side != nil {
+		return nil // every block written comes here: nothing to open or trim
+	}
 	defer s.trimFiles(e)
 	if e.f == nil {
 		f, err := os.OpenFile(s.partialPath(h), os.O_RDWR, 0)
@@ -416,6 +419,7 @@ func (s *Store) readRange(h rdrr.Hash, e *entry, p []byte, off int64) error {
 			unchecked = append(unchecked, b)
 		}
 	}
+	opened := false
 	if e.f == nil {
 		path := s.shardPath(h)
 		if e.state == statePartial {
@@ -429,11 +433,14 @@ func (s *Store) readRange(h rdrr.Hash, e *entry, p []byte, off int64) error {
 		}
 		e.f = f
 		s.open.Add(1)
+		opened = true
 	}
 	f := e.f
 	e.lastUse = s.clock.Now()
 	s.mu.Unlock()
-	s.trimFiles(e)
+	if opened {
+		s.trimFiles(e)
+	}
 	var bad []int
 	if len(unchecked) > 0 {
 		buf := make([]byte, bs)
