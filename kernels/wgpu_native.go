@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -171,6 +172,35 @@ func openBackend(want string, log *slog.Logger) (backend, error) {
 	return backend{inst: inst, adapter: adapter, dev: dev, info: info}, nil
 }
 
+// gcHold keeps the collector off while any device of the process waits
+// for a map callback (see mapRead). The GC percent is process state, so
+// the count is too: with a per-call save and restore, two devices mapping
+// at once could restore it under each other (the first to finish set it
+// back on while the second still waited), and a CI run of the API tests
+// panicked with "misuse of an invalid Handle" in a later Submit.
+var gcHold struct {
+	mu    sync.Mutex
+	n     int
+	saved int
+}
+
+// gcOff turns the collector off until the func it returns is called.
+func gcOff() (release func()) {
+	gcHold.mu.Lock()
+	if gcHold.n == 0 {
+		gcHold.saved = debug.SetGCPercent(-1)
+	}
+	gcHold.n++
+	gcHold.mu.Unlock()
+	return func() {
+		gcHold.mu.Lock()
+		if gcHold.n--; gcHold.n == 0 {
+			debug.SetGCPercent(gcHold.saved)
+		}
+		gcHold.mu.Unlock()
+	}
+}
+
 // mapRead maps the first n bytes of a staging buffer whose copy has been
 // submitted, waits for it and returns a copy.
 func (d *Device) mapRead(s *wgpu.Buffer, n uint64) ([]byte, error) {
@@ -188,8 +218,7 @@ func (d *Device) mapRead(s *wgpu.Buffer, n uint64) ([]byte, error) {
 	// any running cycle to finish.
 	d.mapMu.Lock()
 	defer d.mapMu.Unlock()
-	gc := debug.SetGCPercent(-1)
-	defer debug.SetGCPercent(gc)
+	defer gcOff()()
 	var err error
 	d.serial(func() {
 		err = s.MapAsync(wgpu.MapModeRead, 0, n, func(st wgpu.BufferMapAsyncStatus) {
