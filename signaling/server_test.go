@@ -94,6 +94,29 @@ func dialRaw(t *testing.T, base string, room rdrr.ModelID) *websocket.Conn {
 	return c
 }
 
+// dialSlow dials a client that never reads, with a small socket receive
+// buffer: what the server writes to it stops fitting in the kernel's
+// buffers after a few tens of KB, however the goroutines were scheduled.
+func dialSlow(t *testing.T, base string, room rdrr.ModelID) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetReadBuffer(8 << 10)
+		}
+		return c, err
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: dial}}
+	c, _, err := websocket.Dial(ctx, base+"?room="+room.String(), &websocket.DialOptions{HTTPClient: hc})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
 // connect dials without expecting a welcome.
 func connect(t *testing.T, base string, room rdrr.ModelID) *client {
 	t.Helper()
@@ -463,14 +486,18 @@ func TestFlood(t *testing.T) {
 // A client that does not take its messages is dropped on the write
 // timeout; the room does not wait for it.
 func TestSlowClient(t *testing.T) {
-	srv, base := startWith(t, Options{Rate: -1, WriteTimeout: 300 * time.Millisecond, QueueSize: 16},
+	// The queue alone (32 offers of 8 KB) holds more than the server's
+	// send buffer and the slow client's receive buffer together, so the
+	// server's writer blocks past its timeout whether or not it drained
+	// the queue while a was sending.
+	srv, base := startWith(t, Options{Rate: -1, WriteTimeout: 300 * time.Millisecond, QueueSize: 32},
 		func(l net.Listener) net.Listener { return smallBuffers{l} })
 	a, b := join(t, base, roomA), join(t, base, roomA)
 	a.expect(TypeJoin)
 	c := join(t, base, roomA)
 	a.expect(TypeJoin)
 	b.expect(TypeJoin)
-	slow := dialRaw(t, base, roomA) // never reads
+	slow := dialSlow(t, base, roomA) // never reads
 	slowID := a.expect(TypeJoin).ID
 	b.expect(TypeJoin)
 	c.expect(TypeJoin)
@@ -484,7 +511,7 @@ func TestSlowClient(t *testing.T) {
 		exchange(t, b, c)
 	}
 	if d := time.Since(t0); d > 2*time.Second {
-		t.Errorf("a's 200 offers and 5 exchanges took %v", d)
+		t.Errorf("a's 100 offers and 5 exchanges took %v", d)
 	}
 	// a sees peer-busy errors (the slow queue is full), then the slow
 	// client's leave (and unknown-peer errors after it).
