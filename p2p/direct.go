@@ -49,6 +49,8 @@ func (n *Host) startDirect() {
 	n.direct.sem = make(chan struct{}, directAsks)
 	n.direct.last = map[directKey]time.Time{}
 	n.h.SetStreamHandler(InventoryProtocol, n.serveInventory)
+	n.watch.sem = make(chan struct{}, watchMax)
+	n.h.SetStreamHandler(WatchProtocol, n.serveWatch)
 	conns := make(chan peer.ID, directQueue)
 	n.h.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
 		select {

@@ -35,6 +35,7 @@ type topicState struct {
 	autoTTL   bool               // announce's TTL follows the refresh period
 	stop      context.CancelFunc // stops the announcement loop
 	kick      chan struct{}      // publish soon (a change), coalesced
+	changed   chan struct{}      // closed at the next change of announce (watch.go), nil until asked
 	lim       *rate.Limiter      // this host's share of the topic's budget
 	inventory map[string]InventoryEntry
 	// sorted caches Inventories' answer until an inventory arrives or the
@@ -221,6 +222,7 @@ func (n *Host) Announce(ctx context.Context, inv wire.Inventory) error {
 	inv.Peer = n.ID()
 	ts.autoTTL = inv.TTL == 0
 	ts.announce = &inv
+	ts.notify()
 	if ts.stop == nil {
 		actx, cancel := context.WithCancel(n.ctx)
 		ts.stop = cancel
@@ -252,6 +254,7 @@ func (n *Host) StopAnnouncing(id rdrr.ModelID) {
 	defer n.mu.Unlock()
 	if ts, ok := n.topics[id]; ok {
 		ts.announce = nil
+		ts.notify()
 		if ts.stop != nil {
 			ts.stop()
 			ts.stop = nil
@@ -382,9 +385,9 @@ func (n *Host) announceLoop(ctx context.Context, id rdrr.ModelID, ts *topicState
 		}
 		t.Stop()
 		n.mu.Lock()
-		peers = n.topicPeers(ts)
+		limit := n.shareLimit(ts, n.topicPeers(ts))
 		n.mu.Unlock()
-		ts.lim.SetLimit(n.shareLimit(ts, peers))
+		ts.lim.SetLimit(limit)
 		if err := ts.lim.Wait(ctx); err != nil {
 			return
 		}

@@ -171,7 +171,8 @@ type Host struct {
 	stats   stats
 	serving servingState // block requests served per peer (server.go)
 	bufs    bufPool
-	direct  direct // direct inventory exchange (direct.go)
+	direct  direct   // direct inventory exchange (direct.go)
+	watch   watchers // inventory watches served (watch.go)
 	gossip
 	closeOnce sync.Once
 }

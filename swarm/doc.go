@@ -76,8 +76,10 @@
 //     no other peer holds it complete or holds a block this node misses,
 //     so the territory's owner keeps asking the seed for the rest while
 //     the others take the first blocks from the owner as they arrive.
-//     A fetching Node asks its connected peers that are still fetching for
-//     their inventories directly every RefreshInterval: gossip, rate
+//     A fetching Node watches its connected peers that are still fetching
+//     (p2p.WatchProtocol: each pushes every block and shard it gains, as
+//     it verifies them) and is woken by each push (FetchOptions.Changed);
+//     peers it cannot watch it asks every RefreshInterval. Gossip, rate
 //     limited, follows blocks too slowly on a large topic.
 //   - Several sources and endgame. A shard's missing blocks are split into
 //     runs of FetchOptions.BlocksPerRequest asked of different holders. When

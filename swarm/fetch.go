@@ -73,6 +73,11 @@ type FetchOptions struct {
 	WaitPeers time.Duration
 	// Poll is how often the PeerSet is read again while waiting (250ms).
 	Poll time.Duration
+	// Changed, when not nil, wakes the scheduling pass at once whenever a
+	// value arrives: what a peer holds changed (Node: a watched peer
+	// pushed its inventory), so a new block is asked for without waiting
+	// for the next Poll.
+	Changed <-chan struct{}
 	// MaxPeers bounds the peers a fetch asks for blocks at one time, its
 	// active set (48). Every peer of the PeerSet still counts in the
 	// survey (who holds what, the territories), but the choice of whom to
@@ -488,6 +493,7 @@ func (f *fetcher) run() error {
 			t.Stop()
 			return f.ctx.Err()
 		case <-f.wake:
+		case <-f.o.Changed:
 		case <-tick:
 		}
 		t.Stop()

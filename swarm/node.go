@@ -667,6 +667,7 @@ func (n *Node) fetch(ctx context.Context, id rdrr.ModelID, shards []rdrr.Hash, p
 	}
 	n.sync() // index the model's shards; announce interest
 	dctx, cancel := context.WithCancel(ctx)
+	changed := make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -676,14 +677,19 @@ func (n *Node) fetch(ctx context.Context, id rdrr.ModelID, shards []rdrr.Hash, p
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		n.refresh(dctx, id)
+		n.refresh(dctx, id, func() {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		})
 	}()
 	defer func() {
 		cancel()
 		wg.Wait()
 	}()
 	o := n.opts.Fetch
-	o.Progress, o.Shards = progress, shards
+	o.Progress, o.Shards, o.Changed = progress, shards, changed
 	if src.Len() > 0 {
 		o.Settle = 0 // a pull from HTTP seeds must not wait
 	}

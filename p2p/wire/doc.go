@@ -56,6 +56,11 @@
 //	                        bit b set = block b of that shard is held, verified;
 //	                        at least one set, unused high bits 0)
 //	0x08 InventoryRequest model [32]: answered with the peer's Inventory of it, or an Error
+//	0x09 Have             seq u64, nshards u16 (≤ MaxHave), nshards × shard u32 (< MaxShards),
+//	                      nblocks u16 (≤ MaxHave), nblocks × (shard u32, n u32 (1 …
+//	                        MaxPartialBlocks), block u32 (< n)); at least one entry:
+//	                        what the sender gained since the last inventory on the
+//	                        same stream (Inventory.Apply), on the inventory watch only
 //	0x10 Usage            peer bytes32 (1 … MaxPeerID), model [32], seq u64, tokens u64,
 //	                      ncounts u32 (≤ MaxUsageCounts), ncounts × (layer u16, expert u16, n u32)
 //	                        (strictly increasing by expert, n ≥ 1),

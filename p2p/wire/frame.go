@@ -65,6 +65,7 @@ const (
 	TypeError            Type = 0x06
 	TypeInventory        Type = 0x07
 	TypeInventoryRequest Type = 0x08
+	TypeHave             Type = 0x09 // have.go
 	TypeUsage            Type = 0x10 // usage.go
 	TypeClusters         Type = 0x11
 )
@@ -87,6 +88,8 @@ func (t Type) String() string {
 		return "Inventory"
 	case TypeInventoryRequest:
 		return "InventoryRequest"
+	case TypeHave:
+		return "Have"
 	case TypeUsage:
 		return "Usage"
 	case TypeClusters:
@@ -221,6 +224,8 @@ func newMessage(t Type) Message {
 		return &Inventory{}
 	case TypeInventoryRequest:
 		return &InventoryRequest{}
+	case TypeHave:
+		return &Have{}
 	case TypeUsage:
 		return &Usage{}
 	case TypeClusters:
