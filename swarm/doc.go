@@ -57,7 +57,10 @@
 //     is asked for that shard, since waiting for it is expected to be
 //     cheaper than the next. A seed is considered for a shard that peers
 //     hold only when this node has nothing in flight (its peers failed,
-//     left or were set aside).
+//     left or were set aside). While a request to a seed is in flight, a
+//     whole fetch keeps at most one other (seedCompanions): the others
+//     share its download link with the seed's upload, which then ran at
+//     its receivers' shares.
 //   - Upload slots. A node answers at most p2p.Options.UploadSlots block
 //     requests at once (4) and answers more wire.CodeBusy at once, so its
 //     upload is split among few requests: each block leaves it soon and

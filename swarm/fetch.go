@@ -178,6 +178,7 @@ type request struct {
 	got     []bool
 	ngot    int
 	endgame bool
+	seed    bool // to a seed (see seedReqs)
 	cancel  context.CancelFunc
 	// superseded: cancelled because other copies of its blocks won.
 	superseded bool
@@ -219,6 +220,9 @@ type fetcher struct {
 	order     []int // tie-break order of shards (random)
 	reqs      map[*request]bool
 	perPeer   map[string]int
+	// seedReqs counts the requests in flight to seeds: while one is, a
+	// whole-model fetch keeps at most seedCompanions others (see best).
+	seedReqs  int
 	fails     map[string]int      // failed requests in a row, per peer
 	stalls    map[string]int      // stalled requests in a row, per peer
 	aside     map[string]setAside // peers set aside after failures
@@ -1081,11 +1085,17 @@ func (f *fetcher) best(fs *fshard, v *view, endgame bool) (c candidate, probe, o
 	fallback := v.fallback && (!v.started[fs.idx] || v.fallbackBusy)
 	settled := !f.whole || !f.settledAt.IsZero()
 	seedOK := settled && (!f.whole || (seedOnly && (v.mine(fs.idx) || fallback)) || (!seedOnly && len(f.reqs) == 0 && v.fallback))
+	// While a request to a seed is in flight, few others: they share
+	// this node's download link with it, and a seed's upload, the scarce
+	// resource, then ran at the speed of its receivers' shares (at 30
+	// real peers on 40 Mbit/s links it sent its last shard alone, at a
+	// third of its rate, while its receiver took blocks from peers).
+	crowded := f.whole && f.seedReqs > 0 && len(f.reqs)-f.seedReqs >= seedCompanions
 	var best candidate
 	var bestCost float64
 	found, free := false, false
 	for _, h := range v.cands {
-		if h.seed && !seedOK {
+		if (h.seed && !seedOK) || (!h.seed && crowded) {
 			continue
 		}
 		// A partial holder only when it has a block to ask for now.
@@ -1186,7 +1196,7 @@ func (f *fetcher) pickDuplicate(fs *fshard, id string, held wire.Bitmap) int {
 func (f *fetcher) start(c candidate, fs *fshard, first, count int, endgame bool) {
 	ctx, cancel := context.WithCancel(f.ctx)
 	r := &request{peer: c.p, id: c.id, fs: fs, first: first, count: count, got: make([]bool, count),
-		endgame: endgame, cancel: cancel, start: f.o.Clock.Now(), floor: f.o.RequestTimeout << min(f.stalls[c.id], 3)}
+		endgame: endgame, seed: c.seed, cancel: cancel, start: f.o.Clock.Now(), floor: f.o.RequestTimeout << min(f.stalls[c.id], 3)}
 	for i := range count {
 		fs.copies[first+i]++
 		if endgame {
@@ -1195,6 +1205,9 @@ func (f *fetcher) start(c candidate, fs *fshard, first, count int, endgame bool)
 	}
 	f.reqs[r] = true
 	f.perPeer[c.id]++
+	if r.seed {
+		f.seedReqs++
+	}
 	f.log.Debug("swarm: request", "peer", c.id, "seed", c.seed, "shard", fs.idx, "blocks", fmt.Sprintf("%d+%d", first, count),
 		"endgame", endgame, "inflight", len(f.reqs))
 	f.s.peers.update(c.id, func(p *peerRec) { p.Requests++ })
@@ -1207,6 +1220,10 @@ func (f *fetcher) start(c candidate, fs *fshard, first, count int, endgame bool)
 	f.wg.Add(1)
 	go f.do(ctx, r)
 }
+
+// seedCompanions is how many requests to other peers a whole-model fetch
+// keeps in flight beside its requests to seeds.
+const seedCompanions = 1
 
 // errSuperseded ends a request whose blocks all arrived from other peers.
 var errSuperseded = errors.New("superseded by other copies")
@@ -1385,6 +1402,9 @@ func (f *fetcher) finish(r *request, err error) {
 	f.mu.Lock()
 	delete(f.reqs, r)
 	f.perPeer[r.id]--
+	if r.seed {
+		f.seedReqs--
+	}
 	if len(f.reqs) == 0 {
 		f.idleSince = now
 	}

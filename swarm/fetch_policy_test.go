@@ -237,3 +237,70 @@ func TestSeedOnlyBeyondActiveSet(t *testing.T) {
 		}
 	}
 }
+
+// inflight counts the requests in flight to a seed and to the other
+// peers, and the most to the others when one of them started while a
+// request to a seed was in flight.
+type inflight struct {
+	mu                 sync.Mutex
+	seed, other, worst int
+}
+
+// countedPeer is a storePeer whose requests an inflight counts.
+type countedPeer struct {
+	*storePeer
+	seed bool
+	c    *inflight
+}
+
+func (p countedPeer) ReadBlocks(ctx context.Context, sh rdrr.Shard, first, count int, fn func(int, []byte) error) error {
+	p.c.mu.Lock()
+	if p.seed {
+		p.c.seed++
+	} else if p.c.other++; p.c.seed > 0 {
+		p.c.worst = max(p.c.worst, p.c.other) // started beside a seed's
+	}
+	p.c.mu.Unlock()
+	defer func() {
+		p.c.mu.Lock()
+		if p.seed {
+			p.c.seed--
+		} else {
+			p.c.other--
+		}
+		p.c.mu.Unlock()
+	}()
+	return p.storePeer.ReadBlocks(ctx, sh, first, count, fn)
+}
+
+// TestFetchSeedFirst: while a whole-model fetch has a request in flight
+// to a seed, it keeps at most seedCompanions requests to other peers,
+// which would share its download link with the seed's upload.
+func TestFetchSeedFirst(t *testing.T) {
+	src, id := synthModel(t, 4<<20, 256<<10, 16<<10, 44)
+	c := &inflight{}
+	seed := countedPeer{newStorePeer("seed", seedStore(t, src), 8, 200*time.Microsecond), true, c}
+	half := seedStore(t, src)
+	m, _ := half.manifest(id)
+	held := map[rdrr.Hash]bool{}
+	for i, sh := range m.Shards {
+		held[sh.Hash] = i%2 == 0
+	}
+	net := &testNet{}
+	net.add(seed, seed.s.Has)
+	for i := range 4 { // peers that are not fetching, each holding half
+		p := countedPeer{newStorePeer(fmt.Sprintf("half%d", i), half, 8, 200*time.Microsecond), false, c}
+		net.add(p, func(h rdrr.Hash) bool { return held[h] })
+	}
+	s := emptyStore(t, src)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Fetch(ctx, id, net.view("me"), FetchOptions{Poll: 5 * time.Millisecond, BlocksPerRequest: 2}); err != nil {
+		t.Fatal(err)
+	}
+	sameShards(t, s, src, id)
+	t.Logf("at most %d requests to other peers beside a seed's", c.worst)
+	if c.worst > seedCompanions {
+		t.Fatalf("%d requests to other peers in flight beside a seed's; want ≤ %d", c.worst, seedCompanions)
+	}
+}
