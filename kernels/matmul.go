@@ -51,6 +51,10 @@ type MatMulOpts struct {
 	vecRows int  // rows per workgroup
 	vecOld  bool // the generic kernel even where a fast one exists
 	vecU    int  // fast kernel: units per row in flight per invocation (1, 2)
+	// batched fast kernel: load (and so decode) each vector's weights
+	// anew, at an offset the compiler cannot prove zero, so that it does
+	// not keep every row's decoded values live across the vectors.
+	vecReload bool
 
 	// Tuning of the m > 1 kernel: tileOld runs matmul_tile.wgsl (the
 	// kernel before the register-blocked one) at every m; tileRN × tileTN

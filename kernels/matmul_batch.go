@@ -124,8 +124,8 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	}
 	var src, key string
 	if fast != "" {
-		src, err = matvecFastBatch(fast, r, unroll, n)
-		key = fmt.Sprintf("matvecfast-batch/%s/wg%d/r%d/u%d/n%d", w.DType, wg, r, unroll, n)
+		src, err = matvecFastBatch(fast, r, unroll, n, o.vecReload)
+		key = fmt.Sprintf("matvecfast-batch/%s/wg%d/r%d/u%d/n%d/reload=%v", w.DType, wg, r, unroll, n, o.vecReload)
 	} else {
 		src, err = matvecBatch(matvecX(matvecWGSL, vec4))
 		key = fmt.Sprintf("matvec-batch/%s/wg%d/r%d/n%d/x4=%v", w.DType, wg, r, n, vec4)
@@ -251,7 +251,7 @@ var xIndex = regexp.MustCompile(`\bx\[`)
 // matvecFastBatch rewrites a dtype's matmul_vecfast.wgsl source for NB
 // vectors: x is read from xo, the first vec4 of the vector the unit
 // loads are for, and the generated body keeps R × NB accumulators.
-func matvecFastBatch(src string, r, u, nb int) (string, error) {
+func matvecFastBatch(src string, r, u, nb int, reload bool) (string, error) {
 	src = xIndex.ReplaceAllLiteralString(src, "x[xo + ")
 	src, err := replaceAll(src,
 		"    flags: u32,\n}", batchParams+"\n\nvar<private> xo: u32;",
@@ -284,14 +284,30 @@ func matvecFastBatch(src string, r, u, nb int) (string, error) {
 		}
 	}
 	b.WriteString("    var u = lid;\n")
+	if reload {
+		b.WriteString("    let vz = params.pad0;\n") // 0, unknown to the compiler
+	}
 	step := func(n int) {
 		us := []string{"u", "u + WG"}[:n]
-		for j, ue := range us {
-			for i := range r {
-				fmt.Fprintf(&b, "        let w%d_%d = uload(ri%d, %s);\n", j, i, i, ue)
+		load := func(v int) {
+			for j, ue := range us {
+				for i := range r {
+					row := fmt.Sprintf("ri%d", i)
+					if reload && v > 0 {
+						row += fmt.Sprintf(" + vz * %du", v)
+					}
+					fmt.Fprintf(&b, "        let w%d_%d = uload(%s, %s);\n", j, i, row, ue)
+				}
 			}
 		}
+		if !reload {
+			load(0)
+		}
 		for v := range nb {
+			if reload {
+				b.WriteString("        {\n")
+				load(v)
+			}
 			fmt.Fprintf(&b, "        xo = %du * xs4;\n", v)
 			for j, ue := range us {
 				fmt.Fprintf(&b, "        let x%d_%d = xunit(%s);\n", j, v, ue)
@@ -305,6 +321,9 @@ func matvecFastBatch(src string, r, u, nb int) (string, error) {
 					fmt.Fprintf(&b, " ucalc(w%d_%d, %s, x%d_%d)", j, i, ue, j, v)
 				}
 				b.WriteString(";\n")
+			}
+			if reload {
+				b.WriteString("        }\n")
 			}
 		}
 	}

@@ -45,6 +45,12 @@ func (c batchCase) String() string {
 	if c.opts.vecOld {
 		s += "/old"
 	}
+	if c.opts.vecRows > 0 {
+		s += fmt.Sprintf("/r%d", c.opts.vecRows)
+	}
+	if c.opts.vecReload {
+		s += "/reload"
+	}
 	return s
 }
 
@@ -213,6 +219,11 @@ func TestMatMulBatchOptions(t *testing.T) {
 		{dt: quant.Q4_K, rows: 65, cols: 512, n: 3, opts: MatMulOpts{vecOld: true}},
 		{dt: quant.Q8_0, rows: 65, cols: 160, n: 1, xPad: 64, oPad: 64},
 		{dt: quant.Q4_K, rows: 65, cols: 256, n: 1},
+		// Weights loaded anew per vector: the same sums.
+		{dt: quant.Q4_K, rows: 65, cols: 768, n: 8, bias: true, opts: MatMulOpts{vecReload: true, vecRows: 2}},
+		{dt: quant.Q6_K, rows: 7, cols: 512, n: 3, acc: true, opts: MatMulOpts{vecReload: true}},
+		{dt: quant.Q8_0, rows: 65, cols: 160, n: 5, xPad: 64, opts: MatMulOpts{vecReload: true, vecRows: 1}},
+		{dt: quant.F16, rows: 7, cols: 1032, n: 4, opts: MatMulOpts{vecReload: true}},
 	} {
 		t.Run(c.String(), func(t *testing.T) { checkMatMulBatch(t, d, r, c) })
 	}
@@ -270,15 +281,34 @@ func BenchmarkMatVecBatch(b *testing.B) {
 		x, _ := d.NewBuffer("x", uint64(MatMulBatchMax*s.cols*4))
 		y, _ := d.NewBuffer("y", uint64(MatMulBatchMax*s.rows*4))
 		d.WriteF32(x, 0, randF32(r, MatMulBatchMax*s.cols, 1))
-		for _, old := range []bool{false, true} {
+		// The default kernel, the generic one ("old"), and the fast one at
+		// each rows-per-workgroup (the one free choice: the rest fixes the
+		// order of the sums, which must stay that of n == 1).
+		// u1: one unit in flight, which sums in another order (not for
+		// use, to tell the unroll's cost from the rows').
+		variants := []MatMulOpts{{}, {vecOld: true}, {vecRows: 1}, {vecRows: 2}, {vecRows: 4}, {vecRows: 2, vecU: 1},
+			{vecRows: 1, vecReload: true}, {vecRows: 2, vecReload: true}, {vecRows: 4, vecReload: true}}
+		for _, o := range variants {
 			for _, n := range []int{1, 2, 4, 8, 16} {
 				name := fmt.Sprintf("%s/%dx%d/n%d", s.dt, s.rows, s.cols, n)
-				if old {
+				switch {
+				case o.vecOld:
 					name += "/old"
+				case o.vecRows > 0:
+					if n == 1 {
+						continue
+					}
+					name += fmt.Sprintf("/r%d", o.vecRows)
+					if o.vecU > 0 {
+						name += fmt.Sprintf("u%d", o.vecU)
+					}
+					if o.vecReload {
+						name += "reload"
+					}
 				}
 				var ops [][]*Op
 				for _, w := range ws {
-					op, err := d.MatMulBatch(w, Whole(x), Whole(y), n, BatchOpts{MatMulOpts: MatMulOpts{vecOld: old}})
+					op, err := d.MatMulBatch(w, Whole(x), Whole(y), n, BatchOpts{MatMulOpts: o})
 					if err != nil {
 						b.Fatal(err)
 					}
