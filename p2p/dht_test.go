@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/rdrr"
 )
 
@@ -14,7 +15,7 @@ func TestDHT(t *testing.T) {
 	b := newHost(t, &memProvider{models: []*fixture{f}}, func(o *Options) { o.Bootstrap = a.Addrs()[:1] })
 	c := newHost(t, nil, func(o *Options) { o.Bootstrap = a.Addrs()[:1] })
 	for _, h := range []*Host{a, b, c} {
-		eventually(t, 5*time.Second, "routing tables filled", func() bool { return h.dht.RoutingTable().Size() >= 1 })
+		testenv.Eventually(t, 5*time.Second, "routing tables filled", func() bool { return h.dht.RoutingTable().Size() >= 1 })
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -26,7 +27,7 @@ func TestDHT(t *testing.T) {
 	}
 	for _, k := range []rdrr.Hash{model, shard} {
 		var ps []PeerInfo
-		eventually(t, 5*time.Second, "c finds b as a provider", func() bool {
+		testenv.Eventually(t, 5*time.Second, "c finds b as a provider", func() bool {
 			fctx, fcancel := context.WithTimeout(ctx, time.Second)
 			defer fcancel()
 			var err error

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
 )
@@ -46,7 +47,7 @@ func TestDirectInventory(t *testing.T) {
 		t.Errorf("model not announced: %+v, %v", got, err)
 	}
 	// Subscribing asked the connected peers already.
-	eventually(t, 5*time.Second, "b holds a's inventory", func() bool {
+	testenv.Eventually(t, 5*time.Second, "b holds a's inventory", func() bool {
 		invs := b.Inventories(model)
 		return len(invs) == 1 && invs[0].Peer == a.ID() && len(invs[0].Inv.Partial) == 1
 	})
@@ -56,7 +57,7 @@ func TestDirectInventory(t *testing.T) {
 		t.Fatal(err)
 	}
 	connect(t, c, b)
-	eventually(t, 5*time.Second, "b holds c's inventory", func() bool {
+	testenv.Eventually(t, 5*time.Second, "b holds c's inventory", func() bool {
 		for _, e := range b.Inventories(model) {
 			if e.Peer == c.ID() {
 				return true

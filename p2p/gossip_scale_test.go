@@ -171,7 +171,7 @@ func TestGossipBounded(t *testing.T) {
 	g.hosts = append(g.hosts, late)
 	g.have = append(g.have, wire.NewBitmap(256))
 	g.join(t, len(g.hosts)-1)
-	eventually(t, 30*time.Second, "the late joiner knows every peer's latest inventory", func() bool {
+	testenv.Eventually(t, 30*time.Second, "the late joiner knows every peer's latest inventory", func() bool {
 		invs := late.Inventories(g.model)
 		if len(invs) != len(g.hosts)-1 {
 			return false

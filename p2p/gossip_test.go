@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
 )
@@ -82,7 +83,7 @@ func TestGossipInventory(t *testing.T) {
 	have.Set(2)
 	inv.Have = have
 	b.Announce(ctx, inv)
-	eventually(t, 5*time.Second, "the change arrives", func() bool {
+	testenv.Eventually(t, 5*time.Second, "the change arrives", func() bool {
 		invs := c.Inventories(model)
 		return len(invs) == 1 && invs[0].Inv.Have.Has(2)
 	})

@@ -9,6 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
 )
@@ -173,7 +174,7 @@ func TestWatchInventory(t *testing.T) {
 		t.Fatal("canceled watch still running")
 	}
 	// The server's side of that stream ended too.
-	eventually(t, 5*time.Second, "a serves no watch", func() bool { return len(a.watch.sem) == 0 })
+	testenv.Eventually(t, 5*time.Second, "a serves no watch", func() bool { return len(a.watch.sem) == 0 })
 	if n := len(a.h.Network().ConnsToPeer(b.h.ID())); n == 0 || a.h.Network().Connectedness(b.h.ID()) != network.Connected {
 		t.Fatal("a and b disconnected")
 	}

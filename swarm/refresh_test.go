@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 
+	"github.com/doppler-llm/doppler/internal/testenv"
 	"github.com/doppler-llm/doppler/p2p"
 	"github.com/doppler-llm/doppler/p2p/wire"
 	"github.com/doppler-llm/doppler/rdrr"
@@ -90,27 +91,15 @@ func TestRefreshWatches(t *testing.T) {
 				have.Set(s)
 				announce()
 				start := time.Now()
-				eventually(t, 5*time.Second, "the node sees the peer's new shard", func() bool { return holds(s) })
+				testenv.Eventually(t, 5*time.Second, "the node sees the peer's new shard", func() bool { return holds(s) })
 				t.Logf("shard %d seen after %v", s, time.Since(start).Round(time.Millisecond))
 				if c.watch {
-					eventually(t, 5*time.Second, "the change wakes the fetch", func() bool { return woken.Load() > before })
+					testenv.Eventually(t, 5*time.Second, "the change wakes the fetch", func() bool { return woken.Load() > before })
 				}
 			}
 			if !c.watch && woken.Load() != 0 {
 				t.Fatalf("fetch woken %d times without a watch", woken.Load())
 			}
 		})
-	}
-}
-
-// eventually polls cond every 20 ms until it holds or limit passes.
-func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

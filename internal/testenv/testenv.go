@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // CI reports whether the tests run under CI: the CI environment variable
@@ -131,4 +132,18 @@ func Glob(t testing.TB, pattern string) []string {
 		Need(t, "shared test data: nothing matches %s in %s (%s)", pattern, d, sharedHint)
 	}
 	return m
+}
+
+// Eventually polls cond every 20 ms until it holds, failing the test with
+// what when limit passes first: the bounded wait of tests that watch
+// another goroutine or process reach a state.
+func Eventually(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", limit, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
