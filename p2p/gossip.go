@@ -1,6 +1,7 @@
 package p2p
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -198,7 +199,9 @@ func decodeInventory(msg *pubsub.Message, model rdrr.ModelID) (*wire.Inventory, 
 // Announce publishes inv on its model's topic (inv.Model) soon and keeps
 // re-publishing the latest inventory (a full refresh, for late joiners)
 // until StopAnnouncing or Close. Call it on join and again on every
-// change: changes are coalesced, and every publication, change or
+// change: changes are coalesced, a change of the blocks of partly held
+// shards alone waits for the next refresh (watchers have it at once,
+// see sameButPartial), and every publication, change or
 // refresh, is rate limited to this host's share of the topic's budget
 // (Options.GossipBudget / the peers announcing on the topic), so the
 // traffic each peer sees stays bounded however many join. The refresh
@@ -220,6 +223,7 @@ func (n *Host) Announce(ctx context.Context, inv wire.Inventory) error {
 		return err
 	}
 	inv.Peer = n.ID()
+	blocksOnly := ts.announce != nil && ts.stop != nil && sameButPartial(ts.announce, &inv)
 	ts.autoTTL = inv.TTL == 0
 	ts.announce = &inv
 	ts.notify()
@@ -229,8 +233,26 @@ func (n *Host) Announce(ctx context.Context, inv wire.Inventory) error {
 		n.goBackground(func() { n.announceLoop(actx, inv.Model, ts) })
 	}
 	n.mu.Unlock()
-	n.kickTopic(inv.Model)
+	if !blocksOnly {
+		n.kickTopic(inv.Model)
+	}
 	return nil
+}
+
+// sameButPartial reports whether b differs from a at most in the blocks
+// of the shards held partly. Such a change goes to the watchers at once
+// (watch.go) and to the topic only with the next refresh: a block takes
+// a fraction of a second to arrive, and gossiping each one, rate limited
+// to a share of the topic's budget that a joining peer overestimates
+// until it has seen the topic's size, made a thousand joiners flood it —
+// at 1,000 simulated peers the seed spent its uplink's first 29 s
+// relaying inventories (docs/swarm-bench.md). Neighbours that fetch learn
+// blocks from their watches, others from the refresh or by asking.
+func sameButPartial(a, b *wire.Inventory) bool {
+	return a.Model == b.Model && a.Have.N == b.Have.N && bytes.Equal(a.Have.Bits, b.Have.Bits) &&
+		slices.Equal(a.Models, b.Models) && slices.Equal(a.Experts, b.Experts) &&
+		a.UploadFree == b.UploadFree && a.PrefillTokS == b.PrefillTokS && a.DecodeTokS == b.DecodeTokS &&
+		a.TTL == b.TTL
 }
 
 // kickTopic asks the model's announcement loop to publish soon.

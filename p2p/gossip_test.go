@@ -108,3 +108,74 @@ func TestGossipInventory(t *testing.T) {
 		}
 	}
 }
+
+// TestAnnounceBlocksWait: an announcement that differs from the last
+// only in the blocks of partly held shards is not gossiped at once (the
+// watchers have it; the topic gets it with the next refresh), while one
+// that gains a whole shard is.
+func TestAnnounceBlocksWait(t *testing.T) {
+	model := rdrr.Sum([]byte("model"))
+	slow := func(o *Options) { o.AnnounceInterval, o.AnnounceJitter = time.Hour, time.Millisecond }
+	a := newHost(t, nil, slow)
+	b := newHost(t, nil, slow)
+	connect(t, b, a)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got := make(chan wire.Inventory, 16)
+	// a only announces: it publishes through gossipsub's fanout, which
+	// needs no mesh (a mesh forms at a heartbeat, a second on).
+	if err := b.Subscribe(ctx, model, func(_ string, inv wire.Inventory) { got <- inv }); err != nil {
+		t.Fatal(err)
+	}
+	// Publish once a knows b follows the topic (AnnounceInterval is an
+	// hour: a first message sent before that would not be repeated).
+	a.mu.Lock()
+	_, err := a.topic(model)
+	a.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "a sees b on the topic", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.topics[model].t.ListPeers()) > 0
+	})
+	next := func(what string) wire.Inventory {
+		t.Helper()
+		select {
+		case inv := <-got:
+			return inv
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no inventory within 10 s: %s", what)
+			return wire.Inventory{}
+		}
+	}
+	have := wire.NewBitmap(3)
+	blocks := wire.NewBitmap(4)
+	blocks.Set(0)
+	inv := wire.Inventory{Model: model, Have: have.Clone(), Partial: []wire.Partial{{Shard: 1, Blocks: blocks.Clone()}}}
+	if err := a.Announce(ctx, inv); err != nil {
+		t.Fatal(err)
+	}
+	if first := next("the first announcement"); len(first.Partial) != 1 {
+		t.Fatalf("first announcement: %+v", first)
+	}
+	blocks.Set(1)
+	inv.Partial = []wire.Partial{{Shard: 1, Blocks: blocks.Clone()}}
+	if err := a.Announce(ctx, inv); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case inv := <-got:
+		t.Fatalf("a change of blocks alone was gossiped at once: %+v", inv)
+	case <-time.After(time.Second):
+	}
+	have.Set(2)
+	inv.Have = have.Clone()
+	if err := a.Announce(ctx, inv); err != nil {
+		t.Fatal(err)
+	}
+	if g := next("a whole shard gained"); !g.Have.Has(2) || !g.Partial[0].Blocks.Has(1) {
+		t.Fatalf("after a shard gained: %+v", g)
+	}
+}
