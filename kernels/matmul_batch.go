@@ -109,6 +109,13 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 		if unroll < 1 || unroll > 2 {
 			return nil, fmt.Errorf("kernels: matmul batch %s: bad matvec unroll %d", w.Name, unroll)
 		}
+		// Fewer rows as the vectors grow, down to 2: on an H100 the Q4_K
+		// kernel at n = 8 took 156-158 µs with 2 rows against 191-232
+		// with 4, on all three 8B shapes (docs/BENCHMARKS.md), and 1 row
+		// was slower at every n.
+		for o.vecRows == 0 && r > 2 && r*n > 16 {
+			r--
+		}
 	}
 	storage := func(r int) int {
 		if fast != "" {
