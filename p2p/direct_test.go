@@ -16,11 +16,7 @@ import (
 func TestDirectInventory(t *testing.T) {
 	model := rdrr.Sum([]byte("model"))
 	other := rdrr.Sum([]byte("other"))
-	// Gossip refreshes slowly here, so what b learns comes from the ask.
-	slow := func(o *Options) { o.AnnounceInterval, o.AnnounceJitter = time.Hour, time.Millisecond }
-	a := newHost(t, nil, slow)
-	b := newHost(t, nil, slow)
-	connect(t, b, a)
+	a, b := quietPair(t) // what b learns comes from the ask
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	have := wire.NewBitmap(3)
@@ -52,7 +48,7 @@ func TestDirectInventory(t *testing.T) {
 		return len(invs) == 1 && invs[0].Peer == a.ID() && len(invs[0].Inv.Partial) == 1
 	})
 	// A peer that connects later is asked at once.
-	c := newHost(t, nil, slow)
+	c := newHost(t, nil, quiet)
 	if err := c.Announce(ctx, wire.Inventory{Model: model, Have: have}); err != nil {
 		t.Fatal(err)
 	}

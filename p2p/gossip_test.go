@@ -115,10 +115,7 @@ func TestGossipInventory(t *testing.T) {
 // that gains a whole shard is.
 func TestAnnounceBlocksWait(t *testing.T) {
 	model := rdrr.Sum([]byte("model"))
-	slow := func(o *Options) { o.AnnounceInterval, o.AnnounceJitter = time.Hour, time.Millisecond }
-	a := newHost(t, nil, slow)
-	b := newHost(t, nil, slow)
-	connect(t, b, a)
+	a, b := quietPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	got := make(chan wire.Inventory, 16)

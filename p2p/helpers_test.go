@@ -185,3 +185,17 @@ func connect(t *testing.T, from, to *Host) {
 		t.Fatalf("connected to %s, want %s", id, to.ID())
 	}
 }
+
+// quiet makes a host's gossip refresh only hourly: what others learn of
+// it comes from the exchange under test (a first announcement, a direct
+// ask, a watch).
+func quiet(o *Options) { o.AnnounceInterval, o.AnnounceJitter = time.Hour, time.Millisecond }
+
+// quietPair starts two quiet hosts, b connected to a.
+func quietPair(t *testing.T) (a, b *Host) {
+	t.Helper()
+	a = newHost(t, nil, quiet)
+	b = newHost(t, nil, quiet)
+	connect(t, b, a)
+	return a, b
+}

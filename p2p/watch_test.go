@@ -19,10 +19,7 @@ import (
 // when a shard is lost, nothing while nothing changes.
 func TestWatchProtocol(t *testing.T) {
 	model := rdrr.Sum([]byte("model"))
-	slow := func(o *Options) { o.AnnounceInterval, o.AnnounceJitter = time.Hour, time.Millisecond }
-	a := newHost(t, nil, slow)
-	b := newHost(t, nil, slow)
-	connect(t, b, a)
+	a, b := quietPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	have := wire.NewBitmap(3)
@@ -90,10 +87,7 @@ func TestWatchProtocol(t *testing.T) {
 func TestWatchInventory(t *testing.T) {
 	model := rdrr.Sum([]byte("model"))
 	other := rdrr.Sum([]byte("other"))
-	slow := func(o *Options) { o.AnnounceInterval, o.AnnounceJitter = time.Hour, time.Millisecond }
-	a := newHost(t, nil, slow)
-	b := newHost(t, nil, slow)
-	connect(t, b, a)
+	a, b := quietPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	have := wire.NewBitmap(4)
