@@ -1,7 +1,6 @@
 package p2p
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -199,11 +198,11 @@ func decodeInventory(msg *pubsub.Message, model rdrr.ModelID) (*wire.Inventory, 
 // Announce publishes inv on its model's topic (inv.Model) soon and keeps
 // re-publishing the latest inventory (a full refresh, for late joiners)
 // until StopAnnouncing or Close. Call it on join and again on every
-// change: changes are coalesced, a change of the blocks of partly held
-// shards alone waits for the next refresh (watchers have it at once,
-// see sameButPartial), and every publication, change or
-// refresh, is rate limited to this host's share of the topic's budget
-// (Options.GossipBudget / the peers announcing on the topic), so the
+// change: changes are coalesced, one that only gains blocks of partly
+// held shards waits for the next announcement (watchers have it at
+// once), and every publication, change or refresh, is rate limited to
+// this host's share of the topic's budget (Options.GossipBudget / the
+// peers announcing on the topic), so the
 // traffic each peer sees stays bounded however many join. The refresh
 // period is AnnounceInterval ± AnnounceJitter, longer when the topic is
 // large (see refreshPeriod). The host fills in Peer (its own ID), Seq
@@ -223,7 +222,16 @@ func (n *Host) Announce(ctx context.Context, inv wire.Inventory) error {
 		return err
 	}
 	inv.Peer = n.ID()
-	blocksOnly := ts.announce != nil && ts.stop != nil && sameButPartial(ts.announce, &inv)
+	// Only blocks of partly held shards gained (a Have without shards):
+	// the watchers get it at once (watch.go), the topic with the next
+	// announcement (a shard gained, or the refresh). A block takes a
+	// fraction of a second to arrive, and gossiping each one, rate
+	// limited to a share of the topic's budget that a joining peer
+	// overestimates until it has seen the topic's size, made a thousand
+	// joiners flood it: at 1,000 simulated peers the seed spent its
+	// uplink's first 29 s relaying inventories (docs/swarm-bench.md).
+	h, ok := inv.Diff(ts.announce)
+	blocksOnly := ok && ts.stop != nil && len(h.Shards) == 0
 	ts.autoTTL = inv.TTL == 0
 	ts.announce = &inv
 	ts.notify()
@@ -237,22 +245,6 @@ func (n *Host) Announce(ctx context.Context, inv wire.Inventory) error {
 		n.kickTopic(inv.Model)
 	}
 	return nil
-}
-
-// sameButPartial reports whether b differs from a at most in the blocks
-// of the shards held partly. Such a change goes to the watchers at once
-// (watch.go) and to the topic only with the next refresh: a block takes
-// a fraction of a second to arrive, and gossiping each one, rate limited
-// to a share of the topic's budget that a joining peer overestimates
-// until it has seen the topic's size, made a thousand joiners flood it —
-// at 1,000 simulated peers the seed spent its uplink's first 29 s
-// relaying inventories (docs/swarm-bench.md). Neighbours that fetch learn
-// blocks from their watches, others from the refresh or by asking.
-func sameButPartial(a, b *wire.Inventory) bool {
-	return a.Model == b.Model && a.Have.N == b.Have.N && bytes.Equal(a.Have.Bits, b.Have.Bits) &&
-		slices.Equal(a.Models, b.Models) && slices.Equal(a.Experts, b.Experts) &&
-		a.UploadFree == b.UploadFree && a.PrefillTokS == b.PrefillTokS && a.DecodeTokS == b.DecodeTokS &&
-		a.TTL == b.TTL
 }
 
 // kickTopic asks the model's announcement loop to publish soon.
