@@ -372,24 +372,25 @@ func benchWeights(b *testing.B, d *Device, r *rand.Rand, dt quant.DType, rows, c
 	return ws
 }
 
-// timeOpChain runs every op list once, then records b.N of them, rotating
-// over ops, in one pass and times their one submit (the GPU, not the
-// recording) up to a read of y;
+// timeOpChain records b.N op lists, rotating over ops, in one pass and
+// times their one submit (the GPU, not the recording) up to a read of y;
 // it reports us/op and returns the seconds.
 func timeOpChain(b *testing.B, d *Device, ops [][]*Op, y *Buffer) float64 {
-	// One untimed pass first: a weight's first use pays for making it
-	// resident, which is not the kernel's time.
-	e := d.NewEncoder()
-	for _, o := range ops {
-		e.Run(o...)
+	record := func() *Encoder {
+		e := d.NewEncoder()
+		for i := range b.N {
+			e.Run(ops[i%len(ops)]...)
+		}
+		return e
 	}
-	if _, err := e.SubmitRead(y, 0, 4); err != nil {
+	// The same chain once untimed first: a weight's first use pays for
+	// making it resident, and a GPU that has idled (between
+	// sub-benchmarks) runs at low clocks for the first milliseconds;
+	// neither is the kernel's time.
+	if _, err := record().SubmitRead(y, 0, 4); err != nil {
 		b.Fatal(err)
 	}
-	e = d.NewEncoder()
-	for i := range b.N {
-		e.Run(ops[i%len(ops)]...)
-	}
+	e := record()
 	b.ResetTimer()
 	if _, err := e.SubmitRead(y, 0, 4); err != nil {
 		b.Fatal(err)

@@ -268,7 +268,12 @@ func (n *Node) Has(p Peer, shard rdrr.Hash) bool {
 
 // sync makes the announcements match the store: every model held is
 // tracked and its inventory announced when it changed; models removed
-// stop being announced; keys newly complete are queued for the DHT.
+// stop being announced; models newly complete are queued for the DHT.
+// Only whole models are provided there: discovery looks up model IDs
+// alone, and a node holding part of a model is found through the
+// inventories of the peers it is connected to. A provider record per
+// shard cost every node one DHT lookup per shard as it arrived (12% of
+// the CPU of 20 pulling nodes, docs/swarm-bench.md) and was never read.
 func (n *Node) sync() {
 	if n.ctx.Err() != nil {
 		return
@@ -290,11 +295,6 @@ func (n *Node) sync() {
 			continue
 		}
 		have, all := HaveBitmap(m, n.store)
-		for i, sh := range m.Shards {
-			if have.Has(i) {
-				keys = append(keys, sh.Hash)
-			}
-		}
 		if all {
 			complete = append(complete, id)
 			keys = append(keys, id)
