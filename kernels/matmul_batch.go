@@ -117,22 +117,26 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 			r--
 		}
 	}
+	groups := 1
+	if fast != "" && o.vecGroups > 1 {
+		groups = o.vecGroups
+	}
 	storage := func(r int) int {
 		if fast != "" {
-			return r*n*(wg+8)*4 + r*n*32
+			return groups * (r*n*(wg+8)*4 + r*n*32)
 		}
 		return r * n * wg * 4
 	}
 	for r > 1 && (r*n > 32 || storage(r) > d.limits.MaxWorkgroupStorage) {
 		r--
 	}
-	if wg < 32 || wg&(wg-1) != 0 || wg > d.limits.MaxInvocations || r < 1 || storage(r) > d.limits.MaxWorkgroupStorage {
+	if wg < 32 || wg&(wg-1) != 0 || wg*groups > d.limits.MaxInvocations || r < 1 || storage(r) > d.limits.MaxWorkgroupStorage {
 		return nil, fmt.Errorf("kernels: matmul batch %s: bad shape wg=%d rows=%d n=%d", w.Name, wg, r, n)
 	}
 	var src, key string
 	if fast != "" {
 		src, err = matvecFastBatch(fast, r, unroll, n, o.vecReload)
-		key = fmt.Sprintf("matvecfast-batch/%s/wg%d/r%d/u%d/n%d/reload=%v", w.DType, wg, r, unroll, n, o.vecReload)
+		key = fmt.Sprintf("matvecfast-batch/%s/wg%d/r%d/g%d/u%d/n%d/reload=%v", w.DType, wg, r, groups, unroll, n, o.vecReload)
 	} else {
 		src, err = matvecBatch(matvecX(matvecWGSL, vec4))
 		key = fmt.Sprintf("matvec-batch/%s/wg%d/r%d/n%d/x4=%v", w.DType, wg, r, n, vec4)
@@ -140,7 +144,7 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	for _, c := range []struct {
 		name string
 		v    int
-	}{{"WG", wg}, {"R", r}, {"NB", n}} {
+	}{{"WG", wg * groups}, {"R", r}, {"NB", n}} {
 		if err == nil {
 			src, err = setConst(src, c.name, uint32(c.v))
 		}
@@ -150,6 +154,8 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	}
 	if fast == "" {
 		src = helpersWGSL("W") + sec + src
+	} else if err == nil {
+		src, err = setConst(src, "G", uint32(groups))
 	}
 	p, err := d.Pipeline(key, src, "main", matmulLayout)
 	if err != nil {
@@ -168,7 +174,8 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 			},
 			XStride: uint32(xs), OStride: uint32(os),
 		})
-		op, err := d.NewOp(p, params, d.grid((part.Rows+r-1)/r), w.Range(i), x, bias, out)
+		rg := r * groups
+		op, err := d.NewOp(p, params, d.grid((part.Rows+rg-1)/rg), w.Range(i), x, bias, out)
 		if err != nil {
 			releaseOps(ops)
 			return nil, fmt.Errorf("kernels: matmul batch %s part %d: %w", w.Name, i, err)
@@ -262,15 +269,19 @@ func matvecFastBatch(src string, r, u, nb int, reload bool) (string, error) {
 	src = xIndex.ReplaceAllLiteralString(src, "x[xo + ")
 	src, err := replaceAll(src,
 		"    flags: u32,\n}", batchParams+"\n\nvar<private> xo: u32;",
-		"const RED: u32 = R * RS;", "const NB: u32 = 1u;\nconst RED: u32 = R * NB * RS;",
-		"const RED2: u32 = R * 8u;", "const RED2: u32 = R * NB * 8u;",
-		"q < R * 8u;", "q < R * NB * 8u;",
+		// G groups of LW invocations, each with R rows: RG rows in all.
+		"const RS: u32 = WG + 8u;", "const G: u32 = 1u;\nconst LW: u32 = WG / G;\nconst RG: u32 = R * G;\nconst RS: u32 = LW + 8u;",
+		"const RED: u32 = R * RS;", "const NB: u32 = 1u;\nconst RED: u32 = RG * NB * RS;",
+		"const RED2: u32 = R * 8u;", "const RED2: u32 = RG * NB * 8u;",
+		"let r0 = (wid.x + wid.y * nwg.x) * R;", "let r0 = (wid.x + wid.y * nwg.x) * RG;",
+		"q < R * 8u;", "q < RG * NB * 8u;",
+		"for (var i = q & 7u; i < WG; i += 8u)", "for (var i = q & 7u; i < LW; i += 8u)",
 		"    if (lid < R && r0 + lid < params.rows) {\n        let row = params.row0 + r0 + lid;",
-		"    for (var o = lid; o < R * NB; o += WG) {\n        if (r0 + o % R >= params.rows) {\n            continue;\n        }\n"+
-			"        let row = params.row0 + r0 + o % R;",
+		"    for (var o = lid; o < RG * NB; o += WG) {\n        if (r0 + o % RG >= params.rows) {\n            continue;\n        }\n"+
+			"        let row = params.row0 + r0 + o % RG;",
 		"red2[lid * 8u + i]", "red2[o * 8u + i]",
 		"            v += out[row];\n        }\n        out[row] = v;",
-		"            v += out[(o / R) * params.o_stride + row];\n        }\n        out[(o / R) * params.o_stride + row] = v;",
+		"            v += out[(o / RG) * params.o_stride + row];\n        }\n        out[(o / RG) * params.o_stride + row] = v;",
 	)
 	if err != nil {
 		return "", err
@@ -284,18 +295,19 @@ func matvecFastBatch(src string, r, u, nb int, reload bool) (string, error) {
 	// weight loads, then per vector its x units and the same sums.
 	var b strings.Builder
 	b.WriteString("    let rl = params.rows - 1u;\n    let xs4 = params.x_stride >> 2u;\n")
+	b.WriteString("    let lane = lid % LW;\n    let grp = lid / LW;\n    let rg0 = r0 + grp * R;\n")
 	for i := range r {
-		fmt.Fprintf(&b, "    let ri%d = min(r0 + %du, rl);\n", i, i)
+		fmt.Fprintf(&b, "    let ri%d = min(rg0 + %du, rl);\n", i, i)
 		for v := range nb {
 			fmt.Fprintf(&b, "    var acc%d_%d = 0.0;\n", i, v)
 		}
 	}
-	b.WriteString("    var u = lid;\n")
+	b.WriteString("    var u = lane;\n")
 	if reload {
 		b.WriteString("    let vz = params.pad0;\n") // 0, unknown to the compiler
 	}
 	step := func(n int) {
-		us := []string{"u", "u + WG"}[:n]
+		us := []string{"u", "u + LW"}[:n]
 		load := func(v int) {
 			for j, ue := range us {
 				for i := range r {
@@ -335,16 +347,16 @@ func matvecFastBatch(src string, r, u, nb int, reload bool) (string, error) {
 		}
 	}
 	if u >= 2 {
-		b.WriteString("    for (; u + WG < params.units; u += 2u * WG) {\n")
+		b.WriteString("    for (; u + LW < params.units; u += 2u * LW) {\n")
 		step(2)
 		b.WriteString("    }\n")
 	}
-	b.WriteString("    for (; u < params.units; u += WG) {\n")
+	b.WriteString("    for (; u < params.units; u += LW) {\n")
 	step(1)
 	b.WriteString("    }\n")
 	for v := range nb {
 		for i := range r {
-			fmt.Fprintf(&b, "    red[%du * RS + lid] = acc%d_%d;\n", v*r+i, i, v)
+			fmt.Fprintf(&b, "    red[(%du * RG + grp * R + %du) * RS + lane] = acc%d_%d;\n", v, i, i, v)
 		}
 	}
 	return pre + b.String() + post, nil

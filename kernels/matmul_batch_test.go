@@ -51,6 +51,9 @@ func (c batchCase) String() string {
 	if c.opts.vecReload {
 		s += "/reload"
 	}
+	if c.opts.vecGroups > 1 {
+		s += fmt.Sprintf("/g%d", c.opts.vecGroups)
+	}
 	return s
 }
 
@@ -224,6 +227,12 @@ func TestMatMulBatchOptions(t *testing.T) {
 		{dt: quant.Q6_K, rows: 7, cols: 512, n: 3, acc: true, opts: MatMulOpts{vecReload: true}},
 		{dt: quant.Q8_0, rows: 65, cols: 160, n: 5, xPad: 64, opts: MatMulOpts{vecReload: true, vecRows: 1}},
 		{dt: quant.F16, rows: 7, cols: 1032, n: 4, opts: MatMulOpts{vecReload: true}},
+		// Row groups sharing x units: the same sums, rows past the end
+		// of the last workgroup's groups dropped.
+		{dt: quant.Q4_K, rows: 65, cols: 768, n: 8, bias: true, acc: true, opts: MatMulOpts{vecGroups: 4, vecRows: 2}},
+		{dt: quant.Q4_K, rows: 13, cols: 512, n: 3, opts: MatMulOpts{vecGroups: 2}},
+		{dt: quant.Q6_K, rows: 70, cols: 512, n: 5, acc: true, xPad: 8, oPad: 3, opts: MatMulOpts{vecGroups: 4}},
+		{dt: quant.Q8_0, rows: 65, cols: 160, n: 4, opts: MatMulOpts{vecGroups: 2, vecReload: true}},
 	} {
 		t.Run(c.String(), func(t *testing.T) { checkMatMulBatch(t, d, r, c) })
 	}
@@ -287,7 +296,8 @@ func BenchmarkMatVecBatch(b *testing.B) {
 		// u1: one unit in flight, which sums in another order (not for
 		// use, to tell the unroll's cost from the rows').
 		variants := []MatMulOpts{{}, {vecOld: true}, {vecRows: 1}, {vecRows: 2}, {vecRows: 4}, {vecRows: 2, vecU: 1},
-			{vecRows: 1, vecReload: true}, {vecRows: 2, vecReload: true}, {vecRows: 4, vecReload: true}}
+			{vecRows: 1, vecReload: true}, {vecRows: 2, vecReload: true}, {vecRows: 4, vecReload: true},
+			{vecRows: 2, vecGroups: 2}, {vecRows: 2, vecGroups: 4}, {vecRows: 1, vecGroups: 4}, {vecRows: 1, vecGroups: 8}}
 		for _, o := range variants {
 			for _, n := range []int{1, 2, 4, 8, 16} {
 				name := fmt.Sprintf("%s/%dx%d/n%d", s.dt, s.rows, s.cols, n)
@@ -304,6 +314,9 @@ func BenchmarkMatVecBatch(b *testing.B) {
 					}
 					if o.vecReload {
 						name += "reload"
+					}
+					if o.vecGroups > 1 {
+						name += fmt.Sprintf("g%d", o.vecGroups)
 					}
 				}
 				var ops [][]*Op
