@@ -648,9 +648,10 @@ func (f *fetcher) survey(usable []candidate) *view {
 	now := f.o.Clock.Now()
 	wait := f.fallbackWait(usable, f.total/int64(n))
 	v.wait = wait
+	hasAll := make([]bool, n*len(usable))
 	for i := range usable {
 		c := &usable[i]
-		c.has = make([]bool, n)
+		c.has = hasAll[i*n : (i+1)*n : (i+1)*n]
 		hs.Holding(c.p, f.all, c.has, parts)
 		blocks := 0 // blocks it holds of the shards held partly
 		for s := range f.all {

@@ -99,8 +99,10 @@ type Node struct {
 // tracked is a model the node follows: subscribed to its topic.
 type tracked struct {
 	index    map[rdrr.Hash]int              // shard → index in the manifest's table
+	shards   []rdrr.Hash                    // the manifest's shard table (Holding's fast path)
 	view     map[string]wire.Bitmap         // peer → shards announced (latest Peers snapshot)
 	part     map[string]map[int]wire.Bitmap // peer → shard index → blocks of a shard held partly (same snapshot)
+	partOf   map[string]*wire.Partial       // peer → the Partial list part[peer] was made from
 	assumed  map[string]bool                // DHT providers of the model and the peer that served its manifest
 	lastInv  string                         // the last inventory announced (bitmap + models)
 	announce bool                           // announcing (the model is in the store)
@@ -234,19 +236,36 @@ func (n *Node) Peers(id rdrr.ModelID) []Peer {
 	if !ok {
 		return nil
 	}
-	t.view = make(map[string]wire.Bitmap, len(invs))
-	t.part = map[string]map[int]wire.Bitmap{}
-	var out []Peer
+	// The maps are refilled in place, and a peer's partial map is made
+	// again only when its inventory changed: a fetch reads them at every
+	// scheduling pass, mostly for inventories it has already seen. The
+	// host never changes an inventory it stored (a Have makes a new one,
+	// wire.Inventory.Apply), so the first Partial's address tells.
+	clear(t.view)
+	if t.partOf == nil {
+		t.partOf = map[string]*wire.Partial{}
+	}
+	seen := make(map[string]bool, len(t.part))
+	out := make([]Peer, 0, len(invs)+len(t.assumed))
 	for _, e := range invs {
 		t.view[e.Peer] = e.Inv.Have
 		if len(e.Inv.Partial) > 0 {
-			pm := make(map[int]wire.Bitmap, len(e.Inv.Partial))
-			for _, p := range e.Inv.Partial {
-				pm[int(p.Shard)] = p.Blocks
+			seen[e.Peer] = true
+			if src := &e.Inv.Partial[0]; t.partOf[e.Peer] != src || len(t.part[e.Peer]) != len(e.Inv.Partial) {
+				pm := make(map[int]wire.Bitmap, len(e.Inv.Partial))
+				for _, p := range e.Inv.Partial {
+					pm[int(p.Shard)] = p.Blocks
+				}
+				t.part[e.Peer], t.partOf[e.Peer] = pm, src
 			}
-			t.part[e.Peer] = pm
 		}
 		out = append(out, n.remote(e.Peer))
+	}
+	for p := range t.part {
+		if !seen[p] {
+			delete(t.part, p)
+			delete(t.partOf, p)
+		}
 	}
 	for p := range t.assumed {
 		if _, ok := t.view[p]; !ok && p != n.host.ID() {
@@ -323,6 +342,7 @@ func (n *Node) sync() {
 				t.index = make(map[rdrr.Hash]int, len(m.Shards))
 				for i, sh := range m.Shards {
 					t.index[sh.Hash] = i
+					t.shards = append(t.shards, sh.Hash)
 				}
 			}
 		}

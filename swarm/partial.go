@@ -67,8 +67,12 @@ func (n *Node) Holding(p Peer, shards []rdrr.Hash, has []bool, part []wire.Bitma
 			continue
 		}
 		blocks := t.part[id]
+		same := len(shards) == len(t.shards) // the fetch's table is the manifest's, mostly
 		for s, h := range shards {
-			i, ok := t.index[h]
+			i, ok := s, same && t.shards[s] == h
+			if !ok {
+				i, ok = t.index[h]
+			}
 			if !ok || has[s] {
 				continue
 			}
