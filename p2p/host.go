@@ -44,6 +44,9 @@ var DefaultListen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-
 // Provider is what the host serves (the swarm's store implements it).
 type Provider = shardproto.Provider
 
+// SeedSpread is the super-seed window doppler seed uses (Options.SuperSeed).
+const SeedSpread = 2 * time.Second
+
 // Options configures a Host. Zero values take the documented defaults.
 type Options struct {
 	// Listen multiaddrs; default DefaultListen. When every address is a
@@ -72,7 +75,15 @@ type Options struct {
 	// among few requests, each block leaves it soon and can be shared on,
 	// and requests spread over the holders that have upload to spare
 	// (BitTorrent's unchoke slots, without the tit-for-tat).
-	UploadSlots         int
+	UploadSlots int
+	// SuperSeed, when set, makes the host a super-seed (BitTorrent's
+	// initial seeding): a block it sent to one peer is not sent to another
+	// for SuperSeed plus as long as the send took (nor while it is being
+	// sent); such a request is answered CodeBusy and its sender finds the
+	// block at the first receiver. For a node that seeds a new model to a
+	// swarm (doppler seed sets it), not for peers sharing what they
+	// fetched.
+	SuperSeed           time.Duration
 	MaxBlocksPerRequest int           // largest BlocksRequest.Count served (1024)
 	RequestTimeout      time.Duration // server: time to read a request (10 s)
 	FrameTimeout        time.Duration // both sides: time to write or read one frame (30 s)
@@ -167,6 +178,7 @@ type Host struct {
 	wg     sync.WaitGroup // background goroutines
 	sem    chan struct{}  // serving slots
 	upload chan struct{}  // upload slots (Options.UploadSlots)
+	spread spread         // blocks sent, as a super-seed (Options.SuperSeed)
 
 	stats   stats
 	serving servingState // block requests served per peer (server.go)
@@ -251,7 +263,7 @@ func start(ctx context.Context, opts Options, prov Provider, h host.Host, loopba
 	hctx, cancel := context.WithCancel(context.Background())
 	n := &Host{opts: opts, log: opts.Logger.With("peer", h.ID().ShortString()), h: h, prov: prov,
 		loopback: loopback, ctx: hctx, cancel: cancel, sem: make(chan struct{}, opts.MaxServing),
-		upload: make(chan struct{}, opts.UploadSlots)}
+		upload: make(chan struct{}, opts.UploadSlots), spread: spread{window: opts.SuperSeed}}
 	n.bufs = newBufPool(maxIdleBufs)
 	n.stats.init()
 	n.gossip.init(n.opts.Now)

@@ -43,11 +43,20 @@ func serveOne[R wire.Message](n *Host, what string) network.StreamHandler {
 			return
 		}
 		c.timeout = n.opts.FrameTimeout
-		if _, ok := m.(*wire.BlocksRequest); ok {
+		var spreadDone func(sent bool, now time.Time)
+		var want uint32 // blocks asked for
+		if br, ok := m.(*wire.BlocksRequest); ok {
+			if spreadDone, ok = n.spread.claim(br.Shard, br.First, br.Count, c.peer, time.Now()); !ok {
+				n.stats.busy.Add(1)
+				c.write(&wire.Error{Code: wire.CodeBusy, Msg: "blocks sent to another peer just now"})
+				return
+			}
+			want = br.Count
 			select {
 			case n.upload <- struct{}{}:
 				defer func() { <-n.upload }()
 			default:
+				spreadDone(false, time.Now())
 				n.stats.busy.Add(1)
 				c.write(&wire.Error{Code: wire.CodeBusy, Msg: "upload slots full"})
 				return
@@ -57,9 +66,14 @@ func serveOne[R wire.Message](n *Host, what string) network.StreamHandler {
 		}
 		bp := n.bufs.get()
 		defer n.bufs.put(bp)
+		var served uint32
 		opts := ServeOptions{MaxBlocksPerRequest: n.opts.MaxBlocksPerRequest, ServeUnverified: n.opts.ServeUnverified,
-			Logger: n.log, OnBlock: func() { n.stats.blocks.Add(1) }, Buf: *bp}
-		if err := shardproto.Answer(c, n.prov, req, opts); err != nil {
+			Logger: n.log, OnBlock: func() { served++; n.stats.blocks.Add(1) }, Buf: *bp}
+		err = shardproto.Answer(c, n.prov, req, opts)
+		if spreadDone != nil {
+			spreadDone(err == nil && served == want, time.Now())
+		}
+		if err != nil {
 			n.log.Debug(what+": write", "to", c.peer, "err", err)
 			c.reset()
 		}

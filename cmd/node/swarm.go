@@ -62,6 +62,7 @@ type netFlags struct {
 	wait       time.Duration // fetches give up after this long with no progress (pull's --wait)
 	ephemeral  bool          // no --key: a fresh key (run, which may share a store with a node)
 	gatekeeper bool          // aggregate expert usage and publish clusters (seed, node)
+	superSeed  bool          // send each block to one peer at a time (seed, node)
 	metrics    *swarmMetrics // node --http: count what the host serves (/metrics)
 	ca         []string      // pull --ca: PEM certificates the seeds' TLS may chain to
 	settle     time.Duration // node --pull: swarm.FetchOptions.Settle
@@ -83,6 +84,12 @@ func (f *netFlags) register(cmd *cobra.Command, bootstrap bool) {
 func (f *netFlags) registerGatekeeper(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.gatekeeper, "gatekeeper", false,
 		"act as a gatekeeper: aggregate the expert usage peers gossip for the models this node follows and publish expert clusters (read-ahead hints)")
+}
+
+// registerSuperSeed adds --super-seed (seed: on by default, node: off).
+func (f *netFlags) registerSuperSeed(cmd *cobra.Command, def bool) {
+	cmd.Flags().BoolVar(&f.superSeed, "super-seed", def,
+		"send each block to one peer, not again to another until the first has had time to share it on (BitTorrent's initial seeding): the seed's upload goes to blocks the swarm lacks")
 }
 
 // checkListen rejects malformed listen multiaddrs with a one-line error.
@@ -123,6 +130,9 @@ func (f *netFlags) startNode(ctx context.Context, store *swarm.Store) (*swarm.No
 		Fetch:   swarm.FetchOptions{WaitPeers: f.wait, Settle: f.settle},
 		Experts: swarm.ExpertOptions{Gatekeeper: f.gatekeeper},
 		Logger:  slog.Default(),
+	}
+	if f.superSeed {
+		o.Host.SuperSeed = p2p.SeedSpread
 	}
 	if f.metrics != nil {
 		o.WrapProvider = f.metrics.libp2pProvider
@@ -296,6 +306,7 @@ func newSeed() *cobra.Command {
 	}
 	nf.register(cmd, true)
 	nf.registerGatekeeper(cmd)
+	nf.registerSuperSeed(cmd, true)
 	pf.register(cmd)
 	return cmd
 }
@@ -386,6 +397,7 @@ func newNodeCmd() *cobra.Command {
 	}
 	nf.register(cmd, true)
 	nf.registerGatekeeper(cmd)
+	nf.registerSuperSeed(cmd, false)
 	pf.register(cmd)
 	hf.register(cmd, "", "also serve browsers over HTTP on this address (port 0 picks a free one): the page at /d, the seed, signaling at /signal, WebRTC answered for every model held complete")
 	fl := cmd.Flags()

@@ -125,6 +125,9 @@ func (r *inRun) start(ctx context.Context, name string, fetchSeed uint64, isSeed
 		return nil, fmt.Errorf("%s: host: %w", name, err)
 	}
 	hopts.Logger = log
+	if isSeed {
+		hopts.SuperSeed = p2p.SeedSpread // as doppler seed
+	}
 	n, err := swarm.NewNode(ctx, s, swarm.NodeOptions{Host: hopts, Logger: log,
 		Fetch: swarm.FetchOptions{Seed: fetchSeed, WaitPeers: time.Minute, PerPeer: r.o.PerPeer, Parallel: r.o.Parallel,
 			RequestTimeout: r.o.RequestTimeout, Settle: time.Second}}) // as doppler node --pull

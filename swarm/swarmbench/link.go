@@ -308,7 +308,7 @@ func (r *linkRun) p2p(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("seed import: %w", err)
 	}
-	sp, err := r.start(ctx, seed.name, "seed", seed.net, "listening /ip4/", r.nodeArgs(seed)...)
+	sp, err := r.start(ctx, seed.name, "seed", seed.net, "listening /ip4/", append(r.nodeArgs(seed), "--super-seed")...) // as doppler seed
 	if err != nil {
 		return err
 	}
