@@ -141,10 +141,17 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 		src, err = matvecBatch(matvecX(matvecWGSL, vec4))
 		key = fmt.Sprintf("matvec-batch/%s/wg%d/r%d/n%d/x4=%v", w.DType, wg, r, n, vec4)
 	}
-	for _, c := range []struct {
+	consts := []struct {
 		name string
 		v    int
-	}{{"WG", wg * groups}, {"R", r}, {"NB", n}} {
+	}{{"WG", wg * groups}, {"R", r}, {"NB", n}}
+	if fast != "" {
+		consts = append(consts, struct {
+			name string
+			v    int
+		}{"G", groups})
+	}
+	for _, c := range consts {
 		if err == nil {
 			src, err = setConst(src, c.name, uint32(c.v))
 		}
@@ -154,8 +161,6 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	}
 	if fast == "" {
 		src = helpersWGSL("W") + sec + src
-	} else if err == nil {
-		src, err = setConst(src, "G", uint32(groups))
 	}
 	p, err := d.Pipeline(key, src, "main", matmulLayout)
 	if err != nil {
