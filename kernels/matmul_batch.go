@@ -141,20 +141,16 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 		src, err = matvecBatch(matvecX(matvecWGSL, vec4))
 		key = fmt.Sprintf("matvec-batch/%s/wg%d/r%d/n%d/x4=%v", w.DType, wg, r, n, vec4)
 	}
-	consts := []struct {
+	for _, c := range []struct {
 		name string
 		v    int
-	}{{"WG", wg * groups}, {"R", r}, {"NB", n}}
-	if fast != "" {
-		consts = append(consts, struct {
-			name string
-			v    int
-		}{"G", groups})
-	}
-	for _, c := range consts {
+	}{{"WG", wg * groups}, {"R", r}, {"NB", n}} {
 		if err == nil {
 			src, err = setConst(src, c.name, uint32(c.v))
 		}
+	}
+	if err == nil && fast != "" {
+		src, err = setConst(src, "G", uint32(groups))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("kernels: matmul batch %s: %w", w.Name, err)

@@ -245,24 +245,24 @@ func (n *Node) Peers(id rdrr.ModelID) []Peer {
 	if t.partOf == nil {
 		t.partOf = map[string]*wire.Partial{}
 	}
-	seen := make(map[string]bool, len(t.part))
 	out := make([]Peer, 0, len(invs)+len(t.assumed))
 	for _, e := range invs {
 		t.view[e.Peer] = e.Inv.Have
-		if len(e.Inv.Partial) > 0 {
-			seen[e.Peer] = true
-			if src := &e.Inv.Partial[0]; t.partOf[e.Peer] != src || len(t.part[e.Peer]) != len(e.Inv.Partial) {
-				pm := make(map[int]wire.Bitmap, len(e.Inv.Partial))
-				for _, p := range e.Inv.Partial {
-					pm[int(p.Shard)] = p.Blocks
-				}
-				t.part[e.Peer], t.partOf[e.Peer] = pm, src
+		switch {
+		case len(e.Inv.Partial) == 0:
+			delete(t.part, e.Peer)
+			delete(t.partOf, e.Peer)
+		case t.partOf[e.Peer] != &e.Inv.Partial[0] || len(t.part[e.Peer]) != len(e.Inv.Partial):
+			pm := make(map[int]wire.Bitmap, len(e.Inv.Partial))
+			for _, p := range e.Inv.Partial {
+				pm[int(p.Shard)] = p.Blocks
 			}
+			t.part[e.Peer], t.partOf[e.Peer] = pm, &e.Inv.Partial[0]
 		}
 		out = append(out, n.remote(e.Peer))
 	}
 	for p := range t.part {
-		if !seen[p] {
+		if _, ok := t.view[p]; !ok { // its inventory expired
 			delete(t.part, p)
 			delete(t.partOf, p)
 		}
