@@ -51,15 +51,6 @@ type MatMulOpts struct {
 	vecRows int  // rows per workgroup
 	vecOld  bool // the generic kernel even where a fast one exists
 	vecU    int  // fast kernel: units per row in flight per invocation (1, 2)
-	// batched fast kernel: load (and so decode) each vector's weights
-	// anew, at an offset the compiler cannot prove zero, so that it does
-	// not keep every row's decoded values live across the vectors.
-	vecReload bool
-	// batched fast kernel: row groups per workgroup. Each group of WG
-	// invocations owns R rows (the sums stay those of n == 1) and the
-	// groups of a workgroup read the same x units together, so x comes
-	// from L2 once per R·G rows instead of once per R.
-	vecGroups int
 
 	// Tuning of the m > 1 kernel: tileOld runs matmul_tile.wgsl (the
 	// kernel before the register-blocked one) at every m; tileRN × tileTN

@@ -109,34 +109,31 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 		if unroll < 1 || unroll > 2 {
 			return nil, fmt.Errorf("kernels: matmul batch %s: bad matvec unroll %d", w.Name, unroll)
 		}
-		// Fewer rows as the vectors grow, down to 2: on an H100 the Q4_K
-		// kernel at n = 8 took 156-158 µs with 2 rows against 191-232
-		// with 4, on all three 8B shapes (docs/BENCHMARKS.md), and 1 row
-		// was slower at every n.
-		for o.vecRows == 0 && r > 2 && r*n > 16 {
+		// Fewer rows as the vectors grow, down to 2 from n = 4 on: on an
+		// H100 the Q4_K kernel at n = 8 took 142-146 µs with 2 rows
+		// against 211-238 with 4 on the 8B shapes, at n = 4 24-77 µs
+		// against 27-85, and 1 row was slower at every n
+		// (docs/BENCHMARKS.md, 2026-12-07).
+		for o.vecRows == 0 && r > 2 && r*n >= 16 {
 			r--
 		}
 	}
-	groups := 1
-	if fast != "" && o.vecGroups > 1 {
-		groups = o.vecGroups
-	}
 	storage := func(r int) int {
 		if fast != "" {
-			return groups * (r*n*(wg+8)*4 + r*n*32)
+			return r*n*(wg+8)*4 + r*n*32
 		}
 		return r * n * wg * 4
 	}
 	for r > 1 && (r*n > 32 || storage(r) > d.limits.MaxWorkgroupStorage) {
 		r--
 	}
-	if wg < 32 || wg&(wg-1) != 0 || wg*groups > d.limits.MaxInvocations || r < 1 || storage(r) > d.limits.MaxWorkgroupStorage {
+	if wg < 32 || wg&(wg-1) != 0 || wg > d.limits.MaxInvocations || r < 1 || storage(r) > d.limits.MaxWorkgroupStorage {
 		return nil, fmt.Errorf("kernels: matmul batch %s: bad shape wg=%d rows=%d n=%d", w.Name, wg, r, n)
 	}
 	var src, key string
 	if fast != "" {
-		src, err = matvecFastBatch(fast, r, unroll, n, o.vecReload)
-		key = fmt.Sprintf("matvecfast-batch/%s/wg%d/r%d/g%d/u%d/n%d/reload=%v", w.DType, wg, r, groups, unroll, n, o.vecReload)
+		src, err = matvecFastBatch(fast, r, unroll, n)
+		key = fmt.Sprintf("matvecfast-batch/%s/wg%d/r%d/u%d/n%d", w.DType, wg, r, unroll, n)
 	} else {
 		src, err = matvecBatch(matvecX(matvecWGSL, vec4))
 		key = fmt.Sprintf("matvec-batch/%s/wg%d/r%d/n%d/x4=%v", w.DType, wg, r, n, vec4)
@@ -144,13 +141,10 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	for _, c := range []struct {
 		name string
 		v    int
-	}{{"WG", wg * groups}, {"R", r}, {"NB", n}} {
+	}{{"WG", wg}, {"R", r}, {"NB", n}} {
 		if err == nil {
 			src, err = setConst(src, c.name, uint32(c.v))
 		}
-	}
-	if err == nil && fast != "" {
-		src, err = setConst(src, "G", uint32(groups))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("kernels: matmul batch %s: %w", w.Name, err)
@@ -175,8 +169,7 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 			},
 			XStride: uint32(xs), OStride: uint32(os),
 		})
-		rg := r * groups
-		op, err := d.NewOp(p, params, d.grid((part.Rows+rg-1)/rg), w.Range(i), x, bias, out)
+		op, err := d.NewOp(p, params, d.grid((part.Rows+r-1)/r), w.Range(i), x, bias, out)
 		if err != nil {
 			releaseOps(ops)
 			return nil, fmt.Errorf("kernels: matmul batch %s part %d: %w", w.Name, i, err)
@@ -266,23 +259,19 @@ var xIndex = regexp.MustCompile(`\bx\[`)
 // matvecFastBatch rewrites a dtype's matmul_vecfast.wgsl source for NB
 // vectors: x is read from xo, the first vec4 of the vector the unit
 // loads are for, and the generated body keeps R × NB accumulators.
-func matvecFastBatch(src string, r, u, nb int, reload bool) (string, error) {
+func matvecFastBatch(src string, r, u, nb int) (string, error) {
 	src = xIndex.ReplaceAllLiteralString(src, "x[xo + ")
 	src, err := replaceAll(src,
 		"    flags: u32,\n}", batchParams+"\n\nvar<private> xo: u32;",
-		// G groups of LW invocations, each with R rows: RG rows in all.
-		"const RS: u32 = WG + 8u;", "const G: u32 = 1u;\nconst LW: u32 = WG / G;\nconst RG: u32 = R * G;\nconst RS: u32 = LW + 8u;",
-		"const RED: u32 = R * RS;", "const NB: u32 = 1u;\nconst RED: u32 = RG * NB * RS;",
-		"const RED2: u32 = R * 8u;", "const RED2: u32 = RG * NB * 8u;",
-		"let r0 = (wid.x + wid.y * nwg.x) * R;", "let r0 = (wid.x + wid.y * nwg.x) * RG;",
-		"q < R * 8u;", "q < RG * NB * 8u;",
-		"for (var i = q & 7u; i < WG; i += 8u)", "for (var i = q & 7u; i < LW; i += 8u)",
+		"const RED: u32 = R * RS;", "const NB: u32 = 1u;\nconst RED: u32 = R * NB * RS;",
+		"const RED2: u32 = R * 8u;", "const RED2: u32 = R * NB * 8u;",
+		"q < R * 8u;", "q < R * NB * 8u;",
 		"    if (lid < R && r0 + lid < params.rows) {\n        let row = params.row0 + r0 + lid;",
-		"    for (var o = lid; o < RG * NB; o += WG) {\n        if (r0 + o % RG >= params.rows) {\n            continue;\n        }\n"+
-			"        let row = params.row0 + r0 + o % RG;",
+		"    for (var o = lid; o < R * NB; o += WG) {\n        if (r0 + o % R >= params.rows) {\n            continue;\n        }\n"+
+			"        let row = params.row0 + r0 + o % R;",
 		"red2[lid * 8u + i]", "red2[o * 8u + i]",
 		"            v += out[row];\n        }\n        out[row] = v;",
-		"            v += out[(o / RG) * params.o_stride + row];\n        }\n        out[(o / RG) * params.o_stride + row] = v;",
+		"            v += out[(o / R) * params.o_stride + row];\n        }\n        out[(o / R) * params.o_stride + row] = v;",
 	)
 	if err != nil {
 		return "", err
@@ -296,38 +285,21 @@ func matvecFastBatch(src string, r, u, nb int, reload bool) (string, error) {
 	// weight loads, then per vector its x units and the same sums.
 	var b strings.Builder
 	b.WriteString("    let rl = params.rows - 1u;\n    let xs4 = params.x_stride >> 2u;\n")
-	b.WriteString("    let lane = lid % LW;\n    let grp = lid / LW;\n    let rg0 = r0 + grp * R;\n")
 	for i := range r {
-		fmt.Fprintf(&b, "    let ri%d = min(rg0 + %du, rl);\n", i, i)
+		fmt.Fprintf(&b, "    let ri%d = min(r0 + %du, rl);\n", i, i)
 		for v := range nb {
 			fmt.Fprintf(&b, "    var acc%d_%d = 0.0;\n", i, v)
 		}
 	}
-	b.WriteString("    var u = lane;\n")
-	if reload {
-		b.WriteString("    let vz = params.pad0;\n") // 0, unknown to the compiler
-	}
+	b.WriteString("    var u = lid;\n")
 	step := func(n int) {
-		us := []string{"u", "u + LW"}[:n]
-		load := func(v int) {
-			for j, ue := range us {
-				for i := range r {
-					row := fmt.Sprintf("ri%d", i)
-					if reload && v > 0 {
-						row += fmt.Sprintf(" + vz * %du", v)
-					}
-					fmt.Fprintf(&b, "        let w%d_%d = uload(%s, %s);\n", j, i, row, ue)
-				}
+		us := []string{"u", "u + WG"}[:n]
+		for j, ue := range us {
+			for i := range r {
+				fmt.Fprintf(&b, "        let w%d_%d = uload(ri%d, %s);\n", j, i, i, ue)
 			}
-		}
-		if !reload {
-			load(0)
 		}
 		for v := range nb {
-			if reload {
-				b.WriteString("        {\n")
-				load(v)
-			}
 			fmt.Fprintf(&b, "        xo = %du * xs4;\n", v)
 			for j, ue := range us {
 				fmt.Fprintf(&b, "        let x%d_%d = xunit(%s);\n", j, v, ue)
@@ -342,22 +314,19 @@ func matvecFastBatch(src string, r, u, nb int, reload bool) (string, error) {
 				}
 				b.WriteString(";\n")
 			}
-			if reload {
-				b.WriteString("        }\n")
-			}
 		}
 	}
 	if u >= 2 {
-		b.WriteString("    for (; u + LW < params.units; u += 2u * LW) {\n")
+		b.WriteString("    for (; u + WG < params.units; u += 2u * WG) {\n")
 		step(2)
 		b.WriteString("    }\n")
 	}
-	b.WriteString("    for (; u < params.units; u += LW) {\n")
+	b.WriteString("    for (; u < params.units; u += WG) {\n")
 	step(1)
 	b.WriteString("    }\n")
 	for v := range nb {
 		for i := range r {
-			fmt.Fprintf(&b, "    red[(%du * RG + grp * R + %du) * RS + lane] = acc%d_%d;\n", v, i, i, v)
+			fmt.Fprintf(&b, "    red[%du * RS + lid] = acc%d_%d;\n", v*r+i, i, v)
 		}
 	}
 	return pre + b.String() + post, nil

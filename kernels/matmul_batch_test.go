@@ -48,12 +48,6 @@ func (c batchCase) String() string {
 	if c.opts.vecRows > 0 {
 		s += fmt.Sprintf("/r%d", c.opts.vecRows)
 	}
-	if c.opts.vecReload {
-		s += "/reload"
-	}
-	if c.opts.vecGroups > 1 {
-		s += fmt.Sprintf("/g%d", c.opts.vecGroups)
-	}
 	return s
 }
 
@@ -222,17 +216,11 @@ func TestMatMulBatchOptions(t *testing.T) {
 		{dt: quant.Q4_K, rows: 65, cols: 512, n: 3, opts: MatMulOpts{vecOld: true}},
 		{dt: quant.Q8_0, rows: 65, cols: 160, n: 1, xPad: 64, oPad: 64},
 		{dt: quant.Q4_K, rows: 65, cols: 256, n: 1},
-		// Weights loaded anew per vector: the same sums.
-		{dt: quant.Q4_K, rows: 65, cols: 768, n: 8, bias: true, opts: MatMulOpts{vecReload: true, vecRows: 2}},
-		{dt: quant.Q6_K, rows: 7, cols: 512, n: 3, acc: true, opts: MatMulOpts{vecReload: true}},
-		{dt: quant.Q8_0, rows: 65, cols: 160, n: 5, xPad: 64, opts: MatMulOpts{vecReload: true, vecRows: 1}},
-		{dt: quant.F16, rows: 7, cols: 1032, n: 4, opts: MatMulOpts{vecReload: true}},
-		// Row groups sharing x units: the same sums, rows past the end
-		// of the last workgroup's groups dropped.
-		{dt: quant.Q4_K, rows: 65, cols: 768, n: 8, bias: true, acc: true, opts: MatMulOpts{vecGroups: 4, vecRows: 2}},
-		{dt: quant.Q4_K, rows: 13, cols: 512, n: 3, opts: MatMulOpts{vecGroups: 2}},
-		{dt: quant.Q6_K, rows: 70, cols: 512, n: 5, acc: true, xPad: 8, oPad: 3, opts: MatMulOpts{vecGroups: 4}},
-		{dt: quant.Q8_0, rows: 65, cols: 160, n: 4, opts: MatMulOpts{vecGroups: 2, vecReload: true}},
+		// Each rows-per-workgroup: the same sums.
+		{dt: quant.Q4_K, rows: 65, cols: 768, n: 8, bias: true, opts: MatMulOpts{vecRows: 2}},
+		{dt: quant.Q6_K, rows: 7, cols: 512, n: 3, acc: true, opts: MatMulOpts{vecRows: 4}},
+		{dt: quant.Q8_0, rows: 65, cols: 160, n: 5, xPad: 64, opts: MatMulOpts{vecRows: 1}},
+		{dt: quant.Q4_K, rows: 13, cols: 512, n: 4, acc: true, xPad: 8, oPad: 3},
 	} {
 		t.Run(c.String(), func(t *testing.T) { checkMatMulBatch(t, d, r, c) })
 	}
@@ -295,9 +283,7 @@ func BenchmarkMatVecBatch(b *testing.B) {
 		// order of the sums, which must stay that of n == 1).
 		// u1: one unit in flight, which sums in another order (not for
 		// use, to tell the unroll's cost from the rows').
-		variants := []MatMulOpts{{}, {vecOld: true}, {vecRows: 1}, {vecRows: 2}, {vecRows: 4}, {vecRows: 2, vecU: 1},
-			{vecRows: 1, vecReload: true}, {vecRows: 2, vecReload: true}, {vecRows: 4, vecReload: true},
-			{vecRows: 2, vecGroups: 2}, {vecRows: 2, vecGroups: 4}, {vecRows: 1, vecGroups: 4}, {vecRows: 1, vecGroups: 8}}
+		variants := []MatMulOpts{{}, {vecOld: true}, {vecRows: 1}, {vecRows: 2}, {vecRows: 4}, {vecRows: 2, vecU: 1}}
 		for _, o := range variants {
 			for _, n := range []int{1, 2, 4, 8, 16} {
 				name := fmt.Sprintf("%s/%dx%d/n%d", s.dt, s.rows, s.cols, n)
@@ -311,12 +297,6 @@ func BenchmarkMatVecBatch(b *testing.B) {
 					name += fmt.Sprintf("/r%d", o.vecRows)
 					if o.vecU > 0 {
 						name += fmt.Sprintf("u%d", o.vecU)
-					}
-					if o.vecReload {
-						name += "reload"
-					}
-					if o.vecGroups > 1 {
-						name += fmt.Sprintf("g%d", o.vecGroups)
 					}
 				}
 				var ops [][]*Op
