@@ -41,10 +41,10 @@ type Batch struct {
 	waiting map[*Session]*waiter
 
 	run                         sync.Mutex // one step at a time; guards the fields below
-	qS, kS                      int        // f32 per token in q (or qkv) and k, v: padded to aligned offsets
+	qkvL                        qkvLayout  // q, k and v in qkv, every token's rows at aligned offsets
 	attS                        int        // f32 per token in att
-	x, xn, q, k, v, att, gu, h  *kernels.Buffer
-	qRaw, kRaw, qkv, tmp, tmp2  *kernels.Buffer
+	x, xn, qkv, att, gu, h      *kernels.Buffer
+	qRaw, kRaw, tmp, tmp2       *kernels.Buffer
 	rlog, sel, wts, egu, eh, ey *kernels.Buffer
 	logits, ids, out            *kernels.Buffer
 	bufs                        []*kernels.Buffer
@@ -98,12 +98,9 @@ func (m *Model) NewBatch(max int) (*Batch, error) {
 	b := &Batch{m: m, max: max, waiting: map[*Session]*waiter{}, plans: map[int]*batchPlan{}, seqs: map[seqKey]*seqOps{}}
 	align := m.dev.Limits().MinStorageOffsetAlignment / 4
 	pad := func(n int) int { return (n + align - 1) / align * align }
-	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
-	fused := m.canFuseQKV()
-	b.qS, b.kS, b.attS = pad(qDim), pad(kvDim), pad(qDim)
-	if fused {
-		b.qS = pad(qDim + 2*kvDim)
-	}
+	qDim := c.Heads * c.HeadDim
+	b.qkvL, b.attS = newQKVLayout(c, max, align, true), pad(qDim)
+	qS, kS := b.qkvL.qS, b.qkvL.kS
 	n := uint64(max)
 	nb := func(need bool, v uint64) uint64 {
 		if need {
@@ -118,12 +115,9 @@ func (m *Model) NewBatch(max int) (*Batch, error) {
 	}{
 		{&b.x, "batch_x", n * uint64(c.HiddenSize) * 4},
 		{&b.xn, "batch_xn", n * uint64(c.HiddenSize) * 4},
-		{&b.q, "batch_q", nb(!fused, n*uint64(b.qS)*4)},
-		{&b.k, "batch_k", nb(!fused, n*uint64(b.kS)*4)},
-		{&b.v, "batch_v", nb(!fused, n*uint64(b.kS)*4)},
-		{&b.qkv, "batch_qkv", nb(fused, n*uint64(b.qS)*4)},
-		{&b.qRaw, "batch_q_raw", nb(c.QKNorm, n*uint64(b.qS)*4)},
-		{&b.kRaw, "batch_k_raw", nb(c.QKNorm, n*uint64(b.kS)*4)},
+		{&b.qkv, "batch_qkv", uint64(b.qkvL.size) * 4},
+		{&b.qRaw, "batch_q_raw", nb(c.QKNorm, n*uint64(qS)*4)},
+		{&b.kRaw, "batch_k_raw", nb(c.QKNorm, n*uint64(kS)*4)},
 		{&b.att, "batch_att", n * uint64(b.attS) * 4},
 		{&b.gu, "batch_gate_up", nb(!m.fam.moe, n*uint64(2*c.FFN)*4)},
 		{&b.h, "batch_ffn_h", nb(!m.fam.moe, n*uint64(c.FFN)*4)},
@@ -388,15 +382,16 @@ func (b *Batch) plan(n int) (*batchPlan, error) {
 	for _, ly := range b.m.layers {
 		add(d.RMSNorm(whole(b.x), whole(ly.attnNorm), whole(b.xn), n, c.HiddenSize, eps, c.NormAddOne))
 		if ly.qkv != nil {
-			addN(d.MatMulBatch(ly.qkv, whole(b.xn), whole(b.qkv), n, bo(ly.qkvBias, 0, b.qS)))
+			addN(d.MatMulBatch(ly.qkv, whole(b.xn), whole(b.qkv), n, bo(ly.qkvBias, 0, b.qkvL.rowS)))
 		} else {
-			q, k := b.q, b.k
+			l := b.qkvL
+			q, k := at(b.qkv, 0), at(b.qkv, l.kBlock)
 			if c.QKNorm {
-				q, k = b.qRaw, b.kRaw
+				q, k = whole(b.qRaw), whole(b.kRaw)
 			}
-			addN(d.MatMulBatch(ly.q, whole(b.xn), whole(q), n, bo(ly.qBias, 0, b.qS)))
-			addN(d.MatMulBatch(ly.k, whole(b.xn), whole(k), n, bo(ly.kBias, 0, b.kS)))
-			addN(d.MatMulBatch(ly.v, whole(b.xn), whole(b.v), n, bo(ly.vBias, 0, b.kS)))
+			addN(d.MatMulBatch(ly.q, whole(b.xn), q, n, bo(ly.qBias, 0, l.qS)))
+			addN(d.MatMulBatch(ly.k, whole(b.xn), k, n, bo(ly.kBias, 0, l.kS)))
+			addN(d.MatMulBatch(ly.v, whole(b.xn), at(b.qkv, l.vBlock), n, bo(ly.vBias, 0, l.kS)))
 		}
 		stages = append(stages, cur)
 		cur = nil
@@ -473,7 +468,6 @@ func (b *Batch) seqPlan(s *Session, i int) (*seqOps, error) {
 		}
 	}
 	eps := float32(c.NormEps)
-	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	attnScale := float32(1 / math.Sqrt(float64(c.HeadDim)))
 	if c.AttnScale != 0 {
 		attnScale = float32(c.AttnScale)
@@ -486,32 +480,21 @@ func (b *Batch) seqPlan(s *Session, i int) (*seqOps, error) {
 		if sliding {
 			rope = b.m.ropeLocal
 		}
-		var qr, kr, vr kernels.BufferRange
-		qStride, kvStride := qDim, kvDim
-		if ly.qkv != nil {
-			stride := qDim + 2*kvDim
-			qr, kr, vr = slot(b.qkv, i, b.qS, 0), slot(b.qkv, i, b.qS, qDim), slot(b.qkv, i, b.qS, qDim+kvDim)
-			add(d.RoPE(qr, pos, 1, c.Heads+c.KVHeads, c.HeadDim, stride, rope))
-			qStride, kvStride = stride, stride
-		} else {
-			qr, kr, vr = slot(b.q, i, b.qS, 0), slot(b.k, i, b.kS, 0), slot(b.v, i, b.kS, 0)
-			if c.QKNorm {
-				add(d.RMSNorm(slot(b.qRaw, i, b.qS, 0), whole(ly.qNorm), qr, c.Heads, c.HeadDim, eps, c.NormAddOne))
-				add(d.RMSNorm(slot(b.kRaw, i, b.kS, 0), whole(ly.kNorm), kr, c.KVHeads, c.HeadDim, eps, c.NormAddOne))
-			}
-			add(d.RoPE(qr, pos, 1, c.Heads, c.HeadDim, qDim, rope))
-			add(d.RoPE(kr, pos, 1, c.KVHeads, c.HeadDim, kvDim, rope))
+		rows := b.qkvL.rows(c, ly.qkv != nil, 1, i)
+		if ly.qkv == nil && c.QKNorm {
+			l := b.qkvL
+			add(d.RMSNorm(slot(b.qRaw, i, l.qS, 0), whole(ly.qNorm), at(b.qkv, rows.QOff), c.Heads, c.HeadDim, eps, c.NormAddOne))
+			add(d.RMSNorm(slot(b.kRaw, i, l.kS, 0), whole(ly.kNorm), at(b.qkv, rows.KOff), c.KVHeads, c.HeadDim, eps, c.NormAddOne))
 		}
-		add(d.KVStore(kr, whole(s.kc[l]), pos, 1, c.KVHeads, c.HeadDim, s.ctxLen, kvStride, f16))
-		add(d.KVStore(vr, whole(s.vc[l]), pos, 1, c.KVHeads, c.HeadDim, s.ctxLen, kvStride, f16))
-		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap), QStride: qStride}
+		add(d.RoPEKV(whole(b.qkv), whole(s.kc[l]), whole(s.vc[l]), pos, rows, s.ctxLen, f16, rope))
+		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap), QStride: rows.QStride}
 		if sliding && c.SlidingWindow < s.ctxLen {
 			ao.Window = c.SlidingWindow
 		}
 		if ly.sinks != nil {
 			ao.Sinks = whole(ly.sinks)
 		}
-		ops, e := d.Attention(qr, whole(s.kc[l]), whole(s.vc[l]), slot(b.att, i, b.attS, 0), pos, 1, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao)
+		ops, e := d.Attention(at(b.qkv, rows.QOff), whole(s.kc[l]), whole(s.vc[l]), slot(b.att, i, b.attS, 0), pos, 1, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao)
 		if err == nil && e != nil {
 			err = e
 		}

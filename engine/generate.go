@@ -70,6 +70,7 @@ type Stats struct {
 	Prefill         time.Duration // prompt processing, up to the first token
 	TokenLatency    []time.Duration
 	Submits         uint64 // during decode
+	Dispatches      uint64 // during decode: compute dispatches, all layers
 	ReadbackBytes   uint64 // during decode
 	Paging          PagingStats
 }
@@ -162,6 +163,7 @@ func (s *Session) Generate(ctx context.Context, prompt []int, o GenerateOptions)
 	after := s.dev.Stats()
 	res.Stats.GeneratedTokens = len(res.Tokens)
 	res.Stats.Submits = after.Submits - before.Submits
+	res.Stats.Dispatches = after.Dispatches - before.Dispatches
 	res.Stats.ReadbackBytes = after.ReadbackBytes - before.ReadbackBytes
 	now := s.m.Paging()
 	res.Stats.Paging = now.sub(paged)

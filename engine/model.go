@@ -69,7 +69,7 @@ type layer struct {
 	qBias, kBias, vBias       *kernels.Buffer
 	// qkv, when set, replaces q, k and v: their rows stacked into one
 	// matrix (and their biases into qkvBias), so one matmul computes all
-	// three and one RoPE dispatch rotates q and k.
+	// three (RoPEKV finds them in one buffer either way).
 	qkv     *kernels.Weight
 	qkvBias *kernels.Buffer
 	oBias   *kernels.Buffer
@@ -289,13 +289,8 @@ func (m *Model) Paging() PagingStats {
 }
 
 // canFuseQKV reports whether q, k and v can live in one stacked matrix:
-// their slices of the output are then bound at byte offsets qDim·4 and
-// (qDim+kvDim)·4, which must be multiples of the 256-byte binding
-// alignment, and no per-head norm may sit between the matmul and RoPE.
-func (m *Model) canFuseQKV() bool {
-	c := m.Config
-	return !c.QKNorm && (c.Heads*c.HeadDim)%64 == 0 && (c.KVHeads*c.HeadDim)%64 == 0
-}
+// not when a per-head norm sits between the matmul and RoPE.
+func (m *Model) canFuseQKV() bool { return !m.Config.QKNorm }
 
 // WeightBytes is the size of the weights on the GPU.
 func (m *Model) WeightBytes() uint64 { return m.bytes }

@@ -31,10 +31,11 @@ type Session struct {
 	pos    int // tokens already in the KV cache
 
 	// activations, [batch][…]
-	x, xn, q, k, v, att, gu, h *kernels.Buffer
-	qRaw, kRaw                 *kernels.Buffer // before the per-head q/k norm
-	qkv                        *kernels.Buffer // [batch][q | k | v] for layers with a fused QKV matrix
-	tmp, tmp2                  *kernels.Buffer // block outputs before a sandwich norm
+	x, xn, att, gu, h *kernels.Buffer
+	qRaw, kRaw        *kernels.Buffer // before the per-head q/k norm
+	qkv               *kernels.Buffer // q, k and v, laid out by qkvL
+	qkvL              qkvLayout
+	tmp, tmp2         *kernels.Buffer // block outputs before a sandwich norm
 	// MoE: router logits [batch][E], chosen experts and weights [batch][k],
 	// expert activations [batch][k][…].
 	rlog, sel, wts, egu, eh, ey *kernels.Buffer
@@ -77,6 +78,7 @@ func (m *Model) NewSession() (*Session, error) {
 	s := &Session{m: m, dev: m.dev, ctxLen: m.opts.Context, batch: m.opts.Batch, plans: map[planKey]*plan{}}
 	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	b := uint64(s.batch)
+	s.qkvL = newQKVLayout(c, s.batch, m.dev.Limits().MinStorageOffsetAlignment/4, false)
 	nb := func(need bool, n uint64) uint64 { // size of an optional buffer
 		if need {
 			return n
@@ -90,9 +92,7 @@ func (m *Model) NewSession() (*Session, error) {
 	}{
 		{&s.x, "x", b * uint64(c.HiddenSize) * 4},
 		{&s.xn, "xn", b * uint64(c.HiddenSize) * 4},
-		{&s.q, "q", b * uint64(qDim) * 4},
-		{&s.k, "k", b * uint64(kvDim) * 4},
-		{&s.v, "v", b * uint64(kvDim) * 4},
+		{&s.qkv, "qkv", uint64(s.qkvL.size) * 4},
 		{&s.att, "att", b * uint64(qDim) * 4},
 		{&s.gu, "gate_up", b * uint64(2*c.FFN) * 4},
 		{&s.h, "ffn_h", b * uint64(c.FFN) * 4},
@@ -103,7 +103,6 @@ func (m *Model) NewSession() (*Session, error) {
 		{&s.tok, "tok", 4},
 		{&s.posBuf, "pos", 4},
 		{&s.qRaw, "q_raw", nb(c.QKNorm, b*uint64(qDim)*4)},
-		{&s.qkv, "qkv", nb(m.canFuseQKV(), b*uint64(qDim+2*kvDim)*4)},
 		{&s.kRaw, "k_raw", nb(c.QKNorm, b*uint64(kvDim)*4)},
 		{&s.tmp, "tmp", nb(m.fam.sandwich, b*uint64(c.HiddenSize)*4)},
 		{&s.tmp2, "tmp2", nb(m.fam.sandwich, b*uint64(c.HiddenSize)*4)},
@@ -236,7 +235,6 @@ func (s *Session) build(k planKey) (*plan, error) {
 	}
 	addN(d.Embed(s.m.embed, ids, whole(s.x), m, scale))
 	eps := float32(c.NormEps)
-	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	attnScale := float32(1 / math.Sqrt(float64(c.HeadDim)))
 	if c.AttnScale != 0 {
 		attnScale = float32(c.AttnScale)
@@ -249,12 +247,6 @@ func (s *Session) build(k planKey) (*plan, error) {
 			return kernels.MatMulOpts{}
 		}
 		return kernels.MatMulOpts{Bias: whole(b)}
-	}
-	// Where q and k land: straight in s.q/s.k, or first in the raw buffers
-	// when a per-head norm follows.
-	qOut, kOut := s.q, s.k
-	if c.QKNorm {
-		qOut, kOut = s.qRaw, s.kRaw
 	}
 	// The attention and FFN outputs: added straight into the residual
 	// stream, or (sandwich norms) normed first.
@@ -276,32 +268,27 @@ func (s *Session) build(k planKey) (*plan, error) {
 			rope = s.m.ropeLocal
 		}
 		add(d.RMSNorm(whole(s.x), whole(ly.attnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
-		// q, k, v: where they are, and their row strides.
-		qr, kr, vr := whole(s.q), whole(s.k), whole(s.v)
-		qStride, kvStride := qDim, kvDim
+		rows := s.qkvL.rows(c, ly.qkv != nil, m, 0)
 		if ly.qkv != nil {
-			stride := qDim + 2*kvDim
 			addN(d.MatMul(ly.qkv, whole(s.xn), whole(s.qkv), m, bias(ly.qkvBias)))
-			// One dispatch rotates the q heads and the k heads after them.
-			add(d.RoPE(whole(s.qkv), pos, m, c.Heads+c.KVHeads, c.HeadDim, stride, rope))
-			qr = whole(s.qkv)
-			kr = kernels.BufferRange{Buf: s.qkv, Offset: uint64(qDim) * 4}
-			vr = kernels.BufferRange{Buf: s.qkv, Offset: uint64(qDim+kvDim) * 4}
-			qStride, kvStride = stride, stride
 		} else {
-			addN(d.MatMul(ly.q, whole(s.xn), whole(qOut), m, bias(ly.qBias)))
-			addN(d.MatMul(ly.k, whole(s.xn), whole(kOut), m, bias(ly.kBias)))
-			addN(d.MatMul(ly.v, whole(s.xn), whole(s.v), m, bias(ly.vBias)))
+			// q and k land in their blocks, or first in the raw buffers
+			// when a per-head norm follows.
+			qOut, kOut := at(s.qkv, rows.QOff), at(s.qkv, rows.KOff)
 			if c.QKNorm {
-				add(d.RMSNorm(whole(s.qRaw), whole(ly.qNorm), whole(s.q), m*c.Heads, c.HeadDim, eps, c.NormAddOne))
-				add(d.RMSNorm(whole(s.kRaw), whole(ly.kNorm), whole(s.k), m*c.KVHeads, c.HeadDim, eps, c.NormAddOne))
+				qOut, kOut = whole(s.qRaw), whole(s.kRaw)
 			}
-			add(d.RoPE(whole(s.q), pos, m, c.Heads, c.HeadDim, qDim, rope))
-			add(d.RoPE(whole(s.k), pos, m, c.KVHeads, c.HeadDim, kvDim, rope))
+			addN(d.MatMul(ly.q, whole(s.xn), qOut, m, bias(ly.qBias)))
+			addN(d.MatMul(ly.k, whole(s.xn), kOut, m, bias(ly.kBias)))
+			addN(d.MatMul(ly.v, whole(s.xn), at(s.qkv, rows.VOff), m, bias(ly.vBias)))
+			if c.QKNorm {
+				add(d.RMSNorm(whole(s.qRaw), whole(ly.qNorm), at(s.qkv, rows.QOff), m*c.Heads, c.HeadDim, eps, c.NormAddOne))
+				add(d.RMSNorm(whole(s.kRaw), whole(ly.kNorm), at(s.qkv, rows.KOff), m*c.KVHeads, c.HeadDim, eps, c.NormAddOne))
+			}
 		}
-		add(d.KVStore(kr, whole(s.kc[l]), pos, m, c.KVHeads, c.HeadDim, s.ctxLen, kvStride, f16))
-		add(d.KVStore(vr, whole(s.vc[l]), pos, m, c.KVHeads, c.HeadDim, s.ctxLen, kvStride, f16))
-		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap), QStride: qStride}
+		// One dispatch rotates q and k and writes k and v to the cache.
+		add(d.RoPEKV(whole(s.qkv), whole(s.kc[l]), whole(s.vc[l]), pos, rows, s.ctxLen, f16, rope))
+		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap), QStride: rows.QStride}
 		if sliding && c.SlidingWindow < s.ctxLen {
 			// (A window as long as the cache changes nothing.)
 			ao.Window = c.SlidingWindow
@@ -309,7 +296,7 @@ func (s *Session) build(k planKey) (*plan, error) {
 		if ly.sinks != nil {
 			ao.Sinks = whole(ly.sinks)
 		}
-		addN(d.Attention(qr, whole(s.kc[l]), whole(s.vc[l]), whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao))
+		addN(d.Attention(at(s.qkv, rows.QOff), whole(s.kc[l]), whole(s.vc[l]), whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao))
 		residual(ly.o, s.att, ly.oBias, ly.postAttnNorm)
 		add(d.RMSNorm(whole(s.x), whole(ly.ffnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
 		if e := ly.moe; e != nil {

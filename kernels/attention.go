@@ -64,7 +64,7 @@ func attnPrefillShared(headDim, tile int) int {
 //
 // with query head h reading kv head h/(heads/kvHeads), K/V from the
 // [kvHeads][capacity][headDim] caches (position j at slot j % capacity;
-// the KVStore of this batch must run earlier in the same pass). q holds m
+// the RoPEKV of this batch must run earlier in the same pass). q holds m
 // rows at QStride; out gets m rows of heads×headDim.
 //
 // m > 1 returns one Op, a tiled prefill kernel (attention_prefill_tiled.wgsl

@@ -20,8 +20,7 @@ func All() []KernelInfo {
 		{Name: "matmul", WGSL: "matmul_tiled.wgsl", HasRef: true},   // m > 1, register-blocked
 		{Name: "matmul", WGSL: "matmul_dtypes.wgsl", HasRef: true},  // decoders prepended to matmul_vec, matmul_tile, moe_matmul
 		{Name: "matmul", WGSL: "matmul_vecfast.wgsl", HasRef: true}, // m == 1 fast path: Q4_K, Q6_K, Q8_0, F16
-		{Name: "rope", WGSL: "rope.wgsl", HasRef: true},
-		{Name: "kvstore", WGSL: "kvstore.wgsl", HasRef: true},
+		{Name: "ropekv", WGSL: "ropekv.wgsl", HasRef: true},
 		{Name: "attention", WGSL: "attention_decode.wgsl", HasRef: true},
 		{Name: "attention", WGSL: "attention_prefill.wgsl", HasRef: true},       // m > 1 where the tiled one does not fit
 		{Name: "attention", WGSL: "attention_prefill_tiled.wgsl", HasRef: true}, // m > 1, register-blocked

@@ -27,16 +27,18 @@ func newBench() *cobra.Command {
 
 // benchRow is one prompt size's result.
 type benchRow struct {
-	PromptTokens     int     `json:"prompt_tokens"`
-	GenTokens        int     `json:"gen_tokens"`
-	TTFTms           float64 `json:"ttft_ms"`
-	PrefillTokS      float64 `json:"prefill_tok_s"`
-	DecodeTokS       float64 `json:"decode_tok_s"`
-	P50ms            float64 `json:"decode_p50_ms"`
-	P90ms            float64 `json:"decode_p90_ms"`
-	P99ms            float64 `json:"decode_p99_ms"`
-	SubmitsPerToken  float64 `json:"submits_per_token"`
-	ReadbackPerToken float64 `json:"readback_bytes_per_token"`
+	PromptTokens    int     `json:"prompt_tokens"`
+	GenTokens       int     `json:"gen_tokens"`
+	TTFTms          float64 `json:"ttft_ms"`
+	PrefillTokS     float64 `json:"prefill_tok_s"`
+	DecodeTokS      float64 `json:"decode_tok_s"`
+	P50ms           float64 `json:"decode_p50_ms"`
+	P90ms           float64 `json:"decode_p90_ms"`
+	P99ms           float64 `json:"decode_p99_ms"`
+	SubmitsPerToken float64 `json:"submits_per_token"`
+	// Compute dispatches per decoded token (all layers and the head).
+	DispatchesPerToken float64 `json:"dispatches_per_token"`
+	ReadbackPerToken   float64 `json:"readback_bytes_per_token"`
 	// Expert paging, per measured run (0 without paging).
 	ExpertHits       uint64  `json:"expert_hits"`
 	ExpertMisses     uint64  `json:"expert_misses"`
@@ -138,13 +140,14 @@ func newBenchInference() *cobra.Command {
 // generating gen.
 func benchRowOf(p, gen int, runs []genStats) benchRow {
 	var ttft, lat []time.Duration
-	var submits, readback uint64
+	var submits, dispatches, readback uint64
 	var decoded int
 	var paging pagingStats
 	for _, st := range runs {
 		ttft = append(ttft, st.prefill)
 		lat = append(lat, st.tokenLatency...)
 		submits += st.submits
+		dispatches += st.dispatches
 		readback += st.readbackBytes
 		decoded += len(st.tokenLatency)
 		paging.hits += st.paging.hits
@@ -168,6 +171,7 @@ func benchRowOf(p, gen int, runs []genStats) benchRow {
 		row.DecodeTokS = float64(len(lat)) / sum.Seconds()
 		row.P50ms, row.P90ms, row.P99ms = ms(pct(lat, 50)), ms(pct(lat, 90)), ms(pct(lat, 99))
 		row.SubmitsPerToken = float64(submits) / float64(decoded)
+		row.DispatchesPerToken = float64(dispatches) / float64(decoded)
 		row.ReadbackPerToken = float64(readback) / float64(decoded)
 	}
 	return row
@@ -213,10 +217,10 @@ func printBench(w io.Writer, out map[string]any, rows []benchRow) {
 		fmt.Fprintf(w, "experts   %s read per token (the chosen experts) of %s\n", humanBytes(out["expert_bytes_per_token"].(int64)), humanBytes(e))
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "prompt\tgen\tTTFT ms\tprefill tok/s\tdecode tok/s\tp50 ms\tp90 ms\tp99 ms\tsubmits/tok\treadback B/tok\t")
+	fmt.Fprintln(tw, "prompt\tgen\tTTFT ms\tprefill tok/s\tdecode tok/s\tp50 ms\tp90 ms\tp99 ms\tsubmits/tok\tdispatches/tok\treadback B/tok\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.0f\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t\n", r.PromptTokens, r.GenTokens, r.TTFTms,
-			r.PrefillTokS, r.DecodeTokS, r.P50ms, r.P90ms, r.P99ms, r.SubmitsPerToken, r.ReadbackPerToken)
+		fmt.Fprintf(tw, "%d\t%d\t%.1f\t%.0f\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.0f\t\n", r.PromptTokens, r.GenTokens, r.TTFTms,
+			r.PrefillTokS, r.DecodeTokS, r.P50ms, r.P90ms, r.P99ms, r.SubmitsPerToken, r.DispatchesPerToken, r.ReadbackPerToken)
 	}
 	tw.Flush()
 	for _, r := range rows {

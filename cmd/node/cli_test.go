@@ -153,6 +153,7 @@ func TestBenchInference(t *testing.T) {
 			PromptTokens    int     `json:"prompt_tokens"`
 			DecodeTokS      float64 `json:"decode_tok_s"`
 			SubmitsPerToken float64 `json:"submits_per_token"`
+			Dispatches      float64 `json:"dispatches_per_token"`
 			ReadbackPerTok  float64 `json:"readback_bytes_per_token"`
 		} `json:"results"`
 	}
@@ -178,6 +179,12 @@ func TestBenchInference(t *testing.T) {
 	for _, r := range got.Results {
 		if r.DecodeTokS <= 0 || r.SubmitsPerToken != 1 || r.ReadbackPerTok != 4 {
 			t.Fatalf("row %+v: want positive speed, 1 submit and 4 bytes per token", r)
+		}
+		// Per layer: norm, QKV, RoPEKV, attention (two: split over the
+		// cache), o-proj + residual, norm, gate+up, activation, down +
+		// residual; then embed, norm, LM head, sampling.
+		if max := float64(5*10 + 4); r.Dispatches <= 0 || r.Dispatches > max {
+			t.Errorf("%.1f dispatches per token, want 1 to %.0f", r.Dispatches, max)
 		}
 	}
 }

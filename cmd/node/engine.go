@@ -72,6 +72,7 @@ type genStats struct {
 	prefill       time.Duration // prompt processing, up to the first token
 	tokenLatency  []time.Duration
 	submits       uint64 // GPU submits during decode
+	dispatches    uint64 // compute dispatches during decode
 	readbackBytes uint64 // bytes read back during decode
 	paging        pagingStats
 }

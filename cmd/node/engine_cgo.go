@@ -136,7 +136,7 @@ func generate(ctx context.Context, src *modelSource, f *runFlags, req genRequest
 
 // statsOf copies the engine's generation statistics.
 func statsOf(s engine.Stats) genStats {
-	return genStats{prefill: s.Prefill, tokenLatency: s.TokenLatency, submits: s.Submits, readbackBytes: s.ReadbackBytes,
+	return genStats{prefill: s.Prefill, tokenLatency: s.TokenLatency, submits: s.Submits, dispatches: s.Dispatches, readbackBytes: s.ReadbackBytes,
 		paging: pagingStats{hits: s.Paging.Hits, misses: s.Paging.Misses, bytesPaged: s.Paging.BytesPaged, stall: s.Paging.Stall}}
 }
 
