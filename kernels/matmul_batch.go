@@ -282,7 +282,10 @@ func matvecFastBatch(src string, r, u, nb int) (string, error) {
 		return "", fmt.Errorf("kernels: batch rewrite: no body markers in matmul_vecfast.wgsl")
 	}
 	// The body of matvecFastBody with NB accumulators per row: the same
-	// weight loads, then per vector its x units and the same sums.
+	// weight loads; each unit decoded once (udec), then per vector its x
+	// units and the same sums (udot). With two units a step, the first
+	// unit's dots wait in t* so that acc += dot0 + dot1 as for n == 1, and
+	// only one unit's decoded values are live at a time.
 	var b strings.Builder
 	b.WriteString("    let rl = params.rows - 1u;\n    let xs4 = params.x_stride >> 2u;\n")
 	for i := range r {
@@ -299,20 +302,31 @@ func matvecFastBatch(src string, r, u, nb int) (string, error) {
 				fmt.Fprintf(&b, "        let w%d_%d = uload(ri%d, %s);\n", j, i, i, ue)
 			}
 		}
-		for v := range nb {
-			fmt.Fprintf(&b, "        xo = %du * xs4;\n", v)
-			for j, ue := range us {
-				fmt.Fprintf(&b, "        let x%d_%d = xunit(%s);\n", j, v, ue)
-			}
+		for j, ue := range us {
+			b.WriteString("        {\n")
 			for i := range r {
-				fmt.Fprintf(&b, "        acc%d_%d +=", i, v)
-				for j, ue := range us {
-					if j > 0 {
-						b.WriteString(" +")
+				fmt.Fprintf(&b, "        let d%d = udec(w%d_%d, %s);\n", i, j, i, ue)
+			}
+			for v := range nb {
+				fmt.Fprintf(&b, "        xo = %du * xs4;\n        let x%d = xunit(%s);\n", v, v, ue)
+				for i := range r {
+					switch {
+					case n == 1:
+						fmt.Fprintf(&b, "        acc%d_%d += udot(d%d, x%d);\n", i, v, i, v)
+					case j == 0:
+						fmt.Fprintf(&b, "        t%d_%d = udot(d%d, x%d);\n", i, v, i, v)
+					default:
+						fmt.Fprintf(&b, "        acc%d_%d += t%d_%d + udot(d%d, x%d);\n", i, v, i, v, i, v)
 					}
-					fmt.Fprintf(&b, " ucalc(w%d_%d, %s, x%d_%d)", j, i, ue, j, v)
 				}
-				b.WriteString(";\n")
+			}
+			b.WriteString("        }\n")
+		}
+	}
+	if u >= 2 {
+		for i := range r {
+			for v := range nb {
+				fmt.Fprintf(&b, "    var t%d_%d = 0.0;\n", i, v)
 			}
 		}
 	}

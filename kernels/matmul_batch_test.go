@@ -221,6 +221,11 @@ func TestMatMulBatchOptions(t *testing.T) {
 		{dt: quant.Q6_K, rows: 7, cols: 512, n: 3, acc: true, opts: MatMulOpts{vecRows: 4}},
 		{dt: quant.Q8_0, rows: 65, cols: 160, n: 5, xPad: 64, opts: MatMulOpts{vecRows: 1}},
 		{dt: quant.Q4_K, rows: 13, cols: 512, n: 4, acc: true, xPad: 8, oPad: 3},
+		// Rows long enough for two units a step (u = 2) and a tail.
+		{dt: quant.Q4_K, rows: 9, cols: 4608, n: 8, bias: true},
+		{dt: quant.Q6_K, rows: 9, cols: 4608, n: 5, acc: true},
+		{dt: quant.Q8_0, rows: 5, cols: 4128, n: 3},
+		{dt: quant.F16, rows: 5, cols: 2056, n: 6, acc: true},
 	} {
 		t.Run(c.String(), func(t *testing.T) { checkMatMulBatch(t, d, r, c) })
 	}

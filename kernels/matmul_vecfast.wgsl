@@ -7,7 +7,11 @@
 //   struct XU                  what one unit needs of x (values and sums)
 //   fn xunit(u) -> XU          loads it (once per workgroup and unit)
 //   struct WU, fn uload(row, u) -> WU   the weight words of unit u of a row
-//   fn ucalc(w, u, xu) -> f32  their dot with xu
+//   struct WD, fn udec(w, u) -> WD      those words decoded (values, scales)
+//   fn udot(d, xu) -> f32      their dot with xu
+//   fn ucalc(w, u, xu) -> f32  = udot(udec(w, u), xu)
+// (The batched kernel, matmul_batch.go, decodes a unit once for all its
+// vectors: udec, then udot per vector, the same arithmetic.)
 //
 // Units are as in matmul_dtypes.wgsl (same UV, same params.units), so the
 // layout facts there hold. Speed, measured on an H200 (docs/bench-matvec.md):
@@ -140,7 +144,15 @@ fn uload(row: u32, u: u32) -> WU {
     return WU(W[vb], W[vb + 1u + (u & 7u)]);
 }
 
-fn ucalc(w: WU, u: u32, xu: XU) -> f32 {
+// A unit's 32 values as 1 + n/16 (low nibbles l*, high h*), d·16, dmin,
+// and the scales and mins of its two sub-blocks.
+struct WD {
+    l0: vec4<f32>, l1: vec4<f32>, l2: vec4<f32>, l3: vec4<f32>,
+    h0: vec4<f32>, h1: vec4<f32>, h2: vec4<f32>, h3: vec4<f32>,
+    d16: f32, dmin: f32, s0: f32, s1: f32, m0: f32, m1: f32,
+}
+
+fn udec(w: WU, u: u32) -> WD {
     let hd = w.hd;
     let q = w.q;
     let dm = unpack2x16float(hd.x);
@@ -154,11 +166,19 @@ fn ucalc(w: WU, u: u32, xu: XU) -> f32 {
     let hi = k >= 2u;
     let sc = select(a & 0x3f3fu, (c & 0x0f0fu) | ((a >> 2u) & 0x3030u), hi);
     let mn = select(b & 0x3f3fu, ((c >> 4u) & 0x0f0fu) | ((b >> 2u) & 0x3030u), hi);
-    let al = dot(nib4(q.x), xu.x.v0) + dot(nib4(q.y), xu.x.v1) + dot(nib4(q.z), xu.x.v2) + dot(nib4(q.w), xu.x.v3);
-    let ah = dot(nib4(q.x >> 4u), xu.x.v4) + dot(nib4(q.y >> 4u), xu.x.v5) + dot(nib4(q.z >> 4u), xu.x.v6) + dot(nib4(q.w >> 4u), xu.x.v7);
-    let d16 = dm.x * 16.0;
-    return d16 * (f32(sc & 0xffu) * (al - xu.sl) + f32((sc >> 8u) & 0xffu) * (ah - xu.sh))
-         - dm.y * (f32(mn & 0xffu) * xu.sl + f32((mn >> 8u) & 0xffu) * xu.sh);
+    return WD(nib4(q.x), nib4(q.y), nib4(q.z), nib4(q.w),
+              nib4(q.x >> 4u), nib4(q.y >> 4u), nib4(q.z >> 4u), nib4(q.w >> 4u),
+              dm.x * 16.0, dm.y, f32(sc & 0xffu), f32((sc >> 8u) & 0xffu), f32(mn & 0xffu), f32((mn >> 8u) & 0xffu));
+}
+
+fn udot(d: WD, xu: XU) -> f32 {
+    let al = dot(d.l0, xu.x.v0) + dot(d.l1, xu.x.v1) + dot(d.l2, xu.x.v2) + dot(d.l3, xu.x.v3);
+    let ah = dot(d.h0, xu.x.v4) + dot(d.h1, xu.x.v5) + dot(d.h2, xu.x.v6) + dot(d.h3, xu.x.v7);
+    return d.d16 * (d.s0 * (al - xu.sl) + d.s1 * (ah - xu.sh)) - d.dmin * (d.m0 * xu.sl + d.m1 * xu.sh);
+}
+
+fn ucalc(w: WU, u: u32, xu: XU) -> f32 {
+    return udot(udec(w, u), xu);
 }
 
 // ==== Q6_K
@@ -186,10 +206,6 @@ fn six4(w: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>((m & vec4<u32>(0x007e0000u)) | vec4<u32>(0x3f800000u));
 }
 
-fn sdot(a: u32, b: u32, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
-    return dot(six4(a), x0) + dot(six4(b), x1);
-}
-
 // The words at byte o + 64h + 8g (ql), +32 (ql), o + 128 + 32h + 8g (qh),
 // o + 192 + 8h (scales), o + 208 (d), 3 or 2 each, for funnel shifts.
 struct WU {
@@ -211,7 +227,15 @@ fn uload(row: u32, u: u32) -> WU {
               W[ih], W[ih + 1u], W[ih + 2u], W[is], W[is + 1u], W[is + 2u], W[i + 52u], W[i + 53u]);
 }
 
-fn ucalc(w: WU, u: u32, xu: XU) -> f32 {
+// A unit's 32 values as 1 + q/64, pairs f0/f1 … f6/f7 of groups s = 0..3,
+// their scales and d.
+struct WD {
+    f0: vec4<f32>, f1: vec4<f32>, f2: vec4<f32>, f3: vec4<f32>,
+    f4: vec4<f32>, f5: vec4<f32>, f6: vec4<f32>, f7: vec4<f32>,
+    sc: vec4<f32>, d: f32,
+}
+
+fn udec(w: WU, u: u32) -> WD {
     let sh = w.sh;
     let a0 = funnel(w.a0, w.a1, sh);
     let a1 = funnel(w.a1, w.a2, sh);
@@ -222,16 +246,27 @@ fn ucalc(w: WU, u: u32, xu: XU) -> f32 {
     let gs = ((u & 3u) >> 1u) * 8u;
     let s0 = funnel(w.s0, w.s1, sh) >> gs; // bytes 0, 2 = scales 0, 2
     let s1 = funnel(w.s1, w.s2, sh) >> gs; // bytes 0, 2 = scales 4, 6
-    let d = unpack2x16float(funnel(w.d0, w.d1, sh)).x;
     let m4 = 0x0f0f0f0fu;
-    let p0 = sdot((a0 & m4) | ((h0 & 0x03030303u) << 4u), (a1 & m4) | ((h1 & 0x03030303u) << 4u), xu.x.v0, xu.x.v1);
-    let p1 = sdot((b0 & m4) | ((h0 & 0x0c0c0c0cu) << 2u), (b1 & m4) | ((h1 & 0x0c0c0c0cu) << 2u), xu.x.v2, xu.x.v3);
-    let p2 = sdot(((a0 >> 4u) & m4) | (h0 & 0x30303030u), ((a1 >> 4u) & m4) | (h1 & 0x30303030u), xu.x.v4, xu.x.v5);
-    let p3 = sdot(((b0 >> 4u) & m4) | ((h0 >> 2u) & 0x30303030u), ((b1 >> 4u) & m4) | ((h1 >> 2u) & 0x30303030u), xu.x.v6, xu.x.v7);
-    // sum (q − 32)·x = 64·sum f·x − 96·sum x
     let sc = vec4<f32>(f32(bitcast<i32>(s0 << 24u) >> 24u), f32(bitcast<i32>(s0 << 8u) >> 24u),
                        f32(bitcast<i32>(s1 << 24u) >> 24u), f32(bitcast<i32>(s1 << 8u) >> 24u));
-    return d * dot(sc, 64.0 * vec4<f32>(p0, p1, p2, p3) - 96.0 * xu.s);
+    return WD(six4((a0 & m4) | ((h0 & 0x03030303u) << 4u)), six4((a1 & m4) | ((h1 & 0x03030303u) << 4u)),
+              six4((b0 & m4) | ((h0 & 0x0c0c0c0cu) << 2u)), six4((b1 & m4) | ((h1 & 0x0c0c0c0cu) << 2u)),
+              six4(((a0 >> 4u) & m4) | (h0 & 0x30303030u)), six4(((a1 >> 4u) & m4) | (h1 & 0x30303030u)),
+              six4(((b0 >> 4u) & m4) | ((h0 >> 2u) & 0x30303030u)), six4(((b1 >> 4u) & m4) | ((h1 >> 2u) & 0x30303030u)),
+              sc, unpack2x16float(funnel(w.d0, w.d1, sh)).x);
+}
+
+fn udot(d: WD, xu: XU) -> f32 {
+    let p0 = dot(d.f0, xu.x.v0) + dot(d.f1, xu.x.v1);
+    let p1 = dot(d.f2, xu.x.v2) + dot(d.f3, xu.x.v3);
+    let p2 = dot(d.f4, xu.x.v4) + dot(d.f5, xu.x.v5);
+    let p3 = dot(d.f6, xu.x.v6) + dot(d.f7, xu.x.v7);
+    // sum (q − 32)·x = 64·sum f·x − 96·sum x
+    return d.d * dot(d.sc, 64.0 * vec4<f32>(p0, p1, p2, p3) - 96.0 * xu.s);
+}
+
+fn ucalc(w: WU, u: u32, xu: XU) -> f32 {
+    return udot(udec(w, u), xu);
 }
 
 // ==== Q8_0
@@ -270,24 +305,31 @@ fn uload(row: u32, u: u32) -> WU {
               W[i0 + 5u], W[i0 + 6u], W[i0 + 7u], W[i0 + 8u]);
 }
 
-fn ucalc(wu: WU, u: u32, xu: XU) -> f32 {
-    let d = unpack2x16float(wu.dw >> ((wu.o & 2u) * 8u)).x;
+// A unit's 32 values as 1 + (q + 128)/256, and d.
+struct WD {
+    f0: vec4<f32>, f1: vec4<f32>, f2: vec4<f32>, f3: vec4<f32>,
+    f4: vec4<f32>, f5: vec4<f32>, f6: vec4<f32>, f7: vec4<f32>,
+    d: f32,
+}
+
+fn udec(wu: WU, u: u32) -> WD {
     let sh = ((wu.o + 2u) & 3u) * 8u;
-    let w0 = wu.w0;
-    let w1 = wu.w1;
-    let w2 = wu.w2;
-    let w3 = wu.w3;
-    let w4 = wu.w4;
-    let w5 = wu.w5;
-    let w6 = wu.w6;
-    let w7 = wu.w7;
-    let w8 = wu.w8;
-    let a = dot(byte4(funnel(w0, w1, sh)), xu.x.v0) + dot(byte4(funnel(w1, w2, sh)), xu.x.v1)
-          + dot(byte4(funnel(w2, w3, sh)), xu.x.v2) + dot(byte4(funnel(w3, w4, sh)), xu.x.v3);
-    let b = dot(byte4(funnel(w4, w5, sh)), xu.x.v4) + dot(byte4(funnel(w5, w6, sh)), xu.x.v5)
-          + dot(byte4(funnel(w6, w7, sh)), xu.x.v6) + dot(byte4(funnel(w7, w8, sh)), xu.x.v7);
+    return WD(byte4(funnel(wu.w0, wu.w1, sh)), byte4(funnel(wu.w1, wu.w2, sh)),
+              byte4(funnel(wu.w2, wu.w3, sh)), byte4(funnel(wu.w3, wu.w4, sh)),
+              byte4(funnel(wu.w4, wu.w5, sh)), byte4(funnel(wu.w5, wu.w6, sh)),
+              byte4(funnel(wu.w6, wu.w7, sh)), byte4(funnel(wu.w7, wu.w8, sh)),
+              unpack2x16float(wu.dw >> ((wu.o & 2u) * 8u)).x);
+}
+
+fn udot(d: WD, xu: XU) -> f32 {
+    let a = dot(d.f0, xu.x.v0) + dot(d.f1, xu.x.v1) + dot(d.f2, xu.x.v2) + dot(d.f3, xu.x.v3);
+    let b = dot(d.f4, xu.x.v4) + dot(d.f5, xu.x.v5) + dot(d.f6, xu.x.v6) + dot(d.f7, xu.x.v7);
     // sum q·x = 256·sum f·x − 384·sum x
-    return d * (256.0 * (a + b) - 384.0 * xu.s);
+    return d.d * (256.0 * (a + b) - 384.0 * xu.s);
+}
+
+fn ucalc(wu: WU, u: u32, xu: XU) -> f32 {
+    return udot(udec(wu, u), xu);
 }
 
 // ==== F16
@@ -310,11 +352,21 @@ fn uload(row: u32, u: u32) -> WU {
     return WU(W[row * (params.row_bytes >> 4u) + u]);
 }
 
-fn ucalc(wu: WU, u: u32, xu: XU) -> f32 {
+struct WD {
+    f0: vec4<f32>, f1: vec4<f32>,
+}
+
+fn udec(wu: WU, u: u32) -> WD {
     let w = wu.w;
-    let f0 = vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
-    let f1 = vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w));
-    return dot(f0, xu.v0) + dot(f1, xu.v1);
+    return WD(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+}
+
+fn udot(d: WD, xu: XU) -> f32 {
+    return dot(d.f0, xu.v0) + dot(d.f1, xu.v1);
+}
+
+fn ucalc(wu: WU, u: u32, xu: XU) -> f32 {
+    return udot(udec(wu, u), xu);
 }
 
 // ==== END
