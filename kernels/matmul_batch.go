@@ -109,13 +109,12 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 		if unroll < 1 || unroll > 2 {
 			return nil, fmt.Errorf("kernels: matmul batch %s: bad matvec unroll %d", w.Name, unroll)
 		}
-		// Fewer rows as the vectors grow, down to 2 from n = 4 on: on an
-		// H100 the Q4_K kernel at n = 8 took 142-146 µs with 2 rows
-		// against 211-238 with 4 on the 8B shapes, at n = 4 24-77 µs
-		// against 27-85, and 1 row was slower at every n
-		// (docs/BENCHMARKS.md, 2026-12-07).
-		for o.vecRows == 0 && r > 2 && r*n >= 16 {
-			r--
+		// Two rows per workgroup from n = 4 on: on an H100 the Q4_K
+		// kernel at n = 8 took 142-146 µs with 2 rows against 211-238
+		// with 4 on the 8B shapes, at n = 4 24-77 µs against 27-85, and
+		// 1 row was slower at every n (docs/BENCHMARKS.md, 2026-12-07).
+		if o.vecRows == 0 && n >= 4 {
+			r = min(r, 2)
 		}
 	}
 	storage := func(r int) int {
