@@ -2,7 +2,11 @@
 
 package kernels
 
-import "math"
+import (
+	"math"
+
+	"github.com/doppler-llm/doppler/rdrr/quant"
+)
 
 // RoPEKVRef is the scalar reference for RoPEKV, composed of RoPERef and
 // KVStoreRef: it returns x with the q rows rotated and writes the
@@ -54,7 +58,7 @@ func KVStoreRef(cache, src []float32, pos0, m, kvHeads, headDim, capacity, strid
 			for i := range headDim {
 				v := src[t*stride+h*headDim+i]
 				if f16 {
-					v = kvF16ToF32(kvF32ToF16(v))
+					v = quant.F16ToF32(quant.F32ToF16(v))
 				}
 				cache[(h*capacity+slot)*headDim+i] = v
 			}
@@ -69,57 +73,7 @@ func DecodeKVCache(raw []byte, f16 bool) []float32 {
 	}
 	out := make([]float32, len(raw)/2)
 	for i := range out {
-		out[i] = kvF16ToF32(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
+		out[i] = quant.F16ToF32(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
 	}
 	return out
-}
-
-// kvF32ToF16 rounds to the nearest f16 (ties to even), with subnormals,
-// overflow to ±Inf and NaN kept.
-func kvF32ToF16(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	exp := int(b>>23) & 0xff
-	man := b & 0x7fffff
-	switch {
-	case exp == 0xff:
-		if man != 0 {
-			return sign | 0x7e00
-		}
-		return sign | 0x7c00
-	case exp-127 > 15:
-		return sign | 0x7c00
-	case exp-127 >= -14: // normal f16
-		e := uint32(exp-127+15) << 10
-		h := e | man>>13
-		rem := man & 0x1fff
-		if rem > 0x1000 || (rem == 0x1000 && h&1 != 0) {
-			h++ // may carry into the exponent, up to Inf: still correct
-		}
-		return sign | uint16(h)
-	case exp-127 >= -25: // subnormal f16
-		man |= 0x800000
-		shift := uint32(-14-(exp-127)) + 13
-		h := man >> shift
-		rem := man & (1<<shift - 1)
-		half := uint32(1) << (shift - 1)
-		if rem > half || (rem == half && h&1 != 0) {
-			h++
-		}
-		return sign | uint16(h)
-	}
-	return sign
-}
-
-func kvF16ToF32(h uint16) float32 {
-	sign := uint32(h&0x8000) << 16
-	exp := uint32(h>>10) & 0x1f
-	man := uint32(h & 0x3ff)
-	switch {
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0x7f800000 | man<<13)
-	case exp == 0:
-		return float32(math.Copysign(float64(man)*math.Pow(2, -24), float64(math.Float32frombits(sign|0x3f800000))))
-	}
-	return math.Float32frombits(sign | (exp+112)<<23 | man<<13)
 }

@@ -7,6 +7,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/doppler-llm/doppler/rdrr/quant"
 )
 
 func TestRoPEKVParamsSize(t *testing.T) {
@@ -90,7 +92,7 @@ func TestRoPEKV(t *testing.T) {
 			kInit, vInit := randF32(rng, len(cacheF32), 1), randF32(rng, len(cacheF32), 1)
 			if c.f16 { // what the cache holds: f16-exact values
 				for i := range kInit {
-					kInit[i], vInit[i] = kvF16ToF32(kvF32ToF16(kInit[i])), kvF16ToF32(kvF32ToF16(vInit[i]))
+					kInit[i], vInit[i] = quant.F16ToF32(quant.F32ToF16(kInit[i])), quant.F16ToF32(quant.F32ToF16(vInit[i]))
 				}
 			}
 			bufs := func() (xb, kb, vb, pb *Buffer) {
@@ -175,7 +177,7 @@ func encodeKV(v []float32, f16 bool) []byte {
 	}
 	out := make([]byte, 2*len(v))
 	for i, f := range v {
-		binary.LittleEndian.PutUint16(out[2*i:], kvF32ToF16(f))
+		binary.LittleEndian.PutUint16(out[2*i:], quant.F32ToF16(f))
 	}
 	return out
 }
@@ -228,23 +230,6 @@ func TestSpanApart(t *testing.T) {
 	} {
 		if got := c.a.apart(c.b); got != c.want {
 			t.Errorf("%+v apart %+v = %v, want %v", c.a, c.b, got, c.want)
-		}
-	}
-}
-
-func TestKVF16(t *testing.T) {
-	for _, c := range []struct {
-		f float32
-		h uint16
-	}{{0, 0}, {1, 0x3c00}, {-2, 0xc000}, {65504, 0x7bff}, {65520, 0x7c00}, {6.1035156e-05, 0x0400},
-		{5.9604645e-08, 0x0001}, {2.9802322e-08, 0}, {1.0009765625, 0x3c01}, {1.00048828125, 0x3c00}, {1.00146484375, 0x3c02}} {
-		if got := kvF32ToF16(c.f); got != c.h {
-			t.Errorf("f16(%g) = %#04x, want %#04x", c.f, got, c.h)
-		}
-		if c.h != 0x7c00 && c.h != 0 {
-			if back := kvF16ToF32(c.h); math.Abs(float64(back-c.f)) > math.Abs(float64(c.f))/1024 {
-				t.Errorf("f32(%#04x) = %g, want ≈%g", c.h, back, c.f)
-			}
 		}
 	}
 }
