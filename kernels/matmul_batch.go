@@ -109,12 +109,21 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 		if unroll < 1 || unroll > 2 {
 			return nil, fmt.Errorf("kernels: matmul batch %s: bad matvec unroll %d", w.Name, unroll)
 		}
-		// Two rows per workgroup from n = 4 on: on an H100 the Q4_K
-		// kernel at n = 8 took 142-146 µs with 2 rows against 211-238
-		// with 4 on the 8B shapes, at n = 4 24-77 µs against 27-85, and
-		// 1 row was slower at every n (docs/BENCHMARKS.md, 2026-12-07).
-		if o.vecRows == 0 && n >= 4 {
-			r = min(r, 2)
+		// Four rows per workgroup (fewer where the workgroup memory of n
+		// vectors or r·n ≤ 32 forbids): with each unit decoded once for
+		// all vectors (udec), an H100 ran the Q4_K kernel at n = 8 in
+		// 93-98 µs with 4 rows against 141-146 with 2 on the 14336 × 4096
+		// and 4096 × 14336 shapes, at n = 2 and 4 faster on every shape,
+		// and Q6_K 4096 × 14336 in 89 against 96. The exception, in two
+		// sweeps: 4096 × 4096 at n = 8 took 106 µs with 4 rows against 51
+		// with 2 (docs/BENCHMARKS.md, 2026-12-07), so matrices under 32M
+		// values keep 2 rows from 8 vectors on. The rows are the one free
+		// choice: the sums stay those of n == 1.
+		if o.vecRows == 0 {
+			r = max(r, 4)
+			if n >= 8 && w.Rows*w.Cols < 32<<20 {
+				r = 2
+			}
 		}
 	}
 	storage := func(r int) int {
