@@ -36,8 +36,8 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version -
 declare -A ref_decode=([1b]=890 [8b]=267) ref_prefill=([1b]=41624 [8b]=9841)
 declare -A name=([1b]="Llama-3.2-1B shape, Q4_K" [8b]="Llama-3-8B shape, Q4_K")
 
-echo "| model | prefill tok/s ($PROMPT) | × llama.cpp | decode tok/s | × llama.cpp | p50 / p99 ms | GPU memory / file | weights / file |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| model | prefill tok/s ($PROMPT) | × llama.cpp | decode tok/s | × llama.cpp | p50 / p99 ms | dispatches / token | GPU memory / file | weights / file |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for s in $SHAPES; do
 	m=$work/m$s
 	[ -e "$m/manifest.json" ] || "$doppler" bench synth --shape "$s" --quant q4_k -o "$m" >&2
@@ -49,15 +49,16 @@ pre, dec = float(sys.argv[3]), float(sys.argv[4])
 mb = d["model_bytes"]
 print(f'| {sys.argv[2]} | {r["prefill_tok_s"]:,.0f} | {r["prefill_tok_s"]/pre:.2f} | {r["decode_tok_s"]:,.1f} | '
       f'{r["decode_tok_s"]/dec:.2f} | {r["decode_p50_ms"]:.2f} / {r["decode_p99_ms"]:.2f} | '
-      f'{d["gpu_bytes_allocated"]/mb:.2f}× | {d["weight_bytes"]/mb:.2f}× |')
+      f'{r.get("dispatches_per_token", 0):.0f} | {d["gpu_bytes_allocated"]/mb:.2f}× | {d["weight_bytes"]/mb:.2f}× |')
 PY
 	for b in $BATCH; do
 		"$doppler" bench inference -m "$m" --prompt "$PROMPT" -n "$GEN" --runs "$RUNS" --batch "$b" --json >"$work/$s.b$b.json"
-		python3 - "$work/$s.b$b.json" "${name[$s]}" "$b" <<'PY'
+		python3 - "$work/$s.b$b.json" "${name[$s]}" "$b" "$work/$s.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1])); r = d["results"][0]
+one = json.load(open(sys.argv[4]))["results"][0]["decode_tok_s"]
 agg = r.get("aggregate_decode_tok_s", r["decode_tok_s"])
-print(f'| {sys.argv[2]}, {sys.argv[3]} sequences | | | {agg:,.1f} aggregate | | | | |')
+print(f'| {sys.argv[2]}, {sys.argv[3]} sequences | | | {agg:,.1f} aggregate ({agg/one:.2f}× one) | | | | | |')
 PY
 	done
 done
