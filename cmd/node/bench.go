@@ -36,7 +36,8 @@ type benchRow struct {
 	P90ms           float64 `json:"decode_p90_ms"`
 	P99ms           float64 `json:"decode_p99_ms"`
 	SubmitsPerToken float64 `json:"submits_per_token"`
-	// Compute dispatches per decoded token (all layers and the head).
+	// Compute dispatches per decoded token (all layers and the head);
+	// with --batch, per step of all the sequences together.
 	DispatchesPerToken float64 `json:"dispatches_per_token"`
 	ReadbackPerToken   float64 `json:"readback_bytes_per_token"`
 	// Expert paging, per measured run (0 without paging).
