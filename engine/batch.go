@@ -415,8 +415,13 @@ func (b *Batch) plan(n int) (*batchPlan, error) {
 			addN(d.MatMulExperts(e.down, whole(b.eh), whole(b.sel), whole(b.ey), n, k, true, optional(e.downBias)))
 			add(d.MoECombine(whole(b.ey), whole(b.wts), whole(b.x), n, k, c.HiddenSize, true))
 		} else {
-			addN(d.MatMulBatch(ly.gateUp, whole(b.xn), whole(b.gu), n, kernels.BatchOpts{}))
-			add(d.GatedAct(whole(b.gu), whole(b.h), n, c.FFN, 2*c.FFN, c.FFN, activation(c.Activation)))
+			if act := activation(c.Activation); ly.gateUp.CanGate() {
+				gated := kernels.MatMulOpts{Gated: true, Act: act}
+				addN(d.MatMulBatch(ly.gateUp, whole(b.xn), whole(b.h), n, kernels.BatchOpts{MatMulOpts: gated}))
+			} else {
+				addN(d.MatMulBatch(ly.gateUp, whole(b.xn), whole(b.gu), n, kernels.BatchOpts{}))
+				add(d.GatedAct(whole(b.gu), whole(b.h), n, c.FFN, 2*c.FFN, c.FFN, act))
+			}
 			if ly.postFFNNorm == nil {
 				addN(d.MatMulBatch(ly.down, whole(b.h), whole(b.x), n, kernels.BatchOpts{MatMulOpts: kernels.MatMulOpts{Accumulate: true}}))
 			} else {

@@ -296,6 +296,32 @@ func TestDecodeOneSubmit(t *testing.T) {
 	}
 }
 
+// TestDecodeDispatches counts a decode step's dispatches: per dense layer
+// norm, QKV, RoPEKV, attention (2), o + residual, norm, gate+up, the
+// activation (fused into gate+up where the weight has a fast kernel),
+// down + residual; then embed, the final norm, the LM head and sampling.
+func TestDecodeDispatches(t *testing.T) {
+	for _, c := range []struct {
+		model    string
+		perLayer uint64
+	}{
+		{"stories260K.gguf", 10},     // F32: activation apart
+		{"stories260K-Q8_0.gguf", 9}, // Q8_0 gate+up: activation fused
+	} {
+		m := loadShared(t, "models/"+c.model, Options{Context: 64})
+		s := newSession(t, m)
+		res, err := s.Generate(context.Background(), []int{1, 403, 407}, GenerateOptions{MaxTokens: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps := uint64(len(res.Stats.TokenLatency))
+		want := uint64(m.Config.Layers)*c.perLayer + 4
+		if steps == 0 || res.Stats.Dispatches != want*steps {
+			t.Errorf("%s: %d dispatches in %d decode steps, want %d a step", c.model, res.Stats.Dispatches, steps, want)
+		}
+	}
+}
+
 func TestContextOverflow(t *testing.T) {
 	m := loadShared(t, "models/stories260K.gguf", Options{Context: 8})
 	s := newSession(t, m)

@@ -317,8 +317,13 @@ func (s *Session) build(k planKey) (*plan, error) {
 			addN(d.MatMulExperts(down, whole(s.eh), whole(sel), whole(s.ey), m, k, true, optional(db)))
 			add(d.MoECombine(whole(s.ey), whole(s.wts), whole(s.x), m, k, c.HiddenSize, true))
 		} else {
-			addN(d.MatMul(ly.gateUp, whole(s.xn), whole(s.gu), m, kernels.MatMulOpts{}))
-			add(d.GatedAct(whole(s.gu), whole(s.h), m, c.FFN, 2*c.FFN, c.FFN, activation(c.Activation)))
+			if m == 1 && ly.gateUp.CanGate() {
+				// Decode: the activation fused into the gate+up matvec.
+				addN(d.MatMul(ly.gateUp, whole(s.xn), whole(s.h), 1, kernels.MatMulOpts{Gated: true, Act: activation(c.Activation)}))
+			} else {
+				addN(d.MatMul(ly.gateUp, whole(s.xn), whole(s.gu), m, kernels.MatMulOpts{}))
+				add(d.GatedAct(whole(s.gu), whole(s.h), m, c.FFN, 2*c.FFN, c.FFN, activation(c.Activation)))
+			}
 			residual(ly.down, s.h, nil, ly.postFFNNorm)
 		}
 		if err != nil {

@@ -13,6 +13,17 @@ import (
 //go:embed act.wgsl
 var actWGSL string
 
+//go:embed act_fn.wgsl
+var actFnWGSL string
+
+// gatedActWGSL is act_fn.wgsl with ACT set to act.
+func gatedActWGSL(act Act) (string, error) {
+	if act > SwiGLUOAI {
+		return "", fmt.Errorf("kernels: unknown activation %v", act)
+	}
+	return setConst(actFnWGSL, "ACT", uint32(act))
+}
+
 // Act is a gated activation of [Device.GatedAct].
 type Act uint8
 
@@ -52,11 +63,11 @@ func (d *Device) GatedAct(x, out BufferRange, m, n, stride, upOffset int, act Ac
 	if needX >= math.MaxUint32 || x.size() < needX || out.size() < uint64(m)*uint64(n)*4 {
 		return nil, fmt.Errorf("kernels: gated act %v m=%d n=%d stride=%d upOffset=%d: x %d bytes (need %d), out %d bytes too small", act, m, n, stride, upOffset, x.size(), needX, out.size())
 	}
-	src, err := setConst(actWGSL, "ACT", uint32(act))
+	fn, err := gatedActWGSL(act)
 	if err != nil {
 		return nil, err
 	}
-	p, err := d.Pipeline("act/"+act.String(), src, "main", []Binding{Uniform, ReadOnly, Storage})
+	p, err := d.Pipeline("act/"+act.String(), fn+actWGSL, "main", []Binding{Uniform, ReadOnly, Storage})
 	if err != nil {
 		return nil, err
 	}

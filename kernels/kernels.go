@@ -27,6 +27,7 @@ func All() []KernelInfo {
 		{Name: "embed", WGSL: "embed.wgsl", HasRef: true},
 		{Name: "add", WGSL: "add.wgsl", HasRef: true}, // + AddInPlace's IO block
 		{Name: "act", WGSL: "act.wgsl", HasRef: true},
+		{Name: "act", WGSL: "act_fn.wgsl", HasRef: true}, // prepended to act.wgsl and the gated matvec
 		{Name: "argmax", WGSL: "argmax.wgsl", HasRef: true},
 		{Name: "sample", WGSL: "sample.wgsl", HasRef: true},
 		{Name: "moe", WGSL: "moe_route.wgsl", HasRef: true},

@@ -45,6 +45,14 @@ const (
 type MatMulOpts struct {
 	Bias       BufferRange // optional f32 [Rows]; Buf nil = none
 	Accumulate bool        // out += W·x instead of out = W·x (fuses the residual add)
+	// Gated fuses a gated activation into the matrix-vector product: W
+	// holds [gate; up] (Rows = 2F) and out gets F values per vector,
+	// Act(gate)·up — what MatMul into a buffer and then GatedAct (n = F,
+	// stride = 2F, upOffset = F) give, bit for bit, in one dispatch. Only
+	// where W.CanGate(), for m == 1 and MatMulBatch, without Bias or
+	// Accumulate.
+	Gated bool
+	Act   Act
 
 	// Tuning of the m == 1 kernel (tests and benchmarks); 0 = default.
 	vecWG   int  // invocations per workgroup, a power of two ≥ 32
@@ -132,6 +140,114 @@ func matmulSection(dt quant.DType) (string, error) {
 // matvecFast returns the dtype's section of matmul_vecfast.wgsl (with the
 // file's prelude), or "" where the generic kernel must run: other dtypes,
 // F16 rows that are not 16-byte aligned.
+// CanGate reports whether MatMulOpts.Gated applies to w: an even number
+// of rows in one part, of a dtype with a fast matrix-vector kernel.
+func (w *Weight) CanGate() bool {
+	return len(w.Parts) == 1 && w.Rows%2 == 0 && matvecFast(w.DType, w.Cols) != ""
+}
+
+// outRows checks opts.Gated against w, m and the other options, and
+// returns how many values per vector the product writes.
+func (opts MatMulOpts) outRows(w *Weight, m int) (int, error) {
+	if !opts.Gated {
+		return w.Rows, nil
+	}
+	switch {
+	case m != 1:
+		return 0, fmt.Errorf("kernels: matmul %s: a gated product takes one vector per MatMul, not %d", w.Name, m)
+	case !w.CanGate() || opts.vecOld:
+		return 0, fmt.Errorf("kernels: matmul %s: %s %dx%d in %d parts cannot take a gated activation", w.Name, w.DType, w.Rows, w.Cols, len(w.Parts))
+	case opts.Bias.Buf != nil || opts.Accumulate:
+		return 0, fmt.Errorf("kernels: matmul %s: a gated product takes no bias and no accumulation", w.Name)
+	case opts.Act > SwiGLUOAI:
+		return 0, fmt.Errorf("kernels: matmul %s: unknown activation %v", w.Name, opts.Act)
+	}
+	return w.Rows / 2, nil
+}
+
+// fastEpilogue is the end of matmul_vecfast.wgsl's main: row lid's sums
+// (red2) added up and stored. gateFast and the batched rewrite replace it.
+const fastEpilogue = `    if (lid < R && r0 + lid < params.rows) {
+        let row = params.row0 + r0 + lid;
+        var v = 0.0;
+        for (var i = 0u; i < 8u; i++) {
+            v += red2[lid * 8u + i];
+        }
+        if ((params.flags & 1u) != 0u) {
+            v += bias[row];
+        }
+        if ((params.flags & 2u) != 0u) {
+            v += out[row];
+        }
+        out[row] = v;
+    }
+`
+
+// gateFast rewrites a fast matrix-vector kernel (matvecFastBody with
+// gated rows) to store act(gate)·up: a workgroup's R rows are R/2 gate
+// rows and the R/2 up rows params.rows (F) further on, each summed as
+// alone, then paired through act_fn.wgsl's gated_act.
+func gateFast(src string, act Act, nb int) (string, error) {
+	fn, err := gatedActWGSL(act)
+	if err != nil {
+		return "", err
+	}
+	epi := `    if (lid < R / 2u && r0 + lid < params.rows) {
+        var g = 0.0;
+        var u = 0.0;
+        for (var i = 0u; i < 8u; i++) {
+            g += red2[lid * 8u + i];
+        }
+        for (var i = 0u; i < 8u; i++) {
+            u += red2[(lid + R / 2u) * 8u + i];
+        }
+        out[params.row0 + r0 + lid] = gated_act(g, u);
+    }
+`
+	old := fastEpilogue
+	if nb > 0 { // the batched kernel's loop over NB vectors
+		old = batchEpilogue
+		epi = `    for (var o = lid; o < (R / 2u) * NB; o += WG) {
+        let i = o % (R / 2u);
+        let b = o / (R / 2u);
+        if (r0 + i >= params.rows) {
+            continue;
+        }
+        var g = 0.0;
+        var u = 0.0;
+        for (var k = 0u; k < 8u; k++) {
+            g += red2[(b * R + i) * 8u + k];
+        }
+        for (var k = 0u; k < 8u; k++) {
+            u += red2[(b * R + i + R / 2u) * 8u + k];
+        }
+        out[b * params.o_stride + params.row0 + r0 + i] = gated_act(g, u);
+    }
+`
+	}
+	src, err = replaceAll(src, old, epi, "let r0 = (wid.x + wid.y * nwg.x) * R;", "let r0 = (wid.x + wid.y * nwg.x) * (R / 2u);")
+	if err != nil {
+		return "", err
+	}
+	return fn + src, nil
+}
+
+// fastRows writes the row indices ri0.. of the fast kernels' body: R
+// consecutive rows from r0, or (gated) R/2 gate rows from r0 and the up
+// rows params.rows further on.
+func fastRows(b *strings.Builder, r int, gated bool) {
+	for i := range r {
+		switch {
+		case !gated:
+			fmt.Fprintf(b, "    let ri%d = min(r0 + %du, rl);\n", i, i)
+		case i < r/2:
+			fmt.Fprintf(b, "    let ri%d = min(r0 + %du, rl);\n", i, i)
+		default:
+			fmt.Fprintf(b, "    let ri%d = params.rows + min(r0 + %du, rl);\n", i, i-r/2)
+		}
+	}
+}
+
 func matvecFast(dt quant.DType, cols int) string {
 	switch dt {
 	case quant.Q4_K, quant.Q6_K, quant.Q8_0:
@@ -177,14 +293,15 @@ func matvecFastShape(dt quant.DType, o MatMulOpts) (wg, r, u int) {
 // matvecFastBody generates the main loop of matmul_vecfast.wgsl, unrolled
 // over the r rows (separate accumulators, no local arrays) and, with u = 2,
 // over two units per step; every weight load of a step is issued before
-// its arithmetic.
-func matvecFastBody(src string, r, u int) string {
+// its arithmetic. gated: see fastRows.
+func matvecFastBody(src string, r, u int, gated bool) string {
 	pre, rest, _ := strings.Cut(src, "    // ---- body\n")
 	_, post, _ := strings.Cut(rest, "    // ---- end\n")
 	var b strings.Builder
 	b.WriteString("    let rl = params.rows - 1u;\n")
+	fastRows(&b, r, gated)
 	for i := range r {
-		fmt.Fprintf(&b, "    let ri%d = min(r0 + %du, rl);\n    var acc%d = 0.0;\n", i, i, i)
+		fmt.Fprintf(&b, "    var acc%d = 0.0;\n", i)
 	}
 	b.WriteString("    var u = lid;\n")
 	step := func(n int) {
@@ -261,7 +378,11 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 	if rb == 0 {
 		return nil, fmt.Errorf("kernels: matmul %s: %s cannot hold %d columns", w.Name, w.DType, w.Cols)
 	}
-	if needX, needOut := uint64(m)*uint64(w.Cols)*4, uint64(m)*uint64(w.Rows)*4; x.size() < needX || out.size() < needOut {
+	rows, err := opts.outRows(w, m)
+	if err != nil {
+		return nil, err
+	}
+	if needX, needOut := uint64(m)*uint64(w.Cols)*4, uint64(m)*uint64(rows)*4; x.size() < needX || out.size() < needOut {
 		return nil, fmt.Errorf("kernels: matmul %s %dx%d, m=%d: x %d bytes (need %d), out %d bytes (need %d)",
 			w.Name, w.Rows, w.Cols, m, x.size(), needX, out.size(), needOut)
 	}
@@ -301,20 +422,26 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 			if unroll < 1 || unroll > 2 {
 				return nil, fmt.Errorf("kernels: matmul %s: bad matvec unroll %d", w.Name, unroll)
 			}
-			fast = matvecFastBody(fast, r, unroll)
+			fast = matvecFastBody(fast, r, unroll, opts.Gated)
 		}
-		if wg < 32 || wg&(wg-1) != 0 || wg > d.limits.MaxInvocations || r < 1 || r > 32 || r*(wg+8)*4+r*32 > d.limits.MaxWorkgroupStorage {
+		if wg < 32 || wg&(wg-1) != 0 || wg > d.limits.MaxInvocations || r < 1 || r > 32 || r*(wg+8)*4+r*32 > d.limits.MaxWorkgroupStorage || (opts.Gated && r%2 != 0) {
 			return nil, fmt.Errorf("kernels: matmul %s: bad matvec shape wg=%d rows=%d", w.Name, wg, r)
 		}
 		var src, key string
 		if fast != "" {
 			src, key = fast, fmt.Sprintf("matvecfast/%s/wg%d/r%d/u%d", w.DType, wg, r, unroll)
+			if opts.Gated {
+				if src, err = gateFast(src, opts.Act, 0); err != nil {
+					return nil, err
+				}
+				key += "/gated/" + opts.Act.String()
+			}
 		} else {
 			vec4 := w.Cols%4 == 0
 			src = matvecX(matvecWGSL, vec4)
 			key = fmt.Sprintf("matvec/%s/wg%d/r%d/x4=%v", w.DType, wg, r, vec4)
 		}
-		src, err := setConst(src, "WG", uint32(wg))
+		src, err = setConst(src, "WG", uint32(wg))
 		if err == nil {
 			src, err = setConst(src, "R", uint32(r))
 		}
@@ -328,6 +455,9 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 			return nil, err
 		}
 		perGroup = r
+		if opts.Gated {
+			perGroup = r / 2
+		}
 	} else if ts, ok, err := d.matmulTiledPick(w, m, opts); err != nil {
 		return nil, err
 	} else if ok {
@@ -363,11 +493,15 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 			releaseOps(ops)
 			return nil, fmt.Errorf("kernels: matmul %s: part %d is %d bytes, over 32-bit offsets", w.Name, i, uint64(part.Rows)*uint64(rb))
 		}
+		prows := part.Rows
+		if opts.Gated {
+			prows = rows // one part: F output rows
+		}
 		params, _ := binary.Append(nil, binary.LittleEndian, matmulParams{
-			Rows: uint32(part.Rows), Cols: uint32(w.Cols), RowBytes: uint32(rb), Units: uint32(units),
-			Row0: uint32(part.Row0), OutStride: uint32(w.Rows), M: uint32(m), Flags: flags,
+			Rows: uint32(prows), Cols: uint32(w.Cols), RowBytes: uint32(rb), Units: uint32(units),
+			Row0: uint32(part.Row0), OutStride: uint32(rows), M: uint32(m), Flags: flags,
 		})
-		groups := (part.Rows + perGroup - 1) / perGroup
+		groups := (prows + perGroup - 1) / perGroup
 		if m > 1 {
 			groups *= tokTiles
 		}

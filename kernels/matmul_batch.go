@@ -43,18 +43,22 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	if w == nil || len(w.Parts) == 0 {
 		return nil, fmt.Errorf("kernels: matmul batch: weight has no parts (released?)")
 	}
+	rows, err := o.outRows(w, 1)
+	if err != nil {
+		return nil, err
+	}
 	xs, os := o.XStride, o.OutStride
 	if xs == 0 {
 		xs = w.Cols
 	}
 	if os == 0 {
-		os = w.Rows
+		os = rows
 	}
-	if n < 1 || n > MatMulBatchMax || xs < w.Cols || os < w.Rows {
+	if n < 1 || n > MatMulBatchMax || xs < w.Cols || os < rows {
 		return nil, fmt.Errorf("kernels: matmul batch %s: bad shape n=%d (1..%d), strides x %d out %d for %dx%d",
 			w.Name, n, MatMulBatchMax, xs, os, w.Rows, w.Cols)
 	}
-	if n == 1 && xs == w.Cols && os == w.Rows {
+	if n == 1 && xs == w.Cols && os == rows {
 		return d.MatMul(w, x, out, 1, o.MatMulOpts)
 	}
 	uv, ok := matmulUV(w.DType)
@@ -66,7 +70,7 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 		return nil, fmt.Errorf("kernels: matmul batch %s: %s cannot hold %dx%d", w.Name, w.DType, w.Rows, w.Cols)
 	}
 	needX := (uint64(n-1)*uint64(xs) + uint64(w.Cols)) * 4
-	needOut := (uint64(n-1)*uint64(os) + uint64(w.Rows)) * 4
+	needOut := (uint64(n-1)*uint64(os) + uint64(rows)) * 4
 	if x.size() < needX || out.size() < needOut {
 		return nil, fmt.Errorf("kernels: matmul batch %s %dx%d, n=%d: x %d bytes (need %d), out %d bytes (need %d)",
 			w.Name, w.Rows, w.Cols, n, x.size(), needX, out.size(), needOut)
@@ -135,13 +139,20 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	for r > 1 && (r*n > 32 || storage(r) > d.limits.MaxWorkgroupStorage) {
 		r--
 	}
-	if wg < 32 || wg&(wg-1) != 0 || wg > d.limits.MaxInvocations || r < 1 || storage(r) > d.limits.MaxWorkgroupStorage {
+	if o.Gated && r%2 != 0 {
+		r-- // an even split into gate and up rows
+	}
+	if wg < 32 || wg&(wg-1) != 0 || wg > d.limits.MaxInvocations || r < 1 || storage(r) > d.limits.MaxWorkgroupStorage || (o.Gated && r < 2) {
 		return nil, fmt.Errorf("kernels: matmul batch %s: bad shape wg=%d rows=%d n=%d", w.Name, wg, r, n)
 	}
 	var src, key string
 	if fast != "" {
-		src, err = matvecFastBatch(fast, r, unroll, n)
+		src, err = matvecFastBatch(fast, r, unroll, n, o.Gated)
 		key = fmt.Sprintf("matvecfast-batch/%s/wg%d/r%d/u%d/n%d", w.DType, wg, r, unroll, n)
+		if err == nil && o.Gated {
+			src, err = gateFast(src, o.Act, n)
+			key += "/gated/" + o.Act.String()
+		}
 	} else {
 		src, err = matvecBatch(matvecX(matvecWGSL, vec4))
 		key = fmt.Sprintf("matvec-batch/%s/wg%d/r%d/n%d/x4=%v", w.DType, wg, r, n, vec4)
@@ -170,14 +181,18 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 			releaseOps(ops)
 			return nil, fmt.Errorf("kernels: matmul batch %s: part %d is %d bytes, over 32-bit offsets", w.Name, i, uint64(part.Rows)*uint64(rb))
 		}
+		prows, perGroup := part.Rows, r
+		if o.Gated {
+			prows, perGroup = rows, r/2 // one part: F output rows, R/2 a workgroup
+		}
 		params, _ := binary.Append(nil, binary.LittleEndian, matmulBatchParams{
 			matmulParams: matmulParams{
-				Rows: uint32(part.Rows), Cols: uint32(w.Cols), RowBytes: uint32(rb), Units: uint32(units),
-				Row0: uint32(part.Row0), OutStride: uint32(w.Rows), M: uint32(n), Flags: flags,
+				Rows: uint32(prows), Cols: uint32(w.Cols), RowBytes: uint32(rb), Units: uint32(units),
+				Row0: uint32(part.Row0), OutStride: uint32(rows), M: uint32(n), Flags: flags,
 			},
 			XStride: uint32(xs), OStride: uint32(os),
 		})
-		op, err := d.NewOp(p, params, d.grid((part.Rows+r-1)/r), w.Range(i), x, bias, out)
+		op, err := d.NewOp(p, params, d.grid((prows+perGroup-1)/perGroup), w.Range(i), x, bias, out)
 		if err != nil {
 			releaseOps(ops)
 			return nil, fmt.Errorf("kernels: matmul batch %s part %d: %w", w.Name, i, err)
@@ -261,25 +276,41 @@ func matvecBatch(src string) (string, error) {
 	)
 }
 
+// batchEpilogue replaces fastEpilogue in the batched kernel: the R rows
+// of each of the NB vectors, vector o / R's values o_stride apart.
+const batchEpilogue = `    for (var o = lid; o < R * NB; o += WG) {
+        if (r0 + o % R >= params.rows) {
+            continue;
+        }
+        let row = params.row0 + r0 + o % R;
+        var v = 0.0;
+        for (var i = 0u; i < 8u; i++) {
+            v += red2[o * 8u + i];
+        }
+        if ((params.flags & 1u) != 0u) {
+            v += bias[row];
+        }
+        if ((params.flags & 2u) != 0u) {
+            v += out[(o / R) * params.o_stride + row];
+        }
+        out[(o / R) * params.o_stride + row] = v;
+    }
+`
+
 // xIndex matches the indexing of x in matmul_vecfast.wgsl.
 var xIndex = regexp.MustCompile(`\bx\[`)
 
 // matvecFastBatch rewrites a dtype's matmul_vecfast.wgsl source for NB
 // vectors: x is read from xo, the first vec4 of the vector the unit
 // loads are for, and the generated body keeps R × NB accumulators.
-func matvecFastBatch(src string, r, u, nb int) (string, error) {
+func matvecFastBatch(src string, r, u, nb int, gated bool) (string, error) {
 	src = xIndex.ReplaceAllLiteralString(src, "x[xo + ")
 	src, err := replaceAll(src,
 		"    flags: u32,\n}", batchParams+"\n\nvar<private> xo: u32;",
 		"const RED: u32 = R * RS;", "const NB: u32 = 1u;\nconst RED: u32 = R * NB * RS;",
 		"const RED2: u32 = R * 8u;", "const RED2: u32 = R * NB * 8u;",
 		"q < R * 8u;", "q < R * NB * 8u;",
-		"    if (lid < R && r0 + lid < params.rows) {\n        let row = params.row0 + r0 + lid;",
-		"    for (var o = lid; o < R * NB; o += WG) {\n        if (r0 + o % R >= params.rows) {\n            continue;\n        }\n"+
-			"        let row = params.row0 + r0 + o % R;",
-		"red2[lid * 8u + i]", "red2[o * 8u + i]",
-		"            v += out[row];\n        }\n        out[row] = v;",
-		"            v += out[(o / R) * params.o_stride + row];\n        }\n        out[(o / R) * params.o_stride + row] = v;",
+		fastEpilogue, batchEpilogue,
 	)
 	if err != nil {
 		return "", err
@@ -296,8 +327,8 @@ func matvecFastBatch(src string, r, u, nb int) (string, error) {
 	// only one unit's decoded values are live at a time.
 	var b strings.Builder
 	b.WriteString("    let rl = params.rows - 1u;\n    let xs4 = params.x_stride >> 2u;\n")
+	fastRows(&b, r, gated)
 	for i := range r {
-		fmt.Fprintf(&b, "    let ri%d = min(r0 + %du, rl);\n", i, i)
 		for v := range nb {
 			fmt.Fprintf(&b, "    var acc%d_%d = 0.0;\n", i, v)
 		}
