@@ -165,24 +165,6 @@ func (opts MatMulOpts) outRows(w *Weight, m int) (int, error) {
 	return w.Rows / 2, nil
 }
 
-// fastEpilogue is the end of matmul_vecfast.wgsl's main: row lid's sums
-// (red2) added up and stored. gateFast and the batched rewrite replace it.
-const fastEpilogue = `    if (lid < R && r0 + lid < params.rows) {
-        let row = params.row0 + r0 + lid;
-        var v = 0.0;
-        for (var i = 0u; i < 8u; i++) {
-            v += red2[lid * 8u + i];
-        }
-        if ((params.flags & 1u) != 0u) {
-            v += bias[row];
-        }
-        if ((params.flags & 2u) != 0u) {
-            v += out[row];
-        }
-        out[row] = v;
-    }
-`
-
 // gateFast rewrites a fast matrix-vector kernel (matvecFastBody with
 // gated rows) to store act(gate)·up: a workgroup's R rows are R/2 gate
 // rows and the R/2 up rows params.rows (F) further on, each summed as
@@ -204,9 +186,7 @@ func gateFast(src string, act Act, nb int) (string, error) {
         out[params.row0 + r0 + lid] = gated_act(g, u);
     }
 `
-	old := fastEpilogue
 	if nb > 0 { // the batched kernel's loop over NB vectors
-		old = batchEpilogue
 		epi = `    for (var o = lid; o < (R / 2u) * NB; o += WG) {
         let i = o % (R / 2u);
         let b = o / (R / 2u);
@@ -225,7 +205,9 @@ func gateFast(src string, act Act, nb int) (string, error) {
     }
 `
 	}
-	src, err = replaceAll(src, old, epi, "let r0 = (wid.x + wid.y * nwg.x) * R;", "let r0 = (wid.x + wid.y * nwg.x) * (R / 2u);")
+	if src, err = setBlock(src, "STORE", epi); err == nil {
+		src, err = replaceOnce(src, "let r0 = (wid.x + wid.y * nwg.x) * R;", "let r0 = (wid.x + wid.y * nwg.x) * (R / 2u);")
+	}
 	if err != nil {
 		return "", err
 	}

@@ -276,8 +276,9 @@ func matvecBatch(src string) (string, error) {
 	)
 }
 
-// batchEpilogue replaces fastEpilogue in the batched kernel: the R rows
-// of each of the NB vectors, vector o / R's values o_stride apart.
+// batchEpilogue is the batched kernel's STORE block of
+// matmul_vecfast.wgsl: the R rows of each of the NB vectors, vector
+// o / R's values o_stride apart.
 const batchEpilogue = `    for (var o = lid; o < R * NB; o += WG) {
         if (r0 + o % R >= params.rows) {
             continue;
@@ -310,8 +311,10 @@ func matvecFastBatch(src string, r, u, nb int, gated bool) (string, error) {
 		"const RED: u32 = R * RS;", "const NB: u32 = 1u;\nconst RED: u32 = R * NB * RS;",
 		"const RED2: u32 = R * 8u;", "const RED2: u32 = R * NB * 8u;",
 		"q < R * 8u;", "q < R * NB * 8u;",
-		fastEpilogue, batchEpilogue,
 	)
+	if err == nil {
+		src, err = setBlock(src, "STORE", batchEpilogue)
+	}
 	if err != nil {
 		return "", err
 	}

@@ -94,6 +94,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
         red2[q] = s;
     }
     workgroupBarrier();
+    // The batched and the gated kernels replace this block (matmul*.go).
+    // BEGIN STORE
     if (lid < R && r0 + lid < params.rows) {
         let row = params.row0 + r0 + lid;
         var v = 0.0;
@@ -108,6 +110,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
         }
         out[row] = v;
     }
+    // END STORE
 }
 
 // ==== Q4_K
