@@ -169,7 +169,7 @@ func (opts MatMulOpts) outRows(w *Weight, m int) (int, error) {
 // gated rows) to store act(gate)·up: a workgroup's R rows are R/2 gate
 // rows and the R/2 up rows params.rows (F) further on, each summed as
 // alone, then paired through act_fn.wgsl's gated_act.
-func gateFast(src string, act Act, nb int) (string, error) {
+func gateFast(src string, act Act, batched bool) (string, error) {
 	fn, err := gatedActWGSL(act)
 	if err != nil {
 		return "", err
@@ -186,7 +186,7 @@ func gateFast(src string, act Act, nb int) (string, error) {
         out[params.row0 + r0 + lid] = gated_act(g, u);
     }
 `
-	if nb > 0 { // the batched kernel's loop over NB vectors
+	if batched { // the loop over NB vectors of matvecFastBatch
 		epi = `    for (var o = lid; o < (R / 2u) * NB; o += WG) {
         let i = o % (R / 2u);
         let b = o / (R / 2u);
@@ -219,13 +219,10 @@ func gateFast(src string, act Act, nb int) (string, error) {
 // rows params.rows further on.
 func fastRows(b *strings.Builder, r int, gated bool) {
 	for i := range r {
-		switch {
-		case !gated:
-			fmt.Fprintf(b, "    let ri%d = min(r0 + %du, rl);\n", i, i)
-		case i < r/2:
-			fmt.Fprintf(b, "    let ri%d = min(r0 + %du, rl);\n", i, i)
-		default:
+		if gated && i >= r/2 {
 			fmt.Fprintf(b, "    let ri%d = params.rows + min(r0 + %du, rl);\n", i, i-r/2)
+		} else {
+			fmt.Fprintf(b, "    let ri%d = min(r0 + %du, rl);\n", i, i)
 		}
 	}
 }
@@ -413,7 +410,7 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 		if fast != "" {
 			src, key = fast, fmt.Sprintf("matvecfast/%s/wg%d/r%d/u%d", w.DType, wg, r, unroll)
 			if opts.Gated {
-				if src, err = gateFast(src, opts.Act, 0); err != nil {
+				if src, err = gateFast(src, opts.Act, false); err != nil {
 					return nil, err
 				}
 				key += "/gated/" + opts.Act.String()

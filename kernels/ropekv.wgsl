@@ -118,6 +118,19 @@ fn k_rotated(base: u32, e: u32, p: u32) -> f32 {
     return x0 * cs.x - x1 * cs.y;
 }
 
+// Values 2w and 2w+1 of the k head at base after rotation (an f16 cache
+// word): one interleaved pair, rotated once, or two values of two pairs.
+fn k_word(base: u32, w: u32, p: u32) -> vec2<f32> {
+    if (params.neox == 0u && 2u * w < params.dim) {
+        let ix = pair_at(base, w);
+        let cs = angle_cs(w, p);
+        let x0 = x[ix.x];
+        let x1 = x[ix.y];
+        return vec2<f32>(x0 * cs.x - x1 * cs.y, x1 * cs.x + x0 * cs.y);
+    }
+    return vec2<f32>(k_rotated(base, 2u * w, p), k_rotated(base, 2u * w + 1u, p));
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>,
@@ -169,7 +182,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let base = params.k_off + t * params.k_stride + h * params.head_dim;
     if (F16 != 0u) {
-        kc[dst] = pack2x16float(vec2<f32>(k_rotated(base, 2u * w, p), k_rotated(base, 2u * w + 1u, p)));
+        kc[dst] = pack2x16float(k_word(base, w, p));
     } else {
         kc[dst] = bitcast<u32>(k_rotated(base, w, p));
     }
