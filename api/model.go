@@ -78,8 +78,12 @@ func (m *model) load(ctx context.Context, rm *rdrr.Model, open func(context.Cont
 			n = 1
 		}
 	}
+	newSession := eng.NewSession
+	if m.batch != nil {
+		newSession = m.batch.NewSession // its KV caches are the batch's
+	}
 	for range n {
-		sess, err := eng.NewSession()
+		sess, err := newSession()
 		if err != nil {
 			m.close()
 			return fmt.Errorf("session %d of %d: %w", len(m.sess)+1, n, err)

@@ -20,18 +20,22 @@ const MaxBatch = kernels.MatMulBatchMax
 // Batch decodes several sessions of one model in one step: continuous
 // batching. Each session keeps its own KV cache, position and sampler
 // (temperature, seed, stops: whatever its Generate was given); a step
-// reads every weight matrix once for all of them (kernels.MatMulBatch),
-// then runs each session's RoPE, KV write, attention and sampling on its
-// own state, in one submit that reads back the sampled tokens.
+// reads every weight matrix once for all of them (kernels.MatMulBatch)
+// and runs one RoPEKV and one attention over all of them, each row on its
+// own position and cache, then each session's sampling, in one submit
+// that reads back the sampled tokens.
 //
-// A session takes part between Join and Leave: while joined, the decode
-// steps of its Generate (and GenerateText) wait for the other joined
-// sessions' and run with them; its prefill still runs alone. Sessions
-// join and leave at any time, each Generate on its own goroutine. A
-// step runs once every joined session waits for one, so a session that
-// is joined but not generating holds the others up: leave when done.
-// Every session's tokens are the ones it gets alone, bit for bit (the
-// batched kernels do each sequence's arithmetic as the one-token ones).
+// The batch holds the KV caches of its sessions, made by its NewSession:
+// per layer one K and one V buffer of max slots (kernels.KVSlots), so
+// that one dispatch reaches every session's cache. A session takes part
+// in steps between Join and Leave: while joined, the decode steps of its
+// Generate (and GenerateText) wait for the other joined sessions' and run
+// with them; its prefill still runs alone. Sessions join and leave at any
+// time, each Generate on its own goroutine. A step runs once every joined
+// session waits for one, so a session that is joined but not generating
+// holds the others up: leave when done. Every session's tokens are the
+// ones it gets alone, bit for bit (the batched kernels do each sequence's
+// arithmetic as the one-token ones).
 type Batch struct {
 	m   *Model
 	max int
@@ -39,36 +43,21 @@ type Batch struct {
 	mu      sync.Mutex
 	members []*Session
 	waiting map[*Session]*waiter
+	taken   []bool // per KV slot: a session of NewSession holds it
+
+	kc, vc []*kernels.Buffer // per layer: max KV caches, kv.Stride apart
+	kv     kernels.KVSlots
+	cache  uint64 // bytes of one cache
 
 	run                         sync.Mutex // one step at a time; guards the fields below
-	qkvL                        qkvLayout  // q, k and v in qkv, every token's rows at aligned offsets
-	attS                        int        // f32 per token in att
+	qkvL                        qkvLayout  // q, k and v of up to max tokens in qkv
 	x, xn, qkv, att, gu, h      *kernels.Buffer
 	qRaw, kRaw, tmp, tmp2       *kernels.Buffer
 	rlog, sel, wts, egu, eh, ey *kernels.Buffer
-	logits, ids, out            *kernels.Buffer
+	logits, ids, out, table     *kernels.Buffer
 	bufs                        []*kernels.Buffer
-	plans                       map[int]*batchPlan
-	seqs                        map[seqKey]*seqOps
+	plans                       map[int][]*kernels.Op // a step's forward pass over n sessions
 	steps, rows                 uint64
-}
-
-// batchPlan is the shared part of a step over n sessions: stages[l] runs
-// before layer l's per-session attention ops, the last stage after them
-// (the final norm and the LM head).
-type batchPlan struct {
-	stages [][]*kernels.Op
-}
-
-// seqOps are one session's ops at one slot of a step: per layer, what
-// runs on its own position and KV cache.
-type seqOps struct {
-	layers [][]*kernels.Op
-}
-
-type seqKey struct {
-	s    *Session
-	slot int
 }
 
 type waiter struct {
@@ -86,7 +75,8 @@ type BatchStats struct {
 }
 
 // NewBatch allocates the activations of steps of up to max sessions (1
-// to MaxBatch) of m. Models whose experts are paged decode alone.
+// to MaxBatch) of m, and the KV caches of max sessions (NewSession).
+// Models whose experts are paged decode alone.
 func (m *Model) NewBatch(max int) (*Batch, error) {
 	if max < 1 || max > MaxBatch {
 		return nil, fmt.Errorf("batch of %d sessions: must be 1 to %d", max, MaxBatch)
@@ -95,12 +85,20 @@ func (m *Model) NewBatch(max int) (*Batch, error) {
 		return nil, errors.New("batched decode: the model's experts are paged; sessions decode alone")
 	}
 	c := m.Config
-	b := &Batch{m: m, max: max, waiting: map[*Session]*waiter{}, plans: map[int]*batchPlan{}, seqs: map[seqKey]*seqOps{}}
-	align := m.dev.Limits().MinStorageOffsetAlignment / 4
-	pad := func(n int) int { return (n + align - 1) / align * align }
-	qDim := c.Heads * c.HeadDim
-	b.qkvL, b.attS = newQKVLayout(c, max, align, true), pad(qDim)
-	qS, kS := b.qkvL.qS, b.qkvL.kS
+	b := &Batch{m: m, max: max, waiting: map[*Session]*waiter{}, taken: make([]bool, max), plans: map[int][]*kernels.Op{}}
+	lim := m.dev.Limits()
+	f16 := !m.opts.KVF32
+	// Every slot starts at a bindable offset (a session's prefill binds
+	// its own cache) and a whole number of head rows from the first.
+	b.cache = kernels.KVCacheBytes(c.KVHeads, m.opts.Context, c.HeadDim, f16)
+	unit := lcm(kernels.KVCacheBytes(1, 1, c.HeadDim, f16), uint64(lim.MinStorageOffsetAlignment))
+	b.kv = kernels.KVSlots{N: max, Stride: (b.cache + unit - 1) / unit * unit}
+	if kvBytes := uint64(max) * b.kv.Stride; kvBytes > lim.MaxStorageBufferBindingSize {
+		return nil, fmt.Errorf("batch of %d: the KV caches of %d sessions of %d tokens take %d MiB a layer, more than one binding holds (%d MiB): shorten the context or the batch",
+			max, max, m.opts.Context, kvBytes>>20, lim.MaxStorageBufferBindingSize>>20)
+	}
+	b.qkvL = newQKVLayout(c, max, lim.MinStorageOffsetAlignment/4)
+	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	n := uint64(max)
 	nb := func(need bool, v uint64) uint64 {
 		if need {
@@ -116,9 +114,9 @@ func (m *Model) NewBatch(max int) (*Batch, error) {
 		{&b.x, "batch_x", n * uint64(c.HiddenSize) * 4},
 		{&b.xn, "batch_xn", n * uint64(c.HiddenSize) * 4},
 		{&b.qkv, "batch_qkv", uint64(b.qkvL.size) * 4},
-		{&b.qRaw, "batch_q_raw", nb(c.QKNorm, n*uint64(qS)*4)},
-		{&b.kRaw, "batch_k_raw", nb(c.QKNorm, n*uint64(kS)*4)},
-		{&b.att, "batch_att", n * uint64(b.attS) * 4},
+		{&b.qRaw, "batch_q_raw", nb(c.QKNorm, n*uint64(qDim)*4)},
+		{&b.kRaw, "batch_k_raw", nb(c.QKNorm, n*uint64(kvDim)*4)},
+		{&b.att, "batch_att", n * uint64(qDim) * 4},
 		{&b.gu, "batch_gate_up", nb(!m.fam.moe, n*uint64(2*c.FFN)*4)},
 		{&b.h, "batch_ffn_h", nb(!m.fam.moe, n*uint64(c.FFN)*4)},
 		{&b.tmp, "batch_tmp", nb(m.fam.sandwich, n*uint64(c.HiddenSize)*4)},
@@ -132,19 +130,82 @@ func (m *Model) NewBatch(max int) (*Batch, error) {
 		{&b.logits, "batch_logits", n * uint64(c.VocabSize) * 4},
 		{&b.ids, "batch_ids", n * 4},
 		{&b.out, "batch_tokens", n * 4},
+		{&b.table, "batch_positions", n * 8},
 	} {
-		if a.bytes == 0 {
-			continue
+		if err := b.alloc(a.dst, a.name, a.bytes); err != nil {
+			return nil, err
 		}
-		buf, err := m.dev.NewBuffer(a.name, a.bytes)
-		if err != nil {
-			b.Close()
-			return nil, fmt.Errorf("batch of %d: %w", max, err)
+	}
+	for l := range c.Layers {
+		var k, v *kernels.Buffer
+		if err := b.alloc(&k, fmt.Sprintf("batch_kv%d", l), n*b.kv.Stride); err != nil {
+			return nil, err
 		}
-		*a.dst = buf
-		b.bufs = append(b.bufs, buf)
+		if err := b.alloc(&v, fmt.Sprintf("batch_kv%d", l), n*b.kv.Stride); err != nil {
+			return nil, err
+		}
+		b.kc, b.vc = append(b.kc, k), append(b.vc, v)
 	}
 	return b, nil
+}
+
+// alloc makes one of the batch's buffers (none for 0 bytes); on an error
+// it frees the batch.
+func (b *Batch) alloc(dst **kernels.Buffer, name string, bytes uint64) error {
+	if bytes == 0 {
+		return nil
+	}
+	buf, err := b.m.dev.NewBuffer(name, bytes)
+	if err != nil {
+		b.Close()
+		return fmt.Errorf("batch of %d: %w", b.max, err)
+	}
+	*dst = buf
+	b.bufs = append(b.bufs, buf)
+	return nil
+}
+
+func lcm(a, b uint64) uint64 {
+	x, y := a, b
+	for y != 0 {
+		x, y = y, x%y
+	}
+	return a / x * b
+}
+
+// NewSession makes a session whose KV cache is one of the batch's slots:
+// only such sessions join the batch. It fails once all max slots are
+// held; Session.Close gives the slot back. Close the batch's sessions
+// before the batch.
+func (b *Batch) NewSession() (*Session, error) {
+	b.mu.Lock()
+	i := slices.Index(b.taken, false)
+	if i >= 0 {
+		b.taken[i] = true
+	}
+	b.mu.Unlock()
+	if i < 0 {
+		return nil, fmt.Errorf("batch: all %d KV slots are held by sessions", b.max)
+	}
+	off := uint64(i) * b.kv.Stride
+	s, err := b.m.newSession(func(l int) (k, v kernels.BufferRange) {
+		return kernels.BufferRange{Buf: b.kc[l], Offset: off, Size: b.cache}, kernels.BufferRange{Buf: b.vc[l], Offset: off, Size: b.cache}
+	})
+	if err != nil {
+		b.mu.Lock()
+		b.taken[i] = false
+		b.mu.Unlock()
+		return nil, err
+	}
+	s.home, s.slot = b, i
+	return s, nil
+}
+
+// free gives s's KV slot back (Session.Close).
+func (b *Batch) free(s *Session) {
+	b.mu.Lock()
+	b.taken[s.slot] = false
+	b.mu.Unlock()
 }
 
 // Max is the most sessions the batch steps together.
@@ -157,34 +218,25 @@ func (b *Batch) Stats() BatchStats {
 	return BatchStats{Steps: b.steps, Rows: b.rows}
 }
 
-// Close frees the batch's GPU memory. No session may be joined.
+// Close frees the batch's GPU memory, its sessions' KV caches with it. No
+// session may be joined.
 func (b *Batch) Close() {
 	b.run.Lock()
 	defer b.run.Unlock()
 	b.m.dev.Sync()
-	for _, pl := range b.plans {
-		for _, st := range pl.stages {
-			for _, op := range st {
-				op.Release()
-			}
-		}
+	for _, ops := range b.plans {
+		releaseOps(ops)
 	}
 	b.plans = nil
-	for k, so := range b.seqs {
-		so.release()
-		delete(b.seqs, k)
-	}
 	for _, buf := range b.bufs {
 		buf.Release()
 	}
 	b.bufs = nil
 }
 
-func (so *seqOps) release() {
-	for _, l := range so.layers {
-		for _, op := range l {
-			op.Release()
-		}
+func releaseOps(ops []*kernels.Op) {
+	for _, op := range ops {
+		op.Release()
 	}
 }
 
@@ -194,8 +246,8 @@ func (b *Batch) Join(s *Session) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
-	case s.m != b.m:
-		return errors.New("batch: the session is of another model")
+	case s.home != b:
+		return errors.New("batch: the session's KV cache is not in this batch (make it with Batch.NewSession)")
 	case s.joined != nil:
 		return errors.New("batch: the session is already in a batch")
 	case len(b.members) >= b.max:
@@ -209,14 +261,6 @@ func (b *Batch) Join(s *Session) error {
 // Leave takes s out of the batch (call it once its Generate returned);
 // the others' steps no longer wait for it.
 func (b *Batch) Leave(s *Session) {
-	b.run.Lock()
-	for k, so := range b.seqs {
-		if k.s == s {
-			so.release()
-			delete(b.seqs, k)
-		}
-	}
-	b.run.Unlock()
 	b.mu.Lock()
 	if i := slices.Index(b.members, s); i >= 0 {
 		b.members = slices.Delete(b.members, i, i+1)
@@ -287,36 +331,30 @@ func (b *Batch) stepLocked(_ context.Context, ws []*waiter) ([]int, error) {
 			return nil, fmt.Errorf("%w: %d tokens in the cache + 1 new > %d", ErrContextFull, w.s.pos, w.s.ctxLen)
 		}
 	}
-	pl, err := b.plan(n)
+	ops, err := b.plan(n)
 	if err != nil {
 		return nil, err
 	}
-	seq := make([]*seqOps, n)
+	// Row i: session i's position and KV slot.
+	table := make([]byte, 8*n)
+	last := 0
 	for i, w := range ws {
-		if seq[i], err = b.seqPlan(w.s, i); err != nil {
-			return nil, err
-		}
 		if err := w.smp.prepare(); err != nil {
 			return nil, err
 		}
-		var p [4]byte
-		binary.LittleEndian.PutUint32(p[:], uint32(w.s.pos))
-		if err := d.Write(w.s.posBuf, 0, p[:]); err != nil {
-			return nil, err
-		}
+		binary.LittleEndian.PutUint32(table[8*i:], uint32(w.s.pos))
+		binary.LittleEndian.PutUint32(table[8*i+4:], uint32(w.s.slot))
+		last = max(last, w.s.pos)
+	}
+	if err := d.Write(b.table, 0, table); err != nil {
+		return nil, err
 	}
 	e := d.NewEncoder()
 	for i, w := range ws {
 		e.Copy(w.s.tok, 0, b.ids, uint64(4*i), 4)
 	}
-	for l := range b.m.layers {
-		e.Run(pl.stages[l]...)
-		for i, w := range ws {
-			e.SetPositions(w.s.pos, 1)
-			e.Run(seq[i].layers[l]...)
-		}
-	}
-	e.Run(pl.stages[len(b.m.layers)]...)
+	e.SetPositions(last, 1) // the attention's grid covers the furthest row
+	e.Run(ops...)
 	vb := uint64(b.m.Config.VocabSize) * 4
 	for i, w := range ws {
 		e.Copy(b.logits, uint64(i)*vb, w.s.logits, 0, vb)
@@ -337,78 +375,96 @@ func (b *Batch) stepLocked(_ context.Context, ws []*waiter) ([]int, error) {
 	return toks, nil
 }
 
-// slot returns the range of a token slot of a padded activation buffer.
-func slot(buf *kernels.Buffer, i, stride int, off int) kernels.BufferRange {
-	return kernels.BufferRange{Buf: buf, Offset: uint64(i*stride+off) * 4}
-}
-
-// plan returns (building once) the shared ops of a step over n sessions.
-func (b *Batch) plan(n int) (*batchPlan, error) {
-	if pl, ok := b.plans[n]; ok {
-		return pl, nil
+// plan returns (building once) the forward pass of a step over n
+// sessions: row i is the i-th waiter's token.
+func (b *Batch) plan(n int) ([]*kernels.Op, error) {
+	if ops, ok := b.plans[n]; ok {
+		return ops, nil
 	}
 	c := b.m.Config
 	d := b.m.dev
-	var cur []*kernels.Op
-	var stages [][]*kernels.Op
+	var ops []*kernels.Op
 	var err error
 	add := func(op *kernels.Op, e error) {
 		if err == nil && e != nil {
 			err = e
 		}
 		if op != nil {
-			cur = append(cur, op)
+			ops = append(ops, op)
 		}
 	}
 	addN := func(o []*kernels.Op, e error) {
 		if err == nil && e != nil {
 			err = e
 		}
-		cur = append(cur, o...)
+		ops = append(ops, o...)
 	}
 	scale := float32(1)
 	if c.EmbedScale != 0 {
 		scale = float32(c.EmbedScale)
 	}
 	eps := float32(c.NormEps)
-	bo := func(bias *kernels.Buffer, xs, os int) kernels.BatchOpts {
-		o := kernels.BatchOpts{XStride: xs, OutStride: os}
+	attnScale := float32(1 / math.Sqrt(float64(c.HeadDim)))
+	if c.AttnScale != 0 {
+		attnScale = float32(c.AttnScale)
+	}
+	ctxLen := b.m.opts.Context
+	f16 := !b.m.opts.KVF32
+	table := whole(b.table)
+	bo := func(bias *kernels.Buffer) kernels.BatchOpts {
+		var o kernels.BatchOpts
 		if bias != nil {
 			o.Bias = whole(bias)
 		}
 		return o
 	}
 	addN(d.Embed(b.m.embed, whole(b.ids), whole(b.x), n, scale))
-	for _, ly := range b.m.layers {
+	for l, ly := range b.m.layers {
 		add(d.RMSNorm(whole(b.x), whole(ly.attnNorm), whole(b.xn), n, c.HiddenSize, eps, c.NormAddOne))
+		rows := b.qkvL.rows(c, ly.qkv != nil, n, 0)
+		rows.Slots = b.kv
 		if ly.qkv != nil {
-			addN(d.MatMulBatch(ly.qkv, whole(b.xn), whole(b.qkv), n, bo(ly.qkvBias, 0, b.qkvL.rowS)))
+			addN(d.MatMulBatch(ly.qkv, whole(b.xn), whole(b.qkv), n, bo(ly.qkvBias)))
 		} else {
-			l := b.qkvL
-			q, k := at(b.qkv, 0), at(b.qkv, l.kBlock)
+			q, k := at(b.qkv, rows.QOff), at(b.qkv, rows.KOff)
 			if c.QKNorm {
 				q, k = whole(b.qRaw), whole(b.kRaw)
 			}
-			addN(d.MatMulBatch(ly.q, whole(b.xn), q, n, bo(ly.qBias, 0, l.qS)))
-			addN(d.MatMulBatch(ly.k, whole(b.xn), k, n, bo(ly.kBias, 0, l.kS)))
-			addN(d.MatMulBatch(ly.v, whole(b.xn), at(b.qkv, l.vBlock), n, bo(ly.vBias, 0, l.kS)))
+			addN(d.MatMulBatch(ly.q, whole(b.xn), q, n, bo(ly.qBias)))
+			addN(d.MatMulBatch(ly.k, whole(b.xn), k, n, bo(ly.kBias)))
+			addN(d.MatMulBatch(ly.v, whole(b.xn), at(b.qkv, rows.VOff), n, bo(ly.vBias)))
+			if c.QKNorm {
+				add(d.RMSNorm(whole(b.qRaw), whole(ly.qNorm), at(b.qkv, rows.QOff), n*c.Heads, c.HeadDim, eps, c.NormAddOne))
+				add(d.RMSNorm(whole(b.kRaw), whole(ly.kNorm), at(b.qkv, rows.KOff), n*c.KVHeads, c.HeadDim, eps, c.NormAddOne))
+			}
 		}
-		stages = append(stages, cur)
-		cur = nil
-		// (Each session's RoPE, KV write and attention run here.)
+		// Every row on its own position and KV slot (the table).
+		rope, sliding := b.m.rope, c.LayerSliding(l)
+		if sliding {
+			rope = b.m.ropeLocal
+		}
+		add(d.RoPEKV(whole(b.qkv), whole(b.kc[l]), whole(b.vc[l]), table, rows, ctxLen, f16, rope))
+		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap), QStride: rows.QStride, Slots: b.kv}
+		if sliding && c.SlidingWindow < ctxLen {
+			ao.Window = c.SlidingWindow
+		}
+		if ly.sinks != nil {
+			ao.Sinks = whole(ly.sinks)
+		}
+		addN(d.Attention(at(b.qkv, rows.QOff), whole(b.kc[l]), whole(b.vc[l]), whole(b.att), table, n, c.Heads, c.KVHeads, c.HeadDim, ctxLen, ao))
 		if ly.postAttnNorm == nil {
-			o := bo(ly.oBias, b.attS, 0)
+			o := bo(ly.oBias)
 			o.Accumulate = true
 			addN(d.MatMulBatch(ly.o, whole(b.att), whole(b.x), n, o))
 		} else {
-			addN(d.MatMulBatch(ly.o, whole(b.att), whole(b.tmp), n, bo(ly.oBias, b.attS, 0)))
+			addN(d.MatMulBatch(ly.o, whole(b.att), whole(b.tmp), n, bo(ly.oBias)))
 			add(d.RMSNorm(whole(b.tmp), whole(ly.postAttnNorm), whole(b.tmp2), n, c.HiddenSize, eps, c.NormAddOne))
 			add(d.AddInPlace(whole(b.x), whole(b.tmp2), n*c.HiddenSize))
 		}
 		add(d.RMSNorm(whole(b.x), whole(ly.ffnNorm), whole(b.xn), n, c.HiddenSize, eps, c.NormAddOne))
 		if e := ly.moe; e != nil {
 			k, ffn := c.ExpertsUsed, c.ExpertFFN
-			addN(d.MatMulBatch(e.router, whole(b.xn), whole(b.rlog), n, bo(e.routerBias, 0, 0)))
+			addN(d.MatMulBatch(e.router, whole(b.xn), whole(b.rlog), n, bo(e.routerBias)))
 			add(d.MoERoute(whole(b.rlog), whole(b.sel), whole(b.wts), n, c.Experts, k, e.gating))
 			addN(d.MatMulExperts(e.gateUp, whole(b.xn), whole(b.sel), whole(b.egu), n, k, false, optional(e.gateUpBias)))
 			add(d.GatedAct(whole(b.egu), whole(b.eh), n*k, ffn, 2*ffn, ffn, activation(c.Activation)))
@@ -430,87 +486,17 @@ func (b *Batch) plan(n int) (*batchPlan, error) {
 				add(d.AddInPlace(whole(b.x), whole(b.tmp2), n*c.HiddenSize))
 			}
 		}
+		if err != nil {
+			releaseOps(ops)
+			return nil, fmt.Errorf("batch of %d, layer %d: %w", n, l, err)
+		}
 	}
 	add(d.RMSNorm(whole(b.x), whole(b.m.outNorm), whole(b.xn), n, c.HiddenSize, eps, c.NormAddOne))
 	addN(d.MatMulBatch(b.m.output, whole(b.xn), whole(b.logits), n, kernels.BatchOpts{}))
-	stages = append(stages, cur)
-	pl := &batchPlan{stages: stages}
 	if err != nil {
-		pl.release()
+		releaseOps(ops)
 		return nil, fmt.Errorf("batch of %d: %w", n, err)
 	}
-	b.plans[n] = pl
-	return pl, nil
-}
-
-func (pl *batchPlan) release() {
-	for _, st := range pl.stages {
-		for _, op := range st {
-			op.Release()
-		}
-	}
-}
-
-// seqPlan returns (building once) s's ops at slot i: per layer, what the
-// session's own decode pass runs on its position and KV cache (session.go
-// build, m == 1), reading and writing slot i of the batch's activations.
-func (b *Batch) seqPlan(s *Session, i int) (*seqOps, error) {
-	key := seqKey{s, i}
-	if so, ok := b.seqs[key]; ok {
-		return so, nil
-	}
-	c := b.m.Config
-	d := b.m.dev
-	so := &seqOps{}
-	var cur []*kernels.Op
-	var err error
-	add := func(op *kernels.Op, e error) {
-		if err == nil && e != nil {
-			err = e
-		}
-		if op != nil {
-			cur = append(cur, op)
-		}
-	}
-	eps := float32(c.NormEps)
-	attnScale := float32(1 / math.Sqrt(float64(c.HeadDim)))
-	if c.AttnScale != 0 {
-		attnScale = float32(c.AttnScale)
-	}
-	pos := whole(s.posBuf)
-	f16 := !b.m.opts.KVF32
-	for l, ly := range b.m.layers {
-		rope := b.m.rope
-		sliding := c.LayerSliding(l)
-		if sliding {
-			rope = b.m.ropeLocal
-		}
-		rows := b.qkvL.rows(c, ly.qkv != nil, 1, i)
-		if ly.qkv == nil && c.QKNorm {
-			l := b.qkvL
-			add(d.RMSNorm(slot(b.qRaw, i, l.qS, 0), whole(ly.qNorm), at(b.qkv, rows.QOff), c.Heads, c.HeadDim, eps, c.NormAddOne))
-			add(d.RMSNorm(slot(b.kRaw, i, l.kS, 0), whole(ly.kNorm), at(b.qkv, rows.KOff), c.KVHeads, c.HeadDim, eps, c.NormAddOne))
-		}
-		add(d.RoPEKV(whole(b.qkv), whole(s.kc[l]), whole(s.vc[l]), pos, rows, s.ctxLen, f16, rope))
-		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap), QStride: rows.QStride}
-		if sliding && c.SlidingWindow < s.ctxLen {
-			ao.Window = c.SlidingWindow
-		}
-		if ly.sinks != nil {
-			ao.Sinks = whole(ly.sinks)
-		}
-		ops, e := d.Attention(at(b.qkv, rows.QOff), whole(s.kc[l]), whole(s.vc[l]), slot(b.att, i, b.attS, 0), pos, 1, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao)
-		if err == nil && e != nil {
-			err = e
-		}
-		cur = append(cur, ops...)
-		so.layers = append(so.layers, cur)
-		cur = nil
-		if err != nil {
-			so.release()
-			return nil, fmt.Errorf("batch slot %d, layer %d: %w", i, l, err)
-		}
-	}
-	b.seqs[key] = so
-	return so, nil
+	b.plans[n] = ops
+	return ops, nil
 }

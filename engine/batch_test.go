@@ -5,6 +5,7 @@ package engine
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -25,7 +26,9 @@ func TestBatchTokens(t *testing.T) {
 		{[]int{1, 261, 376, 432}, GenerateOptions{MaxTokens: 18, Sample: SampleOptions{Temp: 0.9, TopK: 20, TopP: 0.9, RepPenalty: 1.1, Seed: 5}}},
 		{[]int{1, 403, 407, 261, 378}, greedy(16)}, // joins late
 	}
-	for _, file := range []string{"models/stories260K.gguf", "models/stories260K-Q4_K_M.gguf", "models/tiny-mixtral-Q8_0.gguf"} {
+	// Llama 2 in F32 and Q4_K_M, Mixtral (MoE), Gemma 3 (q/k norms, sliding
+	// windows, sandwich norms), GPT-OSS (sinks, windows, MXFP4 experts).
+	for _, file := range []string{"models/stories260K.gguf", "models/stories260K-Q4_K_M.gguf", "models/tiny-mixtral-Q8_0.gguf", "hf/gemma3", "models/tiny-gptoss-MXFP4_MOE.gguf"} {
 		t.Run(file, func(t *testing.T) {
 			m := loadShared(t, file, Options{Context: 64})
 			want := make([][]int, len(seqs))
@@ -47,7 +50,7 @@ func TestBatchTokens(t *testing.T) {
 			errs := make([]error, len(seqs))
 			var wg sync.WaitGroup
 			run := func(i int) {
-				s, err := m.NewSession()
+				s, err := b.NewSession()
 				if err == nil {
 					err = b.Join(s)
 				}
@@ -106,24 +109,58 @@ func TestBatchJoinErrors(t *testing.T) {
 			t.Errorf("NewBatch(%d) accepted", n)
 		}
 	}
-	b, err := m.NewBatch(1)
+	b, err := m.NewBatch(2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	s1, s2 := newSession(t, m), newSession(t, m)
+	if err := b.Join(newSession(t, m)); err == nil {
+		t.Error("a session with its own KV cache joined")
+	}
+	s1, err := b.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := b.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s3, err := b.NewSession(); err == nil {
+		s3.Close()
+		t.Error("a batch of 2 made a third session")
+	}
 	if err := b.Join(s1); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Join(s1); err == nil {
 		t.Error("a session joined twice")
 	}
-	if err := b.Join(s2); err == nil {
-		t.Error("a full batch took another session")
-	}
 	b.Leave(s1)
-	if err := b.Join(s2); err != nil {
-		t.Errorf("after a Leave: %v", err)
+	// A closed session gives its slot back.
+	s2.Close()
+	s3, err := b.NewSession()
+	if err != nil {
+		t.Fatalf("after a Close: %v", err)
 	}
-	b.Leave(s2)
+	if err := b.Join(s3); err != nil {
+		t.Errorf("a session in a freed slot: %v", err)
+	}
+	b.Leave(s3)
+	s1.Close()
+	s3.Close()
+}
+
+// TestBatchKVTooLarge: a batch whose KV caches would not fit one
+// binding says so.
+func TestBatchKVTooLarge(t *testing.T) {
+	m := loadShared(t, "models/stories260K.gguf", Options{Context: 16})
+	lim := m.dev.Limits().MaxStorageBufferBindingSize
+	per := uint64(m.Config.KVHeads) * uint64(m.Config.HeadDim) * 2 // f16 bytes a token
+	m.opts.Context = int(lim/per/2) + 1
+	if b, err := m.NewBatch(2); err == nil {
+		b.Close()
+		t.Fatalf("a batch of 2 × %d tokens (over %d bytes a layer) was made", m.opts.Context, lim)
+	} else if !strings.Contains(err.Error(), "binding") {
+		t.Errorf("error %q does not say why", err)
+	}
 }

@@ -41,9 +41,9 @@ func (s *Session) ExportKV(n int) ([]byte, error) {
 	row := uint64(c.HeadDim * s.kvElem())
 	out := make([]byte, 0, s.KVBytes(n))
 	for l := 0; l < c.Layers; l++ {
-		for _, buf := range []*kernels.Buffer{s.kc[l], s.vc[l]} {
+		for _, r := range []kernels.BufferRange{s.kc[l], s.vc[l]} {
 			for h := 0; h < c.KVHeads; h++ {
-				b, err := s.dev.Read(buf, uint64(h*s.ctxLen)*row, uint64(n)*row)
+				b, err := s.dev.Read(r.Buf, r.Offset+uint64(h*s.ctxLen)*row, uint64(n)*row)
 				if err != nil {
 					return nil, err
 				}
@@ -67,10 +67,10 @@ func (s *Session) ImportKV(n int, data []byte) error {
 	row := uint64(c.HeadDim * s.kvElem())
 	off := 0
 	for l := 0; l < c.Layers; l++ {
-		for _, buf := range []*kernels.Buffer{s.kc[l], s.vc[l]} {
+		for _, r := range []kernels.BufferRange{s.kc[l], s.vc[l]} {
 			for h := 0; h < c.KVHeads; h++ {
 				size := n * int(row)
-				if err := s.dev.Write(buf, uint64(h*s.ctxLen)*row, data[off:off+size]); err != nil {
+				if err := s.dev.Write(r.Buf, r.Offset+uint64(h*s.ctxLen)*row, data[off:off+size]); err != nil {
 					return err
 				}
 				off += size

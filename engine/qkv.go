@@ -22,15 +22,11 @@ type qkvLayout struct {
 }
 
 // newQKVLayout sizes the layout for n tokens; align is the binding offset
-// alignment in f32 values. With padRows every token's row starts at a
-// bindable offset too (the batch binds one sequence's q row).
-func newQKVLayout(c rdrr.Config, n, align int, padRows bool) qkvLayout {
+// alignment in f32 values.
+func newQKVLayout(c rdrr.Config, n, align int) qkvLayout {
 	pad := func(v int) int { return (v + align - 1) / align * align }
 	l := qkvLayout{qDim: c.Heads * c.HeadDim, kvDim: c.KVHeads * c.HeadDim}
 	l.rowS, l.qS, l.kS = l.qDim+2*l.kvDim, l.qDim, l.kvDim
-	if padRows {
-		l.rowS, l.qS, l.kS = pad(l.rowS), pad(l.qS), pad(l.kS)
-	}
 	l.kBlock = pad(n * l.qS)
 	l.vBlock = l.kBlock + pad(n*l.kS)
 	l.size = max(n*l.rowS, l.vBlock+n*l.kS)

@@ -39,19 +39,21 @@ type Session struct {
 	// MoE: router logits [batch][E], chosen experts and weights [batch][k],
 	// expert activations [batch][k][…].
 	rlog, sel, wts, egu, eh, ey *kernels.Buffer
-	selSlots                    *kernels.Buffer // paging: sel mapped to resident slots
-	xLast, xnLast               *kernels.Buffer // the last row, for the LM head after a prefill
-	logits                      *kernels.Buffer // [vocab]
-	logitsAll                   *kernels.Buffer // [batch][vocab], built on demand
-	ids                         *kernels.Buffer // u32 [batch], written by the CPU
-	tok                         *kernels.Buffer // u32, the sampled token (the next decode input)
-	posBuf                      *kernels.Buffer // u32 pos0 of the current batch
-	kc, vc                      []*kernels.Buffer
+	selSlots                    *kernels.Buffer       // paging: sel mapped to resident slots
+	xLast, xnLast               *kernels.Buffer       // the last row, for the LM head after a prefill
+	logits                      *kernels.Buffer       // [vocab]
+	logitsAll                   *kernels.Buffer       // [batch][vocab], built on demand
+	ids                         *kernels.Buffer       // u32 [batch], written by the CPU
+	tok                         *kernels.Buffer       // u32, the sampled token (the next decode input)
+	posBuf                      *kernels.Buffer       // u32 pos0 of the current batch
+	kc, vc                      []kernels.BufferRange // per layer; in own buffers or a Batch's slot
 
 	plans   map[planKey]*plan
 	sampler *gpuSampler
 	bufs    []*kernels.Buffer
 	joined  *Batch // while set, decode steps run in that batch (batch.go)
+	home    *Batch // the batch whose KV slot holds the cache (Batch.NewSession); nil: own buffers
+	slot    int    // the slot in home
 }
 
 // plan is a recorded forward pass. With expert paging, cuts mark where the
@@ -74,11 +76,17 @@ type planKey struct {
 
 // NewSession allocates a session's buffers and KV cache.
 func (m *Model) NewSession() (*Session, error) {
+	return m.newSession(nil)
+}
+
+// newSession allocates a session; with kv, its KV cache is kv's ranges
+// (per layer, K and V) instead of buffers of its own.
+func (m *Model) newSession(kv func(layer int) (k, v kernels.BufferRange)) (*Session, error) {
 	c := m.Config
 	s := &Session{m: m, dev: m.dev, ctxLen: m.opts.Context, batch: m.opts.Batch, plans: map[planKey]*plan{}}
 	qDim, kvDim := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	b := uint64(s.batch)
-	s.qkvL = newQKVLayout(c, s.batch, m.dev.Limits().MinStorageOffsetAlignment/4, false)
+	s.qkvL = newQKVLayout(c, s.batch, m.dev.Limits().MinStorageOffsetAlignment/4)
 	nb := func(need bool, n uint64) uint64 { // size of an optional buffer
 		if need {
 			return n
@@ -128,13 +136,18 @@ func (m *Model) NewSession() (*Session, error) {
 	f16 := !m.opts.KVF32
 	kvBytes := kernels.KVCacheBytes(c.KVHeads, s.ctxLen, c.HeadDim, f16)
 	for l := 0; l < c.Layers; l++ {
-		for _, dst := range []*[]*kernels.Buffer{&s.kc, &s.vc} {
+		if kv != nil {
+			k, v := kv(l)
+			s.kc, s.vc = append(s.kc, k), append(s.vc, v)
+			continue
+		}
+		for _, dst := range []*[]kernels.BufferRange{&s.kc, &s.vc} {
 			buf, err := s.dev.NewBuffer(fmt.Sprintf("kv%d", l), kvBytes)
 			if err != nil {
 				s.Close()
 				return nil, fmt.Errorf("KV cache for %d tokens: %w", s.ctxLen, err)
 			}
-			*dst = append(*dst, buf)
+			*dst = append(*dst, whole(buf))
 			s.bufs = append(s.bufs, buf)
 		}
 	}
@@ -156,6 +169,10 @@ func (s *Session) Close() {
 	s.plans = nil
 	if s.sampler != nil {
 		s.sampler.release()
+	}
+	if s.home != nil {
+		s.home.free(s)
+		s.home = nil
 	}
 }
 
@@ -287,7 +304,7 @@ func (s *Session) build(k planKey) (*plan, error) {
 			}
 		}
 		// One dispatch rotates q and k and writes k and v to the cache.
-		add(d.RoPEKV(whole(s.qkv), whole(s.kc[l]), whole(s.vc[l]), pos, rows, s.ctxLen, f16, rope))
+		add(d.RoPEKV(whole(s.qkv), s.kc[l], s.vc[l], pos, rows, s.ctxLen, f16, rope))
 		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap), QStride: rows.QStride}
 		if sliding && c.SlidingWindow < s.ctxLen {
 			// (A window as long as the cache changes nothing.)
@@ -296,7 +313,7 @@ func (s *Session) build(k planKey) (*plan, error) {
 		if ly.sinks != nil {
 			ao.Sinks = whole(ly.sinks)
 		}
-		addN(d.Attention(at(s.qkv, rows.QOff), whole(s.kc[l]), whole(s.vc[l]), whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao))
+		addN(d.Attention(at(s.qkv, rows.QOff), s.kc[l], s.vc[l], whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao))
 		residual(ly.o, s.att, ly.oBias, ly.postAttnNorm)
 		add(d.RMSNorm(whole(s.x), whole(ly.ffnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
 		if e := ly.moe; e != nil {

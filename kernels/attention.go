@@ -22,14 +22,16 @@ var attentionPrefillWGSL string
 // AttnMaxHeadDim is the largest head dimension Attention supports.
 const AttnMaxHeadDim = 256
 
-// attentionParams mirrors Params in attention_{decode,prefill}.wgsl (48 bytes).
+// attentionParams mirrors Params in attention_decode.wgsl (64 bytes); the
+// prefill kernels' Params are its first 48.
 type attentionParams struct {
 	Heads, KVHeads, Capacity, QStride uint32
 	Window, HasSinks, M               uint32
 	NC                                uint32 // decode: chunks per (head, token)
 	Scale, Softcap                    float32
 	MinL                              uint32 // decode: fewest keys per chunk
-	_                                 uint32
+	Slots, SlotRows                   uint32 // decode: KVSlots
+	_                                 [3]uint32
 }
 
 // AttnOpts configures Attention.
@@ -40,6 +42,9 @@ type AttnOpts struct {
 	Softcap float32     // 0 = off; else scores = softcap*tanh(scores/softcap) (Gemma 2)
 	F16     bool        // cache dtype
 	QStride int         // elements between tokens in q (0 = heads*headDim)
+	// Slots: each query token is one sequence's, with its own position
+	// and cache (the split kernel then serves any m).
+	Slots KVSlots
 }
 
 // attnPrefillTile is the query/key tile of the prefill kernel for a head
@@ -88,6 +93,10 @@ func (d *Device) Attention(q, kCache, vCache, out, pos BufferRange, m, heads, kv
 	if qStride == 0 {
 		qStride = heads * headDim
 	}
+	run := m // tokens of one sequence in the batch
+	if o.Slots.N > 0 {
+		run = 1
+	}
 	switch {
 	case m <= 0 || heads <= 0 || kvHeads <= 0 || heads%kvHeads != 0 || headDim <= 0 || capacity <= 0 || o.Window < 0:
 		return nil, fmt.Errorf("kernels: attention: bad shape m=%d heads=%d kvHeads=%d headDim=%d capacity=%d window=%d", m, heads, kvHeads, headDim, capacity, o.Window)
@@ -95,17 +104,20 @@ func (d *Device) Attention(q, kCache, vCache, out, pos BufferRange, m, heads, kv
 		return nil, fmt.Errorf("kernels: attention: headDim %d unsupported (≤ %d, even for f16)", headDim, AttnMaxHeadDim)
 	case qStride < heads*headDim:
 		return nil, fmt.Errorf("kernels: attention: QStride %d < heads*headDim %d", qStride, heads*headDim)
-	case o.Window > 0 && capacity < o.Window+m-1:
-		return nil, fmt.Errorf("kernels: attention: a %d-slot cache cannot hold the %d keys a batch of %d with window %d needs", capacity, o.Window+m-1, m, o.Window)
+	case o.Window > 0 && capacity < o.Window+run-1:
+		return nil, fmt.Errorf("kernels: attention: a %d-slot cache cannot hold the %d keys a batch of %d with window %d needs", capacity, o.Window+run-1, run, o.Window)
 	case o.Softcap < 0:
 		return nil, fmt.Errorf("kernels: attention: softcap %g < 0", o.Softcap)
 	}
-	cacheBytes := KVCacheBytes(kvHeads, capacity, headDim, o.F16)
+	slotRows, posNeed, err := o.Slots.check(kvHeads, capacity, headDim, o.F16, m, kCache, vCache)
+	if err != nil {
+		return nil, fmt.Errorf("kernels: attention: %w", err)
+	}
 	qNeed := (uint64(m-1)*uint64(qStride) + uint64(heads*headDim)) * 4
 	outNeed := uint64(m*heads*headDim) * 4
-	if q.size() < qNeed || kCache.size() < cacheBytes || vCache.size() < cacheBytes || out.size() < outNeed || pos.size() < 4 {
-		return nil, fmt.Errorf("kernels: attention: q %d bytes (want %d), caches %d/%d (want %d), out %d (want %d), pos %d (want 4)",
-			q.size(), qNeed, kCache.size(), vCache.size(), cacheBytes, out.size(), outNeed, pos.size())
+	if q.size() < qNeed || out.size() < outNeed || pos.size() < posNeed {
+		return nil, fmt.Errorf("kernels: attention: q %d bytes (want %d), out %d (want %d), pos %d (want %d)",
+			q.size(), qNeed, out.size(), outNeed, pos.size(), posNeed)
 	}
 	sinks := o.Sinks
 	var hasSinks uint32
@@ -125,6 +137,10 @@ func (d *Device) Attention(q, kCache, vCache, out, pos BufferRange, m, heads, kv
 	prm := attentionParams{
 		Heads: uint32(heads), KVHeads: uint32(kvHeads), Capacity: uint32(capacity), QStride: uint32(qStride),
 		Window: uint32(o.Window), HasSinks: hasSinks, M: uint32(m), Scale: o.Scale, Softcap: o.Softcap,
+		Slots: uint32(o.Slots.N), SlotRows: uint32(slotRows),
+	}
+	if o.Slots.N > 0 {
+		return d.attentionSplit(q, kCache, vCache, out, pos, sinks, m, heads, kvHeads, headDim, capacity, o.Window, f16, prm)
 	}
 	if m > 1 && !d.attn.tune.forceSplit && !d.attn.tune.prefillOld {
 		if sh, ok := d.attnPrefillTiledShape(headDim, m); ok {
@@ -339,10 +355,15 @@ func (d *Device) attentionSplit(q, kCache, vCache, out, pos, sinks BufferRange, 
 			if op, err = d.NewOp(pipe, params, grid, q, kCache, vCache, part, out, pos, sinks); err == nil {
 				if phase == 0 {
 					// Only the chunks holding keys of the pass's last token
-					// (the most any of its tokens has) get workgroups.
-					x, z := grid[0], grid[2]
-					op.grid = func(pos, _ int) [3]uint32 {
-						return [3]uint32{x, uint32(attnActiveChunks(pos+m-1, capacity, window, nc, minL)), z}
+					// (the most any of its tokens has) get workgroups. With
+					// slots the tokens are of several sequences: the pass's
+					// positions (Encoder.SetPositions) must cover the last.
+					x, z, slots := grid[0], grid[2], prm.Slots > 0
+					op.grid = func(pos, n int) [3]uint32 {
+						if !slots {
+							n = m
+						}
+						return [3]uint32{x, uint32(attnActiveChunks(pos+n-1, capacity, window, nc, minL)), z}
 					}
 				}
 				scr.tie(op)

@@ -31,6 +31,10 @@ struct Params {
     scale: f32,
     softcap: f32,
     minl: u32,     // fewest keys per chunk
+    slots: u32,    // 0: one cache, token t at position pos[0] + t
+    slot_rows: u32, // head rows from one slot's cache to the next
+    _pad0: u32,
+    _pad1: u32,
     _pad2: u32,
 }
 
@@ -76,8 +80,22 @@ struct Span {
     nact: u32,  // chunks holding keys
 }
 
+// Token t's position and the first head row of its cache: with slots,
+// pos holds a (position, slot) pair per token (one sequence each).
+fn row_at(t: u32) -> vec2<u32> {
+    if (params.slots > 0u) {
+        return vec2<u32>(pos[2u * t], pos[2u * t + 1u] * params.slot_rows);
+    }
+    return vec2<u32>(pos[0] + t, 0u);
+}
+
+// A token whose slot lies past the caches has no keys: it is skipped.
+fn skipped(t: u32) -> bool {
+    return params.slots > 0u && pos[2u * t + 1u] >= params.slots;
+}
+
 fn span(t: u32) -> Span {
-    let i = pos[0] + t;
+    let i = row_at(t).x;
     var lo = i + 1u - min(i + 1u, params.capacity);
     if (params.window > 0u) {
         lo = max(lo, i + 1u - min(i + 1u, params.window));
@@ -90,6 +108,9 @@ fn span(t: u32) -> Span {
 fn chunk(wid: vec3<u32>, lid: u32) {
     let t = wid.z;
     let c = wid.y;
+    if (skipped(t)) {
+        return;
+    }
     let sp = span(t);
     if (c >= sp.nact) {
         return;
@@ -99,7 +120,7 @@ fn chunk(wid: vec3<u32>, lid: u32) {
     let h0 = wid.x * GW;
     let cs = sp.lo + c * sp.len;
     let ce = min(cs + sp.len, sp.lo + sp.nk);
-    let kvbase = kvh * params.capacity;
+    let kvbase = row_at(t).y + kvh * params.capacity;
 
     for (var x = lid; x < GW * HD4; x += WG) {
         let g = x / HD4;
@@ -235,6 +256,9 @@ fn chunk(wid: vec3<u32>, lid: u32) {
 fn combine(wid: vec3<u32>, lid: u32) {
     let h = wid.x;
     let t = wid.y;
+    if (skipped(t)) {
+        return;
+    }
     let sp = span(t);
     let hb = (t * params.heads + h) * params.nc;
     // Chunk c's (m, l) to red / ps; then every thread finds M and the

@@ -25,8 +25,7 @@ type BatchOpts struct {
 	MatMulOpts // Bias, Accumulate (and the m == 1 kernel's tuning)
 	// XStride and OutStride are the f32 values between consecutive vectors
 	// of x and of out (w.Cols and w.Rows); XStride is a multiple of 4 when
-	// w.Cols is. Padded strides let a vector start at an aligned offset,
-	// where one sequence's ops bind it alone.
+	// w.Cols is: the vectors may be rows of a wider layout.
 	XStride, OutStride int
 }
 

@@ -19,7 +19,7 @@ type ropeKVParams struct {
 	VOff, VStride              uint32
 	Capacity, Dim, Neox        uint32
 	Scale                      float32
-	_                          [2]uint32
+	Slots, SlotRows            uint32
 	InvFreq                    [ropeMaxFreqs]float32
 }
 
@@ -29,11 +29,51 @@ type ropeKVParams struct {
 // stacked matmul output has QOff 0, KOff Heads·HeadDim, VOff KOff +
 // KVHeads·HeadDim and all three strides the row's width; three separate
 // blocks have each their own offset and stride.
+//
+// With Slots.N > 0 the rows are one token each of different sequences,
+// each with its own position and cache (KVSlots).
 type QKVRows struct {
 	M, Heads, KVHeads, HeadDim int
 	QOff, QStride              int
 	KOff, KStride              int
 	VOff, VStride              int
+	Slots                      KVSlots
+}
+
+// KVSlots lays the KV caches of up to N sequences one after another in
+// one K and one V buffer, Stride bytes apart (each cache KVCacheBytes's
+// layout), so that one RoPEKV and one Attention serve a decode step of
+// several sequences. Ops built with N > 0 read a table from the position
+// buffer instead of pos0: per row t, the u32 pair (position, slot), and
+// row t uses the cache of that slot at that position. Rows naming a slot
+// ≥ N are skipped. The zero KVSlots is one cache, rows at pos0+t.
+type KVSlots struct {
+	N      int
+	Stride uint64 // ≥ the cache's bytes, a whole number of head rows
+}
+
+// check validates the slots against one cache of the given shape and the
+// K and V buffers; it returns the stride in head rows and the bytes the
+// position buffer must hold for m rows.
+func (s KVSlots) check(kvHeads, capacity, headDim int, f16 bool, m int, kc, vc BufferRange) (rows uint64, posBytes uint64, err error) {
+	cache := KVCacheBytes(kvHeads, capacity, headDim, f16)
+	if s.N == 0 {
+		if kc.size() < cache || vc.size() < cache {
+			return 0, 0, fmt.Errorf("caches %d and %d bytes, want %d", kc.size(), vc.size(), cache)
+		}
+		return 0, 4, nil
+	}
+	row := KVCacheBytes(1, 1, headDim, f16)
+	need := uint64(s.N-1)*s.Stride + cache
+	switch {
+	case s.N < 0 || s.Stride < cache || s.Stride%row != 0:
+		return 0, 0, fmt.Errorf("%d KV slots %d bytes apart: want a stride ≥ %d bytes, a multiple of %d", s.N, s.Stride, cache, row)
+	case s.Stride/row > 1<<31:
+		return 0, 0, fmt.Errorf("KV slot stride %d bytes: too large", s.Stride)
+	case kc.size() < need || vc.size() < need:
+		return 0, 0, fmt.Errorf("caches %d and %d bytes, want %d for %d slots", kc.size(), vc.size(), need, s.N)
+	}
+	return s.Stride / row, uint64(8 * m), nil
 }
 
 // span is a block of rows: the first at f32 index off, one every stride,
@@ -80,7 +120,8 @@ func (r QKVRows) spans() (q, k, v span) {
 // RoPEKV builds one Op that rotates the q rows in x in place (RoPE) and
 // writes the rotated k rows and the v rows into the K and V caches
 // (KVCacheBytes's layout, a ring of capacity slots, f16 pairs when f16),
-// for tokens at positions pos0.. where pos0 is the u32 in pos. The k rows
+// for tokens at positions pos0.. where pos0 is the u32 in pos (or each
+// row at its own position and cache: r.Slots). The k rows
 // in x are left as they were. One dispatch where rotating q and k and
 // storing k and v took three or four: a decode step's layer is a chain of
 // dependent dispatches, and each costs a barrier.
@@ -96,10 +137,12 @@ func (d *Device) RoPEKV(x, kc, vc, pos BufferRange, r QKVRows, capacity int, f16
 	}
 	q, k, v := r.spans()
 	need := uint64(max(q.end(), k.end(), v.end())) * 4
-	cache := KVCacheBytes(r.KVHeads, capacity, r.HeadDim, f16)
-	if x.size() < need || kc.size() < cache || vc.size() < cache || pos.size() < 4 {
-		return nil, fmt.Errorf("kernels: ropekv: x %d bytes (want %d), caches %d and %d (want %d), pos %d (want 4)",
-			x.size(), need, kc.size(), vc.size(), cache, pos.size())
+	slotRows, posNeed, err := r.Slots.check(r.KVHeads, capacity, r.HeadDim, f16, r.M, kc, vc)
+	if err != nil {
+		return nil, fmt.Errorf("kernels: ropekv: %w", err)
+	}
+	if x.size() < need || pos.size() < posNeed {
+		return nil, fmt.Errorf("kernels: ropekv: x %d bytes (want %d), pos %d (want %d)", x.size(), need, pos.size(), posNeed)
 	}
 	var f uint32
 	key := "ropekv/f32"
@@ -121,7 +164,7 @@ func (d *Device) RoPEKV(x, kc, vc, pos BufferRange, r QKVRows, capacity int, f16
 	prm := ropeKVParams{M: uint32(r.M), Heads: uint32(r.Heads), KVHeads: uint32(r.KVHeads), HeadDim: uint32(r.HeadDim),
 		QOff: uint32(r.QOff), QStride: uint32(r.QStride), KOff: uint32(r.KOff), KStride: uint32(r.KStride),
 		VOff: uint32(r.VOff), VStride: uint32(r.VStride), Capacity: uint32(capacity), Dim: uint32(p.Dim),
-		Neox: neox, Scale: p.scale()}
+		Neox: neox, Scale: p.scale(), Slots: uint32(r.Slots.N), SlotRows: uint32(slotRows)}
 	copy(prm.InvFreq[:], p.InvFreq)
 	params, _ := binary.Append(nil, binary.LittleEndian, prm)
 	words := r.KVHeads * r.HeadDim

@@ -8,6 +8,11 @@
 //     one invocation per cache word (an f16 pair packed in a u32 when
 //     F16 != 0, else the f32 bits). With m > capacity only the last
 //     capacity tokens are written (they would overwrite the earlier ones).
+// With slots > 0 the rows are one token each of up to `slots` sequences
+// whose caches lie one after another in kc and vc, slot_rows head rows
+// apart: pos holds a (position, slot) pair of u32 per row, and row t goes
+// to its slot's cache at its own position (rows of a slot ≥ slots are
+// dropped).
 // k in x is read, not rotated in place, so no invocation reads what
 // another writes: the Go side checks that q's values are apart from k's
 // and v's.
@@ -37,8 +42,8 @@ struct Params {
     dim: u32,
     neox: u32,
     scale: f32,
-    _pad0: u32,
-    _pad1: u32,
+    slots: u32,     // 0: one cache, row t at position pos[0] + t
+    slot_rows: u32, // head rows from one slot's cache to the next
     inv_freq: array<vec4<f32>, 64>, // dim/2 ≤ 256 frequencies, 4 per vec4
 }
 
@@ -81,6 +86,14 @@ fn cos_sin(a: f32) -> vec2<f32> {
         case 3u: { return vec2<f32>(s, -c); }
         default: { return vec2<f32>(c, s); }
     }
+}
+
+// Row t's position and cache slot.
+fn row_at(t: u32) -> vec2<u32> {
+    if (params.slots > 0u) {
+        return vec2<u32>(pos[2u * t], pos[2u * t + 1u]);
+    }
+    return vec2<u32>(pos[0] + t, 0u);
 }
 
 // Indices of rotation pair i of the head at base, and its cos and sin at
@@ -144,7 +157,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
         let h = th % params.heads;
         let t = th / params.heads;
         let ix = pair_at(params.q_off + t * params.q_stride + h * params.head_dim, i);
-        let cs = angle_cs(i, pos[0] + t);
+        let cs = angle_cs(i, row_at(t).x);
         let x0 = x[ix.x];
         let x1 = x[ix.y];
         x[ix.x] = x0 * cs.x - x1 * cs.y;
@@ -163,14 +176,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let t = j / row;
-    if (params.m > params.capacity && t < params.m - params.capacity) {
+    if (params.slots == 0u && params.m > params.capacity && t < params.m - params.capacity) {
+        return;
+    }
+    let ps = row_at(t);
+    if (params.slots > 0u && ps.y >= params.slots) {
         return;
     }
     let r = j % row;
     let h = r / per;
     let w = r % per;
-    let p = pos[0] + t;
-    let dst = (h * params.capacity + p % params.capacity) * per + w;
+    let p = ps.x;
+    let dst = (ps.y * params.slot_rows + h * params.capacity + p % params.capacity) * per + w;
     if (is_v) {
         let s = params.v_off + t * params.v_stride + h * params.head_dim;
         if (F16 != 0u) {

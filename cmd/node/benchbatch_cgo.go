@@ -28,7 +28,7 @@ func batchBench(ctx context.Context, m *engine.Model, prompt []int, o benchOptio
 	defer b.Close()
 	sess := make([]*engine.Session, o.batch)
 	for i := range sess {
-		if sess[i], err = m.NewSession(); err != nil {
+		if sess[i], err = b.NewSession(); err != nil {
 			return nil, 0, fmt.Errorf("session %d of %d: %w", i+1, o.batch, err)
 		}
 		defer sess[i].Close()
