@@ -12,8 +12,9 @@ import (
 
 // TestSpreadClaim: a super-seed sends a block to one peer at a time and
 // not to another until the window (plus the send's duration) has passed
-// since it went out; a failed send frees it at once; the same peer may
-// ask again; with no window every claim succeeds.
+// since it went out, a window that doubles with each send of the block;
+// a failed send frees it at once; the same peer may ask again; with no
+// window every claim succeeds.
 func TestSpreadClaim(t *testing.T) {
 	t0 := time.Unix(1e9, 0)
 	sh := rdrr.Hash{1}
@@ -45,6 +46,24 @@ func TestSpreadClaim(t *testing.T) {
 			{"b", 0, 1, 1900 * time.Millisecond, false, 0, false},
 			{"a", 0, 1, 1900 * time.Millisecond, true, 2 * time.Second, true}, // its own block again
 			{"b", 0, 1, 4100 * time.Millisecond, true, 5 * time.Second, true},
+		}},
+		{"each send doubles the wait", time.Second, []step{
+			{"a", 0, 1, 0, true, 0, true}, // others wait 1 s
+			{"b", 0, 1, 900 * time.Millisecond, false, 0, false},
+			{"b", 0, 1, time.Second, true, time.Second, true}, // then 2 s
+			{"c", 0, 1, 2900 * time.Millisecond, false, 0, false},
+			{"c", 0, 1, 3 * time.Second, true, 3 * time.Second, true}, // then 4 s
+			{"a", 0, 1, 6900 * time.Millisecond, false, 0, false},
+			{"a", 0, 1, 7 * time.Second, true, 7 * time.Second, true},
+			{"b", 1, 1, 7 * time.Second, true, 7 * time.Second, true}, // another block: 1 s
+			{"c", 1, 1, 8 * time.Second, true, 8 * time.Second, true},
+		}},
+		{"a failed resend keeps the count", time.Second, []step{
+			{"a", 0, 1, 0, true, 0, true},
+			{"b", 0, 1, time.Second, true, 1500 * time.Millisecond, false},
+			{"c", 0, 1, 1600 * time.Millisecond, true, 1600 * time.Millisecond, true}, // the second send: 2 s
+			{"b", 0, 1, 3500 * time.Millisecond, false, 0, false},
+			{"b", 0, 1, 3600 * time.Millisecond, true, 3600 * time.Millisecond, true},
 		}},
 		{"failed send frees", time.Second, []step{
 			{"a", 2, 1, 0, true, 100 * time.Millisecond, false},
