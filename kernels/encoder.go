@@ -29,7 +29,9 @@ type Encoder struct {
 // whose grid otherwise covers the whole cache capacity — dispatch only the
 // workgroups that have keys to read. Without it such ops dispatch the grid
 // sized for any position: the same result, more idle workgroups (which cost
-// little on a GPU and much on a CPU rasterizer).
+// little on a GPU and much on a CPU rasterizer). Ops over several
+// sequences (KVSlots) read each row's position from a table: there
+// pos+m-1 must be the furthest row's position.
 func (e *Encoder) SetPositions(pos, m int) {
 	if pos >= 0 && m > 0 {
 		e.pos, e.m = pos, m
