@@ -135,7 +135,11 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 		}
 		return r * n * wg * 4
 	}
-	for r > 1 && (r*n > 32 || storage(r) > d.limits.MaxWorkgroupStorage) {
+	maxRN := 32 // accumulators a thread keeps (r·n); a sweep's vecRows may ask for 64
+	if o.vecRows > 0 {
+		maxRN = 64
+	}
+	for r > 1 && (r*n > maxRN || storage(r) > d.limits.MaxWorkgroupStorage) {
 		r--
 	}
 	if o.Gated && r%2 != 0 {

@@ -219,6 +219,7 @@ func TestMatMulBatchOptions(t *testing.T) {
 		// Each rows-per-workgroup: the same sums.
 		{dt: quant.Q4_K, rows: 65, cols: 768, n: 8, bias: true, opts: MatMulOpts{vecRows: 2}},
 		{dt: quant.Q6_K, rows: 7, cols: 512, n: 3, acc: true, opts: MatMulOpts{vecRows: 4}},
+		{dt: quant.Q4_K, rows: 67, cols: 512, n: 8, acc: true, opts: MatMulOpts{vecRows: 8}}, // 64 accumulators a thread
 		{dt: quant.Q8_0, rows: 65, cols: 160, n: 5, xPad: 64, opts: MatMulOpts{vecRows: 1}},
 		{dt: quant.Q4_K, rows: 13, cols: 512, n: 4, acc: true, xPad: 8, oPad: 3},
 		// Rows long enough for two units a step (u = 2) and a tail.
@@ -288,7 +289,7 @@ func BenchmarkMatVecBatch(b *testing.B) {
 		// order of the sums, which must stay that of n == 1).
 		// u1: one unit in flight, which sums in another order (not for
 		// use, to tell the unroll's cost from the rows').
-		variants := []MatMulOpts{{}, {vecOld: true}, {vecRows: 1}, {vecRows: 2}, {vecRows: 4}, {vecRows: 2, vecU: 1}}
+		variants := []MatMulOpts{{}, {vecOld: true}, {vecRows: 1}, {vecRows: 2}, {vecRows: 4}, {vecRows: 6}, {vecRows: 8}, {vecRows: 2, vecU: 1}}
 		for _, o := range variants {
 			for _, n := range []int{1, 2, 4, 8, 16} {
 				name := fmt.Sprintf("%s/%dx%d/n%d", s.dt, s.rows, s.cols, n)
