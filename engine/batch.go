@@ -423,21 +423,10 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 		add(d.RMSNorm(whole(b.x), whole(ly.attnNorm), whole(b.xn), n, c.HiddenSize, eps, c.NormAddOne))
 		rows := b.qkvL.rows(c, ly.qkv != nil, n, 0)
 		rows.Slots = b.kv
-		if ly.qkv != nil {
-			addN(d.MatMulBatch(ly.qkv, whole(b.xn), whole(b.qkv), n, bo(ly.qkvBias)))
-		} else {
-			q, k := at(b.qkv, rows.QOff), at(b.qkv, rows.KOff)
-			if c.QKNorm {
-				q, k = whole(b.qRaw), whole(b.kRaw)
-			}
-			addN(d.MatMulBatch(ly.q, whole(b.xn), q, n, bo(ly.qBias)))
-			addN(d.MatMulBatch(ly.k, whole(b.xn), k, n, bo(ly.kBias)))
-			addN(d.MatMulBatch(ly.v, whole(b.xn), at(b.qkv, rows.VOff), n, bo(ly.vBias)))
-			if c.QKNorm {
-				add(d.RMSNorm(whole(b.qRaw), whole(ly.qNorm), at(b.qkv, rows.QOff), n*c.Heads, c.HeadDim, eps, c.NormAddOne))
-				add(d.RMSNorm(whole(b.kRaw), whole(ly.kNorm), at(b.qkv, rows.KOff), n*c.KVHeads, c.HeadDim, eps, c.NormAddOne))
-			}
+		mm := func(w *kernels.Weight, out kernels.BufferRange, bias *kernels.Buffer) ([]*kernels.Op, error) {
+			return d.MatMulBatch(w, whole(b.xn), out, n, bo(bias))
 		}
+		addN(b.m.qkvOps(&ly, mm, b.qkv, b.qRaw, b.kRaw, rows, n))
 		// Every row on its own position and KV slot (the table).
 		rope, sliding := b.m.rope, c.LayerSliding(l)
 		if sliding {

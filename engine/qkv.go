@@ -52,3 +52,51 @@ func (l qkvLayout) rows(c rdrr.Config, stacked bool, m, first int) kernels.QKVRo
 func at(buf *kernels.Buffer, off int) kernels.BufferRange {
 	return kernels.BufferRange{Buf: buf, Offset: uint64(off) * 4}
 }
+
+// matmulFn is MatMul (a session) or MatMulBatch (a batch step) over the
+// pass's tokens of the normed activations, into out, with an optional
+// bias.
+type matmulFn func(w *kernels.Weight, out kernels.BufferRange, bias *kernels.Buffer) ([]*kernels.Op, error)
+
+// qkvOps builds the ops that fill qkv (laid out by rows) with n tokens'
+// q, k and v of layer ly: one matmul where the layer fuses the three,
+// else three, q and k first into qRaw and kRaw when per-head norms
+// (QKNorm) follow.
+func (m *Model) qkvOps(ly *layer, mm matmulFn, qkv, qRaw, kRaw *kernels.Buffer, rows kernels.QKVRows, n int) ([]*kernels.Op, error) {
+	if ly.qkv != nil {
+		return mm(ly.qkv, whole(qkv), ly.qkvBias)
+	}
+	c := m.Config
+	q, k := at(qkv, rows.QOff), at(qkv, rows.KOff)
+	if c.QKNorm {
+		q, k = whole(qRaw), whole(kRaw)
+	}
+	var ops []*kernels.Op
+	for _, p := range []struct {
+		w    *kernels.Weight
+		out  kernels.BufferRange
+		bias *kernels.Buffer
+	}{{ly.q, q, ly.qBias}, {ly.k, k, ly.kBias}, {ly.v, at(qkv, rows.VOff), ly.vBias}} {
+		o, err := mm(p.w, p.out, p.bias)
+		if err != nil {
+			releaseOps(ops)
+			return nil, err
+		}
+		ops = append(ops, o...)
+	}
+	if !c.QKNorm {
+		return ops, nil
+	}
+	for _, p := range []struct {
+		raw, norm *kernels.Buffer
+		off, rows int
+	}{{qRaw, ly.qNorm, rows.QOff, n * c.Heads}, {kRaw, ly.kNorm, rows.KOff, n * c.KVHeads}} {
+		op, err := m.dev.RMSNorm(whole(p.raw), whole(p.norm), at(qkv, p.off), p.rows, c.HeadDim, float32(c.NormEps), c.NormAddOne)
+		if err != nil {
+			releaseOps(ops)
+			return nil, err
+		}
+		ops = append(ops, op)
+	}
+	return ops, nil
+}

@@ -286,23 +286,10 @@ func (s *Session) build(k planKey) (*plan, error) {
 		}
 		add(d.RMSNorm(whole(s.x), whole(ly.attnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
 		rows := s.qkvL.rows(c, ly.qkv != nil, m, 0)
-		if ly.qkv != nil {
-			addN(d.MatMul(ly.qkv, whole(s.xn), whole(s.qkv), m, bias(ly.qkvBias)))
-		} else {
-			// q and k land in their blocks, or first in the raw buffers
-			// when a per-head norm follows.
-			qOut, kOut := at(s.qkv, rows.QOff), at(s.qkv, rows.KOff)
-			if c.QKNorm {
-				qOut, kOut = whole(s.qRaw), whole(s.kRaw)
-			}
-			addN(d.MatMul(ly.q, whole(s.xn), qOut, m, bias(ly.qBias)))
-			addN(d.MatMul(ly.k, whole(s.xn), kOut, m, bias(ly.kBias)))
-			addN(d.MatMul(ly.v, whole(s.xn), at(s.qkv, rows.VOff), m, bias(ly.vBias)))
-			if c.QKNorm {
-				add(d.RMSNorm(whole(s.qRaw), whole(ly.qNorm), at(s.qkv, rows.QOff), m*c.Heads, c.HeadDim, eps, c.NormAddOne))
-				add(d.RMSNorm(whole(s.kRaw), whole(ly.kNorm), at(s.qkv, rows.KOff), m*c.KVHeads, c.HeadDim, eps, c.NormAddOne))
-			}
+		mm := func(w *kernels.Weight, out kernels.BufferRange, b *kernels.Buffer) ([]*kernels.Op, error) {
+			return d.MatMul(w, whole(s.xn), out, m, bias(b))
 		}
+		addN(s.m.qkvOps(&ly, mm, s.qkv, s.qRaw, s.kRaw, rows, m))
 		// One dispatch rotates q and k and writes k and v to the cache.
 		add(d.RoPEKV(whole(s.qkv), s.kc[l], s.vc[l], pos, rows, s.ctxLen, f16, rope))
 		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap), QStride: rows.QStride}
