@@ -79,8 +79,9 @@ type Options struct {
 	// SuperSeed, when set, makes the host a super-seed (BitTorrent's
 	// initial seeding): a block it sent to one peer is not sent to another
 	// for SuperSeed plus as long as the send took (nor while it is being
-	// sent); such a request is answered CodeBusy and its sender finds the
-	// block at the first receiver. For a node that seeds a new model to a
+	// sent), a wait that doubles with each send of the block (up to 16×);
+	// such a request is answered CodeBusy and its sender finds the block
+	// at the first receiver. For a node that seeds a new model to a
 	// swarm (doppler seed sets it), not for peers sharing what they
 	// fetched.
 	SuperSeed           time.Duration

@@ -72,8 +72,9 @@
 //     measured on a 30-peer simulated swarm, a handful of holders carried
 //     30–50 requests each while most carried none. A seed (doppler seed)
 //     also super-seeds (p2p.Options.SuperSeed): a block it sent to one
-//     peer is answered CodeBusy to another for a short while, so that the
-//     first receiver shares it on.
+//     peer is answered CodeBusy to another for a short while (twice as
+//     long after each further send of it), so that the first receiver
+//     shares it on.
 //   - Partial holders. A peer downloading a shard announces the blocks of it
 //     it holds verified (wire.Inventory's Partial, read through PartialSet)
 //     and serves them at once from its partial file. It counts as a holder
