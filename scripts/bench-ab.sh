@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# bench-ab.sh: two builds of doppler, alternated on one GPU machine.
+#
+#   scripts/bench-ab.sh OLD NEW [WORKDIR]
+#
+# Before/after figures for docs/BENCHMARKS.md: a change is kept when it is
+# faster than the build before it on the same warm machine, and the cards
+# the device lends vary, so both builds run there one after the other, on
+# the same synthetic models (doppler bench synth, Q4_K, written once by
+# NEW), ROUNDS times in turn (old, new, old, new, ...). Each row is one
+# `bench inference --prompt PROMPT -n GEN --runs RUNS [--batch B] --json`:
+# prefill and decode tok/s, the batch's aggregate, dispatches per token.
+#
+# Environment: SHAPES (default "8b 1b"), BATCH ("1 8"), ROUNDS (1),
+# RUNS (2), PROMPT (512), GEN (128), BENCH_FLAGS (more bench inference
+# flags, e.g. --allow-software to try the script on lavapipe with a model
+# put at WORKDIR/mSHAPE). The Vulkan setup is bench-gpu.sh's.
+set -euo pipefail
+old=$(realpath "$1")
+new=$(realpath "$2")
+work=${3:-$(mktemp -d)}
+mkdir -p "$work"
+: "${SHAPES:=8b 1b}" "${BATCH:=1 8}" "${ROUNDS:=1}" "${RUNS:=2}" "${PROMPT:=512}" "${GEN:=128}" "${BENCH_FLAGS:=}"
+
+if compgen -G ".gl/*.deb" >/dev/null; then
+	for f in .gl/*.deb; do dpkg -x "$f" /; done
+	ldconfig
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -e "$icd" ] && export VK_DRIVER_FILES=${VK_DRIVER_FILES:-$icd}
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+date -u
+
+echo "| shape | batch | build | prefill tok/s | decode tok/s | aggregate tok/s | dispatches / token |"
+echo "|---|---|---|---|---|---|---|"
+for s in $SHAPES; do
+	m=$work/m$s
+	[ -e "$m/manifest.json" ] || "$new" bench synth --shape "$s" --quant q4_k -o "$m" >&2
+	for b in $BATCH; do
+		for round in $(seq "$ROUNDS"); do
+			for which in old new; do
+				bin=$old
+				[ "$which" = new ] && bin=$new
+				out=$work/$s.b$b.$which.$round.json
+				if ! "$bin" bench inference -m "$m" --prompt "$PROMPT" -n "$GEN" --runs "$RUNS" --batch "$b" $BENCH_FLAGS --json >"$out" 2>"$out.err"; then
+					echo "| $s | $b | $which | failed: $(tail -1 "$out.err") | | | |"
+					continue
+				fi
+				python3 - "$out" "$s" "$b" "$which" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+agg = r.get("aggregate_decode_tok_s")
+print(f'| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {r["prefill_tok_s"]:,.0f} | {r["decode_tok_s"]:,.1f} | '
+      f'{"" if agg is None else f"{agg:,.1f}"} | {r.get("dispatches_per_token", 0):.0f} |')
+PY
+			done
+		done
+	done
+done
+date -u
