@@ -14,7 +14,7 @@
 # Environment: SHAPES (default "8b 1b"), BATCH ("1 8"), ROUNDS (1),
 # RUNS (2), PROMPT (512), GEN (128), BENCH_FLAGS (more bench inference
 # flags, e.g. --allow-software to try the script on lavapipe with a model
-# put at WORKDIR/mSHAPE). The Vulkan setup is bench-gpu.sh's.
+# put at WORKDIR/mSHAPE). The Vulkan setup is gpu-setup.sh's.
 set -euo pipefail
 old=$(realpath "$1")
 new=$(realpath "$2")
@@ -22,13 +22,7 @@ work=${3:-$(mktemp -d)}
 mkdir -p "$work"
 : "${SHAPES:=8b 1b}" "${BATCH:=1 8}" "${ROUNDS:=1}" "${RUNS:=2}" "${PROMPT:=512}" "${GEN:=128}" "${BENCH_FLAGS:=}"
 
-if compgen -G ".gl/*.deb" >/dev/null; then
-	for f in .gl/*.deb; do dpkg -x "$f" /; done
-	ldconfig
-fi
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-[ -e "$icd" ] && export VK_DRIVER_FILES=${VK_DRIVER_FILES:-$icd}
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+. "$(dirname "$0")/gpu-setup.sh"
 date -u
 
 echo "| shape | batch | build | prefill tok/s | decode tok/s | aggregate tok/s | dispatches / token |"

@@ -23,13 +23,7 @@ work=${2:-$(mktemp -d)}
 mkdir -p "$work"
 : "${SHAPES:=1b 8b}" "${RUNS:=3}" "${PROMPT:=512}" "${GEN:=128}" "${BATCH:=}"
 
-if compgen -G ".gl/*.deb" >/dev/null; then
-	for f in .gl/*.deb; do dpkg -x "$f" /; done
-	ldconfig
-fi
-icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-[ -e "$icd" ] && export VK_DRIVER_FILES=${VK_DRIVER_FILES:-$icd}
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+. "$(dirname "$0")/gpu-setup.sh"
 
 # llama.cpp upstream, CUDA, flash attention, llama-bench -p 512 -n 128, same
 # shapes with random weights, on an H200 (issue 15; ../shared/DESIGN.md §7).
