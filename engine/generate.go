@@ -224,9 +224,7 @@ func (g *gpuSampler) accept(id int) {
 }
 
 func (g *gpuSampler) release() {
-	for _, op := range g.ops {
-		op.Release()
-	}
+	releaseOps(g.ops)
 	if g.impl != nil {
 		g.impl.release()
 	}

@@ -162,9 +162,7 @@ func (s *Session) Close() {
 	}
 	s.bufs = nil
 	for _, pl := range s.plans {
-		for _, op := range pl.ops {
-			op.Release()
-		}
+		releaseOps(pl.ops)
 	}
 	s.plans = nil
 	if s.sampler != nil {
