@@ -45,7 +45,7 @@ async function start() {
   } catch (e) {
     throw new Error("cannot load the DOPPLER client: " + (e?.message || e));
   }
-  // cogentcore/webgpu's js backend copies through globalThis.wasm.instance.
+  // the webgpu binding's js backend copies through globalThis.wasm.instance.
   globalThis.wasm = wasm;
   const exited = go.run(wasm.instance).then(() => {
     runtime = null;
