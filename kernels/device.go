@@ -101,7 +101,6 @@ type Device struct {
 	pipelines map[string]*Pipeline
 	staging   []*wgpu.Buffer          // idle MapRead buffers
 	stageSize map[*wgpu.Buffer]uint64 // sizes of staging buffers (the js backend has no GetSize)
-	mapMu     sync.Mutex              // one buffer map at a time (see mapRead)
 	wgpuMu    sync.Mutex              // serializes wgpu's device-wide calls (see serial)
 	scratch   map[uint64][]*Buffer    // idle transient buffers by capacity
 

@@ -57,6 +57,7 @@ type jsDevice struct {
 	queue   js.Value // its GPUQueue
 	log     *slog.Logger
 	onError js.Func
+	mapMu   sync.Mutex // one buffer map at a time (see mapRead)
 	onLost  js.Func
 
 	writeMu sync.Mutex
@@ -360,8 +361,8 @@ func jsAdapterInfo(a js.Value) AdapterInfo {
 // rejected; a failed map then throws from getMappedRange, which is turned
 // into an error here, and the cause shows up as the device's error.
 func (d *Device) mapRead(s *wgpu.Buffer, n uint64) (out []byte, err error) {
-	d.mapMu.Lock()
-	defer d.mapMu.Unlock()
+	d.platform.mapMu.Lock()
+	defer d.platform.mapMu.Unlock()
 	defer func() {
 		if r := recover(); r != nil {
 			jerr, ok := r.(js.Error)
