@@ -59,7 +59,6 @@ type MatMulOpts struct {
 	vecRows int  // rows per workgroup
 	vecOld  bool // the generic kernel even where a fast one exists
 	vecU    int  // fast kernel: units per row in flight per invocation (1, 2)
-	vecSG   int  // fast kernel's reduction: 1 through subgroups where the device has them, -1 never, 0 default (never)
 
 	// Tuning of the m > 1 kernel: tileOld runs matmul_tile.wgsl (the
 	// kernel before the register-blocked one) at every m; tileRN × tileTN
@@ -410,12 +409,6 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 		var src, key string
 		if fast != "" {
 			src, key = fast, fmt.Sprintf("matvecfast/%s/wg%d/r%d/u%d", w.DType, wg, r, unroll)
-			if d.useSubgroups(opts) {
-				if src, err = subgroupReduce(src, wgslEnableSubgroups); err != nil {
-					return nil, err
-				}
-				key += "/sg"
-			}
 			if opts.Gated {
 				if src, err = gateFast(src, opts.Act, false); err != nil {
 					return nil, err

@@ -152,10 +152,6 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	if fast != "" {
 		src, err = matvecFastBatch(fast, r, unroll, n, o.Gated)
 		key = fmt.Sprintf("matvecfast-batch/%s/wg%d/r%d/u%d/n%d", w.DType, wg, r, unroll, n)
-		if err == nil && d.useSubgroups(o.MatMulOpts) {
-			src, err = subgroupReduce(src, wgslEnableSubgroups)
-			key += "/sg"
-		}
 		if err == nil && o.Gated {
 			src, err = gateFast(src, o.Act, true)
 			key += "/gated/" + o.Act.String()

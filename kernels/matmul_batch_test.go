@@ -48,9 +48,6 @@ func (c batchCase) String() string {
 	if c.opts.vecRows > 0 {
 		s += fmt.Sprintf("/r%d", c.opts.vecRows)
 	}
-	if c.opts.vecSG > 0 {
-		s += "/sg"
-	}
 	return s
 }
 
@@ -230,15 +227,6 @@ func TestMatMulBatchOptions(t *testing.T) {
 		{dt: quant.Q6_K, rows: 9, cols: 4608, n: 5, acc: true},
 		{dt: quant.Q8_0, rows: 5, cols: 4128, n: 3},
 		{dt: quant.F16, rows: 5, cols: 2056, n: 6, acc: true},
-		// Reduced through subgroups (where the device has them): the
-		// m == 1 kernel too, so the sums still match.
-		{dt: quant.Q4_K, rows: 65, cols: 768, n: 4, bias: true, acc: true, opts: MatMulOpts{vecSG: 1}},
-		{dt: quant.Q4_K, rows: 9, cols: 4608, n: 8, bias: true, opts: MatMulOpts{vecSG: 1}},
-		{dt: quant.Q4_K, rows: 67, cols: 512, n: 8, acc: true, opts: MatMulOpts{vecRows: 8, vecSG: 1}},
-		{dt: quant.Q6_K, rows: 300, cols: 512, n: 5, acc: true, maxRows: 70, opts: MatMulOpts{vecSG: 1}},
-		{dt: quant.Q8_0, rows: 65, cols: 2080, n: 8, bias: true, xPad: 32, oPad: 63, opts: MatMulOpts{vecSG: 1}},
-		{dt: quant.F16, rows: 5, cols: 2056, n: 6, acc: true, opts: MatMulOpts{vecSG: 1}},
-		{dt: quant.Q4_K, rows: 65, cols: 256, n: 1, opts: MatMulOpts{vecSG: 1}},
 	} {
 		t.Run(c.String(), func(t *testing.T) { checkMatMulBatch(t, d, r, c) })
 	}
@@ -301,17 +289,13 @@ func BenchmarkMatVecBatch(b *testing.B) {
 		// order of the sums, which must stay that of n == 1).
 		// u1: one unit in flight, which sums in another order (not for
 		// use, to tell the unroll's cost from the rows').
-		// sg: the default rows, reduced through subgroups (where the
-		// device has them; else the default kernel again).
-		variants := []MatMulOpts{{}, {vecOld: true}, {vecSG: 1}, {vecRows: 1}, {vecRows: 2}, {vecRows: 4}, {vecRows: 6}, {vecRows: 8}, {vecRows: 2, vecU: 1}}
+		variants := []MatMulOpts{{}, {vecOld: true}, {vecRows: 1}, {vecRows: 2}, {vecRows: 4}, {vecRows: 6}, {vecRows: 8}, {vecRows: 2, vecU: 1}}
 		for _, o := range variants {
 			for _, n := range []int{1, 2, 4, 8, 16} {
 				name := fmt.Sprintf("%s/%dx%d/n%d", s.dt, s.rows, s.cols, n)
 				switch {
 				case o.vecOld:
 					name += "/old"
-				case o.vecSG > 0:
-					name += "/sg"
 				case o.vecRows > 0:
 					if n == 1 {
 						continue

@@ -23,28 +23,18 @@ func TestMatMulGated(t *testing.T) {
 		n         int
 		act       Act
 		xPad      int
-		sg        bool // reduce through subgroups (where the device has them)
 	}{
-		{quant.Q4_K, 37, 512, 1, SiLU, 0, false},
-		{quant.Q4_K, 40, 4608, 8, SiLU, 0, false}, // two units a step
-		{quant.Q6_K, 19, 512, 3, GELUTanh, 0, false},
-		{quant.Q6_K, 9, 4608, 1, SwiGLUOAI, 0, false},
-		{quant.Q8_0, 33, 160, 5, SiLU, 32, false},
-		{quant.Q8_0, 6, 4128, 2, SwiGLUOAI, 0, false},
-		{quant.F16, 21, 1032, 4, GELUTanh, 8, false},
-		{quant.F16, 3, 2056, 16, SiLU, 0, false},
-		{quant.Q4_K, 40, 4608, 8, SiLU, 0, true},
-		{quant.Q4_K, 37, 512, 1, SiLU, 0, true},
-		{quant.Q6_K, 19, 512, 3, GELUTanh, 0, true},
-		{quant.F16, 21, 1032, 4, GELUTanh, 8, true},
+		{quant.Q4_K, 37, 512, 1, SiLU, 0},
+		{quant.Q4_K, 40, 4608, 8, SiLU, 0}, // two units a step
+		{quant.Q6_K, 19, 512, 3, GELUTanh, 0},
+		{quant.Q6_K, 9, 4608, 1, SwiGLUOAI, 0},
+		{quant.Q8_0, 33, 160, 5, SiLU, 32},
+		{quant.Q8_0, 6, 4128, 2, SwiGLUOAI, 0},
+		{quant.F16, 21, 1032, 4, GELUTanh, 8},
+		{quant.F16, 3, 2056, 16, SiLU, 0},
 	}
 	for _, c := range cases {
-		name := fmt.Sprintf("%s/ffn%d/cols%d/n%d/%v", c.dt, c.ffn, c.cols, c.n, c.act)
-		var vecSG int
-		if c.sg {
-			name, vecSG = name+"/sg", 1
-		}
-		t.Run(name, func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/ffn%d/cols%d/n%d/%v", c.dt, c.ffn, c.cols, c.n, c.act), func(t *testing.T) {
 			rows := 2 * c.ffn
 			data := randWeight(r, c.dt, rows, c.cols)
 			w, err := d.UploadWeight("gate_up", c.dt, rows, c.cols, data)
@@ -77,7 +67,7 @@ func TestMatMulGated(t *testing.T) {
 			h := buf("h alone", nil, c.ffn)
 			one := buf("x alone", nil, c.cols)
 
-			ops, err := d.MatMulBatch(w, Whole(xb), Whole(fused), c.n, BatchOpts{MatMulOpts: MatMulOpts{Gated: true, Act: c.act, vecSG: vecSG}, XStride: xs})
+			ops, err := d.MatMulBatch(w, Whole(xb), Whole(fused), c.n, BatchOpts{MatMulOpts: MatMulOpts{Gated: true, Act: c.act}, XStride: xs})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -91,7 +81,7 @@ func TestMatMulGated(t *testing.T) {
 			got := fromBytes[float32](raw)
 
 			// Each vector alone: MatMul, then GatedAct.
-			mm, err := d.MatMul(w, Whole(one), Whole(gu), 1, MatMulOpts{vecSG: vecSG})
+			mm, err := d.MatMul(w, Whole(one), Whole(gu), 1, MatMulOpts{})
 			if err != nil {
 				t.Fatal(err)
 			}

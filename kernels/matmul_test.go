@@ -328,13 +328,13 @@ func BenchmarkMatVec(b *testing.B) {
 	b.Logf("adapter: %s (%s, %s)", d.Info().Name, d.Info().Backend, d.Info().Type)
 	type shape struct{ rows, cols int }
 	shapes := []shape{{4096, 4096}, {14336, 4096}, {4096, 14336}}
-	variants := []MatMulOpts{{vecOld: true}, {}, {vecSG: 1},
+	variants := []MatMulOpts{{vecOld: true}, {},
 		{vecWG: 32, vecRows: 2, vecU: 1}, {vecWG: 32, vecRows: 2, vecU: 2}, {vecWG: 32, vecRows: 4, vecU: 1}, {vecWG: 32, vecRows: 4, vecU: 2},
 		{vecWG: 64, vecRows: 1, vecU: 2}, {vecWG: 64, vecRows: 2, vecU: 1}, {vecWG: 64, vecRows: 2, vecU: 2},
 		{vecWG: 64, vecRows: 4, vecU: 1}, {vecWG: 64, vecRows: 4, vecU: 2},
 		{vecWG: 128, vecRows: 2, vecU: 1}, {vecWG: 128, vecRows: 2, vecU: 2}, {vecWG: 128, vecRows: 4, vecU: 1}, {vecWG: 256, vecRows: 2, vecU: 2}}
 	if os.Getenv("DOPPLER_MATVEC_KNOBS") == "" {
-		variants = variants[:3]
+		variants = variants[:2]
 	}
 	for _, dt := range []quant.DType{quant.Q4_K, quant.Q6_K, quant.Q8_0, quant.F16} {
 		sh := shapes
@@ -419,9 +419,6 @@ func benchMatVecShape(b *testing.B, d *Device, dt quant.DType, rows, cols int, v
 			name = fmt.Sprintf("wg%d_r%d_u%d", wg, rr, u)
 			if o.vecWG == 0 && o.vecRows == 0 && o.vecU == 0 {
 				name = "default"
-			}
-			if o.vecSG > 0 {
-				name += "_sg"
 			}
 		}
 		var ops [][]*Op

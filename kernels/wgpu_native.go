@@ -198,11 +198,6 @@ func openBackend(want string, log *slog.Logger) (backend, error) {
 	return backend{inst: inst, adapter: adapter, dev: dev, info: info, features: feats, offered: offered, platform: platformState{lost: lost}}, nil
 }
 
-// wgslEnableSubgroups is the directive a kernel that uses subgroups
-// starts with: none for naga, which enables them with the device feature
-// and rejects the directive.
-const wgslEnableSubgroups = ""
-
 // instanceBackendPrimary is wgpu's WGPUInstanceBackend_Primary (Vulkan,
 // Metal, D3D12 and the browser's WebGPU), which this binding leaves out.
 const instanceBackendPrimary wgpu.InstanceBackend = 1<<0 | 1<<2 | 1<<3 | 1<<5
