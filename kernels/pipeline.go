@@ -73,10 +73,7 @@ func (d *Device) Pipeline(key, wgsl, entry string, layout []Binding) (*Pipeline,
 // and pipeline.
 func (d *Device) compile(p *Pipeline, entry string) error {
 	var err error
-	if p.module, err = d.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{
-		Label:      p.key,
-		WGSLSource: &wgpu.ShaderSourceWGSL{Code: p.src},
-	}); err != nil {
+	if p.module, err = d.shaderModule(p.key, p.src); err != nil {
 		return fmt.Errorf("kernels: compile %s: %w", p.key, err)
 	}
 	entries := make([]wgpu.BindGroupLayoutEntry, len(p.layout))

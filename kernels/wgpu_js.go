@@ -34,9 +34,10 @@ func computePipelineDesc(_ string, l *wgpu.PipelineLayout, m *wgpu.ShaderModule,
 	return &wgpu.ComputePipelineDescriptor{Layout: l, Compute: wgpu.ProgrammableStageDescriptor{Module: m, EntryPoint: entry}}
 }
 
-// wgslEnableSubgroups is the directive a kernel that uses subgroups
-// starts with: browsers require it.
-const wgslEnableSubgroups = "enable subgroups;\n"
+// shaderModule compiles WGSL source; the browser applies its own checks.
+func (d *Device) shaderModule(label, src string) (*wgpu.ShaderModule, error) {
+	return d.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{Label: label, WGSLSource: &wgpu.ShaderSourceWGSL{Code: src}})
+}
 
 // requestedLimits are the limits raised to the adapter's, as natively
 // (wgpu_native.go); WebGPU accepts any value up to the adapter's.
