@@ -15,6 +15,12 @@
 # RUNS (2), PROMPT (512), GEN (128), BENCH_FLAGS (more bench inference
 # flags, e.g. --allow-software to try the script on lavapipe with a model
 # put at WORKDIR/mSHAPE). The Vulkan setup is gpu-setup.sh's.
+#
+# KERNELS="OLD.test NEW.test" (each build's `go test -c ./kernels`) adds
+# the kernels' own figures, one binary after the other, for the
+# benchmarks KBENCH matches (default: the Q4_K decode matvec, the 8B
+# prefill matmuls and the tiled prefill attention at 512 tokens; 20
+# iterations each): a table of µs per op, old against new.
 set -euo pipefail
 old=$(realpath "$1")
 new=$(realpath "$2")
@@ -51,4 +57,32 @@ PY
 		done
 	done
 done
+
+if [ -n "${KERNELS:-}" ]; then
+	read -r kold knew <<<"$KERNELS"
+	: "${KBENCH:=MatVec\$/Q4_K/|MatMulPrefill/8b-(qkv|down)/m512/(old|default)\$|AttentionPrefillTiled/hd128/m512/q16k32\$}"
+	echo
+	echo "| kernel | old µs | new µs |"
+	echo "|---|---|---|"
+	for which in old new; do
+		bin=$(realpath "$kold")
+		[ "$which" = new ] && bin=$(realpath "$knew")
+		# Benchmarks find their data next to the package's sources.
+		(cd "$(dirname "$0")/../kernels" && "$bin" -test.run '^$' -test.bench "$KBENCH" -test.benchtime 20x) >"$work/k.$which.txt" 2>&1 || true
+	done
+	python3 - "$work/k.old.txt" "$work/k.new.txt" <<'PY'
+import re, sys
+def read(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r"Benchmark(\S+?)(-\d+)?\s+\d+\s+(\d+(?:\.\d+)?) ns/op", line)
+        if m:
+            out[m.group(1)] = float(m.group(3)) / 1000
+    return out
+old, new = read(sys.argv[1]), read(sys.argv[2])
+for name in list(dict.fromkeys(list(old) + list(new))):
+    f = lambda d: f"{d[name]:,.1f}" if name in d else "–"
+    print(f"| {name} | {f(old)} | {f(new)} |")
+PY
+fi
 date -u
