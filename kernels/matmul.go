@@ -59,6 +59,10 @@ type MatMulOpts struct {
 	vecRows int  // rows per workgroup
 	vecOld  bool // the generic kernel even where a fast one exists
 	vecU    int  // fast kernel: units per row in flight per invocation (1, 2)
+	// vecGroups: the batched fast kernel runs this many groups of WG
+	// invocations a workgroup, each on its own R rows exactly as a
+	// workgroup of one group would (rowGroups); 0 or 1: one group.
+	vecGroups int
 
 	// Tuning of the m > 1 kernel: tileOld runs matmul_tile.wgsl (the
 	// kernel before the register-blocked one) at every m; tileRN × tileTN

@@ -145,8 +145,15 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	if o.Gated && r%2 != 0 {
 		r-- // an even split into gate and up rows
 	}
-	if wg < 32 || wg&(wg-1) != 0 || wg > d.limits.MaxInvocations || r < 1 || storage(r) > d.limits.MaxWorkgroupStorage || (o.Gated && r < 2) {
-		return nil, fmt.Errorf("kernels: matmul batch %s: bad shape wg=%d rows=%d n=%d", w.Name, wg, r, n)
+	groups := 1 // fewer where the invocations or the memory of n vectors forbid
+	if fast != "" && o.vecGroups > 1 {
+		groups = o.vecGroups
+		for groups > 1 && (wg*groups > d.limits.MaxInvocations || storage(r)*groups > d.limits.MaxWorkgroupStorage) {
+			groups--
+		}
+	}
+	if wg < 32 || wg&(wg-1) != 0 || wg*groups > d.limits.MaxInvocations || r < 1 || storage(r)*groups > d.limits.MaxWorkgroupStorage || (o.Gated && r < 2) {
+		return nil, fmt.Errorf("kernels: matmul batch %s: bad shape wg=%d rows=%d n=%d groups=%d", w.Name, wg, r, n, groups)
 	}
 	var src, key string
 	if fast != "" {
@@ -155,6 +162,10 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 		if err == nil && o.Gated {
 			src, err = gateFast(src, o.Act, true)
 			key += "/gated/" + o.Act.String()
+		}
+		if err == nil && groups > 1 {
+			src, err = rowGroups(src, groups)
+			key += fmt.Sprintf("/g%d", groups)
 		}
 	} else {
 		src, err = matvecBatch(matvecX(matvecWGSL, vec4))
@@ -184,9 +195,9 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 			releaseOps(ops)
 			return nil, fmt.Errorf("kernels: matmul batch %s: part %d is %d bytes, over 32-bit offsets", w.Name, i, uint64(part.Rows)*uint64(rb))
 		}
-		prows, perGroup := part.Rows, r
+		prows, perGroup := part.Rows, r*groups
 		if o.Gated {
-			prows, perGroup = rows, r/2 // one part: F output rows, R/2 a workgroup
+			prows, perGroup = rows, r/2*groups // one part: F output rows, R/2 a group
 		}
 		params, _ := binary.Append(nil, binary.LittleEndian, matmulBatchParams{
 			matmulParams: matmulParams{
@@ -389,4 +400,40 @@ func matvecFastBatch(src string, r, u, nb int, gated bool) (string, error) {
 		}
 	}
 	return pre + b.String() + post, nil
+}
+
+// groupR0 is the fast kernels' first row of a workgroup: R rows, or R/2
+// output rows of the gated kernel.
+var groupR0 = regexp.MustCompile(`let r0 = \(wid\.x \+ wid\.y \* nwg\.x\) \* (R|\(R / 2u\));`)
+
+// rowGroups rewrites a batched fast kernel (after matvecFastBatch and
+// gateFast) to run G groups of WG invocations a workgroup. Group g takes
+// the rows a workgroup of one group would take at index wid·G + g, with
+// its own share of the reduction memory, so every sum is that of the
+// one-group kernel (and of n == 1) bit for bit; what the groups share is
+// the cache: they load the same units of x at about the same time, so a
+// workgroup of G groups reads x from L2 once for G·R rows instead of R.
+// A group past the last row runs on clamped rows and stores nothing (it
+// must reach the barriers: no early return).
+func rowGroups(src string, g int) (string, error) {
+	m := groupR0.FindStringSubmatch(src)
+	if m == nil {
+		return "", fmt.Errorf("kernels: row groups rewrite: no first row in the kernel")
+	}
+	src, err := replaceAll(src,
+		m[0], "let r0 = ((wid.x + wid.y * nwg.x) * G + grp) * "+m[1]+";",
+		"    if (r0 >= params.rows) {\n        return;\n    }\n", "",
+		"@compute @workgroup_size(WG)", "@compute @workgroup_size(WGG)",
+		"        @builtin(local_invocation_index) lid: u32) {\n",
+		"        @builtin(local_invocation_index) lidx: u32) {\n    let lid = lidx % WG;\n    let grp = lidx / WG;\n    rg = grp * RED;\n    rg2 = grp * RED2;\n",
+		"var<workgroup> red: array<f32, RED>;", "const G: u32 = 1u;\nconst WGG: u32 = WG * G;\nconst REDG: u32 = RED * G;\nconst RED2G: u32 = RED2 * G;\n"+
+			"var<private> rg: u32;\nvar<private> rg2: u32;\nvar<workgroup> red: array<f32, REDG>;",
+		"var<workgroup> red2: array<f32, RED2>;", "var<workgroup> red2: array<f32, RED2G>;",
+	)
+	if err != nil {
+		return "", err
+	}
+	src = strings.ReplaceAll(src, "red[", "red[rg + ")
+	src = strings.ReplaceAll(src, "red2[", "red2[rg2 + ")
+	return setConst(src, "G", uint32(g))
 }

@@ -48,6 +48,9 @@ func (c batchCase) String() string {
 	if c.opts.vecRows > 0 {
 		s += fmt.Sprintf("/r%d", c.opts.vecRows)
 	}
+	if c.opts.vecGroups > 1 {
+		s += fmt.Sprintf("/g%d", c.opts.vecGroups)
+	}
 	return s
 }
 
@@ -227,6 +230,14 @@ func TestMatMulBatchOptions(t *testing.T) {
 		{dt: quant.Q6_K, rows: 9, cols: 4608, n: 5, acc: true},
 		{dt: quant.Q8_0, rows: 5, cols: 4128, n: 3},
 		{dt: quant.F16, rows: 5, cols: 2056, n: 6, acc: true},
+		// Row groups: each group sums as a workgroup of one, so still the
+		// m == 1 sums; rows that end inside a group, and groups past the end.
+		{dt: quant.Q4_K, rows: 65, cols: 768, n: 4, bias: true, acc: true, opts: MatMulOpts{vecGroups: 4}},
+		{dt: quant.Q4_K, rows: 9, cols: 4608, n: 8, bias: true, opts: MatMulOpts{vecGroups: 4}},
+		{dt: quant.Q6_K, rows: 300, cols: 512, n: 5, acc: true, maxRows: 70, opts: MatMulOpts{vecGroups: 2}},
+		{dt: quant.Q8_0, rows: 65, cols: 2080, n: 8, bias: true, xPad: 32, oPad: 63, opts: MatMulOpts{vecGroups: 3}},
+		{dt: quant.F16, rows: 5, cols: 2056, n: 6, acc: true, opts: MatMulOpts{vecGroups: 2}},
+		{dt: quant.Q4_K, rows: 67, cols: 512, n: 2, acc: true, opts: MatMulOpts{vecRows: 2, vecGroups: 8}},
 	} {
 		t.Run(c.String(), func(t *testing.T) { checkMatMulBatch(t, d, r, c) })
 	}
@@ -289,20 +300,29 @@ func BenchmarkMatVecBatch(b *testing.B) {
 		// order of the sums, which must stay that of n == 1).
 		// u1: one unit in flight, which sums in another order (not for
 		// use, to tell the unroll's cost from the rows').
-		variants := []MatMulOpts{{}, {vecOld: true}, {vecRows: 1}, {vecRows: 2}, {vecRows: 4}, {vecRows: 6}, {vecRows: 8}, {vecRows: 2, vecU: 1}}
+		// gG: G groups of the default rows a workgroup (rowGroups).
+		variants := []MatMulOpts{{}, {vecOld: true}, {vecRows: 1}, {vecRows: 2}, {vecRows: 4}, {vecRows: 6}, {vecRows: 8}, {vecRows: 2, vecU: 1},
+			{vecGroups: 2}, {vecGroups: 4}, {vecRows: 2, vecGroups: 4}}
 		for _, o := range variants {
 			for _, n := range []int{1, 2, 4, 8, 16} {
 				name := fmt.Sprintf("%s/%dx%d/n%d", s.dt, s.rows, s.cols, n)
 				switch {
 				case o.vecOld:
 					name += "/old"
-				case o.vecRows > 0:
+				case o.vecRows > 0 || o.vecGroups > 0:
 					if n == 1 {
 						continue
 					}
-					name += fmt.Sprintf("/r%d", o.vecRows)
+					if o.vecRows > 0 {
+						name += fmt.Sprintf("/r%d", o.vecRows)
+					} else {
+						name += "/"
+					}
 					if o.vecU > 0 {
 						name += fmt.Sprintf("u%d", o.vecU)
+					}
+					if o.vecGroups > 0 {
+						name += fmt.Sprintf("g%d", o.vecGroups)
 					}
 				}
 				var ops [][]*Op

@@ -33,8 +33,16 @@ func TestMatMulGated(t *testing.T) {
 		{quant.F16, 21, 1032, 4, GELUTanh, 8},
 		{quant.F16, 3, 2056, 16, SiLU, 0},
 	}
-	for _, c := range cases {
-		t.Run(fmt.Sprintf("%s/ffn%d/cols%d/n%d/%v", c.dt, c.ffn, c.cols, c.n, c.act), func(t *testing.T) {
+	// Some cases again with the batched kernel in row groups (rowGroups),
+	// against the same MatMul + GatedAct.
+	groups := map[int]int{1: 4, 3: 2, 6: 3}
+	for i, c := range cases {
+		name := fmt.Sprintf("%s/ffn%d/cols%d/n%d/%v", c.dt, c.ffn, c.cols, c.n, c.act)
+		g := groups[i]
+		if g > 1 {
+			name += fmt.Sprintf("/g%d", g)
+		}
+		t.Run(name, func(t *testing.T) {
 			rows := 2 * c.ffn
 			data := randWeight(r, c.dt, rows, c.cols)
 			w, err := d.UploadWeight("gate_up", c.dt, rows, c.cols, data)
@@ -67,7 +75,7 @@ func TestMatMulGated(t *testing.T) {
 			h := buf("h alone", nil, c.ffn)
 			one := buf("x alone", nil, c.cols)
 
-			ops, err := d.MatMulBatch(w, Whole(xb), Whole(fused), c.n, BatchOpts{MatMulOpts: MatMulOpts{Gated: true, Act: c.act}, XStride: xs})
+			ops, err := d.MatMulBatch(w, Whole(xb), Whole(fused), c.n, BatchOpts{MatMulOpts: MatMulOpts{Gated: true, Act: c.act, vecGroups: g}, XStride: xs})
 			if err != nil {
 				t.Fatal(err)
 			}

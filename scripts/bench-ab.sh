@@ -18,7 +18,8 @@
 #
 # KERNELS="OLD.test NEW.test" (each build's `go test -c ./kernels`) adds
 # the kernels' own figures, one binary after the other, for the
-# benchmarks KBENCH matches (default: the Q4_K decode matvec, the 8B
+# benchmarks KBENCH matches (default: the Q4_K decode matvec, the
+# batched one at 8 vectors in each variant (rows, row groups), the 8B
 # prefill matmuls and the tiled prefill attention at 512 tokens; 20
 # iterations each): a table of µs per op, old against new.
 set -euo pipefail
@@ -60,7 +61,7 @@ done
 
 if [ -n "${KERNELS:-}" ]; then
 	read -r kold knew <<<"$KERNELS"
-	: "${KBENCH:=MatVec\$/Q4_K/|MatMulPrefill/8b-(qkv|down)/m512/(old|default)\$|AttentionPrefillTiled/hd128/m512/q16k32\$}"
+	: "${KBENCH:=MatVec\$/Q4_K/|MatVecBatch/Q4_K/.*/n8\$|MatMulPrefill/8b-(qkv|down)/m512/(old|default)\$|AttentionPrefillTiled/hd128/m512/q16k32\$}"
 	echo
 	echo "| kernel | old µs | new µs |"
 	echo "|---|---|---|"
