@@ -412,7 +412,8 @@ var groupR0 = regexp.MustCompile(`let r0 = \(wid\.x \+ wid\.y \* nwg\.x\) \* (R|
 // its own share of the reduction memory, so every sum is that of the
 // one-group kernel (and of n == 1) bit for bit; what the groups share is
 // the cache: they load the same units of x at about the same time, so a
-// workgroup of G groups reads x from L2 once for G·R rows instead of R.
+// workgroup of G groups should read x from L2 once for G·R rows instead
+// of R (not yet measured on a GPU: docs/BENCHMARKS.md).
 // A group past the last row runs on clamped rows and stores nothing (it
 // must reach the barriers: no early return).
 func rowGroups(src string, g int) (string, error) {

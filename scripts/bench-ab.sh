@@ -69,7 +69,9 @@ if [ -n "${KERNELS:-}" ]; then
 		bin=$(realpath "$kold")
 		[ "$which" = new ] && bin=$(realpath "$knew")
 		# Benchmarks find their data next to the package's sources.
-		(cd "$(dirname "$0")/../kernels" && "$bin" -test.run '^$' -test.bench "$KBENCH" -test.benchtime 20x) >"$work/k.$which.txt" 2>&1 || true
+		if ! (cd "$(dirname "$0")/../kernels" && "$bin" -test.run '^$' -test.bench "$KBENCH" -test.benchtime 20x) >"$work/k.$which.txt" 2>&1; then
+			echo "| $which kernels failed: $(tail -1 "$work/k.$which.txt") | | |"
+		fi
 	done
 	python3 - "$work/k.old.txt" "$work/k.new.txt" <<'PY'
 import re, sys
