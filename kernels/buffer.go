@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 )
 
 const storageUsage = wgpu.BufferUsageStorage | wgpu.BufferUsageCopySrc | wgpu.BufferUsageCopyDst
@@ -66,7 +66,7 @@ func (d *Device) newBuffer(label string, size, capacity uint64) (*Buffer, error)
 	var buf *wgpu.Buffer
 	err := d.checked("buffer "+label, func() (err error) {
 		d.serial(func() {
-			buf, err = d.dev.CreateBuffer(&wgpu.BufferDescriptor{Label: label, Size: capacity, Usage: storageUsage})
+			buf, err = d.dev.TryCreateBuffer(&wgpu.BufferDescriptor{Label: label, Size: capacity, Usage: storageUsage})
 		})
 		return err
 	})
@@ -238,7 +238,7 @@ func (d *Device) getStaging(n uint64) (*wgpu.Buffer, uint64, error) {
 	var s *wgpu.Buffer
 	err := d.checked("staging buffer", func() (err error) {
 		d.serial(func() {
-			s, err = d.dev.CreateBuffer(&wgpu.BufferDescriptor{
+			s, err = d.dev.TryCreateBuffer(&wgpu.BufferDescriptor{
 				Label: "staging",
 				Size:  class,
 				Usage: wgpu.BufferUsageMapRead | wgpu.BufferUsageCopyDst,

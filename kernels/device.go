@@ -6,12 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 )
 
 // ErrNoAdapter is returned by [Open] when WebGPU finds no adapter at all.
@@ -46,6 +47,14 @@ type AdapterInfo struct {
 	Software bool   // a CPU rasterizer (lavapipe, SwiftShader, WARP)
 }
 
+// Features are the optional WebGPU features the device was opened with,
+// those the kernels can use: each kernel that has a variant for one
+// chooses it only where the feature is on.
+type Features struct {
+	F16       bool // shader-f16: WGSL's f16 type ("enable f16;")
+	Subgroups bool // subgroup operations (WebGPU's "subgroups" or wgpu-native's)
+}
+
 // Limits are the granted device limits that kernels size themselves by.
 type Limits struct {
 	MaxStorageBufferBindingSize uint64
@@ -73,13 +82,15 @@ type counters struct {
 // Device is an open WebGPU device with its queue, pipeline cache and buffer
 // pools. Its methods are safe for concurrent use; an Encoder is not.
 type Device struct {
-	log     *slog.Logger
-	inst    *wgpu.Instance
-	adapter *wgpu.Adapter
-	dev     *wgpu.Device
-	queue   *wgpu.Queue
-	info    AdapterInfo
-	limits  Limits
+	log      *slog.Logger
+	inst     *wgpu.Instance
+	adapter  *wgpu.Adapter
+	dev      *wgpu.Device
+	queue    *wgpu.Queue
+	info     AdapterInfo
+	features Features
+	offered  []string
+	limits   Limits
 
 	allocated atomic.Uint64
 	stats     counters
@@ -90,7 +101,6 @@ type Device struct {
 	pipelines map[string]*Pipeline
 	staging   []*wgpu.Buffer          // idle MapRead buffers
 	stageSize map[*wgpu.Buffer]uint64 // sizes of staging buffers (the js backend has no GetSize)
-	mapMu     sync.Mutex              // one buffer map at a time (see mapRead)
 	wgpuMu    sync.Mutex              // serializes wgpu's device-wide calls (see serial)
 	scratch   map[uint64][]*Buffer    // idle transient buffers by capacity
 
@@ -125,7 +135,7 @@ func Open(opts Options) (*Device, error) {
 		return nil, err
 	}
 	info, dev := be.info, be.dev
-	gl := dev.GetLimits().Limits
+	gl := dev.GetLimits()
 	d := &Device{
 		log:      log,
 		inst:     be.inst,
@@ -133,6 +143,8 @@ func Open(opts Options) (*Device, error) {
 		dev:      dev,
 		queue:    dev.GetQueue(),
 		info:     info,
+		features: be.features,
+		offered:  be.offered,
 		platform: be.platform,
 		limits: Limits{
 			MaxStorageBufferBindingSize: gl.MaxStorageBufferBindingSize,
@@ -158,6 +170,8 @@ type backend struct {
 	adapter  *wgpu.Adapter  // nil in the browser
 	dev      *wgpu.Device
 	info     AdapterInfo
+	features Features
+	offered  []string // every feature the adapter offers, by name
 	platform platformState
 }
 
@@ -287,20 +301,16 @@ func vendorName(id uint32) string {
 	return fmt.Sprintf("0x%x", id)
 }
 
-// decodeInfo maps the binding's AdapterInfo to ours. In this build the C
-// struct's fields are shuffled against the Go one: Name and VendorName hold
-// the device and vendor ids as hex strings and DriverDescription holds the
-// adapter name. Both layouts are handled.
+// decodeInfo maps the binding's AdapterInfo to ours. wgpu-native puts the
+// adapter's name in Device and the driver's in Description; Vendor is
+// empty on some drivers, which the PCI vendor id then names.
 func decodeInfo(in wgpu.AdapterInfo) AdapterInfo {
 	out := AdapterInfo{
-		Name:    in.Name,
-		Vendor:  in.VendorName,
-		Driver:  in.DriverDescription,
+		Name:    in.Device,
+		Vendor:  in.Vendor,
+		Driver:  in.Description,
 		Backend: backendName(in.BackendType),
 		Type:    typeName(in.AdapterType),
-	}
-	if out.Name == "" || isHexID(out.Name) {
-		out.Name, out.Driver = in.DriverDescription, in.Architecture
 	}
 	if out.Vendor == "" || isHexID(out.Vendor) {
 		out.Vendor = vendorName(in.VendorId)
@@ -323,6 +333,25 @@ func isHexID(s string) bool {
 
 // Info describes the adapter the device runs on.
 func (d *Device) Info() AdapterInfo { return d.info }
+
+// Features returns the optional features the device was opened with.
+func (d *Device) Features() Features { return d.features }
+
+// AdapterFeatures lists every feature the adapter offers by its WebGPU
+// (or wgpu-native) name, sorted: what a newer kernel could use.
+func (d *Device) AdapterFeatures() []string { return slices.Clone(d.offered) }
+
+// Names lists the features that are on by their WebGPU names.
+func (f Features) Names() []string {
+	var out []string
+	if f.F16 {
+		out = append(out, "shader-f16")
+	}
+	if f.Subgroups {
+		out = append(out, "subgroups")
+	}
+	return out
+}
 
 // Limits returns the granted device limits.
 func (d *Device) Limits() Limits { return d.limits }

@@ -1,6 +1,6 @@
 // Package kernels is DOPPLER's GPU layer: the WGSL compute kernels
 // (embedded with go:embed) and the Go that compiles, binds and dispatches
-// them through WebGPU (github.com/cogentcore/webgpu: wgpu-native natively,
+// them through WebGPU (github.com/oliverbestmann/webgpu, wgpu-native 29, natively;
 // the browser's navigator.gpu under GOOS=js). It is the only package that
 // imports wgpu, so a change of binding touches one place; the two
 // platforms differ only in wgpu_native.go and wgpu_js.go (how a device is

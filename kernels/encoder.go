@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 )
 
 // Encoder records one submit: dispatches go into a single compute pass
@@ -43,7 +43,7 @@ func (d *Device) NewEncoder() *Encoder {
 	e := &Encoder{d: d}
 	var enc *wgpu.CommandEncoder
 	var err error
-	d.serial(func() { enc, err = d.dev.CreateCommandEncoder(nil) })
+	d.serial(func() { enc, err = d.dev.TryCreateCommandEncoder(nil) })
 	if err != nil {
 		e.err = fmt.Errorf("kernels: command encoder: %w", err)
 		return e
@@ -99,7 +99,7 @@ func (e *Encoder) Copy(src *Buffer, srcOff uint64, dst *Buffer, dstOff, size uin
 	}
 	e.endPass()
 	if e.err == nil {
-		if err := e.enc.CopyBufferToBuffer(src.buf, srcOff, dst.buf, dstOff, size); err != nil {
+		if err := e.enc.TryCopyBufferToBuffer(src.buf, srcOff, dst.buf, dstOff, size); err != nil {
 			e.err = fmt.Errorf("kernels: copy %q → %q: %w", src.label, dst.label, err)
 		}
 	}
@@ -137,7 +137,7 @@ func (e *Encoder) finish() error {
 	var err error
 	e.d.serial(func() {
 		var cmd *wgpu.CommandBuffer
-		if cmd, err = e.enc.Finish(nil); err != nil {
+		if cmd, err = e.enc.TryFinish(nil); err != nil {
 			return
 		}
 		e.d.queue.Submit(cmd)

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 
 	"github.com/doppler-llm/doppler/internal/testenv"
 )
@@ -95,21 +95,20 @@ func TestAllKernelsListed(t *testing.T) {
 }
 
 func TestDecodeInfo(t *testing.T) {
-	// What this binding returns on lavapipe: ids as hex strings in Name and
-	// VendorName, the adapter name in DriverDescription.
+	// What wgpu-native 29 returns on lavapipe (no vendor name) and on an
+	// NVIDIA card.
 	got := decodeInfo(wgpu.AdapterInfo{
-		VendorId: 0x10005, VendorName: "0x10005", Name: "0x0",
-		DriverDescription: "llvmpipe (LLVM 15.0.6, 256 bits)",
-		AdapterType:       wgpu.AdapterTypeCPU, BackendType: wgpu.BackendTypeVulkan,
+		VendorId: 0x10005, Device: "llvmpipe (LLVM 15.0.6, 256 bits)",
+		Description: "Mesa 22.3.6 (LLVM 15.0.6)",
+		AdapterType: wgpu.AdapterTypeCPU, BackendType: wgpu.BackendTypeVulkan,
 	})
-	want := AdapterInfo{Name: "llvmpipe (LLVM 15.0.6, 256 bits)", Vendor: "Mesa", Backend: "Vulkan", Type: "CPU", Software: true}
+	want := AdapterInfo{Name: "llvmpipe (LLVM 15.0.6, 256 bits)", Vendor: "Mesa", Driver: "Mesa 22.3.6 (LLVM 15.0.6)", Backend: "Vulkan", Type: "CPU", Software: true}
 	if got != want {
 		t.Errorf("lavapipe: got %+v, want %+v", got, want)
 	}
-	// A binding with the fields in their places.
 	got = decodeInfo(wgpu.AdapterInfo{
-		VendorId: 0x10de, VendorName: "NVIDIA", Name: "NVIDIA H100 80GB HBM3",
-		DriverDescription: "580.65", AdapterType: wgpu.AdapterTypeDiscreteGPU, BackendType: wgpu.BackendTypeVulkan,
+		VendorId: 0x10de, Vendor: "NVIDIA", Device: "NVIDIA H100 80GB HBM3",
+		Description: "580.65", AdapterType: wgpu.AdapterTypeDiscreteGPU, BackendType: wgpu.BackendTypeVulkan,
 	})
 	want = AdapterInfo{Name: "NVIDIA H100 80GB HBM3", Vendor: "NVIDIA", Driver: "580.65", Backend: "Vulkan", Type: "DiscreteGPU"}
 	if got != want {
@@ -126,6 +125,12 @@ func TestDeviceInfo(t *testing.T) {
 	info, lim := d.Info(), d.Limits()
 	t.Logf("adapter: %+v", info)
 	t.Logf("limits: %+v", lim)
+	t.Logf("features on: %v; the adapter offers: %v", d.Features().Names(), d.AdapterFeatures())
+	for _, f := range d.Features().Names() {
+		if !slices.Contains(d.AdapterFeatures(), f) && !(f == "subgroups" && slices.Contains(d.AdapterFeatures(), "native-feature-subgroup")) {
+			t.Errorf("feature %s is on but the adapter does not list it", f)
+		}
+	}
 	if info.Name == "" || isHexID(info.Name) || info.Backend == "" {
 		t.Errorf("adapter info not decoded: %+v", info)
 	}
@@ -199,7 +204,7 @@ func TestBufferRoundTrip(t *testing.T) {
 // TestWriteWhileHeapGrows writes many small pieces while the Go heap
 // grows in small steps. In the browser, growing the wasm memory detaches
 // every view of it: a write that handed WebGPU such a view and then
-// allocated (as cogentcore/webgpu's Queue.WriteBuffer does) failed with
+// allocated (as the webgpu bindings' Queue.WriteBuffer does) failed with
 // "Number of bytes to write is too large" whenever the growth fell
 // between the two.
 func TestWriteWhileHeapGrows(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 )
 
 // Binding is the kind of one slot of a pipeline's bind group (group 0,
@@ -73,10 +73,7 @@ func (d *Device) Pipeline(key, wgsl, entry string, layout []Binding) (*Pipeline,
 // and pipeline.
 func (d *Device) compile(p *Pipeline, entry string) error {
 	var err error
-	if p.module, err = d.dev.CreateShaderModule(&wgpu.ShaderModuleDescriptor{
-		Label:          p.key,
-		WGSLDescriptor: &wgpu.ShaderModuleWGSLDescriptor{Code: p.src},
-	}); err != nil {
+	if p.module, err = d.shaderModule(p.key, p.src); err != nil {
 		return fmt.Errorf("kernels: compile %s: %w", p.key, err)
 	}
 	entries := make([]wgpu.BindGroupLayoutEntry, len(p.layout))
@@ -87,13 +84,13 @@ func (d *Device) compile(p *Pipeline, entry string) error {
 			Buffer:     wgpu.BufferBindingLayout{Type: b.wgpu()},
 		}
 	}
-	if p.bgl, err = d.dev.CreateBindGroupLayout(&wgpu.BindGroupLayoutDescriptor{Label: p.key, Entries: entries}); err != nil {
+	if p.bgl, err = d.dev.TryCreateBindGroupLayout(&wgpu.BindGroupLayoutDescriptor{Label: p.key, Entries: entries}); err != nil {
 		return fmt.Errorf("kernels: bind group layout %s: %w", p.key, err)
 	}
-	if p.pl, err = d.dev.CreatePipelineLayout(&wgpu.PipelineLayoutDescriptor{Label: p.key, BindGroupLayouts: []*wgpu.BindGroupLayout{p.bgl}}); err != nil {
+	if p.pl, err = d.dev.TryCreatePipelineLayout(&wgpu.PipelineLayoutDescriptor{Label: p.key, BindGroupLayouts: []*wgpu.BindGroupLayout{p.bgl}}); err != nil {
 		return fmt.Errorf("kernels: pipeline layout %s: %w", p.key, err)
 	}
-	if p.pipe, err = d.dev.CreateComputePipeline(computePipelineDesc(p.key, p.pl, p.module, entry)); err != nil {
+	if p.pipe, err = d.dev.TryCreateComputePipeline(computePipelineDesc(p.key, p.pl, p.module, entry)); err != nil {
 		return fmt.Errorf("kernels: pipeline %s: %w", p.key, err)
 	}
 	return nil
@@ -212,7 +209,7 @@ func (d *Device) NewOp(p *Pipeline, params []byte, groups [3]uint32, buffers ...
 		op.nparams = max((uint64(len(params))+15)&^15, 16)
 		var err error
 		d.serial(func() {
-			op.params, err = d.dev.CreateBuffer(&wgpu.BufferDescriptor{
+			op.params, err = d.dev.TryCreateBuffer(&wgpu.BufferDescriptor{
 				Label: p.key + " params",
 				Size:  op.nparams,
 				Usage: wgpu.BufferUsageUniform | wgpu.BufferUsageCopyDst,
@@ -268,7 +265,7 @@ func (d *Device) NewOp(p *Pipeline, params []byte, groups [3]uint32, buffers ...
 	var bg *wgpu.BindGroup
 	var err error
 	d.serial(func() {
-		bg, err = d.dev.CreateBindGroup(&wgpu.BindGroupDescriptor{Label: p.key, Layout: p.bgl, Entries: entries})
+		bg, err = d.dev.TryCreateBindGroup(&wgpu.BindGroupDescriptor{Label: p.key, Layout: p.bgl, Entries: entries})
 	})
 	if err != nil {
 		op.Release()

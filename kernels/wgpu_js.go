@@ -7,35 +7,36 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"syscall/js"
 	"unsafe"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 )
 
-// The browser backend of cogentcore/webgpu (GOOS=js) wraps navigator.gpu,
+// The browser backend of the webgpu binding (GOOS=js) wraps navigator.gpu,
 // but leaves out what this package needs to open a device properly: its
-// RequestDevice drops RequiredLimits (the device would get WebGPU's
-// defaults: 128 MiB bindings, 256 MiB buffers, 16 KiB of workgroup
-// memory), its Adapter.GetInfo is empty, its Poll is a no-op, and it has
-// no error or device-lost reporting. So the device is requested here
-// through syscall/js and handed to the binding with wgpu.NewDevice;
-// everything after that goes through the binding as natively.
+// Adapter.GetInfo is empty, its Poll is a no-op, and it has no error or
+// device-lost reporting. So the device is requested here through
+// syscall/js and wrapped in the binding's Device (wrapJS); everything
+// after that goes through the binding as natively.
 //
 // Blocking: MapAsync and the requests below wait on JavaScript promises by
 // parking the calling goroutine while the page's event loop runs. They
 // must not be called from inside a js.FuncOf callback (that blocks the
 // event loop the promise needs): start a goroutine there instead.
 
-func endPass(p *wgpu.ComputePassEncoder) error {
-	p.End()
-	return nil
-}
+func endPass(p *wgpu.ComputePassEncoder) error { return p.TryEnd() }
 
 func computePipelineDesc(_ string, l *wgpu.PipelineLayout, m *wgpu.ShaderModule, entry string) *wgpu.ComputePipelineDescriptor {
 	return &wgpu.ComputePipelineDescriptor{Layout: l, Compute: wgpu.ProgrammableStageDescriptor{Module: m, EntryPoint: entry}}
+}
+
+// shaderModule compiles WGSL source; the browser applies its own checks.
+func (d *Device) shaderModule(label, src string) (*wgpu.ShaderModule, error) {
+	return d.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{Label: label, WGSLSource: &wgpu.ShaderSourceWGSL{Code: src}})
 }
 
 // requestedLimits are the limits raised to the adapter's, as natively
@@ -57,6 +58,7 @@ type jsDevice struct {
 	queue   js.Value // its GPUQueue
 	log     *slog.Logger
 	onError js.Func
+	mapMu   sync.Mutex // one buffer map at a time (see mapRead)
 	onLost  js.Func
 
 	writeMu sync.Mutex
@@ -181,9 +183,21 @@ func (d *Device) writeBuffer(buf *wgpu.Buffer, off uint64, data []byte) (err err
 func jsValueOf[T any](p *T) (js.Value, error) {
 	f := reflect.ValueOf(p).Elem().FieldByName("jsValue")
 	if !f.IsValid() || f.Type() != reflect.TypeFor[js.Value]() {
-		return js.Value{}, fmt.Errorf("kernels: %T has no jsValue field: cogentcore/webgpu changed, update wgpu_js.go", p)
+		return js.Value{}, fmt.Errorf("kernels: %T has no jsValue field: the webgpu binding changed, update wgpu_js.go", p)
 	}
 	return *(*js.Value)(unsafe.Pointer(f.UnsafeAddr())), nil
+}
+
+// wrapJS makes the binding's T (Device) around a GPU object v, setting
+// the unexported jsValue field that jsValueOf reads.
+func wrapJS[T any](v js.Value) (*T, error) {
+	p := new(T)
+	f := reflect.ValueOf(p).Elem().FieldByName("jsValue")
+	if !f.IsValid() || f.Type() != reflect.TypeFor[js.Value]() {
+		return nil, fmt.Errorf("kernels: %T has no jsValue field: the webgpu binding changed, update wgpu_js.go", p)
+	}
+	*(*js.Value)(unsafe.Pointer(f.UnsafeAddr())) = v
+	return p, nil
 }
 
 // waitIdle waits for queue.onSubmittedWorkDone (the binding's Poll is a
@@ -229,6 +243,9 @@ func openBackend(want string, log *slog.Logger) (be backend, err error) {
 		return backend{}, fmt.Errorf("kernels: no adapter matches %q; have %s (WebGPU)", want, info.Name)
 	}
 	logAdapter(log, info)
+	var features Features
+	var reqFeats []any
+	var offered []string
 	if feats := adapter.Get("features"); feats.Truthy() {
 		arr := js.Global().Get("Array").Call("from", feats)
 		names := make([]string, arr.Length())
@@ -236,6 +253,15 @@ func openBackend(want string, log *slog.Logger) (be backend, err error) {
 			names[i] = arr.Index(i).String()
 		}
 		log.Debug("webgpu: adapter features", "features", strings.Join(names, " "))
+		offered = slices.Sorted(slices.Values(names))
+		if feats.Call("has", "shader-f16").Bool() {
+			features.F16 = true
+			reqFeats = append(reqFeats, "shader-f16")
+		}
+		if feats.Call("has", "subgroups").Bool() {
+			features.Subgroups = true
+			reqFeats = append(reqFeats, "subgroups")
+		}
 	}
 
 	al := adapter.Get("limits")
@@ -248,6 +274,7 @@ func openBackend(want string, log *slog.Logger) (be backend, err error) {
 	desc := js.Global().Get("Object").New()
 	desc.Set("label", "doppler")
 	desc.Set("requiredLimits", req)
+	desc.Set("requiredFeatures", js.ValueOf(reqFeats))
 	dev, err := await(adapter.Call("requestDevice", desc))
 	if err != nil {
 		return backend{}, fmt.Errorf("kernels: request device on %q: %w", info.Name, err)
@@ -284,8 +311,11 @@ func openBackend(want string, log *slog.Logger) (be backend, err error) {
 	})
 	dev.Get("lost").Call("then", j.onLost)
 
-	wd := wgpu.NewDevice(dev)
-	return backend{dev: &wd, info: info, platform: platformState{j}}, nil
+	wd, err := wrapJS[wgpu.Device](dev)
+	if err != nil {
+		return backend{}, err
+	}
+	return backend{dev: wd, info: info, features: features, offered: offered, platform: platformState{j}}, nil
 }
 
 // jsAdapterInfo reads GPUAdapter.info (GPUAdapterInfo: vendor,
@@ -332,29 +362,29 @@ func jsAdapterInfo(a js.Value) AdapterInfo {
 // rejected; a failed map then throws from getMappedRange, which is turned
 // into an error here, and the cause shows up as the device's error.
 func (d *Device) mapRead(s *wgpu.Buffer, n uint64) (out []byte, err error) {
-	d.mapMu.Lock()
-	defer d.mapMu.Unlock()
+	d.platform.mapMu.Lock()
+	defer d.platform.mapMu.Unlock()
 	defer func() {
 		if r := recover(); r != nil {
 			jerr, ok := r.(js.Error)
 			if !ok {
 				panic(r)
 			}
-			s.Unmap()
+			s.TryUnmap()
 			out, err = nil, fmt.Errorf("kernels: map staging: %w", jerr)
 		}
 		if gerr := d.gpuErr(); gerr != nil {
 			out, err = nil, gerr
 		}
 	}()
-	if err := s.MapAsync(wgpu.MapModeRead, 0, n, func(wgpu.BufferMapAsyncStatus) {}); err != nil {
+	if err := s.TryMapAsync(wgpu.MapModeRead, 0, n, func(wgpu.MapAsyncStatus) {}); err != nil {
 		return nil, fmt.Errorf("kernels: map staging: %w", err)
 	}
 	out = s.GetMappedRange(0, uint(n)) // a copy already (js.CopyBytesToGo)
 	if len(out) != int(n) {
 		out = out[:min(uint64(len(out)), n)]
 	}
-	if err := s.Unmap(); err != nil {
+	if err := s.TryUnmap(); err != nil {
 		return nil, fmt.Errorf("kernels: unmap staging: %w", err)
 	}
 	return out, nil

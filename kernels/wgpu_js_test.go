@@ -8,7 +8,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 )
 
 // TestGPUErrorSurfaces: in the browser an error that no call returns (here
@@ -24,9 +24,9 @@ func TestGPUErrorSurfaces(t *testing.T) {
 	if err := d.Sync(); err != nil {
 		t.Fatalf("fresh device: %v", err)
 	}
-	if _, err := d.dev.CreateShaderModule(&wgpu.ShaderModuleDescriptor{
-		Label:          "bad",
-		WGSLDescriptor: &wgpu.ShaderModuleWGSLDescriptor{Code: "fn main( {"},
+	if _, err := d.dev.TryCreateShaderModule(&wgpu.ShaderModuleDescriptor{
+		Label:      "bad",
+		WGSLSource: &wgpu.ShaderSourceWGSL{Code: "fn main( {"},
 	}); err != nil {
 		t.Fatalf("the browser backend returned %v; the error was expected as an event", err)
 	}

@@ -7,33 +7,42 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
-	"runtime/debug"
-	"sync"
+	"slices"
 	"sync/atomic"
 	"time"
 
-	"github.com/cogentcore/webgpu/wgpu"
+	"github.com/oliverbestmann/webgpu/wgpu"
 )
 
-// The native and js backends of cogentcore/webgpu differ in a few
+// The native and js backends of the webgpu binding differ in a few
 // signatures and in how a device is opened, waited on and read back;
 // these shims (and wgpu_js.go) keep the rest of the package on one code
 // path.
 
-func endPass(p *wgpu.ComputePassEncoder) error { return p.End() }
+func endPass(p *wgpu.ComputePassEncoder) error { return p.TryEnd() }
 
 func computePipelineDesc(label string, l *wgpu.PipelineLayout, m *wgpu.ShaderModule, entry string) *wgpu.ComputePipelineDescriptor {
 	return &wgpu.ComputePipelineDescriptor{Label: label, Layout: l, Compute: wgpu.ProgrammableStageDescriptor{Module: m, EntryPoint: entry}}
 }
 
-// platformState is empty natively: wgpu-native reports errors from the
-// calls themselves.
-type platformState struct{}
+// platformState holds, natively, the device's loss: wgpu-native reports
+// other errors from the calls themselves.
+type platformState struct {
+	lost *atomic.Pointer[string] // the loss's message, once the device is lost
+}
 
 func (platformState) release() {}
 
-// gpuErr is always nil natively (errors come back from each call).
-func (d *Device) gpuErr() error { return nil }
+// gpuErr reports the device's loss (ErrGPU), else nil.
+func (d *Device) gpuErr() error {
+	if d.platform.lost == nil {
+		return nil
+	}
+	if msg := d.platform.lost.Load(); msg != nil {
+		return fmt.Errorf("%w: device lost: %s", ErrGPU, *msg)
+	}
+	return nil
+}
 
 // checked runs f, which creates WebGPU objects; natively the calls return
 // their own errors, so this is just f().
@@ -42,36 +51,38 @@ func (d *Device) checked(_ string, f func() error) error { return f() }
 // writeBuffer queues a write of data into buf at off.
 func (d *Device) writeBuffer(buf *wgpu.Buffer, off uint64, data []byte) error {
 	var err error
-	d.serial(func() { err = d.queue.WriteBuffer(buf, off, data) })
+	d.serial(func() { err = d.queue.TryWriteBuffer(buf, off, data) })
 	return err
 }
 
 // waitIdle blocks until every submitted command buffer has run, saying
 // so in the log once a minute has passed (a hung GPU waits forever).
 func (d *Device) waitIdle() {
+	var done atomic.Bool
+	d.serial(func() {
+		d.queue.OnSubmittedWorkDone(func(wgpu.QueueWorkDoneStatus) { done.Store(true) })
+	})
+	d.pollUntil(&done)
+}
+
+// pollUntil polls the device until done is set by a callback that the
+// polls fire, saying so in the log once a minute has passed.
+//
+// wgpu-native 29's non-blocking Poll reports an empty queue while the
+// last submission still runs, so a wait follows a callback (the queue's
+// OnSubmittedWorkDone, a buffer map) rather than Poll's result. Never
+// Poll(true): a blocking wait bounded by wgpu's cleanup timeout once
+// recycled a submission's command pools while lavapipe still ran it
+// (issue 16); Poll(false) reads the fence's real value.
+func (d *Device) pollUntil(done *atomic.Bool) {
 	start, warned := time.Now(), false
-	for b := d.newBackoff(); !d.poll(); b.wait() {
+	for b := d.newBackoff(); !done.Load(); b.wait() {
+		d.serial(func() { d.dev.Poll(false, nil) })
 		if !warned && time.Since(start) > time.Minute {
 			d.log.Warn("webgpu: still waiting for the GPU to finish submitted work", "waited", time.Since(start).Round(time.Second))
 			warned = true
 		}
 	}
-}
-
-// poll lets wgpu retire finished work and fire map callbacks, without
-// blocking, and reports whether no submitted work is left.
-//
-// Never Poll(true): this wgpu's Device::maintain(Wait) waits on the fence
-// at most CLEANUP_WAIT_MS (5 s) and then, timed out or not, takes the
-// newest submission for finished. It recycles that submission's command
-// pools and frees what it held while the driver is still running it. On
-// lavapipe a submission that compiles shaders (a cold shader cache) on a
-// loaded machine outlasts 5 s; its queue thread then executes a freed
-// command list and the process dies of SIGSEGV on that thread, where Go
-// prints no stack (issue 16). Poll(false) reads the fence's real value.
-func (d *Device) poll() (idle bool) {
-	d.serial(func() { idle = d.dev.Poll(false, nil) })
-	return idle
 }
 
 // backoff paces a polling loop. On a hardware GPU it spins (yielding)
@@ -134,7 +145,7 @@ func skipDeviceSelectLayer() {
 func openBackend(want string, log *slog.Logger) (backend, error) {
 	wgpu.SetLogLevel(wgpu.LogLevelError) // its Warn level is chatty and goes to stderr
 	skipDeviceSelectLayer()
-	inst := wgpu.CreateInstance(&wgpu.InstanceDescriptor{Backends: wgpu.InstanceBackendPrimary})
+	inst := wgpu.CreateInstance(&wgpu.InstanceDescriptor{Backends: instanceBackendPrimary})
 	adapter, info, err := chooseAdapter(inst, want)
 	if err != nil {
 		inst.Release()
@@ -142,11 +153,10 @@ func openBackend(want string, log *slog.Logger) (backend, error) {
 	}
 	logAdapter(log, info)
 
-	// Requesting the adapter's own limits fails (its MaxPushConstantSize is
-	// garbage in this binding): start from the defaults, raise what we use.
-	al := adapter.GetLimits().Limits
+	// Start from the defaults and raise what the kernels use to the
+	// adapter's.
+	al := adapter.GetLimits()
 	req := wgpu.DefaultLimits()
-	req.MaxPushConstantSize = 0
 	req.MaxStorageBufferBindingSize = al.MaxStorageBufferBindingSize
 	// NVIDIA reports MaxBufferSize = 2^64-1, which is also the binding's
 	// "undefined" value: passed through, it grants the 256 MiB default.
@@ -158,70 +168,70 @@ func openBackend(want string, log *slog.Logger) (backend, error) {
 	req.MaxComputeInvocationsPerWorkgroup = al.MaxComputeInvocationsPerWorkgroup
 	req.MaxStorageBuffersPerShaderStage = al.MaxStorageBuffersPerShaderStage
 	req.MaxComputeWorkgroupSizeX = al.MaxComputeWorkgroupSizeX
-	// No DeviceLostCallback: this binding stores a Go pointer in the C
-	// descriptor and panics under the default cgocheck.
+	feats, reqFeats := adapterFeatures(adapter)
+	var offered []string
+	for _, f := range adapter.GetFeatures() {
+		name := f.String()
+		if name == "" {
+			name = fmt.Sprintf("0x%x", uint32(f))
+		}
+		offered = append(offered, name)
+	}
+	slices.Sort(offered)
+	lost := new(atomic.Pointer[string])
 	dev, err := adapter.RequestDevice(&wgpu.DeviceDescriptor{
-		Label:          "doppler",
-		RequiredLimits: &wgpu.RequiredLimits{Limits: req},
+		Label:            "doppler",
+		RequiredFeatures: reqFeats,
+		RequiredLimits:   &req,
+		DeviceLostCallback: func(reason wgpu.DeviceLostReason, msg string) {
+			if reason != wgpu.DeviceLostReasonDestroyed && reason != wgpu.DeviceLostReasonCallbackCancelled {
+				log.Error("webgpu: device lost", "reason", reason, "message", msg)
+				lost.Store(&msg)
+			}
+		},
 	})
 	if err != nil {
 		adapter.Release()
 		inst.Release()
 		return backend{}, fmt.Errorf("kernels: request device on %q: %w", info.Name, err)
 	}
-	return backend{inst: inst, adapter: adapter, dev: dev, info: info}, nil
+	return backend{inst: inst, adapter: adapter, dev: dev, info: info, features: feats, offered: offered, platform: platformState{lost: lost}}, nil
 }
 
-// gcHold keeps the collector off while any device of the process waits
-// for a map callback (see mapRead). The GC percent is process state, so
-// the count is too: with a per-call save and restore, two devices mapping
-// at once could restore it under each other (the first to finish set it
-// back on while the second still waited), and a CI run of the API tests
-// panicked with "misuse of an invalid Handle" in a later Submit.
-var gcHold struct {
-	mu    sync.Mutex
-	n     int
-	saved int
-}
+// instanceBackendPrimary is wgpu's WGPUInstanceBackend_Primary (Vulkan,
+// Metal, D3D12 and the browser's WebGPU), which this binding leaves out.
+const instanceBackendPrimary wgpu.InstanceBackend = 1<<0 | 1<<2 | 1<<3 | 1<<5
 
-// gcOff turns the collector off until the func it returns is called.
-func gcOff() (release func()) {
-	gcHold.mu.Lock()
-	if gcHold.n == 0 {
-		gcHold.saved = debug.SetGCPercent(-1)
+// adapterFeatures reports the optional features the kernels can use that
+// the adapter offers, and the feature names to request for them:
+// shader-f16, and subgroups under WebGPU's name or wgpu-native's.
+func adapterFeatures(a *wgpu.Adapter) (Features, []wgpu.FeatureName) {
+	var f Features
+	var want []wgpu.FeatureName
+	if a.HasFeature(wgpu.FeatureNameShaderF16) {
+		f.F16 = true
+		want = append(want, wgpu.FeatureNameShaderF16)
 	}
-	gcHold.n++
-	gcHold.mu.Unlock()
-	return func() {
-		gcHold.mu.Lock()
-		if gcHold.n--; gcHold.n == 0 {
-			debug.SetGCPercent(gcHold.saved)
+	for _, n := range []wgpu.FeatureName{wgpu.FeatureNameSubgroups, wgpu.NativeFeatureSubgroup} {
+		if a.HasFeature(n) {
+			f.Subgroups = true
+			want = append(want, n)
+			break
 		}
-		gcHold.mu.Unlock()
 	}
+	return f, want
 }
 
 // mapRead maps the first n bytes of a staging buffer whose copy has been
 // submitted, waits for it and returns a copy.
 func (d *Device) mapRead(s *wgpu.Buffer, n uint64) ([]byte, error) {
-	// The callback may run on another goroutine (whichever one polls or
-	// submits next, when several use the device): hand its result over
-	// through atomics.
+	// The callback runs in the poll that retires the copy, on whichever
+	// goroutine polls: hand its result over through atomics.
 	var status atomic.Uint32
 	var done atomic.Bool
-	// cogentcore/webgpu's MapAsync hands C the address of a Go variable
-	// holding the callback's cgo.Handle and reads it back in the callback,
-	// during a later Poll. Nothing keeps that variable alive in between, so
-	// a garbage collection there frees it and the callback reads garbage
-	// ("misuse of an invalid Handle"). Keep the collector off from the
-	// map request until the callback has run; disabling it first waits for
-	// any running cycle to finish.
-	d.mapMu.Lock()
-	defer d.mapMu.Unlock()
-	defer gcOff()()
 	var err error
 	d.serial(func() {
-		err = s.MapAsync(wgpu.MapModeRead, 0, n, func(st wgpu.BufferMapAsyncStatus) {
+		err = s.TryMapAsync(wgpu.MapModeRead, 0, n, func(st wgpu.MapAsyncStatus) {
 			status.Store(uint32(st))
 			done.Store(true)
 		})
@@ -229,22 +239,14 @@ func (d *Device) mapRead(s *wgpu.Buffer, n uint64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kernels: map staging: %w", err)
 	}
-	// The callback fires in the poll that retires the copy; once the
-	// queue is empty it has had its chance (a few more polls, to be sure).
-	for b, after := d.newBackoff(), 0; !done.Load(); b.wait() {
-		if d.poll() {
-			if after++; after > 3 && !done.Load() {
-				return nil, fmt.Errorf("kernels: map staging: no callback with the queue empty")
-			}
-		}
-	}
-	if st := wgpu.BufferMapAsyncStatus(status.Load()); st != wgpu.BufferMapAsyncStatusSuccess {
+	d.pollUntil(&done)
+	if st := wgpu.MapAsyncStatus(status.Load()); st != wgpu.MapAsyncStatusSuccess {
 		return nil, fmt.Errorf("kernels: map staging: %s", st)
 	}
 	out := make([]byte, n)
 	d.serial(func() {
 		copy(out, s.GetMappedRange(0, uint(n)))
-		err = s.Unmap()
+		err = s.TryUnmap()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kernels: unmap staging: %w", err)

@@ -111,6 +111,7 @@ func newBenchInference() *cobra.Command {
 			out := map[string]any{
 				"expert_bytes_per_token": expertBytes(src.rm.Manifest, false), "expert_bytes_total": expertBytes(src.rm.Manifest, true),
 				"adapter": br.adapter, "backend": br.backend, "adapter_type": br.adapterType, "software": br.software,
+				"features": br.features, "adapter_features": br.adapterFeatures,
 				"model": rf.modelName(), "model_id": src.rm.ID.String(), "model_bytes": src.rm.Manifest.TotalSize(),
 				"gpu_bytes_allocated": br.gpuBytes, "weight_bytes": br.weightBytes,
 				"gpu_bytes_peak": br.peakBytes, "kv_bytes": br.kvBytes,
@@ -208,6 +209,9 @@ func pct(sorted []time.Duration, p int) time.Duration {
 
 func printBench(w io.Writer, out map[string]any, rows []benchRow) {
 	fmt.Fprintf(w, "adapter   %s (%s, %s)\n", out["adapter"], out["backend"], out["adapter_type"])
+	if f, _ := out["features"].([]string); len(f) > 0 {
+		fmt.Fprintf(w, "features  %s\n", strings.Join(f, " "))
+	}
 	fmt.Fprintf(w, "model     %s\n", out["model"])
 	file := float64(out["model_bytes"].(int64))
 	gb := func(k string) int64 { return int64(out[k].(uint64)) }

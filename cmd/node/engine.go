@@ -108,6 +108,7 @@ type benchOptions struct {
 type benchRun struct {
 	adapter, backend, adapterType string
 	software                      bool
+	features, adapterFeatures     []string     // the device's optional features on; all the adapter offers
 	gpuBytes, weightBytes         uint64       // allocated on the GPU at the end; the model's weights
 	peakBytes, kvBytes            uint64       // the most allocated at once; the session's KV cache
 	context                       int          // the session's KV cache length

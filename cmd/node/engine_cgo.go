@@ -161,6 +161,7 @@ func benchRuns(ctx context.Context, src *modelSource, f *runFlags, o benchOption
 	}
 	defer sess.Close()
 	out := &benchRun{adapter: info.Name, backend: info.Backend, adapterType: info.Type, software: info.Software, context: sess.Context(),
+		features: g.dev.Features().Names(), adapterFeatures: g.dev.AdapterFeatures(),
 		kvBytes: uint64(sess.KVBytes(sess.Context())), peakBytes: g.dev.AllocatedBytes()}
 	for _, prompt := range o.prompts {
 		if len(prompt)+o.gen > sess.Context() {

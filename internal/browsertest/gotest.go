@@ -32,7 +32,7 @@ const goTestPage = `<!doctype html>
 	let code = null;
 	go.exit = c => { code = c; };
 	const r = await WebAssembly.instantiateStreaming(fetch("test.wasm"), go.importObject);
-	globalThis.wasm = r; // cogentcore/webgpu's js backend reads wasm.instance.exports.mem
+	globalThis.wasm = r; // the webgpu binding's js backend reads wasm.instance.exports.mem
 	await go.run(r.instance);
 	window.dopplerResult = {code: code};
 	document.body.dataset.state = "done";

@@ -31,6 +31,30 @@ function bridge() {
   return runtime;
 }
 
+// The webgpu binding's JavaScript backend builds two helpers with eval
+// when the client starts (queue writes straight from wasm memory). A page
+// whose Content-Security-Policy has no 'unsafe-eval' — the node's own page
+// at /d — forbids that and the client would die at start, so while it
+// starts, eval answers exactly those two sources with the same helpers
+// written here, and hands anything else to the browser's eval.
+function shimBindingEval() {
+  const native = globalThis.eval;
+  const mem = () => globalThis.wasm.instance.exports.mem.buffer;
+  const helpers = [
+    [/queue\.writeBuffer\(buf, offset, data, x, n\)/,
+      (queue, buf, offset, addr, x, n) => queue.writeBuffer(buf, offset, new Uint8ClampedArray(mem(), addr, n), x, n)],
+    [/queue\.writeTexture\(tex, data, layout, writeSize\)/,
+      (queue, tex, addr, n, layout, writeSize) => queue.writeTexture(tex, new Uint8ClampedArray(mem(), addr, n), layout, writeSize)],
+  ];
+  globalThis.eval = function (src) {
+    if (typeof src === "string") {
+      for (const [re, fn] of helpers) if (re.test(src)) return fn;
+    }
+    return native(src);
+  };
+  return () => { globalThis.eval = native; };
+}
+
 async function start() {
   if (!globalThis.navigator?.gpu) {
     throw new Error("this browser has no WebGPU (navigator.gpu): use a recent Chrome or Edge, over https or on localhost");
@@ -45,9 +69,18 @@ async function start() {
   } catch (e) {
     throw new Error("cannot load the DOPPLER client: " + (e?.message || e));
   }
-  // cogentcore/webgpu's js backend copies through globalThis.wasm.instance.
+  // the webgpu binding's js backend copies through globalThis.wasm.instance.
   globalThis.wasm = wasm;
-  const exited = go.run(wasm.instance).then(() => {
+  // go.run runs the client's package initialisers before it returns: the
+  // binding's eval calls happen inside it, and eval is the page's again after.
+  const restoreEval = shimBindingEval();
+  let run;
+  try {
+    run = go.run(wasm.instance);
+  } finally {
+    restoreEval();
+  }
+  const exited = run.then(() => {
     runtime = null;
     throw new Error("the DOPPLER client exited");
   });
