@@ -35,12 +35,12 @@
 //     (killed mid-transfer, its inventory not yet expired) drops off the
 //     ring, and its territory is cut among the others.
 //     Requests to a seed are a quarter of BlocksPerRequest, and a whole
-//     fetch with FetchOptions.Settle (doppler node --pull: 1 s) asks a seed
-//     for nothing until it has run that long and the fetchers it sees have
-//     stopped changing, so that it sees the other fetchers (their
-//     inventories) before it takes a territory: asked earlier, every shard
-//     looks like its own and N fetchers would each take a block of the
-//     same shard.
+//     fetch with FetchOptions.Settle (doppler node --pull: SwarmSettle,
+//     500 ms) asks a seed for nothing until it has run that long and the
+//     fetchers it sees have stopped changing, so that it sees the other
+//     fetchers (their inventories) before it takes a territory: asked
+//     earlier, every shard looks like its own and N fetchers would each
+//     take a block of the same shard.
 //     A fetch limited to some shards (FetchOptions.Shards, the engine
 //     reading a tensor) has no territory: it must not wait.
 //   - Holder choice. Among a shard's holders the fetch asks the one with

@@ -358,7 +358,7 @@ func newNodeCmd() *cobra.Command {
 			if len(ids) > 0 {
 				// Pulling in a swarm: see the other fetchers before taking
 				// shards from a seed (swarm.FetchOptions.Settle).
-				nf.settle = time.Second
+				nf.settle = swarm.SwarmSettle
 			}
 			n, err := nf.startNode(ctx, store)
 			if err != nil {
