@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -91,6 +92,48 @@ func TestSpreadClaim(t *testing.T) {
 				p()
 			}
 		})
+	}
+}
+
+// TestSpreadScale: the super-seed's window grows by one window for each
+// doubling of the peers asking, from 32, and shrinks again once they
+// have not asked for the longest wait.
+func TestSpreadScale(t *testing.T) {
+	for _, c := range []struct{ n, want int }{{0, 1}, {1, 1}, {31, 1}, {32, 2}, {63, 2}, {64, 3}, {300, 5}, {1000, 6}} {
+		if got := spreadScale(c.n); got != c.want {
+			t.Errorf("spreadScale(%d) = %d, want %d", c.n, got, c.want)
+		}
+	}
+	t0 := time.Unix(1e9, 0)
+	sh := rdrr.Hash{2}
+	s := &spread{window: time.Second}
+	// 64 peers ask for block 1; the first gets it, the rest are busy.
+	for i := range 64 {
+		done, ok := s.claim(sh, 1, 1, fmt.Sprint("p", i), t0)
+		if ok != (i == 0) {
+			t.Fatalf("peer %d: ok = %v", i, ok)
+		}
+		if ok {
+			done(true, t0)
+		}
+	}
+	// Block 0, sent at t0: with 64 askers others wait 3 windows.
+	done, ok := s.claim(sh, 0, 1, "p0", t0)
+	if !ok {
+		t.Fatal("block 0 refused to its first asker")
+	}
+	done(true, t0)
+	if _, ok := s.claim(sh, 0, 1, "p1", t0.Add(2900*time.Millisecond)); ok {
+		t.Fatal("block 0 sent again within 3 windows, 64 peers asking")
+	}
+	if _, ok := s.claim(sh, 0, 1, "p1", t0.Add(3*time.Second)); !ok {
+		t.Fatal("block 0 still refused after 3 windows")
+	}
+	// After the longest wait with only p1 asking, the others are forgotten.
+	later := t0.Add(10 * time.Minute)
+	s.claim(sh, 5, 1, "p1", later)
+	if n := len(s.askers); n != 1 {
+		t.Fatalf("%d askers remembered after 10 min, want 1", n)
 	}
 }
 
