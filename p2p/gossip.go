@@ -423,7 +423,9 @@ func (n *Host) announceLoop(ctx context.Context, id rdrr.ModelID, ts *topicState
 // host's own, nor with those asked for directly (AskInventories), which
 // only Inventories returns. On subscribing, the connected peers are asked
 // for theirs directly (direct.go). It returns once subscribed; delivery
-// stops when ctx ends or the host closes.
+// stops when ctx ends or the host closes. A super-seed (Options.SuperSeed)
+// does not join the gossip mesh, so it relays nothing and fn is never
+// called: it learns inventories only directly.
 func (n *Host) Subscribe(ctx context.Context, id rdrr.ModelID, fn func(peerID string, inv wire.Inventory)) error {
 	if n.ctx.Err() != nil {
 		return ErrClosed
@@ -433,6 +435,20 @@ func (n *Host) Subscribe(ctx context.Context, id rdrr.ModelID, fn func(peerID st
 	if err != nil {
 		n.mu.Unlock()
 		return err
+	}
+	if n.opts.SuperSeed > 0 {
+		// A super-seed follows the model without joining its gossip
+		// mesh: its upload is the swarm's scarce resource, and as a
+		// relay it forwarded the inventories of peers that had just
+		// joined to its mesh peers (at 1,000 simulated peers on 2
+		// Mbit/s links, 9.7 MiB in the first 16 s, when it had sent
+		// 0.16 of the model). It learns inventories directly (below,
+		// and from each peer that connects: direct.go), and its own
+		// announcements still go out through the topic's fanout.
+		ts.subs++
+		n.mu.Unlock()
+		n.goBackground(func() { n.AskInventories(ctx, id, nil) })
+		return nil
 	}
 	sub, err := ts.t.Subscribe()
 	if err != nil {

@@ -203,3 +203,68 @@ func TestAnnounceBlocksWait(t *testing.T) {
 		t.Fatalf("after a shard gained: %+v", g)
 	}
 }
+
+// TestSuperSeedRelaysNoGossip: a super-seed follows a model without
+// joining its gossip mesh, so it does not forward the inventories its
+// peers announce (its upload is kept for blocks); a plain host between
+// the same two peers does.
+func TestSuperSeedRelaysNoGossip(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		super bool
+	}{{"plain host relays", false}, {"super-seed does not", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			model := rdrr.Sum([]byte("model"))
+			// No DHT: it would connect b and d directly.
+			mid := newHost(t, nil, func(o *Options) {
+				o.NoDHT = true
+				if c.super {
+					o.SuperSeed = time.Second
+				}
+			})
+			b := newHost(t, nil, func(o *Options) { o.NoDHT = true })
+			d := newHost(t, nil, func(o *Options) { o.NoDHT = true })
+			connect(t, b, mid)
+			connect(t, d, mid)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if err := mid.Subscribe(ctx, model, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Subscribe(ctx, model, nil); err != nil {
+				t.Fatal(err)
+			}
+			got := make(chan string, 8)
+			if err := d.Subscribe(ctx, model, func(p string, _ wire.Inventory) {
+				select {
+				case got <- p:
+				default:
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+			have := wire.NewBitmap(3)
+			have.Set(0)
+			if err := b.Announce(ctx, wire.Inventory{Model: model, Have: have, TTL: 5}); err != nil {
+				t.Fatal(err)
+			}
+			wait := 10 * time.Second // the relayed copy: well within
+			if c.super {
+				wait = 3 * time.Second // long enough for a relayed copy to show
+			}
+			select {
+			case p := <-got:
+				if c.super {
+					t.Fatalf("d got %s's inventory through the super-seed", p)
+				}
+				if p != b.ID() {
+					t.Fatalf("d got an inventory from %s, want %s", p, b.ID())
+				}
+			case <-time.After(wait):
+				if !c.super {
+					t.Fatal("no inventory relayed within 10 s")
+				}
+			}
+		})
+	}
+}
