@@ -67,7 +67,8 @@ func CheckRange(sh rdrr.Shard, first, count int) error {
 // fn stops the transfer and is returned as is. Blocks before the failure
 // have been delivered, so a caller resumes from the last good one. peer
 // names the peer in errors; ctx is consulted to classify a failed read (c
-// bounds its own calls). On error the caller aborts the exchange.
+// bounds its own calls) and after each block: once it ends, FetchBlocks
+// returns its error. On error the caller aborts the exchange.
 func FetchBlocks(ctx context.Context, c MsgConn, peer string, sh rdrr.Shard, first, count int, fn func(index int, data []byte) error) error {
 	if err := CheckRange(sh, first, count); err != nil {
 		return err
@@ -103,6 +104,12 @@ func FetchBlocks(ctx context.Context, c MsgConn, peer string, sh rdrr.Shard, fir
 			}
 			if err := fn(i, m.Data); err != nil {
 				return err
+			}
+			// A caller that cancels (from fn, or while fn ran) gets
+			// its context's error even when the rest of the answer is
+			// already buffered and every read would still succeed.
+			if err := ctx.Err(); err != nil {
+				return Classify(ctx, peer, err)
 			}
 		default:
 			return fmt.Errorf("peer %s: %w: %v in a block stream", peer, ErrProtocol, m.Type())
