@@ -436,30 +436,29 @@ func (n *Host) Subscribe(ctx context.Context, id rdrr.ModelID, fn func(peerID st
 		n.mu.Unlock()
 		return err
 	}
-	if n.opts.SuperSeed > 0 {
-		// A super-seed follows the model without joining its gossip
-		// mesh: its upload is the swarm's scarce resource, and as a
-		// relay it forwarded the inventories of peers that had just
-		// joined to its mesh peers (at 1,000 simulated peers on 2
-		// Mbit/s links, 9.7 MiB in the first 16 s, when it had sent
-		// 0.16 of the model). It learns inventories directly (below,
-		// and from each peer that connects: direct.go), and its own
-		// announcements still go out through the topic's fanout.
-		ts.subs++
-		n.mu.Unlock()
-		n.goBackground(func() { n.AskInventories(ctx, id, nil) })
-		return nil
-	}
-	sub, err := ts.t.Subscribe()
-	if err != nil {
-		n.mu.Unlock()
-		return fmt.Errorf("subscribe %s: %w", id.Short(), err)
+	// A super-seed follows the model without joining its gossip mesh:
+	// its upload is the swarm's scarce resource, and as a relay it
+	// forwarded the inventories of peers that had just joined to its mesh
+	// peers (at 1,000 simulated peers on 2 Mbit/s links, 9.7 MiB in the
+	// first 16 s, when it had sent 0.16 of the model). It learns
+	// inventories directly (below, and from each peer that connects:
+	// direct.go), and its own announcements still go out through the
+	// topic's fanout.
+	var sub *pubsub.Subscription
+	if n.opts.SuperSeed <= 0 {
+		if sub, err = ts.t.Subscribe(); err != nil {
+			n.mu.Unlock()
+			return fmt.Errorf("subscribe %s: %w", id.Short(), err)
+		}
 	}
 	ts.subs++
 	n.mu.Unlock()
 	// Learn the connected peers' inventories now rather than at their
 	// next gossip round (direct.go).
 	n.goBackground(func() { n.AskInventories(ctx, id, nil) })
+	if sub == nil {
+		return nil
+	}
 	sctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(n.ctx, cancel)
 	n.readSub(sctx, func() { cancel(); stop() }, sub, "inventory", id, func(msg *pubsub.Message) {
