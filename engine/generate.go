@@ -85,8 +85,12 @@ type Result struct {
 
 // Generate prefills prompt and generates up to MaxTokens tokens. Each
 // decode step is one compute pass in one submit that reads back only the
-// sampled token id. Cancelling ctx stops cleanly: the tokens generated so
-// far are returned with Reason "interrupted".
+// sampled token id. Decode runs one step ahead: the step that feeds token
+// t back (its embedding reads t from the GPU) is submitted before t is read,
+// so the CPU's encoding and the readback overlap the GPU's work. A step
+// submitted for a token that turns out to end generation is waited for and
+// taken back out of the cache (Rewind). Cancelling ctx stops cleanly: the
+// tokens generated so far are returned with Reason "interrupted".
 func (s *Session) Generate(ctx context.Context, prompt []int, o GenerateOptions) (*Result, error) {
 	if len(prompt) == 0 {
 		return nil, errors.New("empty prompt")
@@ -119,27 +123,63 @@ func (s *Session) Generate(ctx context.Context, prompt []int, o GenerateOptions)
 		}
 		rest = rest[s.batch:]
 	}
-	before := s.dev.Stats()
 	paged := s.m.Paging()
-	next, err := s.step(ctx, rest, smp)
+	pending, err := s.submitStep(ctx, rest, smp)
 	if err != nil {
 		return nil, err
 	}
-	res.Stats.Prefill = time.Since(start)
-	before = s.dev.Stats()
-	for {
-		if o.StopAtEOG != nil && o.StopAtEOG(next) {
-			res.Reason = "eos"
-			break
+	// Stepping ahead needs a step that reads nothing the CPU learns from
+	// the token: not with a repetition penalty (its history is written from
+	// here), expert paging (routing is read back mid-step) or a batch.
+	ahead := smp.impl == nil || smp.impl.pipelined()
+	ahead = ahead && s.m.pager == nil && s.joined == nil
+	var next *pendingStep // submitted for the token pending waits for
+	defer func() {
+		if next != nil {
+			// Generation ended on the token next feeds back: nothing
+			// reads its result, and the cache must not hold it.
+			next.wait()
+			s.Rewind(s.pos - 1)
 		}
-		res.Tokens = append(res.Tokens, next)
-		smp.accept(next)
-		if o.OnToken != nil {
-			if err := o.OnToken(next); err != nil {
+	}()
+	before := s.dev.Stats()
+	t0 := time.Now()
+	for first := true; ; first = false {
+		// The step for pending's token goes in before the token comes out,
+		// unless this token is the last one wanted.
+		if ahead && len(res.Tokens)+1 < o.MaxTokens && s.pos < s.ctxLen {
+			if next, err = s.submitStep(ctx, nil, smp); err != nil {
+				next = nil
+				pending.wait()
 				return res, err
 			}
 		}
-		if o.StopText != nil && o.StopText(next) {
+		id, err := pending.wait()
+		if err != nil {
+			return res, err
+		}
+		now := time.Now()
+		if first {
+			res.Stats.Prefill = now.Sub(start)
+			// Submits count when submitted, reads when read: the
+			// prompt's token has come back only now.
+			before.ReadbackBytes = s.dev.Stats().ReadbackBytes
+		} else {
+			res.Stats.TokenLatency = append(res.Stats.TokenLatency, now.Sub(t0))
+		}
+		t0 = now
+		if o.StopAtEOG != nil && o.StopAtEOG(id) {
+			res.Reason = "eos"
+			break
+		}
+		res.Tokens = append(res.Tokens, id)
+		smp.accept(id)
+		if o.OnToken != nil {
+			if err := o.OnToken(id); err != nil {
+				return res, err
+			}
+		}
+		if o.StopText != nil && o.StopText(id) {
 			res.Reason = "stop"
 			break
 		}
@@ -150,15 +190,17 @@ func (s *Session) Generate(ctx context.Context, prompt []int, o GenerateOptions)
 			res.Reason = "interrupted"
 			break
 		}
-		if s.pos >= s.ctxLen {
-			res.Reason = "context"
-			break
+		if next == nil {
+			if s.pos >= s.ctxLen {
+				res.Reason = "context"
+				break
+			}
+			if next, err = s.submitStep(ctx, nil, smp); err != nil {
+				next = nil
+				return res, err
+			}
 		}
-		t0 := time.Now()
-		if next, err = s.step(ctx, nil, smp); err != nil {
-			return res, err
-		}
-		res.Stats.TokenLatency = append(res.Stats.TokenLatency, time.Since(t0))
+		pending, next = next, nil
 	}
 	after := s.dev.Stats()
 	res.Stats.GeneratedTokens = len(res.Tokens)
@@ -170,29 +212,52 @@ func (s *Session) Generate(ctx context.Context, prompt []int, o GenerateOptions)
 	return res, nil
 }
 
-// step runs one forward pass (over ids, or over the last sampled token when
-// ids is nil) plus sampling in one submit, and reads back the token id.
-func (s *Session) step(ctx context.Context, ids []int, smp *gpuSampler) (int, error) {
+// pendingStep is a submitted forward pass whose sampled token has not been
+// read back yet.
+type pendingStep struct {
+	s   *Session
+	rb  *kernels.Readback
+	pos int   // where the sampled token goes in the cache
+	id  int   // the token, when it came back at once (a batch step)
+	err error // the batch step's error
+}
+
+// submitStep submits one forward pass (over ids, or over the last sampled
+// token when ids is nil) plus sampling in one submit, without waiting.
+func (s *Session) submitStep(ctx context.Context, ids []int, smp *gpuSampler) (*pendingStep, error) {
 	if ids == nil && s.joined != nil {
-		return s.joined.decode(ctx, s, smp)
+		id, err := s.joined.decode(ctx, s, smp)
+		return &pendingStep{s: s, id: id, err: err}, nil
 	}
 	if err := smp.prepare(); err != nil {
-		return 0, err
+		return nil, err
 	}
 	e, err := s.encode(ctx, s.dev.NewEncoder(), ids, ids == nil, false)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	e.Run(smp.ops...)
-	b, err := e.SubmitRead(s.tok, 0, 4)
+	rb, err := e.SubmitReadAsync(s.tok, 0, 4)
+	if err != nil {
+		return nil, err
+	}
+	return &pendingStep{s: s, rb: rb, pos: s.pos}, nil
+}
+
+// wait reads the step's token back.
+func (p *pendingStep) wait() (int, error) {
+	if p.rb == nil {
+		return p.id, p.err
+	}
+	b, err := p.rb.Wait()
 	if err != nil {
 		return 0, err
 	}
 	id := binary.LittleEndian.Uint32(b)
-	if id >= uint32(s.m.Config.VocabSize) {
+	if id >= uint32(p.s.m.Config.VocabSize) {
 		// Argmax writes kernels.ArgmaxNone when every logit is NaN: the
 		// weights are broken, and a silent token 0 would hide it.
-		return 0, fmt.Errorf("%w: no token to pick at position %d (the logits are NaN)", ErrBadLogits, s.pos)
+		return 0, fmt.Errorf("%w: no token to pick at position %d (the logits are NaN)", ErrBadLogits, p.pos)
 	}
 	return int(id), nil
 }
@@ -208,6 +273,9 @@ type samplerImpl interface {
 	prepare() error
 	accept(id int)
 	release()
+	// pipelined reports whether a step can be submitted before the
+	// previous token has been accepted (see Generate).
+	pipelined() bool
 }
 
 func (g *gpuSampler) prepare() error {

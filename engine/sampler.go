@@ -75,6 +75,10 @@ func (st *stochastic) accept(id int) {
 	st.count++
 }
 
+// pipelined: accept writes the token into the penalty's history, which the
+// next step reads; without a penalty it does nothing.
+func (st *stochastic) pipelined() bool { return st.history == nil }
+
 func (st *stochastic) release() {
 	st.state.Release()
 	if st.history != nil {

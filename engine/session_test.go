@@ -3,7 +3,9 @@
 package engine
 
 import (
+	"context"
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -45,5 +47,81 @@ func TestRewind(t *testing.T) {
 		if d := math.Abs(float64(got[i] - want[i])); d > 1e-4 {
 			t.Fatalf("logit %d: %g after rewinding, %g fresh", i, got[i], want[i])
 		}
+	}
+}
+
+// TestGenerateStepsAhead: Generate submits the step that feeds a token
+// back before it reads the token; when that token ends generation the step
+// is taken back out of the cache. Each way of stopping leaves Pos() where
+// the tokens fed put it, and going on from a stop gives the tokens of one
+// uninterrupted run.
+func TestGenerateStepsAhead(t *testing.T) {
+	m := loadShared(t, "models/stories260K.gguf", Options{Context: 64})
+	prompt := []int{1, 403, 407, 261, 378}
+	whole, err := newSession(t, m).Generate(context.Background(), prompt, GenerateOptions{MaxTokens: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	T := whole.Tokens
+	if len(T) != 24 {
+		t.Fatalf("%d tokens, want 24", len(T))
+	}
+	// k: where the stop falls — the first token whose id has not come before.
+	k := 0
+	for i := 4; i < len(T)-8 && k == 0; i++ {
+		if !slices.Contains(T[:i], T[i]) {
+			k = i
+		}
+	}
+	if k == 0 {
+		t.Fatalf("no fresh token to stop on in %v", T)
+	}
+	n := 0
+	for _, c := range []struct {
+		name    string
+		o       GenerateOptions
+		reason  string
+		tokens  int // generated
+		fed     int // of them, the ones in the cache
+		ctxDone bool
+	}{
+		{"length", GenerateOptions{MaxTokens: k}, "length", k, k - 1, false},
+		{"eos", GenerateOptions{MaxTokens: 24, StopAtEOG: func(id int) bool { return id == T[k] }}, "eos", k, k, false},
+		{"stop", GenerateOptions{MaxTokens: 24, StopText: func(id int) bool { return id == T[k] }}, "stop", k + 1, k, false},
+		{"interrupted", GenerateOptions{MaxTokens: 24}, "interrupted", k, k - 1, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if c.ctxDone {
+				n = 0
+				c.o.OnToken = func(int) error {
+					if n++; n == k {
+						cancel()
+					}
+					return nil
+				}
+			}
+			s := newSession(t, m)
+			res, err := s.Generate(ctx, prompt, c.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Reason != c.reason || !slices.Equal(res.Tokens, T[:c.tokens]) {
+				t.Fatalf("%q %v, want %q %v", res.Reason, res.Tokens, c.reason, T[:c.tokens])
+			}
+			if s.Pos() != len(prompt)+c.fed {
+				t.Fatalf("Pos() = %d after %d prompt tokens and %d fed", s.Pos(), len(prompt), c.fed)
+			}
+			// Feed the rest of T[:k+1] and go on: the continuation of the
+			// whole run, token for token.
+			more, err := s.Generate(context.Background(), T[c.fed:k+1], GenerateOptions{MaxTokens: 24 - k - 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(more.Tokens, T[k+1:]) {
+				t.Fatalf("went on with %v, the whole run with %v", more.Tokens, T[k+1:])
+			}
+		})
 	}
 }

@@ -157,12 +157,23 @@ func (e *Encoder) Submit() error { return e.finish() }
 // submits it with everything recorded before (one submit), waits and
 // returns the bytes. This is how a token's sampled id comes back.
 func (e *Encoder) SubmitRead(b *Buffer, off, size uint64) ([]byte, error) {
+	r, err := e.SubmitReadAsync(b, off, size)
+	if err != nil {
+		return nil, err
+	}
+	return r.Wait()
+}
+
+// SubmitReadAsync is SubmitRead without the wait: it submits and returns
+// at once, and the bytes come from the Readback's Wait. Work submitted in
+// between queues behind this submit, so a decode loop can submit the next
+// token's step before it reads this one's token back.
+func (e *Encoder) SubmitReadAsync(b *Buffer, off, size uint64) (*Readback, error) {
 	if e.err == nil && !e.done && size == 0 {
 		e.err = errors.New("kernels: read of 0 bytes")
 	}
 	if e.err != nil || e.done {
-		err := e.finish()
-		return nil, err
+		return nil, e.finish()
 	}
 	// Copies need 4-byte alignment: widen the range, trim after.
 	aoff := off &^ 3
@@ -177,21 +188,42 @@ func (e *Encoder) SubmitRead(b *Buffer, off, size uint64) ([]byte, error) {
 		e.d.putStaging(stage)
 		return nil, err
 	}
-	raw, err := e.d.mapRead(stage, n)
+	return &Readback{d: e.d, stage: stage, wait: e.d.startMap(stage, n), lo: off - aoff, size: size}, nil
+}
+
+// Readback is a submitted read whose bytes have not been taken yet. Wait
+// must be called once, by one goroutine, to get them and to give its
+// staging buffer back.
+type Readback struct {
+	d        *Device
+	stage    *wgpu.Buffer
+	wait     func() ([]byte, error)
+	lo, size uint64
+	done     bool
+}
+
+// Wait blocks until the GPU has run everything submitted with the read
+// and returns the bytes.
+func (r *Readback) Wait() ([]byte, error) {
+	if r.done {
+		return nil, errors.New("kernels: readback already taken")
+	}
+	r.done = true
+	raw, err := r.wait()
 	if err != nil {
 		// Its map state is unknown: drop it rather than pool it.
-		e.d.mu.Lock()
-		e.d.allocated.Add(-e.d.stageSize[stage])
-		delete(e.d.stageSize, stage)
-		e.d.mu.Unlock()
-		e.d.serial(func() {
-			stage.Destroy()
-			stage.Release()
+		r.d.mu.Lock()
+		r.d.allocated.Add(-r.d.stageSize[r.stage])
+		delete(r.d.stageSize, r.stage)
+		r.d.mu.Unlock()
+		r.d.serial(func() {
+			r.stage.Destroy()
+			r.stage.Release()
 		})
 		return nil, err
 	}
-	e.d.putStaging(stage)
-	e.d.stats.readbacks.Add(1)
-	e.d.stats.readbackBytes.Add(size)
-	return raw[off-aoff : off-aoff+size], nil
+	r.d.putStaging(r.stage)
+	r.d.stats.readbacks.Add(1)
+	r.d.stats.readbackBytes.Add(r.size)
+	return raw[r.lo : r.lo+r.size], nil
 }

@@ -356,6 +356,13 @@ func jsAdapterInfo(a js.Value) AdapterInfo {
 	return out
 }
 
+// startMap returns the wait that maps the first n bytes of a staging
+// buffer whose copy has been submitted and returns a copy. The browser
+// maps when the wait awaits mapAsync's promise, so nothing starts early.
+func (d *Device) startMap(s *wgpu.Buffer, n uint64) func() ([]byte, error) {
+	return func() ([]byte, error) { return d.mapRead(s, n) }
+}
+
 // mapRead maps the first n bytes of a staging buffer whose copy has been
 // submitted and returns a copy. The binding's MapAsync awaits mapAsync
 // (parking this goroutine) and then reports success even when the promise

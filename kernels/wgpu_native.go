@@ -222,13 +222,15 @@ func adapterFeatures(a *wgpu.Adapter) (Features, []wgpu.FeatureName) {
 	return f, want
 }
 
-// mapRead maps the first n bytes of a staging buffer whose copy has been
-// submitted, waits for it and returns a copy.
-func (d *Device) mapRead(s *wgpu.Buffer, n uint64) ([]byte, error) {
+// startMap asks for the first n bytes of a staging buffer whose copy has
+// been submitted to be mapped, and returns the wait that polls until they
+// are and returns a copy. Nothing waits in between, so the caller can
+// submit more work while this copy is still queued.
+func (d *Device) startMap(s *wgpu.Buffer, n uint64) func() ([]byte, error) {
 	// The callback runs in the poll that retires the copy, on whichever
 	// goroutine polls: hand its result over through atomics.
 	var status atomic.Uint32
-	var done atomic.Bool
+	done := new(atomic.Bool)
 	var err error
 	d.serial(func() {
 		err = s.TryMapAsync(wgpu.MapModeRead, 0, n, func(st wgpu.MapAsyncStatus) {
@@ -236,20 +238,23 @@ func (d *Device) mapRead(s *wgpu.Buffer, n uint64) ([]byte, error) {
 			done.Store(true)
 		})
 	})
-	if err != nil {
-		return nil, fmt.Errorf("kernels: map staging: %w", err)
+	return func() ([]byte, error) {
+		if err != nil {
+			return nil, fmt.Errorf("kernels: map staging: %w", err)
+		}
+		d.pollUntil(done)
+		if st := wgpu.MapAsyncStatus(status.Load()); st != wgpu.MapAsyncStatusSuccess {
+			return nil, fmt.Errorf("kernels: map staging: %s", st)
+		}
+		out := make([]byte, n)
+		var uerr error
+		d.serial(func() {
+			copy(out, s.GetMappedRange(0, uint(n)))
+			uerr = s.TryUnmap()
+		})
+		if uerr != nil {
+			return nil, fmt.Errorf("kernels: unmap staging: %w", uerr)
+		}
+		return out, nil
 	}
-	d.pollUntil(&done)
-	if st := wgpu.MapAsyncStatus(status.Load()); st != wgpu.MapAsyncStatusSuccess {
-		return nil, fmt.Errorf("kernels: map staging: %s", st)
-	}
-	out := make([]byte, n)
-	d.serial(func() {
-		copy(out, s.GetMappedRange(0, uint(n)))
-		err = s.TryUnmap()
-	})
-	if err != nil {
-		return nil, fmt.Errorf("kernels: unmap staging: %w", err)
-	}
-	return out, nil
 }
