@@ -22,6 +22,11 @@ type Options struct {
 	Context int
 	// KVF32 keeps the KV cache in f32 instead of f16.
 	KVF32 bool
+	// Q8X rounds the input of each decode-step matrix product whose
+	// weight has an integer-dot kernel (kernels.Weight.CanQ8X: Q4_K) to
+	// 8 bits in blocks of 32, as llama.cpp's GPU backends do, and runs
+	// the product on packed 8-bit dot products.
+	Q8X bool
 	// Batch is the most prompt tokens one prefill pass takes; 0 = 256.
 	Batch int
 	// ExpertCache keeps at most this many experts of each MoE layer on the

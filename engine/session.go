@@ -41,6 +41,7 @@ type Session struct {
 	rlog, sel, wts, egu, eh, ey *kernels.Buffer
 	selSlots                    *kernels.Buffer       // paging: sel mapped to resident slots
 	xLast, xnLast               *kernels.Buffer       // the last row, for the LM head after a prefill
+	xq                          *kernels.Buffer       // a decode matmul's input in 8 bits (Options.Q8X)
 	logits                      *kernels.Buffer       // [vocab]
 	logitsAll                   *kernels.Buffer       // [batch][vocab], built on demand
 	ids                         *kernels.Buffer       // u32 [batch], written by the CPU
@@ -121,6 +122,7 @@ func (m *Model) newSession(kv func(layer int) (k, v kernels.BufferRange)) (*Sess
 		{&s.eh, "experts_h", nb(m.fam.moe, b*uint64(c.ExpertsUsed*c.ExpertFFN)*4)},
 		{&s.ey, "experts_y", nb(m.fam.moe, b*uint64(c.ExpertsUsed*c.HiddenSize)*4)},
 		{&s.selSlots, "experts_slots", nb(m.pager != nil, b*uint64(c.ExpertsUsed)*4)},
+		{&s.xq, "x_q8", nb(m.opts.Q8X, kernels.Q8RowBytes(max(c.HiddenSize, qDim, c.FFN)))},
 	} {
 		if a.bytes == 0 {
 			continue
@@ -226,6 +228,7 @@ func (s *Session) build(k planKey) (*plan, error) {
 	m := k.m
 	var ops []*kernels.Op
 	var err error
+	var rounded *kernels.Buffer // what s.xq holds (see matmul), until ops are added
 	add := func(op *kernels.Op, e error) {
 		if err == nil && e != nil {
 			err = e
@@ -233,12 +236,38 @@ func (s *Session) build(k planKey) (*plan, error) {
 		if op != nil {
 			ops = append(ops, op)
 		}
+		rounded = nil
 	}
 	addN := func(o []*kernels.Op, e error) {
 		if err == nil && e != nil {
 			err = e
 		}
 		ops = append(ops, o...)
+		rounded = nil
+	}
+	// matmul is d.MatMul, through 8-bit activations where Options.Q8X
+	// and the weight allow: the input rounded once (into s.xq) for the
+	// products that follow each other on it (q, k and v).
+	matmul := func(w *kernels.Weight, in *kernels.Buffer, out kernels.BufferRange, o kernels.MatMulOpts) ([]*kernels.Op, error) {
+		if m != 1 || s.xq == nil || !w.CanQ8X() {
+			rounded = nil
+			return d.MatMul(w, whole(in), out, m, o)
+		}
+		var q []*kernels.Op
+		if rounded != in {
+			op, err := d.QuantizeQ8(whole(in), whole(s.xq), 1, w.Cols)
+			if err != nil {
+				return nil, err
+			}
+			q, rounded = []*kernels.Op{op}, in
+		}
+		o.Q8X = true
+		mo, err := d.MatMul(w, whole(s.xq), out, 1, o)
+		if err != nil {
+			releaseOps(q)
+			return nil, err
+		}
+		return append(q, mo...), nil
 	}
 	ids := whole(s.ids)
 	if k.fromTok {
@@ -269,10 +298,10 @@ func (s *Session) build(k planKey) (*plan, error) {
 		if post == nil {
 			o := bias(b)
 			o.Accumulate = true
-			addN(d.MatMul(w, whole(in), whole(s.x), m, o))
+			addN(matmul(w, in, whole(s.x), o))
 			return
 		}
-		addN(d.MatMul(w, whole(in), whole(s.tmp), m, bias(b)))
+		addN(matmul(w, in, whole(s.tmp), bias(b)))
 		add(d.RMSNorm(whole(s.tmp), whole(post), whole(s.tmp2), m, c.HiddenSize, eps, c.NormAddOne))
 		add(d.AddInPlace(whole(s.x), whole(s.tmp2), m*c.HiddenSize))
 	}
@@ -285,7 +314,7 @@ func (s *Session) build(k planKey) (*plan, error) {
 		add(d.RMSNorm(whole(s.x), whole(ly.attnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
 		rows := s.qkvL.rows(c, ly.qkv != nil, m, 0)
 		mm := func(w *kernels.Weight, out kernels.BufferRange, b *kernels.Buffer) ([]*kernels.Op, error) {
-			return d.MatMul(w, whole(s.xn), out, m, bias(b))
+			return matmul(w, s.xn, out, bias(b))
 		}
 		addN(s.m.qkvOps(&ly, mm, s.qkv, s.qRaw, s.kRaw, rows, m))
 		// One dispatch rotates q and k and writes k and v to the cache.
@@ -321,7 +350,7 @@ func (s *Session) build(k planKey) (*plan, error) {
 		} else {
 			if m == 1 && ly.gateUp.CanGate() {
 				// Decode: the activation fused into the gate+up matvec.
-				addN(d.MatMul(ly.gateUp, whole(s.xn), whole(s.h), 1, kernels.MatMulOpts{Gated: true, Act: activation(c.Activation)}))
+				addN(matmul(ly.gateUp, s.xn, whole(s.h), kernels.MatMulOpts{Gated: true, Act: activation(c.Activation)}))
 			} else {
 				addN(d.MatMul(ly.gateUp, whole(s.xn), whole(s.gu), m, kernels.MatMulOpts{}))
 				add(d.GatedAct(whole(s.gu), whole(s.h), m, c.FFN, 2*c.FFN, c.FFN, activation(c.Activation)))
@@ -345,7 +374,7 @@ func (s *Session) build(k planKey) (*plan, error) {
 		addN(d.MatMul(s.m.output, whole(s.xn), whole(s.logitsAll), m, kernels.MatMulOpts{}))
 	case m == 1:
 		add(d.RMSNorm(whole(s.x), whole(s.m.outNorm), whole(s.xnLast), 1, c.HiddenSize, eps, c.NormAddOne))
-		addN(d.MatMul(s.m.output, whole(s.xnLast), whole(s.logits), 1, kernels.MatMulOpts{}))
+		addN(matmul(s.m.output, s.xnLast, whole(s.logits), kernels.MatMulOpts{}))
 	default:
 		// The caller copies the last row of x into xLast before these.
 		add(d.RMSNorm(whole(s.xLast), whole(s.m.outNorm), whole(s.xnLast), 1, c.HiddenSize, eps, c.NormAddOne))

@@ -53,6 +53,10 @@ type MatMulOpts struct {
 	// Accumulate.
 	Gated bool
 	Act   Act
+	// Q8X: x holds QuantizeQ8's output (one row per vector), not f32,
+	// and the product runs on packed 8-bit integer dot products
+	// (dtypes of CanQ8X, m == 1 and MatMulBatch).
+	Q8X bool
 
 	// Tuning of the m == 1 kernel (tests and benchmarks); 0 = default.
 	vecWG   int  // invocations per workgroup, a power of two ≥ 32
@@ -231,6 +235,35 @@ func fastRows(b *strings.Builder, r int, gated bool) {
 	}
 }
 
+// CanQ8X reports whether MatMulOpts.Q8X applies to w: a dtype of
+// Q8XDType, columns a multiple of 128.
+func (w *Weight) CanQ8X() bool {
+	return w.Cols%128 == 0 && Q8XDType(w.DType)
+}
+
+// Q8XDType reports whether weights of dt have a kernel for 8-bit
+// activations (MatMulOpts.Q8X).
+func Q8XDType(dt quant.DType) bool { return matvecQ8X(dt) != "" }
+
+// matvecQ8X returns the fast kernel's source for the dtype against
+// 8-bit activations (its "_Q8X" section, with x bound as packed words),
+// or "" where there is none.
+func matvecQ8X(dt quant.DType) string {
+	sec, ok := wgslSection(matvecFastWGSL, dt.String()+"_Q8X")
+	if !ok {
+		return ""
+	}
+	prelude, _, _ := strings.Cut(matvecFastWGSL, "\n// ==== ")
+	prelude, err := setBlock(prelude, "XBIND", "@group(0) @binding(2) var<storage, read> x: array<vec4<u32>>;\n")
+	if err == nil {
+		prelude, err = setBlock(prelude, "XF32", "")
+	}
+	if err != nil {
+		return ""
+	}
+	return prelude + sec
+}
+
 func matvecFast(dt quant.DType, cols int) string {
 	switch dt {
 	case quant.Q4_K, quant.Q6_K, quant.Q8_0:
@@ -365,7 +398,14 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 	if err != nil {
 		return nil, err
 	}
-	if needX, needOut := uint64(m)*uint64(w.Cols)*4, uint64(m)*uint64(rows)*4; x.size() < needX || out.size() < needOut {
+	needX := uint64(m) * uint64(w.Cols) * 4
+	if opts.Q8X {
+		if !w.CanQ8X() || opts.vecOld || m != 1 {
+			return nil, fmt.Errorf("kernels: matmul %s: %s %dx%d, m=%d has no kernel for 8-bit activations", w.Name, w.DType, w.Rows, w.Cols, m)
+		}
+		needX = uint64(m) * Q8RowBytes(w.Cols)
+	}
+	if needOut := uint64(m) * uint64(rows) * 4; x.size() < needX || out.size() < needOut {
 		return nil, fmt.Errorf("kernels: matmul %s %dx%d, m=%d: x %d bytes (need %d), out %d bytes (need %d)",
 			w.Name, w.Rows, w.Cols, m, x.size(), needX, out.size(), needOut)
 	}
@@ -395,7 +435,10 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 	var tokTiles int
 	if m == 1 {
 		fast := ""
-		if !opts.vecOld {
+		switch {
+		case opts.Q8X:
+			fast = matvecQ8X(w.DType)
+		case !opts.vecOld:
 			fast = matvecFast(w.DType, w.Cols)
 		}
 		wg, r := matvecShape(units, d.limits.MaxInvocations, opts)
@@ -412,7 +455,7 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 		}
 		var src, key string
 		if fast != "" {
-			src, key = fast, fmt.Sprintf("matvecfast/%s/wg%d/r%d/u%d", w.DType, wg, r, unroll)
+			src, key = fast, fmt.Sprintf("matvecfast/%s/wg%d/r%d/u%d/q8x=%v", w.DType, wg, r, unroll, opts.Q8X)
 			if opts.Gated {
 				if src, err = gateFast(src, opts.Act, false); err != nil {
 					return nil, err

@@ -328,13 +328,13 @@ func BenchmarkMatVec(b *testing.B) {
 	b.Logf("adapter: %s (%s, %s)", d.Info().Name, d.Info().Backend, d.Info().Type)
 	type shape struct{ rows, cols int }
 	shapes := []shape{{4096, 4096}, {14336, 4096}, {4096, 14336}}
-	variants := []MatMulOpts{{vecOld: true}, {},
+	variants := []MatMulOpts{{vecOld: true}, {}, {Q8X: true},
 		{vecWG: 32, vecRows: 2, vecU: 1}, {vecWG: 32, vecRows: 2, vecU: 2}, {vecWG: 32, vecRows: 4, vecU: 1}, {vecWG: 32, vecRows: 4, vecU: 2},
 		{vecWG: 64, vecRows: 1, vecU: 2}, {vecWG: 64, vecRows: 2, vecU: 1}, {vecWG: 64, vecRows: 2, vecU: 2},
 		{vecWG: 64, vecRows: 4, vecU: 1}, {vecWG: 64, vecRows: 4, vecU: 2},
 		{vecWG: 128, vecRows: 2, vecU: 1}, {vecWG: 128, vecRows: 2, vecU: 2}, {vecWG: 128, vecRows: 4, vecU: 1}, {vecWG: 256, vecRows: 2, vecU: 2}}
 	if os.Getenv("DOPPLER_MATVEC_KNOBS") == "" {
-		variants = variants[:2]
+		variants = variants[:3]
 	}
 	for _, dt := range []quant.DType{quant.Q4_K, quant.Q6_K, quant.Q8_0, quant.F16} {
 		sh := shapes
@@ -409,9 +409,17 @@ func benchMatVecShape(b *testing.B, d *Device, dt quant.DType, rows, cols int, v
 	defer x.Release()
 	defer y.Release()
 	d.WriteF32(x, 0, randF32(r, cols, 1))
+	xq := quantizeQ8For(b, d, x, cols)
 	for _, o := range variants {
 		name := "old"
-		if !o.vecOld {
+		in := x
+		switch {
+		case o.Q8X:
+			if !ws[0].CanQ8X() {
+				continue
+			}
+			name, in = "q8x", xq
+		case !o.vecOld:
 			wg, rr, u := matvecFastShape(dt, o)
 			if matvecFast(dt, cols) == "" {
 				continue
@@ -423,7 +431,7 @@ func benchMatVecShape(b *testing.B, d *Device, dt quant.DType, rows, cols int, v
 		}
 		var ops [][]*Op
 		for _, w := range ws {
-			op, err := d.MatMul(w, Whole(x), Whole(y), 1, o)
+			op, err := d.MatMul(w, Whole(in), Whole(y), 1, o)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -438,4 +446,25 @@ func benchMatVecShape(b *testing.B, d *Device, dt quant.DType, rows, cols int, v
 			releaseOps(op)
 		}
 	}
+}
+
+// quantizeQ8For returns x (n values) rounded to 8 bits on the GPU, in a
+// buffer released with the benchmark.
+func quantizeQ8For(b *testing.B, d *Device, x *Buffer, n int) *Buffer {
+	xq, err := d.NewBuffer("xq", Q8RowBytes(n))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(xq.Release)
+	op, err := d.QuantizeQ8(Whole(x), Whole(xq), 1, n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer op.Release()
+	e := d.NewEncoder()
+	e.Run(op)
+	if _, err := e.SubmitRead(xq, 0, 4); err != nil {
+		b.Fatal(err)
+	}
+	return xq
 }

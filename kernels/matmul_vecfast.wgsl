@@ -43,7 +43,9 @@ const RED: u32 = R * RS;
 const RED2: u32 = R * 8u;
 
 @group(0) @binding(0) var<uniform> params: Params;
+// BEGIN XBIND
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+// END XBIND
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
@@ -54,6 +56,7 @@ fn hsum(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
 }
 
+// BEGIN XF32
 // The 8 vec4 (32 values) of x that a quantized unit pairs with: x[c0],
 // x[c0 + 1], x[c1], x[c1 + 1], ..., x[c3 + 1].
 struct X8 {
@@ -64,6 +67,8 @@ struct X8 {
 fn x8(c0: u32, c1: u32, c2: u32, c3: u32) -> X8 {
     return X8(x[c0], x[c0 + 1u], x[c1], x[c1 + 1u], x[c2], x[c2 + 1u], x[c3], x[c3 + 1u]);
 }
+
+// END XF32
 
 // The u32 at byte shift s/8 (s in 0, 8, 16, 24) of the word pair (a, b).
 fn funnel(a: u32, b: u32, s: u32) -> u32 {
@@ -373,3 +378,71 @@ fn ucalc(wu: WU, u: u32, xu: XU) -> f32 {
 }
 
 // ==== END
+
+// ==== Q4_K_Q8X
+// Q4_K weights against activations rounded to 8 bits (quant8.wgsl; matmul.go
+// binds them as x: array<vec4<u32>>): the units are Q4_K's, each value
+// pair is one byte lane of a packed 4 × 8-bit integer dot product, and
+// only the sums of a sub-block's 16 values meet floats.
+@group(0) @binding(1) var<storage, read> W: array<vec4<u32>>;
+
+// The int8 of the unit's 16 low-nibble values (l) and 16 high-nibble
+// values (h), the scales of their x blocks and d·Σq of their halves.
+struct XU {
+    l: vec4<u32>, h: vec4<u32>,
+    dl: f32, dh: f32, sl: f32, sh: f32,
+}
+
+fn xunit(u: u32) -> XU {
+    // Value 256b + 64k + 16h (b = u/8, u%8 = 2k + h), as vec4 of 16 int8.
+    let v = (u >> 3u) * 16u + (u & 7u) + ((u >> 1u) & 3u) * 2u;
+    let xb = v >> 1u; // its 32-value block (even)
+    let nq = params.cols >> 4u;
+    let dv = x[nq + (xb >> 2u)];
+    let sv = x[nq + (params.cols >> 7u) + (v >> 2u)];
+    let i = v & 3u; // 0 or 1: h
+    return XU(x[v], x[v + 2u], bitcast<f32>(dv[xb & 3u]), bitcast<f32>(dv[(xb & 3u) + 1u]),
+              bitcast<f32>(sv[i]), bitcast<f32>(sv[i + 2u]));
+}
+
+struct WU {
+    hd: vec4<u32>, q: vec4<u32>,
+}
+
+fn uload(row: u32, u: u32) -> WU {
+    let vb = row * (params.row_bytes >> 4u) + (u >> 3u) * 9u;
+    return WU(W[vb], W[vb + 1u + (u & 7u)]);
+}
+
+// The unit's nibbles as bytes (low: l, high: h), d, dmin, and the scales
+// and mins of its two sub-blocks.
+struct WD {
+    l: vec4<u32>, h: vec4<u32>,
+    d: f32, dmin: f32, s0: f32, s1: f32, m0: f32, m1: f32,
+}
+
+fn udec(w: WU, u: u32) -> WD {
+    let hd = w.hd;
+    let dm = unpack2x16float(hd.x);
+    let k = (u >> 1u) & 3u;
+    let s = (k & 1u) * 16u;
+    let a = hd.y >> s;
+    let b = hd.z >> s;
+    let c = hd.w >> s;
+    let hi = k >= 2u;
+    let sc = select(a & 0x3f3fu, (c & 0x0f0fu) | ((a >> 2u) & 0x3030u), hi);
+    let mn = select(b & 0x3f3fu, ((c >> 4u) & 0x0f0fu) | ((b >> 2u) & 0x3030u), hi);
+    let m4 = vec4<u32>(0x0f0f0f0fu);
+    return WD(w.q & m4, (w.q >> vec4<u32>(4u)) & m4,
+              dm.x, dm.y, f32(sc & 0xffu), f32((sc >> 8u) & 0xffu), f32(mn & 0xffu), f32((mn >> 8u) & 0xffu));
+}
+
+fn udot(d: WD, xu: XU) -> f32 {
+    let al = (dot4I8Packed(d.l.x, xu.l.x) + dot4I8Packed(d.l.y, xu.l.y)) + (dot4I8Packed(d.l.z, xu.l.z) + dot4I8Packed(d.l.w, xu.l.w));
+    let ah = (dot4I8Packed(d.h.x, xu.h.x) + dot4I8Packed(d.h.y, xu.h.y)) + (dot4I8Packed(d.h.z, xu.h.z) + dot4I8Packed(d.h.w, xu.h.w));
+    return d.d * (d.s0 * xu.dl * f32(al) + d.s1 * xu.dh * f32(ah)) - d.dmin * (d.m0 * xu.sl + d.m1 * xu.sh);
+}
+
+fn ucalc(w: WU, u: u32, xu: XU) -> f32 {
+    return udot(udec(w, u), xu);
+}

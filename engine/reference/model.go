@@ -21,6 +21,9 @@ type Options struct {
 	// LlamaCPU rounds activations as llama.cpp's CPU backend does (default:
 	// none, as the engine's kernels).
 	LlamaCPU LlamaCPU
+	// Q8X rounds a one-token matmul's input as the engine does with its
+	// Options.Q8X (kernels.QuantizeQ8Ref) where the weight takes it.
+	Q8X bool
 }
 
 // LlamaCPU selects the activation roundings of llama.cpp's CPU backend.

@@ -175,8 +175,11 @@ func stack(a, b []float32, rows, n int) []float32 {
 // matmul is w·x (+ bias) (+ acc) for m rows of x, with x first rounded as
 // llama.cpp rounds it when that is asked for.
 func (md *Model) matmul(w *matrix, x []float32, m int, bias, acc []float32) []float32 {
-	if md.opts.LlamaCPU.MatMul {
+	switch {
+	case md.opts.LlamaCPU.MatMul:
 		x = roundRows(w.dt, x, m, w.cols)
+	case md.opts.Q8X && m == 1 && kernels.Q8XDType(w.dt) && w.cols%128 == 0:
+		x = kernels.DequantizeQ8Ref(kernels.QuantizeQ8Ref(x, 1, w.cols), 1, w.cols)
 	}
 	return kernels.MatMulRef(w.dt, w.data, w.rows, w.cols, x, m, bias, acc)
 }

@@ -1,0 +1,174 @@
+//go:build cgo || js
+
+package kernels
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/doppler-llm/doppler/rdrr/quant"
+)
+
+// TestQuantizeQ8 compares the GPU's 8-bit activations with
+// QuantizeQ8Ref: scales and half-block sums within an ulp or so, every q
+// within one step (a value on a rounding edge), almost all equal.
+func TestQuantizeQ8(t *testing.T) {
+	d := testDevice(t)
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, c := range []struct{ m, n int }{{1, 128}, {1, 4096}, {3, 640}} {
+		x := randF32(r, c.m*c.n, 2)
+		x[7] = 0 // a zero, and a block of zeros
+		for i := 32; i < 64 && c.n >= 128; i++ {
+			x[i] = 0
+		}
+		xb, _ := d.NewBuffer("x", uint64(len(x)*4))
+		qb, _ := d.NewBuffer("xq", uint64(c.m)*Q8RowBytes(c.n))
+		defer xb.Release()
+		defer qb.Release()
+		d.WriteF32(xb, 0, x)
+		op, err := d.QuantizeQ8(Whole(xb), Whole(qb), c.m, c.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := d.NewEncoder()
+		e.Run(op)
+		got, err := e.SubmitRead(qb, 0, qb.Size())
+		op.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := QuantizeQ8Ref(x, c.m, c.n)
+		row := int(Q8RowBytes(c.n))
+		off := 0
+		for i := range got {
+			k := i % row
+			if k < c.n {
+				if dq := int(int8(got[i])) - int(int8(want[i])); dq != 0 {
+					if dq != 1 && dq != -1 {
+						t.Fatalf("%dx%d: q[%d] = %d, want %d", c.m, c.n, i, int8(got[i]), int8(want[i]))
+					}
+					off++
+				}
+				continue
+			}
+			if k%4 != 0 {
+				continue
+			}
+			g := math.Float32frombits(binary.LittleEndian.Uint32(got[i:]))
+			w := math.Float32frombits(binary.LittleEndian.Uint32(want[i:]))
+			if !closeTo(g, w, 1e-30, 1e-5) {
+				t.Fatalf("%dx%d: scale or sum word at byte %d: %g, want %g", c.m, c.n, i, g, w)
+			}
+		}
+		if off > c.m*c.n/100 {
+			t.Fatalf("%dx%d: %d values a step off the reference", c.m, c.n, off)
+		}
+	}
+	if _, err := d.QuantizeQ8(Whole(nil), Whole(nil), 1, 100); err == nil {
+		t.Fatal("n = 100 (not a multiple of 128) accepted")
+	}
+}
+
+// TestMatVecQ8X: the integer-dot kernel computes W·x̂ for the values x̂
+// the 8-bit activations stand for (DequantizeQ8Ref), within f32 rounding,
+// and stays within the 8-bit rounding of the f32 product.
+func TestMatVecQ8X(t *testing.T) {
+	d := testDevice(t)
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, c := range []struct {
+		dt         quant.DType
+		rows, cols int
+		opts       MatMulOpts
+	}{
+		{quant.Q4_K, 7, 256, MatMulOpts{}},
+		{quant.Q4_K, 33, 1024, MatMulOpts{}},
+		{quant.Q4_K, 64, 4096, MatMulOpts{Accumulate: true}},
+		{quant.Q4_K, 16, 768, MatMulOpts{vecRows: 2, vecU: 1}},
+	} {
+		name := fmt.Sprintf("%s/%dx%d", c.dt, c.rows, c.cols)
+		wdata := randWeight(r, c.dt, c.rows, c.cols)
+		w, err := d.UploadWeight("w", c.dt, c.rows, c.cols, wdata)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := randF32(r, c.cols, 1)
+		acc := randF32(r, c.rows, 1)
+		xb, _ := d.NewBuffer("x", uint64(c.cols*4))
+		qb, _ := d.NewBuffer("xq", Q8RowBytes(c.cols))
+		yb, _ := d.NewBuffer("y", uint64(c.rows*4))
+		d.WriteF32(xb, 0, x)
+		d.WriteF32(yb, 0, acc)
+		qop, err := d.QuantizeQ8(Whole(xb), Whole(qb), 1, c.cols)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := c.opts
+		o.Q8X = true
+		ops, err := d.MatMul(w, Whole(qb), Whole(yb), 1, o)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		e := d.NewEncoder()
+		e.Run(qop)
+		e.Run(ops...)
+		raw, err := e.SubmitRead(yb, 0, yb.Size())
+		if err != nil {
+			t.Fatal(err)
+		}
+		xq, err := d.Read(qb, 0, qb.Size())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]float32, c.rows)
+		for i := range got {
+			got[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+		var add []float32
+		if c.opts.Accumulate {
+			add = acc
+		}
+		want := MatMulRef(c.dt, wdata, c.rows, c.cols, DequantizeQ8Ref(xq, 1, c.cols), 1, nil, add)
+		exact := MatMulRef(c.dt, wdata, c.rows, c.cols, x, 1, nil, add)
+		var scale float64
+		for _, v := range exact {
+			scale = max(scale, math.Abs(float64(v)))
+		}
+		for i := range got {
+			if !closeTo(got[i], want[i], 1e-5*scale, 1e-5) {
+				t.Fatalf("%s: row %d: %g, want %g (from the 8-bit x)", name, i, got[i], want[i])
+			}
+			if !closeTo(got[i], exact[i], 0.02*scale, 0) {
+				t.Fatalf("%s: row %d: %g, the f32 product %g", name, i, got[i], exact[i])
+			}
+		}
+		releaseOps(ops)
+		qop.Release()
+		w.Release()
+		xb.Release()
+		qb.Release()
+		yb.Release()
+	}
+}
+
+// BenchmarkQuantizeQ8: rounding one activation vector to 8 bits (a decode
+// step does it once per matrix input).
+func BenchmarkQuantizeQ8(b *testing.B) {
+	d := testDevice(b)
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, n := range []int{4096, 14336} {
+		x, _ := d.NewBuffer("x", uint64(n*4))
+		xq, _ := d.NewBuffer("xq", Q8RowBytes(n))
+		d.WriteF32(x, 0, randF32(r, n, 1))
+		op, err := d.QuantizeQ8(Whole(x), Whole(xq), 1, n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprint(n), func(b *testing.B) { timeOpChain(b, d, [][]*Op{{op}}, xq) })
+		op.Release()
+		x.Release()
+		xq.Release()
+	}
+}
