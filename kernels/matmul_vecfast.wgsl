@@ -446,3 +446,99 @@ fn udot(d: WD, xu: XU) -> f32 {
 fn ucalc(w: WU, u: u32, xu: XU) -> f32 {
     return udot(udec(w, u), xu);
 }
+
+// ==== Q6_K_Q8X
+// Q6_K weights against 8-bit activations (see Q4_K_Q8X): Q6_K's units,
+// the 6-bit values as bytes in packed dot products, q − 32 applied through
+// the x sums of each group.
+@group(0) @binding(1) var<storage, read> W: array<u32>;
+
+// Per group s = 0..3 of the unit: its 8 int8 (two words), the scale of
+// its x block, and the sum of its 8 q.
+struct XU {
+    x0: vec2<u32>, x1: vec2<u32>, x2: vec2<u32>, x3: vec2<u32>,
+    dx: vec4<f32>,
+    sx: vec4<i32>,
+}
+
+fn xpair(i: u32, odd: bool) -> vec2<u32> {
+    let v = x[i];
+    return select(v.xy, v.zw, odd);
+}
+
+fn xsum(p: vec2<u32>) -> i32 {
+    return dot4I8Packed(p.x, 0x01010101u) + dot4I8Packed(p.y, 0x01010101u);
+}
+
+fn xunit(u: u32) -> XU {
+    // Group s: values 256b + 128h + 32s + 8g .. + 7 (b = u/8, h = (u/4)%2, g = u%4).
+    let v = (u >> 3u) * 16u + ((u >> 2u) & 1u) * 8u + ((u & 3u) >> 1u);
+    let odd = (u & 1u) != 0u;
+    let p0 = xpair(v, odd);
+    let p1 = xpair(v + 2u, odd);
+    let p2 = xpair(v + 4u, odd);
+    let p3 = xpair(v + 6u, odd);
+    let dv = x[(params.cols >> 4u) + (v >> 3u)]; // the x blocks 8b + 4h + s
+    return XU(p0, p1, p2, p3, bitcast<vec4<f32>>(dv), vec4<i32>(xsum(p0), xsum(p1), xsum(p2), xsum(p3)));
+}
+
+// The words at byte o + 64h + 8g (ql), +32 (ql), o + 128 + 32h + 8g (qh),
+// o + 192 + 8h (scales), o + 208 (d), 3 or 2 each, for funnel shifts.
+struct WU {
+    sh: u32,
+    a0: u32, a1: u32, a2: u32, b0: u32, b1: u32, b2: u32,
+    h0: u32, h1: u32, h2: u32, s0: u32, s1: u32, s2: u32, d0: u32, d1: u32,
+}
+
+fn uload(row: u32, u: u32) -> WU {
+    let o = row * params.row_bytes + (u >> 3u) * 210u;
+    let i = o >> 2u;
+    let h = (u >> 2u) & 1u;
+    let g = u & 3u;
+    let ia = i + 16u * h + 2u * g; // ql[64h + 8g]
+    let ib = ia + 8u;              // ql[64h + 8g + 32]
+    let ih = i + 32u + 8u * h + 2u * g; // qh[32h + 8g]
+    let is = i + 48u + 2u * h;          // scales[8h]
+    return WU((o & 3u) * 8u, W[ia], W[ia + 1u], W[ia + 2u], W[ib], W[ib + 1u], W[ib + 2u],
+              W[ih], W[ih + 1u], W[ih + 2u], W[is], W[is + 1u], W[is + 2u], W[i + 52u], W[i + 53u]);
+}
+
+// A unit's 6-bit values as bytes, word pairs q0/q1 … q6/q7 of groups
+// s = 0..3, their scales and d.
+struct WD {
+    q0: u32, q1: u32, q2: u32, q3: u32, q4: u32, q5: u32, q6: u32, q7: u32,
+    sc: vec4<f32>, d: f32,
+}
+
+fn udec(w: WU, u: u32) -> WD {
+    let sh = w.sh;
+    let a0 = funnel(w.a0, w.a1, sh);
+    let a1 = funnel(w.a1, w.a2, sh);
+    let b0 = funnel(w.b0, w.b1, sh);
+    let b1 = funnel(w.b1, w.b2, sh);
+    let h0 = funnel(w.h0, w.h1, sh);
+    let h1 = funnel(w.h1, w.h2, sh);
+    let gs = ((u & 3u) >> 1u) * 8u;
+    let s0 = funnel(w.s0, w.s1, sh) >> gs; // bytes 0, 2 = scales 0, 2
+    let s1 = funnel(w.s1, w.s2, sh) >> gs; // bytes 0, 2 = scales 4, 6
+    let m4 = 0x0f0f0f0fu;
+    let sc = vec4<f32>(f32(bitcast<i32>(s0 << 24u) >> 24u), f32(bitcast<i32>(s0 << 8u) >> 24u),
+                       f32(bitcast<i32>(s1 << 24u) >> 24u), f32(bitcast<i32>(s1 << 8u) >> 24u));
+    return WD((a0 & m4) | ((h0 & 0x03030303u) << 4u), (a1 & m4) | ((h1 & 0x03030303u) << 4u),
+              (b0 & m4) | ((h0 & 0x0c0c0c0cu) << 2u), (b1 & m4) | ((h1 & 0x0c0c0c0cu) << 2u),
+              ((a0 >> 4u) & m4) | (h0 & 0x30303030u), ((a1 >> 4u) & m4) | (h1 & 0x30303030u),
+              ((b0 >> 4u) & m4) | ((h0 >> 2u) & 0x30303030u), ((b1 >> 4u) & m4) | ((h1 >> 2u) & 0x30303030u),
+              sc, unpack2x16float(funnel(w.d0, w.d1, sh)).x);
+}
+
+fn udot(d: WD, xu: XU) -> f32 {
+    let i = vec4<i32>(dot4I8Packed(d.q0, xu.x0.x) + dot4I8Packed(d.q1, xu.x0.y),
+                      dot4I8Packed(d.q2, xu.x1.x) + dot4I8Packed(d.q3, xu.x1.y),
+                      dot4I8Packed(d.q4, xu.x2.x) + dot4I8Packed(d.q5, xu.x2.y),
+                      dot4I8Packed(d.q6, xu.x3.x) + dot4I8Packed(d.q7, xu.x3.y)) - 32 * xu.sx;
+    return d.d * dot(d.sc * xu.dx, vec4<f32>(i));
+}
+
+fn ucalc(w: WU, u: u32, xu: XU) -> f32 {
+    return udot(udec(w, u), xu);
+}

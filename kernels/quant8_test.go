@@ -87,6 +87,9 @@ func TestMatVecQ8X(t *testing.T) {
 		{quant.Q4_K, 33, 1024, MatMulOpts{}},
 		{quant.Q4_K, 64, 4096, MatMulOpts{Accumulate: true}},
 		{quant.Q4_K, 16, 768, MatMulOpts{vecRows: 2, vecU: 1}},
+		{quant.Q6_K, 7, 256, MatMulOpts{}},
+		{quant.Q6_K, 40, 2048, MatMulOpts{Accumulate: true}},
+		{quant.Q6_K, 5, 768, MatMulOpts{vecRows: 4, vecU: 2}},
 	} {
 		name := fmt.Sprintf("%s/%dx%d", c.dt, c.rows, c.cols)
 		wdata := randWeight(r, c.dt, c.rows, c.cols)
