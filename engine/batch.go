@@ -55,6 +55,7 @@ type Batch struct {
 	qRaw, kRaw, tmp, tmp2       *kernels.Buffer
 	rlog, sel, wts, egu, eh, ey *kernels.Buffer
 	logits, ids, out, table     *kernels.Buffer
+	xq                          *kernels.Buffer // a matmul's input in 8 bits (Options.Q8X)
 	bufs                        []*kernels.Buffer
 	plans                       map[int][]*kernels.Op // a step's forward pass over n sessions
 	steps, rows                 uint64
@@ -131,6 +132,7 @@ func (m *Model) NewBatch(max int) (*Batch, error) {
 		{&b.ids, "batch_ids", n * 4},
 		{&b.out, "batch_tokens", n * 4},
 		{&b.table, "batch_positions", n * 8},
+		{&b.xq, "batch_x_q8", nb(m.opts.Q8X, n*kernels.Q8RowBytes(widest(c.HiddenSize, qDim, c.FFN)))},
 	} {
 		if err := b.alloc(a.dst, a.name, a.bytes); err != nil {
 			return nil, err
@@ -385,6 +387,7 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 	d := b.m.dev
 	var ops []*kernels.Op
 	var err error
+	var rounded *kernels.Buffer // what b.xq holds (see matmul), until ops are added
 	add := func(op *kernels.Op, e error) {
 		if err == nil && e != nil {
 			err = e
@@ -392,12 +395,38 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 		if op != nil {
 			ops = append(ops, op)
 		}
+		rounded = nil
 	}
 	addN := func(o []*kernels.Op, e error) {
 		if err == nil && e != nil {
 			err = e
 		}
 		ops = append(ops, o...)
+		rounded = nil
+	}
+	// matmul is d.MatMulBatch, through 8-bit activations as a session's
+	// decode step (Session.build's matmul), so each row gets the bits it
+	// gets alone.
+	matmul := func(w *kernels.Weight, in *kernels.Buffer, out kernels.BufferRange, o kernels.BatchOpts) ([]*kernels.Op, error) {
+		if b.xq == nil || !w.CanQ8X() {
+			rounded = nil
+			return d.MatMulBatch(w, whole(in), out, n, o)
+		}
+		var q []*kernels.Op
+		if rounded != in {
+			op, err := d.QuantizeQ8(whole(in), whole(b.xq), n, w.Cols)
+			if err != nil {
+				return nil, err
+			}
+			q, rounded = []*kernels.Op{op}, in
+		}
+		o.Q8X = true
+		mo, err := d.MatMulBatch(w, whole(b.xq), out, n, o)
+		if err != nil {
+			releaseOps(q)
+			return nil, err
+		}
+		return append(q, mo...), nil
 	}
 	scale := float32(1)
 	if c.EmbedScale != 0 {
@@ -424,7 +453,7 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 		rows := b.qkvL.rows(c, ly.qkv != nil, n, 0)
 		rows.Slots = b.kv
 		mm := func(w *kernels.Weight, out kernels.BufferRange, bias *kernels.Buffer) ([]*kernels.Op, error) {
-			return d.MatMulBatch(w, whole(b.xn), out, n, bo(bias))
+			return matmul(w, b.xn, out, bo(bias))
 		}
 		addN(b.m.qkvOps(&ly, mm, b.qkv, b.qRaw, b.kRaw, rows, n))
 		// Every row on its own position and KV slot (the table).
@@ -444,9 +473,9 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 		if ly.postAttnNorm == nil {
 			o := bo(ly.oBias)
 			o.Accumulate = true
-			addN(d.MatMulBatch(ly.o, whole(b.att), whole(b.x), n, o))
+			addN(matmul(ly.o, b.att, whole(b.x), o))
 		} else {
-			addN(d.MatMulBatch(ly.o, whole(b.att), whole(b.tmp), n, bo(ly.oBias)))
+			addN(matmul(ly.o, b.att, whole(b.tmp), bo(ly.oBias)))
 			add(d.RMSNorm(whole(b.tmp), whole(ly.postAttnNorm), whole(b.tmp2), n, c.HiddenSize, eps, c.NormAddOne))
 			add(d.AddInPlace(whole(b.x), whole(b.tmp2), n*c.HiddenSize))
 		}
@@ -462,15 +491,15 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 		} else {
 			if act := activation(c.Activation); ly.gateUp.CanGate() {
 				gated := kernels.MatMulOpts{Gated: true, Act: act}
-				addN(d.MatMulBatch(ly.gateUp, whole(b.xn), whole(b.h), n, kernels.BatchOpts{MatMulOpts: gated}))
+				addN(matmul(ly.gateUp, b.xn, whole(b.h), kernels.BatchOpts{MatMulOpts: gated}))
 			} else {
-				addN(d.MatMulBatch(ly.gateUp, whole(b.xn), whole(b.gu), n, kernels.BatchOpts{}))
+				addN(matmul(ly.gateUp, b.xn, whole(b.gu), kernels.BatchOpts{}))
 				add(d.GatedAct(whole(b.gu), whole(b.h), n, c.FFN, 2*c.FFN, c.FFN, act))
 			}
 			if ly.postFFNNorm == nil {
-				addN(d.MatMulBatch(ly.down, whole(b.h), whole(b.x), n, kernels.BatchOpts{MatMulOpts: kernels.MatMulOpts{Accumulate: true}}))
+				addN(matmul(ly.down, b.h, whole(b.x), kernels.BatchOpts{MatMulOpts: kernels.MatMulOpts{Accumulate: true}}))
 			} else {
-				addN(d.MatMulBatch(ly.down, whole(b.h), whole(b.tmp), n, kernels.BatchOpts{}))
+				addN(matmul(ly.down, b.h, whole(b.tmp), kernels.BatchOpts{}))
 				add(d.RMSNorm(whole(b.tmp), whole(ly.postFFNNorm), whole(b.tmp2), n, c.HiddenSize, eps, c.NormAddOne))
 				add(d.AddInPlace(whole(b.x), whole(b.tmp2), n*c.HiddenSize))
 			}
@@ -481,7 +510,7 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 		}
 	}
 	add(d.RMSNorm(whole(b.x), whole(b.m.outNorm), whole(b.xn), n, c.HiddenSize, eps, c.NormAddOne))
-	addN(d.MatMulBatch(b.m.output, whole(b.xn), whole(b.logits), n, kernels.BatchOpts{}))
+	addN(matmul(b.m.output, b.xn, whole(b.logits), kernels.BatchOpts{}))
 	if err != nil {
 		releaseOps(ops)
 		return nil, fmt.Errorf("batch of %d: %w", n, err)
@@ -489,3 +518,6 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 	b.plans[n] = ops
 	return ops, nil
 }
+
+// widest is the largest of ns (NewBatch's max is its batch size).
+func widest(ns ...int) int { return slices.Max(ns) }

@@ -4,6 +4,7 @@ package engine
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -28,9 +29,16 @@ func TestBatchTokens(t *testing.T) {
 	}
 	// Llama 2 in F32 and Q4_K_M, Mixtral (MoE), Gemma 3 (q/k norms, sliding
 	// windows, sandwich norms), GPT-OSS (sinks, windows, MXFP4 experts).
+	models := map[string]func(t *testing.T) *Model{
+		// Q4_K with Options.Q8X: every product on 8-bit activations.
+		"synth-q4k-q8x": func(t *testing.T) *Model { return loadSynthQ4K(t, Options{Context: 64, Q8X: true}) },
+	}
 	for _, file := range []string{"models/stories260K.gguf", "models/stories260K-Q4_K_M.gguf", "models/tiny-mixtral-Q8_0.gguf", "hf/gemma3", "models/tiny-gptoss-MXFP4_MOE.gguf"} {
-		t.Run(file, func(t *testing.T) {
-			m := loadShared(t, file, Options{Context: 64})
+		models[file] = func(t *testing.T) *Model { return loadShared(t, file, Options{Context: 64}) }
+	}
+	for _, name := range slices.Sorted(maps.Keys(models)) {
+		t.Run(name, func(t *testing.T) {
+			m := models[name](t)
 			want := make([][]int, len(seqs))
 			s := newSession(t, m)
 			for i, q := range seqs {

@@ -20,16 +20,7 @@ import (
 // same inputs (reference.Options.Q8X) within 1e-3 at every step, and
 // differ from the f32-activation engine's — the rounding is really on.
 func TestQ8XReference(t *testing.T) {
-	cfg := rdrr.Config{Architecture: "llama", ContextLength: 64, HiddenSize: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64,
-		FFN: 512, VocabSize: 384, NormEps: 1e-5, Activation: "silu", Rope: rdrr.RoPE{Theta: 10000, Dim: 64, Style: "normal"}}
-	dir := filepath.Join(t.TempDir(), "q4k")
-	if _, err := convert.Synthesize(context.Background(), cfg, quant.Q4_K, 3, dir, rdrr.WriterOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	rm, err := rdrr.OpenDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rm := synthQ4K(t)
 	load := func(q8x bool) *Session {
 		m, err := Load(context.Background(), testDevice(t), rm, Options{Context: 64, KVF32: true, Q8X: q8x})
 		if err != nil {
@@ -45,7 +36,7 @@ func TestQ8XReference(t *testing.T) {
 	}
 	rs := ref.NewSession()
 	var worst, moved float64
-	for step, id := range []int{1, 17, 300, 42, 99, 5, 250, 383} {
+	for step, id := range []int{1, 17, 300, 42, 99, 5, 250, 511} {
 		got, err := s.Forward([]int{id})
 		if err != nil {
 			t.Fatal(err)
@@ -70,4 +61,33 @@ func TestQ8XReference(t *testing.T) {
 		t.Fatal("8-bit activations changed no logit: Q8X is not in use")
 	}
 	t.Logf("max |logit diff| against the reference %.2e; against f32 activations %.2e", worst, moved)
+}
+
+// synthQ4K writes a small Q4_K llama with random weights (Q6_K head),
+// every width a multiple of 128 so every product has an integer-dot
+// kernel, and opens it.
+func synthQ4K(t *testing.T) *rdrr.Model {
+	t.Helper()
+	cfg := rdrr.Config{Architecture: "llama", ContextLength: 64, HiddenSize: 256, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 64,
+		FFN: 512, VocabSize: 512, NormEps: 1e-5, Activation: "silu", Rope: rdrr.RoPE{Theta: 10000, Dim: 64, Style: "normal"}}
+	dir := filepath.Join(t.TempDir(), "q4k")
+	if _, err := convert.Synthesize(context.Background(), cfg, quant.Q4_K, 3, dir, rdrr.WriterOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rm, err := rdrr.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rm
+}
+
+// loadSynthQ4K loads synthQ4K's model.
+func loadSynthQ4K(t *testing.T, o Options) *Model {
+	t.Helper()
+	m, err := Load(context.Background(), testDevice(t), synthQ4K(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
 }

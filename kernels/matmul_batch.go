@@ -50,10 +50,18 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	if xs == 0 {
 		xs = w.Cols
 	}
+	if o.Q8X {
+		// x holds QuantizeQ8's rows, one per vector, back to back; the
+		// stride counts its 32-bit words.
+		if !w.CanQ8X() || o.vecOld {
+			return nil, fmt.Errorf("kernels: matmul batch %s: %s %dx%d has no kernel for 8-bit activations", w.Name, w.DType, w.Rows, w.Cols)
+		}
+		xs = int(Q8RowBytes(w.Cols) / 4)
+	}
 	if os == 0 {
 		os = rows
 	}
-	if n < 1 || n > MatMulBatchMax || xs < w.Cols || os < rows {
+	if n < 1 || n > MatMulBatchMax || (xs < w.Cols && !o.Q8X) || os < rows {
 		return nil, fmt.Errorf("kernels: matmul batch %s: bad shape n=%d (1..%d), strides x %d out %d for %dx%d",
 			w.Name, n, MatMulBatchMax, xs, os, w.Rows, w.Cols)
 	}
@@ -69,6 +77,9 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 		return nil, fmt.Errorf("kernels: matmul batch %s: %s cannot hold %dx%d", w.Name, w.DType, w.Rows, w.Cols)
 	}
 	needX := (uint64(n-1)*uint64(xs) + uint64(w.Cols)) * 4
+	if o.Q8X {
+		needX = uint64(n) * Q8RowBytes(w.Cols)
+	}
 	needOut := (uint64(n-1)*uint64(os) + uint64(rows)) * 4
 	if x.size() < needX || out.size() < needOut {
 		return nil, fmt.Errorf("kernels: matmul batch %s %dx%d, n=%d: x %d bytes (need %d), out %d bytes (need %d)",
@@ -102,7 +113,10 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	// The m == 1 kernel's choices (MatMul), less its rows per workgroup,
 	// which only needs to fit the workgroup memory of n vectors.
 	fast := ""
-	if !o.vecOld && vec4 {
+	switch {
+	case o.Q8X:
+		fast = matvecQ8X(w.DType)
+	case !o.vecOld && vec4:
 		fast = matvecFast(w.DType, w.Cols)
 	}
 	wg, r := matvecShape(units, d.limits.MaxInvocations, o.MatMulOpts)
@@ -158,7 +172,7 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	var src, key string
 	if fast != "" {
 		src, err = matvecFastBatch(fast, r, unroll, n, o.Gated)
-		key = fmt.Sprintf("matvecfast-batch/%s/wg%d/r%d/u%d/n%d", w.DType, wg, r, unroll, n)
+		key = fmt.Sprintf("matvecfast-batch/%s/wg%d/r%d/u%d/n%d/q8x=%v", w.DType, wg, r, unroll, n, o.Q8X)
 		if err == nil && o.Gated {
 			src, err = gateFast(src, o.Act, true)
 			key += "/gated/" + o.Act.String()

@@ -175,3 +175,99 @@ func BenchmarkQuantizeQ8(b *testing.B) {
 		xq.Release()
 	}
 }
+
+// TestMatMulBatchQ8X: the batched kernel on 8-bit activations gives each
+// vector the bits MatMul (m == 1) gives it alone, with and without the
+// gated activation.
+func TestMatMulBatchQ8X(t *testing.T) {
+	d := testDevice(t)
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, c := range []struct {
+		dt         quant.DType
+		rows, cols int
+		n          int
+		opts       MatMulOpts
+	}{
+		{quant.Q4_K, 24, 512, 3, MatMulOpts{}},
+		{quant.Q4_K, 64, 256, 8, MatMulOpts{Gated: true, Act: SiLU}},
+		{quant.Q6_K, 20, 768, 4, MatMulOpts{Accumulate: true}},
+	} {
+		name := fmt.Sprintf("%s/%dx%d/n%d", c.dt, c.rows, c.cols, c.n)
+		w, err := d.UploadWeight("w", c.dt, c.rows, c.cols, randWeight(r, c.dt, c.rows, c.cols))
+		if err != nil {
+			t.Fatal(err)
+		}
+		outRows := c.rows
+		if c.opts.Gated {
+			outRows /= 2
+		}
+		x := randF32(r, c.n*c.cols, 1)
+		start := randF32(r, c.n*outRows, 1)
+		row := Q8RowBytes(c.cols)
+		xb, _ := d.NewBuffer("x", uint64(len(x)*4))
+		qb, _ := d.NewBuffer("xq", uint64(c.n)*row)
+		yb, _ := d.NewBuffer("y", uint64(len(start)*4))
+		d.WriteF32(xb, 0, x)
+		d.WriteF32(yb, 0, start)
+		qop, err := d.QuantizeQ8(Whole(xb), Whole(qb), c.n, c.cols)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := BatchOpts{MatMulOpts: c.opts}
+		o.Q8X = true
+		ops, err := d.MatMulBatch(w, Whole(qb), Whole(yb), c.n, o)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		e := d.NewEncoder()
+		e.Run(qop)
+		e.Run(ops...)
+		got, err := e.SubmitRead(yb, 0, yb.Size())
+		if err != nil {
+			t.Fatal(err)
+		}
+		releaseOps(ops)
+		// Each vector alone: its own row of x, rounded and multiplied.
+		for v := range c.n {
+			xv, _ := d.NewBuffer("xv", uint64(c.cols*4))
+			qv, _ := d.NewBuffer("qv", row)
+			yv, _ := d.NewBuffer("yv", uint64(outRows*4))
+			d.WriteF32(xv, 0, x[v*c.cols:(v+1)*c.cols])
+			d.WriteF32(yv, 0, start[v*outRows:(v+1)*outRows])
+			q1, err := d.QuantizeQ8(Whole(xv), Whole(qv), 1, c.cols)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mo := c.opts
+			mo.Q8X = true
+			m1, err := d.MatMul(w, Whole(qv), Whole(yv), 1, mo)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			e := d.NewEncoder()
+			e.Run(q1)
+			e.Run(m1...)
+			want, err := e.SubmitRead(yv, 0, yv.Size())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range outRows {
+				g := binary.LittleEndian.Uint32(got[4*(v*outRows+i):])
+				w := binary.LittleEndian.Uint32(want[4*i:])
+				if g != w {
+					t.Fatalf("%s: vector %d row %d: batched %g, alone %g", name, v, i, math.Float32frombits(g), math.Float32frombits(w))
+				}
+			}
+			releaseOps(m1)
+			q1.Release()
+			xv.Release()
+			qv.Release()
+			yv.Release()
+		}
+		qop.Release()
+		w.Release()
+		xb.Release()
+		qb.Release()
+		yb.Release()
+	}
+}
