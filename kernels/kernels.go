@@ -19,7 +19,8 @@ func All() []KernelInfo {
 		{Name: "matmul", WGSL: "matmul_tile.wgsl", HasRef: true},    // m > 1 below matmulTiledMinM tokens
 		{Name: "matmul", WGSL: "matmul_tiled.wgsl", HasRef: true},   // m > 1, register-blocked
 		{Name: "matmul", WGSL: "matmul_dtypes.wgsl", HasRef: true},  // decoders prepended to matmul_vec, matmul_tile, moe_matmul
-		{Name: "matmul", WGSL: "matmul_vecfast.wgsl", HasRef: true}, // m == 1 fast path: Q4_K, Q6_K, Q8_0, F16
+		{Name: "matmul", WGSL: "matmul_vecfast.wgsl", HasRef: true}, // m == 1 fast path: Q4_K, Q6_K, Q8_0, F16; Q4_K, Q6_K on 8-bit x
+		{Name: "quant8", WGSL: "quant8.wgsl", HasRef: true},         // x to 8 bits for the latter
 		{Name: "ropekv", WGSL: "ropekv.wgsl", HasRef: true},
 		{Name: "attention", WGSL: "attention_decode.wgsl", HasRef: true},
 		{Name: "attention", WGSL: "attention_prefill.wgsl", HasRef: true},       // m > 1 where the tiled one does not fit
