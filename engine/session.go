@@ -62,6 +62,7 @@ type Session struct {
 type plan struct {
 	ops  []*kernels.Op
 	cuts []cut
+	head int // ops[head:] are the LM head's (norm, matmul)
 }
 
 type cut struct {
@@ -245,10 +246,16 @@ func (s *Session) build(k planKey) (*plan, error) {
 		ops = append(ops, o...)
 		rounded = nil
 	}
-	// matmul is d.MatMul, through 8-bit activations where Options.Q8X
-	// and the weight allow: the input rounded once (into s.xq) for the
-	// products that follow each other on it (q, k and v).
+	// matmulRows is d.MatMul over m rows, through 8-bit activations where
+	// Options.Q8X, one row (a matrix-vector product: the decode step's,
+	// the LM head's) and the weight allow: the input rounded once (into
+	// s.xq) for the products that follow each other on it (q, k and v).
+	// matmul is it over the pass's m rows.
+	var matmulRows func(w *kernels.Weight, in *kernels.Buffer, out kernels.BufferRange, m int, o kernels.MatMulOpts) ([]*kernels.Op, error)
 	matmul := func(w *kernels.Weight, in *kernels.Buffer, out kernels.BufferRange, o kernels.MatMulOpts) ([]*kernels.Op, error) {
+		return matmulRows(w, in, out, m, o)
+	}
+	matmulRows = func(w *kernels.Weight, in *kernels.Buffer, out kernels.BufferRange, m int, o kernels.MatMulOpts) ([]*kernels.Op, error) {
 		if m != 1 || s.xq == nil || !w.CanQ8X() {
 			rounded = nil
 			return d.MatMul(w, whole(in), out, m, o)
@@ -362,6 +369,7 @@ func (s *Session) build(k planKey) (*plan, error) {
 		}
 	}
 
+	head := len(ops)
 	switch {
 	case k.all:
 		if s.logitsAll == nil {
@@ -378,16 +386,13 @@ func (s *Session) build(k planKey) (*plan, error) {
 	default:
 		// The caller copies the last row of x into xLast before these.
 		add(d.RMSNorm(whole(s.xLast), whole(s.m.outNorm), whole(s.xnLast), 1, c.HiddenSize, eps, c.NormAddOne))
-		addN(d.MatMul(s.m.output, whole(s.xnLast), whole(s.logits), 1, kernels.MatMulOpts{}))
+		addN(matmulRows(s.m.output, s.xnLast, whole(s.logits), 1, kernels.MatMulOpts{}))
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &plan{ops: ops, cuts: cuts}, nil
+	return &plan{ops: ops, cuts: cuts, head: head}, nil
 }
-
-// headOps is how many trailing ops of a plan form the LM head (norm + matmul parts).
-func (s *Session) headOps() int { return 1 + len(s.m.output.Parts) }
 
 func activation(name string) kernels.Act {
 	switch name {
@@ -466,11 +471,11 @@ func (s *Session) encode(ctx context.Context, e *kernels.Encoder, ids []int, fro
 	}
 	ops := pl.ops[done:]
 	if m > 1 && !all {
-		head := s.headOps()
-		e.Run(ops[:len(ops)-head]...)
+		head := pl.head - done
+		e.Run(ops[:head]...)
 		hidden := uint64(s.m.Config.HiddenSize) * 4
 		e.Copy(s.x, uint64(m-1)*hidden, s.xLast, 0, hidden)
-		e.Run(ops[len(ops)-head:]...)
+		e.Run(ops[head:]...)
 	} else {
 		e.Run(ops...)
 	}
