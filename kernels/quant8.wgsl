@@ -1,10 +1,17 @@
 // Activations rounded to 8 bits for the integer-dot matrix-vector kernels
 // (matmul_vecfast.wgsl's "_Q8X" sections): each block of 32 values of a row
-// becomes 32 int8 q = round(x / d), d = max|x| / 127, stored per row as
+// becomes 32 int8 q ≈ x / d with d = max|x| / 127, stored per row as
 //   [n/4 words: the q, 4 a word, little-endian]
 //   [n/32 f32: d of each block]
 //   [n/16 f32: d · (sum of q) of each half block of 16]
-// (quant8.go's Q8Row). One invocation per block.
+// (quant8.go's Q8RowBytes). One invocation per block.
+//
+// Exactly reproducible (QuantizeQ8Ref gives the same bytes): no division
+// in floats, whose last bit Vulkan leaves open. The block is scaled by a
+// power of two so that max|x| becomes an integer A in [2^23, 2^24) and
+// each x an integer X (rounded to even: 2^-24 of max|x| at most, far
+// below an 8-bit step), and q = round(127 X / A), ties to even, in
+// integers; d = max|x| · f32(1/127), a correctly rounded product.
 
 struct Params {
     blocks: u32, // of all rows
@@ -15,9 +22,22 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out: array<u32>;
 
+// f32(1/127), spelled as bits so no constant folding can round it twice.
+const INV127: u32 = 0x3c010204u;
+
 fn amax4(v: vec4<f32>) -> f32 {
     let a = abs(v);
     return max(max(a.x, a.y), max(a.z, a.w));
+}
+
+// round(127 X / A) for the integers X = round(v · 2^k), ties to even.
+fn q4(v: vec4<f32>, k: i32, a: u32) -> vec4<i32> {
+    let xi = vec4<i32>(round(ldexp(v, vec4<i32>(k))));
+    let num = 127u * vec4<u32>(abs(xi));
+    var q = num / a;
+    let r2 = 2u * (num - q * a);
+    q += select(vec4<u32>(0u), vec4<u32>(1u), r2 > vec4<u32>(a) | (r2 == vec4<u32>(a) & (q & vec4<u32>(1u)) == vec4<u32>(1u)));
+    return select(vec4<i32>(q), -vec4<i32>(q), xi < vec4<i32>(0));
 }
 
 @compute @workgroup_size(64)
@@ -38,13 +58,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         v[i] = x[xi + i];
         m = max(m, amax4(v[i]));
     }
-    let d = m / 127.0;
-    let id = select(0.0, 1.0 / d, d > 0.0);
+    // A block whose largest value is zero or subnormal rounds to zeros.
+    let ex = i32((bitcast<u32>(m) >> 23u) & 0xffu);
+    let live = ex != 0;
+    let k = 150 - ex; // max|x| · 2^k in [2^23, 2^24)
+    let a = select(1u, u32(ldexp(m, k)), live);
+    let d = select(0.0, m * bitcast<f32>(INV127), live);
     let base = row * (n / 4u + n / 32u + n / 16u);
     var s0 = 0;
     var s1 = 0;
     for (var i = 0u; i < 8u; i++) {
-        let q = clamp(vec4<i32>(round(v[i] * id)), vec4<i32>(-127), vec4<i32>(127));
+        let q = select(vec4<i32>(0), q4(v[i], k, a), live);
         out[base + b * 8u + i] = pack4xI8(q);
         let s = (q.x + q.y) + (q.z + q.w);
         if (i < 4u) {

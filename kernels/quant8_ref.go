@@ -6,12 +6,11 @@ import (
 )
 
 // QuantizeQ8Ref is QuantizeQ8 on the CPU: m rows of n values (n a multiple
-// of 128) in quant8.wgsl's layout. Rounding is to nearest, ties to even,
-// as WGSL's round; the GPU's division may differ from this one in the last
-// bit (Vulkan allows 2.5 ulp), so a value on a rounding edge can land one
-// step apart.
+// of 128) in quant8.wgsl's layout, the same bytes (see there: integer
+// rounding, no float division).
 func QuantizeQ8Ref(x []float32, m, n int) []byte {
 	row := int(Q8RowBytes(n))
+	inv127 := math.Float32frombits(0x3c010204) // float32(1) / 127
 	out := make([]byte, m*row)
 	for r := range m {
 		o := out[r*row:]
@@ -21,17 +20,26 @@ func QuantizeQ8Ref(x []float32, m, n int) []byte {
 			for _, f := range v {
 				amax = max(amax, float32(math.Abs(float64(f))))
 			}
-			d := amax / 127
-			var id float32
-			if d > 0 {
-				id = 1 / d
-			}
+			var d float32
 			var s [2]int32
-			for i, f := range v {
-				q := int32(math.RoundToEven(float64(f * id)))
-				q = min(max(q, -127), 127)
-				o[b*32+i] = byte(int8(q))
-				s[i/16] += q
+			if ex := int(math.Float32bits(amax) >> 23 & 0xff); ex != 0 {
+				k := 150 - ex
+				a := uint32(math.Ldexp(float64(amax), k))
+				d = amax * inv127
+				for i, f := range v {
+					xi := int32(math.RoundToEven(math.Ldexp(float64(f), k)))
+					num := 127 * uint32(max(xi, -xi))
+					q := num / a
+					if r2 := 2 * (num - q*a); r2 > a || (r2 == a && q&1 == 1) {
+						q++
+					}
+					qi := int32(q)
+					if xi < 0 {
+						qi = -qi
+					}
+					o[b*32+i] = byte(int8(qi))
+					s[i/16] += qi
+				}
 			}
 			binary.LittleEndian.PutUint32(o[n+4*b:], math.Float32bits(d))
 			for h := range 2 {
