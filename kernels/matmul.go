@@ -250,11 +250,21 @@ func Q8XDType(dt quant.DType) bool { return matvecQ8X(dt) != "" }
 // or "" where there is none.
 func matvecQ8X(dt quant.DType) string {
 	sec, ok := wgslSection(matvecFastWGSL, dt.String()+"_Q8X")
+	base, ok2 := wgslSection(matvecFastWGSL, dt.String())
+	if !ok || !ok2 {
+		return ""
+	}
+	// The weight loads are the dtype's own (its WLOAD block).
+	wload, _, ok := takeBlock(base, "WLOAD")
 	if !ok {
 		return ""
 	}
+	sec, err := setBlock(sec, "WLOAD", wload)
+	if err != nil {
+		return ""
+	}
 	prelude, _, _ := strings.Cut(matvecFastWGSL, "\n// ==== ")
-	prelude, err := setBlock(prelude, "XBIND", "@group(0) @binding(2) var<storage, read> x: array<vec4<u32>>;\n")
+	prelude, err = setBlock(prelude, "XBIND", "@group(0) @binding(2) var<storage, read> x: array<vec4<u32>>;\n")
 	if err == nil {
 		prelude, err = setBlock(prelude, "XF32", "")
 	}

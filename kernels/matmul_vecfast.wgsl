@@ -143,6 +143,7 @@ fn nib4(w: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>((m & vec4<u32>(0x00780000u)) | vec4<u32>(0x3f800000u));
 }
 
+// BEGIN WLOAD
 struct WU {
     hd: vec4<u32>, q: vec4<u32>,
 }
@@ -151,6 +152,20 @@ fn uload(row: u32, u: u32) -> WU {
     let vb = row * (params.row_bytes >> 4u) + (u >> 3u) * 9u;
     return WU(W[vb], W[vb + 1u + (u & 7u)]);
 }
+// The scales (x, y) and mins (z, w) of the unit's sub-blocks 2k and 2k+1
+// (ggml's get_scale_min_k4, two bytes at a time in the low 16 bits).
+fn scmin(hd: vec4<u32>, u: u32) -> vec4<f32> {
+    let k = (u >> 1u) & 3u;
+    let s = (k & 1u) * 16u;
+    let a = hd.y >> s;
+    let b = hd.z >> s;
+    let c = hd.w >> s;
+    let hi = k >= 2u;
+    let sc = select(a & 0x3f3fu, (c & 0x0f0fu) | ((a >> 2u) & 0x3030u), hi);
+    let mn = select(b & 0x3f3fu, ((c >> 4u) & 0x0f0fu) | ((b >> 2u) & 0x3030u), hi);
+    return vec4<f32>(f32(sc & 0xffu), f32((sc >> 8u) & 0xffu), f32(mn & 0xffu), f32((mn >> 8u) & 0xffu));
+}
+// END WLOAD
 
 // A unit's 32 values as 1 + n/16 (low nibbles l*, high h*), d·16, dmin,
 // and the scales and mins of its two sub-blocks.
@@ -161,22 +176,12 @@ struct WD {
 }
 
 fn udec(w: WU, u: u32) -> WD {
-    let hd = w.hd;
     let q = w.q;
-    let dm = unpack2x16float(hd.x);
-    // Scale and min bytes of sub-blocks j = 2k and 2k+1 (ggml's
-    // get_scale_min_k4), two at a time in the low 16 bits.
-    let k = (u >> 1u) & 3u;
-    let s = (k & 1u) * 16u;
-    let a = hd.y >> s;
-    let b = hd.z >> s;
-    let c = hd.w >> s;
-    let hi = k >= 2u;
-    let sc = select(a & 0x3f3fu, (c & 0x0f0fu) | ((a >> 2u) & 0x3030u), hi);
-    let mn = select(b & 0x3f3fu, ((c >> 4u) & 0x0f0fu) | ((b >> 2u) & 0x3030u), hi);
+    let dm = unpack2x16float(w.hd.x);
+    let sm = scmin(w.hd, u);
     return WD(nib4(q.x), nib4(q.y), nib4(q.z), nib4(q.w),
               nib4(q.x >> 4u), nib4(q.y >> 4u), nib4(q.z >> 4u), nib4(q.w >> 4u),
-              dm.x * 16.0, dm.y, f32(sc & 0xffu), f32((sc >> 8u) & 0xffu), f32(mn & 0xffu), f32((mn >> 8u) & 0xffu));
+              dm.x * 16.0, dm.y, sm.x, sm.y, sm.z, sm.w);
 }
 
 fn udot(d: WD, xu: XU) -> f32 {
@@ -216,6 +221,7 @@ fn six4(w: u32) -> vec4<f32> {
 
 // The words at byte o + 64h + 8g (ql), +32 (ql), o + 128 + 32h + 8g (qh),
 // o + 192 + 8h (scales), o + 208 (d), 3 or 2 each, for funnel shifts.
+// BEGIN WLOAD
 struct WU {
     sh: u32,
     a0: u32, a1: u32, a2: u32, b0: u32, b1: u32, b2: u32,
@@ -234,16 +240,15 @@ fn uload(row: u32, u: u32) -> WU {
     return WU((o & 3u) * 8u, W[ia], W[ia + 1u], W[ia + 2u], W[ib], W[ib + 1u], W[ib + 2u],
               W[ih], W[ih + 1u], W[ih + 2u], W[is], W[is + 1u], W[is + 2u], W[i + 52u], W[i + 53u]);
 }
-
-// A unit's 32 values as 1 + q/64, pairs f0/f1 … f6/f7 of groups s = 0..3,
-// their scales and d.
-struct WD {
-    f0: vec4<f32>, f1: vec4<f32>, f2: vec4<f32>, f3: vec4<f32>,
-    f4: vec4<f32>, f5: vec4<f32>, f6: vec4<f32>, f7: vec4<f32>,
+// A unit's 6-bit values as bytes, word pairs q0/q1 … q6/q7 of groups
+// s = 0..3 (the low 4 bits from ql, the high 2 from qh), their scales
+// and d.
+struct W6 {
+    q0: u32, q1: u32, q2: u32, q3: u32, q4: u32, q5: u32, q6: u32, q7: u32,
     sc: vec4<f32>, d: f32,
 }
 
-fn udec(w: WU, u: u32) -> WD {
+fn uwords(w: WU, u: u32) -> W6 {
     let sh = w.sh;
     let a0 = funnel(w.a0, w.a1, sh);
     let a1 = funnel(w.a1, w.a2, sh);
@@ -257,11 +262,25 @@ fn udec(w: WU, u: u32) -> WD {
     let m4 = 0x0f0f0f0fu;
     let sc = vec4<f32>(f32(bitcast<i32>(s0 << 24u) >> 24u), f32(bitcast<i32>(s0 << 8u) >> 24u),
                        f32(bitcast<i32>(s1 << 24u) >> 24u), f32(bitcast<i32>(s1 << 8u) >> 24u));
-    return WD(six4((a0 & m4) | ((h0 & 0x03030303u) << 4u)), six4((a1 & m4) | ((h1 & 0x03030303u) << 4u)),
-              six4((b0 & m4) | ((h0 & 0x0c0c0c0cu) << 2u)), six4((b1 & m4) | ((h1 & 0x0c0c0c0cu) << 2u)),
-              six4(((a0 >> 4u) & m4) | (h0 & 0x30303030u)), six4(((a1 >> 4u) & m4) | (h1 & 0x30303030u)),
-              six4(((b0 >> 4u) & m4) | ((h0 >> 2u) & 0x30303030u)), six4(((b1 >> 4u) & m4) | ((h1 >> 2u) & 0x30303030u)),
+    return W6((a0 & m4) | ((h0 & 0x03030303u) << 4u), (a1 & m4) | ((h1 & 0x03030303u) << 4u),
+              (b0 & m4) | ((h0 & 0x0c0c0c0cu) << 2u), (b1 & m4) | ((h1 & 0x0c0c0c0cu) << 2u),
+              ((a0 >> 4u) & m4) | (h0 & 0x30303030u), ((a1 >> 4u) & m4) | (h1 & 0x30303030u),
+              ((b0 >> 4u) & m4) | ((h0 >> 2u) & 0x30303030u), ((b1 >> 4u) & m4) | ((h1 >> 2u) & 0x30303030u),
               sc, unpack2x16float(funnel(w.d0, w.d1, sh)).x);
+}
+// END WLOAD
+
+// A unit's 32 values as 1 + q/64, pairs f0/f1 … f6/f7 of groups s = 0..3,
+// their scales and d.
+struct WD {
+    f0: vec4<f32>, f1: vec4<f32>, f2: vec4<f32>, f3: vec4<f32>,
+    f4: vec4<f32>, f5: vec4<f32>, f6: vec4<f32>, f7: vec4<f32>,
+    sc: vec4<f32>, d: f32,
+}
+
+fn udec(w: WU, u: u32) -> WD {
+    let q = uwords(w, u);
+    return WD(six4(q.q0), six4(q.q1), six4(q.q2), six4(q.q3), six4(q.q4), six4(q.q5), six4(q.q6), six4(q.q7), q.sc, q.d);
 }
 
 fn udot(d: WD, xu: XU) -> f32 {
@@ -405,14 +424,9 @@ fn xunit(u: u32) -> XU {
               bitcast<f32>(sv[i]), bitcast<f32>(sv[i + 2u]));
 }
 
-struct WU {
-    hd: vec4<u32>, q: vec4<u32>,
-}
-
-fn uload(row: u32, u: u32) -> WU {
-    let vb = row * (params.row_bytes >> 4u) + (u >> 3u) * 9u;
-    return WU(W[vb], W[vb + 1u + (u & 7u)]);
-}
+// BEGIN WLOAD
+// (struct WU, uload and scmin: matmul.go copies them from the Q4_K section)
+// END WLOAD
 
 // The unit's nibbles as bytes (low: l, high: h), d, dmin, and the scales
 // and mins of its two sub-blocks.
@@ -422,19 +436,10 @@ struct WD {
 }
 
 fn udec(w: WU, u: u32) -> WD {
-    let hd = w.hd;
-    let dm = unpack2x16float(hd.x);
-    let k = (u >> 1u) & 3u;
-    let s = (k & 1u) * 16u;
-    let a = hd.y >> s;
-    let b = hd.z >> s;
-    let c = hd.w >> s;
-    let hi = k >= 2u;
-    let sc = select(a & 0x3f3fu, (c & 0x0f0fu) | ((a >> 2u) & 0x3030u), hi);
-    let mn = select(b & 0x3f3fu, ((c >> 4u) & 0x0f0fu) | ((b >> 2u) & 0x3030u), hi);
+    let dm = unpack2x16float(w.hd.x);
+    let sm = scmin(w.hd, u);
     let m4 = vec4<u32>(0x0f0f0f0fu);
-    return WD(w.q & m4, (w.q >> vec4<u32>(4u)) & m4,
-              dm.x, dm.y, f32(sc & 0xffu), f32((sc >> 8u) & 0xffu), f32(mn & 0xffu), f32((mn >> 8u) & 0xffu));
+    return WD(w.q & m4, (w.q >> vec4<u32>(4u)) & m4, dm.x, dm.y, sm.x, sm.y, sm.z, sm.w);
 }
 
 fn udot(d: WD, xu: XU) -> f32 {
@@ -484,51 +489,15 @@ fn xunit(u: u32) -> XU {
 
 // The words at byte o + 64h + 8g (ql), +32 (ql), o + 128 + 32h + 8g (qh),
 // o + 192 + 8h (scales), o + 208 (d), 3 or 2 each, for funnel shifts.
-struct WU {
-    sh: u32,
-    a0: u32, a1: u32, a2: u32, b0: u32, b1: u32, b2: u32,
-    h0: u32, h1: u32, h2: u32, s0: u32, s1: u32, s2: u32, d0: u32, d1: u32,
-}
+// BEGIN WLOAD
+// (struct WU, uload and uwords: matmul.go copies them from the Q6_K section)
+// END WLOAD
 
-fn uload(row: u32, u: u32) -> WU {
-    let o = row * params.row_bytes + (u >> 3u) * 210u;
-    let i = o >> 2u;
-    let h = (u >> 2u) & 1u;
-    let g = u & 3u;
-    let ia = i + 16u * h + 2u * g; // ql[64h + 8g]
-    let ib = ia + 8u;              // ql[64h + 8g + 32]
-    let ih = i + 32u + 8u * h + 2u * g; // qh[32h + 8g]
-    let is = i + 48u + 2u * h;          // scales[8h]
-    return WU((o & 3u) * 8u, W[ia], W[ia + 1u], W[ia + 2u], W[ib], W[ib + 1u], W[ib + 2u],
-              W[ih], W[ih + 1u], W[ih + 2u], W[is], W[is + 1u], W[is + 2u], W[i + 52u], W[i + 53u]);
-}
-
-// A unit's 6-bit values as bytes, word pairs q0/q1 … q6/q7 of groups
-// s = 0..3, their scales and d.
-struct WD {
-    q0: u32, q1: u32, q2: u32, q3: u32, q4: u32, q5: u32, q6: u32, q7: u32,
-    sc: vec4<f32>, d: f32,
-}
+// A unit's 6-bit values as bytes (uwords, from the Q6_K section).
+alias WD = W6;
 
 fn udec(w: WU, u: u32) -> WD {
-    let sh = w.sh;
-    let a0 = funnel(w.a0, w.a1, sh);
-    let a1 = funnel(w.a1, w.a2, sh);
-    let b0 = funnel(w.b0, w.b1, sh);
-    let b1 = funnel(w.b1, w.b2, sh);
-    let h0 = funnel(w.h0, w.h1, sh);
-    let h1 = funnel(w.h1, w.h2, sh);
-    let gs = ((u & 3u) >> 1u) * 8u;
-    let s0 = funnel(w.s0, w.s1, sh) >> gs; // bytes 0, 2 = scales 0, 2
-    let s1 = funnel(w.s1, w.s2, sh) >> gs; // bytes 0, 2 = scales 4, 6
-    let m4 = 0x0f0f0f0fu;
-    let sc = vec4<f32>(f32(bitcast<i32>(s0 << 24u) >> 24u), f32(bitcast<i32>(s0 << 8u) >> 24u),
-                       f32(bitcast<i32>(s1 << 24u) >> 24u), f32(bitcast<i32>(s1 << 8u) >> 24u));
-    return WD((a0 & m4) | ((h0 & 0x03030303u) << 4u), (a1 & m4) | ((h1 & 0x03030303u) << 4u),
-              (b0 & m4) | ((h0 & 0x0c0c0c0cu) << 2u), (b1 & m4) | ((h1 & 0x0c0c0c0cu) << 2u),
-              ((a0 >> 4u) & m4) | (h0 & 0x30303030u), ((a1 >> 4u) & m4) | (h1 & 0x30303030u),
-              ((b0 >> 4u) & m4) | ((h0 >> 2u) & 0x30303030u), ((b1 >> 4u) & m4) | ((h1 >> 2u) & 0x30303030u),
-              sc, unpack2x16float(funnel(w.d0, w.d1, sh)).x);
+    return uwords(w, u);
 }
 
 fn udot(d: WD, xu: XU) -> f32 {
