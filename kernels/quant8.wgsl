@@ -36,7 +36,8 @@ fn q4(v: vec4<f32>, k: i32, a: u32) -> vec4<i32> {
     let num = 127u * vec4<u32>(abs(xi));
     var q = num / a;
     let r2 = 2u * (num - q * a);
-    q += select(vec4<u32>(0u), vec4<u32>(1u), r2 > vec4<u32>(a) | (r2 == vec4<u32>(a) & (q & vec4<u32>(1u)) == vec4<u32>(1u)));
+    let up = (r2 > vec4<u32>(a)) | ((r2 == vec4<u32>(a)) & ((q & vec4<u32>(1u)) == vec4<u32>(1u)));
+    q += select(vec4<u32>(0u), vec4<u32>(1u), up);
     return select(vec4<i32>(q), -vec4<i32>(q), xi < vec4<i32>(0));
 }
 
