@@ -337,10 +337,13 @@ func (b *Batch) stepLocked(_ context.Context, ws []*waiter) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Row i: session i's position and KV slot.
+	// Row i: session i's position and KV slot; each sampler takes the
+	// token its row feeds back (before prepare: it counts it).
+	e := d.NewEncoder()
 	table := make([]byte, 8*n)
 	last := 0
 	for i, w := range ws {
+		w.smp.feed(e)
 		if err := w.smp.prepare(); err != nil {
 			return nil, err
 		}
@@ -351,7 +354,6 @@ func (b *Batch) stepLocked(_ context.Context, ws []*waiter) ([]int, error) {
 	if err := d.Write(b.table, 0, table); err != nil {
 		return nil, err
 	}
-	e := d.NewEncoder()
 	for i, w := range ws {
 		e.Copy(w.s.tok, 0, b.ids, uint64(4*i), 4)
 	}

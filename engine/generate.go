@@ -129,10 +129,9 @@ func (s *Session) Generate(ctx context.Context, prompt []int, o GenerateOptions)
 		return nil, err
 	}
 	// Stepping ahead needs a step that reads nothing the CPU learns from
-	// the token: not with a repetition penalty (its history is written from
-	// here), expert paging (routing is read back mid-step) or a batch.
-	ahead := smp.impl == nil || smp.impl.pipelined()
-	ahead = ahead && s.m.pager == nil && s.joined == nil
+	// the token (the penalty's history takes it on the GPU: feed): not
+	// with expert paging (routing is read back mid-step) or in a batch.
+	ahead := s.m.pager == nil && s.joined == nil
 	var next *pendingStep // submitted for the token pending waits for
 	defer func() {
 		if next != nil {
@@ -173,7 +172,6 @@ func (s *Session) Generate(ctx context.Context, prompt []int, o GenerateOptions)
 			break
 		}
 		res.Tokens = append(res.Tokens, id)
-		smp.accept(id)
 		if o.OnToken != nil {
 			if err := o.OnToken(id); err != nil {
 				return res, err
@@ -229,10 +227,14 @@ func (s *Session) submitStep(ctx context.Context, ids []int, smp *gpuSampler) (*
 		id, err := s.joined.decode(ctx, s, smp)
 		return &pendingStep{s: s, id: id, err: err}, nil
 	}
+	e := s.dev.NewEncoder()
+	if ids == nil {
+		smp.feed(e)
+	}
 	if err := smp.prepare(); err != nil {
 		return nil, err
 	}
-	e, err := s.encode(ctx, s.dev.NewEncoder(), ids, ids == nil, false)
+	e, err := s.encode(ctx, e, ids, ids == nil, false)
 	if err != nil {
 		return nil, err
 	}
@@ -271,11 +273,12 @@ type gpuSampler struct {
 
 type samplerImpl interface {
 	prepare() error
+	// accept appends a prompt token to what the sampler has seen.
 	accept(id int)
+	// feed records into e, a step that reads the last sampled token from
+	// the GPU, the same for that token (no CPU round trip).
+	feed(e *kernels.Encoder)
 	release()
-	// pipelined reports whether a step can be submitted before the
-	// previous token has been accepted (see Generate).
-	pipelined() bool
 }
 
 func (g *gpuSampler) prepare() error {
@@ -288,6 +291,12 @@ func (g *gpuSampler) prepare() error {
 func (g *gpuSampler) accept(id int) {
 	if g.impl != nil {
 		g.impl.accept(id)
+	}
+}
+
+func (g *gpuSampler) feed(e *kernels.Encoder) {
+	if g.impl != nil {
+		g.impl.feed(e)
 	}
 }
 

@@ -11,8 +11,9 @@ import (
 )
 
 // stochastic drives the GPU sampler: per token it writes the uniform draw
-// and the history count into the sampler's state buffer, and appends
-// accepted tokens to the GPU history ring (for the repetition penalty).
+// and the history count into the sampler's state buffer, and appends the
+// prompt's tokens (accept) and each sampled one (feed) to the GPU history
+// ring (for the repetition penalty).
 type stochastic struct {
 	s       *Session
 	state   *kernels.Buffer
@@ -75,9 +76,16 @@ func (st *stochastic) accept(id int) {
 	st.count++
 }
 
-// pipelined: accept writes the token into the penalty's history, which the
-// next step reads; without a penalty it does nothing.
-func (st *stochastic) pipelined() bool { return st.history == nil }
+// feed appends the token a step reads from s.tok to the history ring with
+// a GPU copy at the step's start (its sampling, at the end, reads the
+// ring), so the step can be submitted before the token is read back.
+func (st *stochastic) feed(e *kernels.Encoder) {
+	if st.history == nil {
+		return
+	}
+	e.Copy(st.s.tok, 0, st.history, uint64(4*(int(st.count)%st.ring)), 4)
+	st.count++
+}
 
 func (st *stochastic) release() {
 	st.state.Release()

@@ -125,3 +125,52 @@ func TestGenerateStepsAhead(t *testing.T) {
 		})
 	}
 }
+
+// TestPenaltyStepsAhead: with a repetition penalty the sampled tokens
+// reach the penalty's history on the GPU (the step that feeds a token
+// back appends it), so Generate still steps ahead; its greedy tokens are
+// those of a one-token-at-a-time loop that penalizes on the CPU.
+func TestPenaltyStepsAhead(t *testing.T) {
+	m := loadShared(t, "models/stories260K.gguf", Options{Context: 64})
+	prompt := []int{1, 403, 407, 261}
+	const n, lastN, pen = 48, 32, 1.5
+	res, err := newSession(t, m).Generate(context.Background(), prompt, GenerateOptions{MaxTokens: n, Sample: SampleOptions{RepPenalty: pen, RepLastN: lastN}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSession(t, m)
+	logits, err := s.Forward(prompt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hist := slices.Clone(prompt)
+	inv := float32(1) / float32(pen)
+	var want []int
+	for range n {
+		l := slices.Clone(logits)
+		seen := map[int]bool{}
+		for _, id := range hist[max(0, len(hist)-lastN):] {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			if l[id] > 0 {
+				l[id] *= inv
+			} else {
+				l[id] *= float32(pen)
+			}
+		}
+		id := argmax(l)
+		want = append(want, id)
+		hist = append(hist, id)
+		if logits, err = s.Forward([]int{id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(res.Tokens, want) {
+		t.Fatalf("Generate %v\n by hand  %v", res.Tokens, want)
+	}
+	if plain, err := newSession(t, m).Generate(context.Background(), prompt, GenerateOptions{MaxTokens: n}); err != nil || slices.Equal(plain.Tokens, want) {
+		t.Fatalf("the penalty changed nothing (%v): %v", err, want)
+	}
+}
