@@ -60,6 +60,20 @@ func TestQ8XReference(t *testing.T) {
 	if moved == 0 {
 		t.Fatal("8-bit activations changed no logit: Q8X is not in use")
 	}
+	// The norms write the 8-bit input of q, k, v and gate+up themselves:
+	// a decode step adds only the rounding of the attention's and the
+	// activation's outputs, two dispatches a layer.
+	perStep := func(s *Session) uint64 {
+		s.Reset()
+		res, err := s.Generate(context.Background(), []int{1, 2, 3}, GenerateOptions{MaxTokens: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Stats.Dispatches / uint64(len(res.Stats.TokenLatency))
+	}
+	if q, f := perStep(s), perStep(plain); q != f+2*uint64(rm.Manifest.Config.Layers) {
+		t.Errorf("a decode step: %d dispatches with Q8X, %d without; want %d more", q, f, 2*rm.Manifest.Config.Layers)
+	}
 	t.Logf("max |logit diff| against the reference %.2e; against f32 activations %.2e", worst, moved)
 }
 

@@ -292,6 +292,17 @@ func (s *Session) build(k planKey) (*plan, error) {
 	}
 	pos := whole(s.posBuf)
 	f16 := !s.m.opts.KVF32
+	// norm is RMSNorm over the pass's rows into out, with out's 8-bit
+	// form for the products that read it (q8) written by the same
+	// dispatch where Options.Q8X applies (one row).
+	norm := func(x, g, out *kernels.Buffer, rows int, q8 bool) {
+		if !q8 || rows != 1 || s.xq == nil || c.HiddenSize%128 != 0 {
+			add(d.RMSNorm(whole(x), whole(g), whole(out), rows, c.HiddenSize, eps, c.NormAddOne))
+			return
+		}
+		add(d.RMSNormQ8(whole(x), whole(g), whole(out), whole(s.xq), 1, c.HiddenSize, eps, c.NormAddOne))
+		rounded = out
+	}
 
 	bias := func(b *kernels.Buffer) kernels.MatMulOpts {
 		if b == nil {
@@ -318,7 +329,8 @@ func (s *Session) build(k planKey) (*plan, error) {
 		if sliding {
 			rope = s.m.ropeLocal
 		}
-		add(d.RMSNorm(whole(s.x), whole(ly.attnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
+		attnQ8 := ly.qkv != nil && ly.qkv.CanQ8X() || ly.qkv == nil && ly.q.CanQ8X()
+		norm(s.x, ly.attnNorm, s.xn, m, attnQ8)
 		rows := s.qkvL.rows(c, ly.qkv != nil, m, 0)
 		mm := func(w *kernels.Weight, out kernels.BufferRange, b *kernels.Buffer) ([]*kernels.Op, error) {
 			return matmul(w, s.xn, out, bias(b))
@@ -336,7 +348,7 @@ func (s *Session) build(k planKey) (*plan, error) {
 		}
 		addN(d.Attention(at(s.qkv, rows.QOff), s.kc[l], s.vc[l], whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao))
 		residual(ly.o, s.att, ly.oBias, ly.postAttnNorm)
-		add(d.RMSNorm(whole(s.x), whole(ly.ffnNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
+		norm(s.x, ly.ffnNorm, s.xn, m, ly.moe == nil && ly.gateUp.CanQ8X())
 		if e := ly.moe; e != nil {
 			// Routing, the chosen experts and their weighted sum, all on
 			// the GPU: no readback inside the token — unless experts are
@@ -381,11 +393,11 @@ func (s *Session) build(k planKey) (*plan, error) {
 		add(d.RMSNorm(whole(s.x), whole(s.m.outNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
 		addN(d.MatMul(s.m.output, whole(s.xn), whole(s.logitsAll), m, kernels.MatMulOpts{}))
 	case m == 1:
-		add(d.RMSNorm(whole(s.x), whole(s.m.outNorm), whole(s.xnLast), 1, c.HiddenSize, eps, c.NormAddOne))
+		norm(s.x, s.m.outNorm, s.xnLast, 1, s.m.output.CanQ8X())
 		addN(matmul(s.m.output, s.xnLast, whole(s.logits), kernels.MatMulOpts{}))
 	default:
 		// The caller copies the last row of x into xLast before these.
-		add(d.RMSNorm(whole(s.xLast), whole(s.m.outNorm), whole(s.xnLast), 1, c.HiddenSize, eps, c.NormAddOne))
+		norm(s.xLast, s.m.outNorm, s.xnLast, 1, s.m.output.CanQ8X())
 		addN(matmulRows(s.m.output, s.xnLast, whole(s.logits), 1, kernels.MatMulOpts{}))
 	}
 	if err != nil {

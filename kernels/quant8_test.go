@@ -258,3 +258,67 @@ func TestMatMulBatchQ8X(t *testing.T) {
 		yb.Release()
 	}
 }
+
+// TestRMSNormQ8: the fused norm writes RMSNorm's values and, bit for bit,
+// QuantizeQ8's bytes of them.
+func TestRMSNormQ8(t *testing.T) {
+	d := testDevice(t)
+	r := rand.New(rand.NewPCG(13, 14))
+	for _, c := range []struct {
+		rows, n int
+		addOne  bool
+	}{{1, 128, false}, {1, 4096, true}, {3, 640, false}} {
+		x := randF32(r, c.rows*c.n, 3)
+		w := randF32(r, c.n, 1)
+		xb, _ := d.NewBuffer("x", uint64(len(x)*4))
+		wb, _ := d.NewBuffer("w", uint64(len(w)*4))
+		o1, _ := d.NewBuffer("o1", uint64(len(x)*4))
+		o2, _ := d.NewBuffer("o2", uint64(len(x)*4))
+		q1, _ := d.NewBuffer("q1", uint64(c.rows)*Q8RowBytes(c.n))
+		q2, _ := d.NewBuffer("q2", uint64(c.rows)*Q8RowBytes(c.n))
+		d.WriteF32(xb, 0, x)
+		d.WriteF32(wb, 0, w)
+		fused, err := d.RMSNormQ8(Whole(xb), Whole(wb), Whole(o1), Whole(q1), c.rows, c.n, 1e-5, c.addOne)
+		if err != nil {
+			t.Fatal(err)
+		}
+		norm, err := d.RMSNorm(Whole(xb), Whole(wb), Whole(o2), c.rows, c.n, 1e-5, c.addOne)
+		if err != nil {
+			t.Fatal(err)
+		}
+		quant, err := d.QuantizeQ8(Whole(o2), Whole(q2), c.rows, c.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := d.NewEncoder()
+		e.Run(fused, norm)
+		e.Run(quant)
+		if err := e.Submit(); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range [][2]*Buffer{{o1, o2}, {q1, q2}} {
+			a, err := d.Read(p[0], 0, p[0].Size())
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := d.Read(p[1], 0, p[1].Size())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range a {
+				if a[i] != b[i] {
+					t.Fatalf("%dx%d: %s byte %d: fused %#x, apart %#x", c.rows, c.n, p[0].label, i, a[i], b[i])
+				}
+			}
+		}
+		for _, op := range []*Op{fused, norm, quant} {
+			op.Release()
+		}
+		for _, b := range []*Buffer{xb, wb, o1, o2, q1, q2} {
+			b.Release()
+		}
+	}
+	if _, err := d.RMSNormQ8(Whole(nil), Whole(nil), Whole(nil), Whole(nil), 1, 100, 1e-5, false); err == nil {
+		t.Fatal("n = 100 (not a multiple of 128) accepted")
+	}
+}

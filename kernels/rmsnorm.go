@@ -56,3 +56,54 @@ func (d *Device) RMSNorm(x, w, out BufferRange, rows, n int, eps float32, addOne
 	params, _ := binary.Append(nil, binary.LittleEndian, rmsnormParams{Rows: uint32(rows), N: uint32(n), Eps: eps, AddOne: one})
 	return d.NewOp(p, params, d.grid(rows), x, w, out)
 }
+
+// rmsnormQ8Body is rmsnorm.wgsl's Q8 block for RMSNormQ8: each invocation
+// also rounds blocks of 32 of the normed row to 8 bits, from the values
+// it computes exactly as out's.
+const rmsnormQ8Body = `    for (var b = lid; b < n / 32u; b += WG) {
+        var v: array<vec4<f32>, 8>;
+        for (var i = 0u; i < 8u; i++) {
+            let c = b * 32u + 4u * i;
+            v[i] = vec4<f32>(x[base + c] * scale * (w[c] + one), x[base + c + 1u] * scale * (w[c + 1u] + one),
+                             x[base + c + 2u] * scale * (w[c + 2u] + one), x[base + c + 3u] * scale * (w[c + 3u] + one));
+        }
+        q8block(&v, row * (n / 4u + n / 32u + n / 16u), n, b);
+    }
+`
+
+// RMSNormQ8 is RMSNorm that also writes the normed rows rounded to 8 bits
+// into outQ (QuantizeQ8's layout and bytes, rows·Q8RowBytes(n)): the
+// input of the next integer-dot products without a dispatch of its own.
+// n must be a multiple of 128.
+func (d *Device) RMSNormQ8(x, w, out, outQ BufferRange, rows, n int, eps float32, addOne bool) (*Op, error) {
+	if rows <= 0 || n <= 0 || n%128 != 0 {
+		return nil, fmt.Errorf("kernels: rmsnorm q8: bad shape rows=%d n=%d (n must be a multiple of 128)", rows, n)
+	}
+	need := uint64(rows) * uint64(n) * 4
+	if x.size() < need || out.size() < need || w.size() < uint64(n)*4 || outQ.size() < uint64(rows)*Q8RowBytes(n) {
+		return nil, fmt.Errorf("kernels: rmsnorm q8 %dx%d: x %d, w %d, out %d, q8 %d bytes are too small", rows, n, x.size(), w.size(), out.size(), outQ.size())
+	}
+	wg := rmsnormWG(n, d.limits.MaxInvocations)
+	src, err := setConst(rmsnormWGSL, "WG", wg)
+	if err == nil {
+		src, err = setBlock(src, "Q8", rmsnormQ8Body)
+	}
+	helpers, _, ok := takeBlock(quant8WGSL, "Q8BLOCK")
+	if err == nil && !ok {
+		err = fmt.Errorf("kernels: no Q8BLOCK in quant8.wgsl")
+	}
+	if err != nil {
+		return nil, err
+	}
+	src += "\n@group(0) @binding(4) var<storage, read_write> q8out: array<u32>;\n" + helpers
+	p, err := d.Pipeline("rmsnorm-q8/wg"+strconv.Itoa(int(wg)), src, "main", []Binding{Uniform, ReadOnly, ReadOnly, Storage, Storage})
+	if err != nil {
+		return nil, err
+	}
+	var one uint32
+	if addOne {
+		one = 1
+	}
+	params, _ := binary.Append(nil, binary.LittleEndian, rmsnormParams{Rows: uint32(rows), N: uint32(n), Eps: eps, AddOne: one})
+	return d.NewOp(p, params, d.grid(rows), x, w, out, outQ)
+}

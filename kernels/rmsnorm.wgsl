@@ -50,4 +50,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
     for (var i = lid; i < n; i += WG) {
         out[base + i] = x[base + i] * scale * (w[i] + one);
     }
+    // BEGIN Q8
+    // END Q8
 }
