@@ -435,6 +435,17 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 		scale = float32(c.EmbedScale)
 	}
 	eps := float32(c.NormEps)
+	// norm is RMSNorm over the step's rows into out, with out's 8-bit
+	// form written by the same dispatch where the products that read it
+	// (q8) take it (Session.build's norm: the same bytes).
+	norm := func(x, g, out *kernels.Buffer, q8 bool) {
+		if !q8 || b.xq == nil || c.HiddenSize%128 != 0 {
+			add(d.RMSNorm(whole(x), whole(g), whole(out), n, c.HiddenSize, eps, c.NormAddOne))
+			return
+		}
+		add(d.RMSNormQ8(whole(x), whole(g), whole(out), whole(b.xq), n, c.HiddenSize, eps, c.NormAddOne))
+		rounded = out
+	}
 	attnScale := float32(1 / math.Sqrt(float64(c.HeadDim)))
 	if c.AttnScale != 0 {
 		attnScale = float32(c.AttnScale)
@@ -451,7 +462,7 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 	}
 	addN(d.Embed(b.m.embed, whole(b.ids), whole(b.x), n, scale))
 	for l, ly := range b.m.layers {
-		add(d.RMSNorm(whole(b.x), whole(ly.attnNorm), whole(b.xn), n, c.HiddenSize, eps, c.NormAddOne))
+		norm(b.x, ly.attnNorm, b.xn, ly.qkv != nil && ly.qkv.CanQ8X() || ly.qkv == nil && ly.q.CanQ8X())
 		rows := b.qkvL.rows(c, ly.qkv != nil, n, 0)
 		rows.Slots = b.kv
 		mm := func(w *kernels.Weight, out kernels.BufferRange, bias *kernels.Buffer) ([]*kernels.Op, error) {
@@ -481,7 +492,7 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 			add(d.RMSNorm(whole(b.tmp), whole(ly.postAttnNorm), whole(b.tmp2), n, c.HiddenSize, eps, c.NormAddOne))
 			add(d.AddInPlace(whole(b.x), whole(b.tmp2), n*c.HiddenSize))
 		}
-		add(d.RMSNorm(whole(b.x), whole(ly.ffnNorm), whole(b.xn), n, c.HiddenSize, eps, c.NormAddOne))
+		norm(b.x, ly.ffnNorm, b.xn, ly.moe == nil && ly.gateUp.CanQ8X())
 		if e := ly.moe; e != nil {
 			k, ffn := c.ExpertsUsed, c.ExpertFFN
 			addN(d.MatMulBatch(e.router, whole(b.xn), whole(b.rlog), n, bo(e.routerBias)))
@@ -511,7 +522,7 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 			return nil, fmt.Errorf("batch of %d, layer %d: %w", n, l, err)
 		}
 	}
-	add(d.RMSNorm(whole(b.x), whole(b.m.outNorm), whole(b.xn), n, c.HiddenSize, eps, c.NormAddOne))
+	norm(b.x, b.m.outNorm, b.xn, b.m.output.CanQ8X())
 	addN(matmul(b.m.output, b.xn, whole(b.logits), kernels.BatchOpts{}))
 	if err != nil {
 		releaseOps(ops)
