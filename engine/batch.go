@@ -132,7 +132,7 @@ func (m *Model) NewBatch(max int) (*Batch, error) {
 		{&b.ids, "batch_ids", n * 4},
 		{&b.out, "batch_tokens", n * 4},
 		{&b.table, "batch_positions", n * 8},
-		{&b.xq, "batch_x_q8", nb(m.opts.Q8X, n*kernels.Q8RowBytes(widest(c.HiddenSize, qDim, c.FFN)))},
+		{&b.xq, "batch_x_q8", nb(m.opts.Q8X, n*kernels.Q8RowBytes(slices.Max([]int{c.HiddenSize, qDim, c.FFN})))},
 	} {
 		if err := b.alloc(a.dst, a.name, a.bytes); err != nil {
 			return nil, err
@@ -389,7 +389,7 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 	d := b.m.dev
 	var ops []*kernels.Op
 	var err error
-	var rounded *kernels.Buffer // what b.xq holds (see matmul), until ops are added
+	q8 := &q8Inputs{d: d, xq: b.xq}
 	add := func(op *kernels.Op, e error) {
 		if err == nil && e != nil {
 			err = e
@@ -397,54 +397,31 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 		if op != nil {
 			ops = append(ops, op)
 		}
-		rounded = nil
+		q8.forget()
 	}
 	addN := func(o []*kernels.Op, e error) {
 		if err == nil && e != nil {
 			err = e
 		}
 		ops = append(ops, o...)
-		rounded = nil
+		q8.forget()
 	}
 	// matmul is d.MatMulBatch, through 8-bit activations as a session's
-	// decode step (Session.build's matmul), so each row gets the bits it
-	// gets alone.
+	// decode step (q8Inputs), so each row gets the bits it gets alone.
 	matmul := func(w *kernels.Weight, in *kernels.Buffer, out kernels.BufferRange, o kernels.BatchOpts) ([]*kernels.Op, error) {
-		if b.xq == nil || !w.CanQ8X() {
-			rounded = nil
-			return d.MatMulBatch(w, whole(in), out, n, o)
-		}
-		var q []*kernels.Op
-		if rounded != in {
-			op, err := d.QuantizeQ8(whole(in), whole(b.xq), n, w.Cols)
-			if err != nil {
-				return nil, err
-			}
-			q, rounded = []*kernels.Op{op}, in
-		}
-		o.Q8X = true
-		mo, err := d.MatMulBatch(w, whole(b.xq), out, n, o)
-		if err != nil {
-			releaseOps(q)
-			return nil, err
-		}
-		return append(q, mo...), nil
+		return q8.matmul(w, in, n, &o.MatMulOpts, func(x kernels.BufferRange) ([]*kernels.Op, error) { return d.MatMulBatch(w, x, out, n, o) })
 	}
 	scale := float32(1)
 	if c.EmbedScale != 0 {
 		scale = float32(c.EmbedScale)
 	}
 	eps := float32(c.NormEps)
-	// norm is RMSNorm over the step's rows into out, with out's 8-bit
-	// form written by the same dispatch where the products that read it
-	// (q8) take it (Session.build's norm: the same bytes).
-	norm := func(x, g, out *kernels.Buffer, q8 bool) {
-		if !q8 || b.xq == nil || c.HiddenSize%128 != 0 {
-			add(d.RMSNorm(whole(x), whole(g), whole(out), n, c.HiddenSize, eps, c.NormAddOne))
-			return
-		}
-		add(d.RMSNormQ8(whole(x), whole(g), whole(out), whole(b.xq), n, c.HiddenSize, eps, c.NormAddOne))
-		rounded = out
+	// norm is RMSNorm over the step's rows into out, with its 8-bit form
+	// too where the products that read out take it (q8ok).
+	norm := func(x, g, out *kernels.Buffer, q8ok bool) {
+		op, holds, e := q8.norm(x, g, out, n, c.HiddenSize, eps, c.NormAddOne, q8ok)
+		add(op, e)
+		q8.held = holds
 	}
 	attnScale := float32(1 / math.Sqrt(float64(c.HeadDim)))
 	if c.AttnScale != 0 {
@@ -462,7 +439,7 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 	}
 	addN(d.Embed(b.m.embed, whole(b.ids), whole(b.x), n, scale))
 	for l, ly := range b.m.layers {
-		norm(b.x, ly.attnNorm, b.xn, ly.qkv != nil && ly.qkv.CanQ8X() || ly.qkv == nil && ly.q.CanQ8X())
+		norm(b.x, ly.attnNorm, b.xn, ly.qkvQ8X())
 		rows := b.qkvL.rows(c, ly.qkv != nil, n, 0)
 		rows.Slots = b.kv
 		mm := func(w *kernels.Weight, out kernels.BufferRange, bias *kernels.Buffer) ([]*kernels.Op, error) {
@@ -531,6 +508,3 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 	b.plans[n] = ops
 	return ops, nil
 }
-
-// widest is the largest of ns (NewBatch's max is its batch size).
-func widest(ns ...int) int { return slices.Max(ns) }

@@ -229,7 +229,7 @@ func (s *Session) build(k planKey) (*plan, error) {
 	m := k.m
 	var ops []*kernels.Op
 	var err error
-	var rounded *kernels.Buffer // what s.xq holds (see matmul), until ops are added
+	q8 := &q8Inputs{d: d, xq: s.xq}
 	add := func(op *kernels.Op, e error) {
 		if err == nil && e != nil {
 			err = e
@@ -237,44 +237,27 @@ func (s *Session) build(k planKey) (*plan, error) {
 		if op != nil {
 			ops = append(ops, op)
 		}
-		rounded = nil
+		q8.forget()
 	}
 	addN := func(o []*kernels.Op, e error) {
 		if err == nil && e != nil {
 			err = e
 		}
 		ops = append(ops, o...)
-		rounded = nil
+		q8.forget()
 	}
-	// matmulRows is d.MatMul over m rows, through 8-bit activations where
-	// Options.Q8X, one row (a matrix-vector product: the decode step's,
-	// the LM head's) and the weight allow: the input rounded once (into
-	// s.xq) for the products that follow each other on it (q, k and v).
-	// matmul is it over the pass's m rows.
-	var matmulRows func(w *kernels.Weight, in *kernels.Buffer, out kernels.BufferRange, m int, o kernels.MatMulOpts) ([]*kernels.Op, error)
+	// matmulRows is d.MatMul over rows rows of in; a matrix-vector
+	// product (one row: the decode step's, the LM head's) may take 8-bit
+	// inputs (q8Inputs). matmul is it over the pass's m rows.
+	matmulRows := func(w *kernels.Weight, in *kernels.Buffer, out kernels.BufferRange, rows int, o kernels.MatMulOpts) ([]*kernels.Op, error) {
+		if rows != 1 {
+			q8.forget()
+			return d.MatMul(w, whole(in), out, rows, o)
+		}
+		return q8.matmul(w, in, 1, &o, func(x kernels.BufferRange) ([]*kernels.Op, error) { return d.MatMul(w, x, out, 1, o) })
+	}
 	matmul := func(w *kernels.Weight, in *kernels.Buffer, out kernels.BufferRange, o kernels.MatMulOpts) ([]*kernels.Op, error) {
 		return matmulRows(w, in, out, m, o)
-	}
-	matmulRows = func(w *kernels.Weight, in *kernels.Buffer, out kernels.BufferRange, m int, o kernels.MatMulOpts) ([]*kernels.Op, error) {
-		if m != 1 || s.xq == nil || !w.CanQ8X() {
-			rounded = nil
-			return d.MatMul(w, whole(in), out, m, o)
-		}
-		var q []*kernels.Op
-		if rounded != in {
-			op, err := d.QuantizeQ8(whole(in), whole(s.xq), 1, w.Cols)
-			if err != nil {
-				return nil, err
-			}
-			q, rounded = []*kernels.Op{op}, in
-		}
-		o.Q8X = true
-		mo, err := d.MatMul(w, whole(s.xq), out, 1, o)
-		if err != nil {
-			releaseOps(q)
-			return nil, err
-		}
-		return append(q, mo...), nil
 	}
 	ids := whole(s.ids)
 	if k.fromTok {
@@ -292,16 +275,12 @@ func (s *Session) build(k planKey) (*plan, error) {
 	}
 	pos := whole(s.posBuf)
 	f16 := !s.m.opts.KVF32
-	// norm is RMSNorm over the pass's rows into out, with out's 8-bit
-	// form for the products that read it (q8) written by the same
-	// dispatch where Options.Q8X applies (one row).
-	norm := func(x, g, out *kernels.Buffer, rows int, q8 bool) {
-		if !q8 || rows != 1 || s.xq == nil || c.HiddenSize%128 != 0 {
-			add(d.RMSNorm(whole(x), whole(g), whole(out), rows, c.HiddenSize, eps, c.NormAddOne))
-			return
-		}
-		add(d.RMSNormQ8(whole(x), whole(g), whole(out), whole(s.xq), 1, c.HiddenSize, eps, c.NormAddOne))
-		rounded = out
+	// norm is RMSNorm over rows rows of x into out; with one row its
+	// 8-bit form too where the products that read out take it (q8).
+	norm := func(x, g, out *kernels.Buffer, rows int, q8ok bool) {
+		op, holds, e := q8.norm(x, g, out, rows, c.HiddenSize, eps, c.NormAddOne, q8ok && rows == 1)
+		add(op, e)
+		q8.held = holds
 	}
 
 	bias := func(b *kernels.Buffer) kernels.MatMulOpts {
@@ -329,8 +308,7 @@ func (s *Session) build(k planKey) (*plan, error) {
 		if sliding {
 			rope = s.m.ropeLocal
 		}
-		attnQ8 := ly.qkv != nil && ly.qkv.CanQ8X() || ly.qkv == nil && ly.q.CanQ8X()
-		norm(s.x, ly.attnNorm, s.xn, m, attnQ8)
+		norm(s.x, ly.attnNorm, s.xn, m, ly.qkvQ8X())
 		rows := s.qkvL.rows(c, ly.qkv != nil, m, 0)
 		mm := func(w *kernels.Weight, out kernels.BufferRange, b *kernels.Buffer) ([]*kernels.Op, error) {
 			return matmul(w, s.xn, out, bias(b))

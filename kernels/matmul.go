@@ -235,15 +235,16 @@ func fastRows(b *strings.Builder, r int, gated bool) {
 	}
 }
 
-// CanQ8X reports whether MatMulOpts.Q8X applies to w: a dtype of
-// Q8XDType, columns a multiple of 128.
-func (w *Weight) CanQ8X() bool {
-	return w.Cols%128 == 0 && Q8XDType(w.DType)
-}
+// CanQ8X reports whether MatMulOpts.Q8X applies to w (Q8XShape).
+func (w *Weight) CanQ8X() bool { return Q8XShape(w.DType, w.Cols) }
 
-// Q8XDType reports whether weights of dt have a kernel for 8-bit
-// activations (MatMulOpts.Q8X).
-func Q8XDType(dt quant.DType) bool { return matvecQ8X(dt) != "" }
+// Q8XShape reports whether weights of dt with cols columns have a kernel
+// for 8-bit activations (MatMulOpts.Q8X): a "_Q8X" section in
+// matmul_vecfast.wgsl, and cols a multiple of 128 (QuantizeQ8's layout).
+// (Asked per weight while plans are built; it only looks the section up.)
+func Q8XShape(dt quant.DType, cols int) bool {
+	return cols%128 == 0 && strings.Contains(matvecFastWGSL, "\n// ==== "+dt.String()+"_Q8X\n")
+}
 
 // matvecQ8X returns the fast kernel's source for the dtype against
 // 8-bit activations (its "_Q8X" section, with x bound as packed words),

@@ -86,32 +86,7 @@ func TestMatVecQ8X(t *testing.T) {
 		}
 		x := randF32(r, c.cols, 1)
 		acc := randF32(r, c.rows, 1)
-		xb, _ := d.NewBuffer("x", uint64(c.cols*4))
-		qb, _ := d.NewBuffer("xq", Q8RowBytes(c.cols))
-		yb, _ := d.NewBuffer("y", uint64(c.rows*4))
-		d.WriteF32(xb, 0, x)
-		d.WriteF32(yb, 0, acc)
-		qop, err := d.QuantizeQ8(Whole(xb), Whole(qb), 1, c.cols)
-		if err != nil {
-			t.Fatal(err)
-		}
-		o := c.opts
-		o.Q8X = true
-		ops, err := d.MatMul(w, Whole(qb), Whole(yb), 1, o)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		e := d.NewEncoder()
-		e.Run(qop)
-		e.Run(ops...)
-		raw, err := e.SubmitRead(yb, 0, yb.Size())
-		if err != nil {
-			t.Fatal(err)
-		}
-		xq, err := d.Read(qb, 0, qb.Size())
-		if err != nil {
-			t.Fatal(err)
-		}
+		raw, xq := runQ8X(t, d, w, x, acc, 1, c.rows, c.opts)
 		got := make([]float32, c.rows)
 		for i := range got {
 			got[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
@@ -134,12 +109,7 @@ func TestMatVecQ8X(t *testing.T) {
 				t.Fatalf("%s: row %d: %g, the f32 product %g", name, i, got[i], exact[i])
 			}
 		}
-		releaseOps(ops)
-		qop.Release()
 		w.Release()
-		xb.Release()
-		qb.Release()
-		yb.Release()
 	}
 }
 
@@ -190,54 +160,10 @@ func TestMatMulBatchQ8X(t *testing.T) {
 		}
 		x := randF32(r, c.n*c.cols, 1)
 		start := randF32(r, c.n*outRows, 1)
-		row := Q8RowBytes(c.cols)
-		xb, _ := d.NewBuffer("x", uint64(len(x)*4))
-		qb, _ := d.NewBuffer("xq", uint64(c.n)*row)
-		yb, _ := d.NewBuffer("y", uint64(len(start)*4))
-		d.WriteF32(xb, 0, x)
-		d.WriteF32(yb, 0, start)
-		qop, err := d.QuantizeQ8(Whole(xb), Whole(qb), c.n, c.cols)
-		if err != nil {
-			t.Fatal(err)
-		}
-		o := BatchOpts{MatMulOpts: c.opts}
-		o.Q8X = true
-		ops, err := d.MatMulBatch(w, Whole(qb), Whole(yb), c.n, o)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		e := d.NewEncoder()
-		e.Run(qop)
-		e.Run(ops...)
-		got, err := e.SubmitRead(yb, 0, yb.Size())
-		if err != nil {
-			t.Fatal(err)
-		}
-		releaseOps(ops)
+		got, _ := runQ8X(t, d, w, x, start, c.n, outRows, c.opts)
 		// Each vector alone: its own row of x, rounded and multiplied.
 		for v := range c.n {
-			xv, _ := d.NewBuffer("xv", uint64(c.cols*4))
-			qv, _ := d.NewBuffer("qv", row)
-			yv, _ := d.NewBuffer("yv", uint64(outRows*4))
-			d.WriteF32(xv, 0, x[v*c.cols:(v+1)*c.cols])
-			d.WriteF32(yv, 0, start[v*outRows:(v+1)*outRows])
-			q1, err := d.QuantizeQ8(Whole(xv), Whole(qv), 1, c.cols)
-			if err != nil {
-				t.Fatal(err)
-			}
-			mo := c.opts
-			mo.Q8X = true
-			m1, err := d.MatMul(w, Whole(qv), Whole(yv), 1, mo)
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			e := d.NewEncoder()
-			e.Run(q1)
-			e.Run(m1...)
-			want, err := e.SubmitRead(yv, 0, yv.Size())
-			if err != nil {
-				t.Fatal(err)
-			}
+			want, _ := runQ8X(t, d, w, x[v*c.cols:(v+1)*c.cols], start[v*outRows:(v+1)*outRows], 1, outRows, c.opts)
 			for i := range outRows {
 				g := binary.LittleEndian.Uint32(got[4*(v*outRows+i):])
 				w := binary.LittleEndian.Uint32(want[4*i:])
@@ -245,17 +171,8 @@ func TestMatMulBatchQ8X(t *testing.T) {
 					t.Fatalf("%s: vector %d row %d: batched %g, alone %g", name, v, i, math.Float32frombits(g), math.Float32frombits(w))
 				}
 			}
-			releaseOps(m1)
-			q1.Release()
-			xv.Release()
-			qv.Release()
-			yv.Release()
 		}
-		qop.Release()
 		w.Release()
-		xb.Release()
-		qb.Release()
-		yb.Release()
 	}
 }
 
@@ -321,4 +238,45 @@ func TestRMSNormQ8(t *testing.T) {
 	if _, err := d.RMSNormQ8(Whole(nil), Whole(nil), Whole(nil), Whole(nil), 1, 100, 1e-5, false); err == nil {
 		t.Fatal("n = 100 (not a multiple of 128) accepted")
 	}
+}
+
+// runQ8X rounds n vectors x to 8 bits and multiplies them by w with Q8X
+// (MatMul for one, MatMulBatch for more) into out, which starts as start
+// (outRows values a vector); it returns out's bytes and the 8-bit x.
+func runQ8X(t *testing.T, d *Device, w *Weight, x, start []float32, n, outRows int, o MatMulOpts) (out, xq []byte) {
+	t.Helper()
+	xb, _ := d.NewBuffer("x", uint64(len(x)*4))
+	qb, _ := d.NewBuffer("xq", uint64(n)*Q8RowBytes(w.Cols))
+	yb, _ := d.NewBuffer("y", uint64(n*outRows*4))
+	defer xb.Release()
+	defer qb.Release()
+	defer yb.Release()
+	d.WriteF32(xb, 0, x)
+	d.WriteF32(yb, 0, start)
+	qop, err := d.QuantizeQ8(Whole(xb), Whole(qb), n, w.Cols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qop.Release()
+	o.Q8X = true
+	var ops []*Op
+	if n == 1 {
+		ops, err = d.MatMul(w, Whole(qb), Whole(yb), 1, o)
+	} else {
+		ops, err = d.MatMulBatch(w, Whole(qb), Whole(yb), n, BatchOpts{MatMulOpts: o})
+	}
+	if err != nil {
+		t.Fatalf("%s %dx%d, %d vectors: %v", w.DType, w.Rows, w.Cols, n, err)
+	}
+	defer releaseOps(ops)
+	e := d.NewEncoder()
+	e.Run(qop)
+	e.Run(ops...)
+	if out, err = e.SubmitRead(yb, 0, yb.Size()); err != nil {
+		t.Fatal(err)
+	}
+	if xq, err = d.Read(qb, 0, qb.Size()); err != nil {
+		t.Fatal(err)
+	}
+	return out, xq
 }

@@ -33,28 +33,7 @@ func rmsnormWG(n, maxInvocations int) uint32 {
 // when addOne (Gemma). x and out hold rows*n values, w holds n. out may
 // not overlap x.
 func (d *Device) RMSNorm(x, w, out BufferRange, rows, n int, eps float32, addOne bool) (*Op, error) {
-	if rows <= 0 || n <= 0 {
-		return nil, fmt.Errorf("kernels: rmsnorm: bad shape rows=%d n=%d", rows, n)
-	}
-	need := uint64(rows) * uint64(n) * 4
-	if x.size() < need || out.size() < need || w.size() < uint64(n)*4 {
-		return nil, fmt.Errorf("kernels: rmsnorm %dx%d: x %d, w %d, out %d bytes are too small", rows, n, x.size(), w.size(), out.size())
-	}
-	wg := rmsnormWG(n, d.limits.MaxInvocations)
-	src, err := setConst(rmsnormWGSL, "WG", wg)
-	if err != nil {
-		return nil, err
-	}
-	p, err := d.Pipeline("rmsnorm/wg"+strconv.Itoa(int(wg)), src, "main", []Binding{Uniform, ReadOnly, ReadOnly, Storage})
-	if err != nil {
-		return nil, err
-	}
-	var one uint32
-	if addOne {
-		one = 1
-	}
-	params, _ := binary.Append(nil, binary.LittleEndian, rmsnormParams{Rows: uint32(rows), N: uint32(n), Eps: eps, AddOne: one})
-	return d.NewOp(p, params, d.grid(rows), x, w, out)
+	return d.rmsnorm(x, w, out, BufferRange{}, rows, n, eps, addOne)
 }
 
 // rmsnormQ8Body is rmsnorm.wgsl's Q8 block for RMSNormQ8: each invocation
@@ -76,27 +55,44 @@ const rmsnormQ8Body = `    for (var b = lid; b < n / 32u; b += WG) {
 // input of the next integer-dot products without a dispatch of its own.
 // n must be a multiple of 128.
 func (d *Device) RMSNormQ8(x, w, out, outQ BufferRange, rows, n int, eps float32, addOne bool) (*Op, error) {
-	if rows <= 0 || n <= 0 || n%128 != 0 {
-		return nil, fmt.Errorf("kernels: rmsnorm q8: bad shape rows=%d n=%d (n must be a multiple of 128)", rows, n)
+	if n%128 != 0 || outQ.Buf == nil {
+		return nil, fmt.Errorf("kernels: rmsnorm q8: n=%d must be a multiple of 128, with an 8-bit output", n)
+	}
+	return d.rmsnorm(x, w, out, outQ, rows, n, eps, addOne)
+}
+
+// rmsnorm is RMSNorm, and RMSNormQ8 when outQ is set.
+func (d *Device) rmsnorm(x, w, out, outQ BufferRange, rows, n int, eps float32, addOne bool) (*Op, error) {
+	q8 := outQ.Buf != nil
+	if rows <= 0 || n <= 0 {
+		return nil, fmt.Errorf("kernels: rmsnorm: bad shape rows=%d n=%d", rows, n)
 	}
 	need := uint64(rows) * uint64(n) * 4
-	if x.size() < need || out.size() < need || w.size() < uint64(n)*4 || outQ.size() < uint64(rows)*Q8RowBytes(n) {
-		return nil, fmt.Errorf("kernels: rmsnorm q8 %dx%d: x %d, w %d, out %d, q8 %d bytes are too small", rows, n, x.size(), w.size(), out.size(), outQ.size())
+	if x.size() < need || out.size() < need || w.size() < uint64(n)*4 || (q8 && outQ.size() < uint64(rows)*Q8RowBytes(n)) {
+		return nil, fmt.Errorf("kernels: rmsnorm %dx%d: x %d, w %d, out %d, 8-bit out %d bytes are too small", rows, n, x.size(), w.size(), out.size(), outQ.size())
 	}
 	wg := rmsnormWG(n, d.limits.MaxInvocations)
 	src, err := setConst(rmsnormWGSL, "WG", wg)
-	if err == nil {
-		src, err = setBlock(src, "Q8", rmsnormQ8Body)
-	}
-	helpers, _, ok := takeBlock(quant8WGSL, "Q8BLOCK")
-	if err == nil && !ok {
-		err = fmt.Errorf("kernels: no Q8BLOCK in quant8.wgsl")
-	}
 	if err != nil {
 		return nil, err
 	}
-	src += "\n@group(0) @binding(4) var<storage, read_write> q8out: array<u32>;\n" + helpers
-	p, err := d.Pipeline("rmsnorm-q8/wg"+strconv.Itoa(int(wg)), src, "main", []Binding{Uniform, ReadOnly, ReadOnly, Storage, Storage})
+	key := "rmsnorm/wg" + strconv.Itoa(int(wg))
+	layout := []Binding{Uniform, ReadOnly, ReadOnly, Storage}
+	bufs := []BufferRange{x, w, out}
+	if q8 {
+		helpers, _, ok := takeBlock(quant8WGSL, "Q8BLOCK")
+		if !ok {
+			return nil, fmt.Errorf("kernels: no Q8BLOCK in quant8.wgsl")
+		}
+		if src, err = setBlock(src, "Q8", rmsnormQ8Body); err != nil {
+			return nil, err
+		}
+		src += "\n@group(0) @binding(4) var<storage, read_write> q8out: array<u32>;\n" + helpers
+		key += "/q8"
+		layout = append(layout, Storage)
+		bufs = append(bufs, outQ)
+	}
+	p, err := d.Pipeline(key, src, "main", layout)
 	if err != nil {
 		return nil, err
 	}
@@ -105,5 +101,5 @@ func (d *Device) RMSNormQ8(x, w, out, outQ BufferRange, rows, n int, eps float32
 		one = 1
 	}
 	params, _ := binary.Append(nil, binary.LittleEndian, rmsnormParams{Rows: uint32(rows), N: uint32(n), Eps: eps, AddOne: one})
-	return d.NewOp(p, params, d.grid(rows), x, w, out, outQ)
+	return d.NewOp(p, params, d.grid(rows), bufs...)
 }

@@ -178,7 +178,7 @@ func (md *Model) matmul(w *matrix, x []float32, m int, bias, acc []float32) []fl
 	switch {
 	case md.opts.LlamaCPU.MatMul:
 		x = roundRows(w.dt, x, m, w.cols)
-	case md.opts.Q8X && m == 1 && kernels.Q8XDType(w.dt) && w.cols%128 == 0:
+	case md.opts.Q8X && m == 1 && kernels.Q8XShape(w.dt, w.cols):
 		x = kernels.DequantizeQ8Ref(kernels.QuantizeQ8Ref(x, 1, w.cols), 1, w.cols)
 	}
 	return kernels.MatMulRef(w.dt, w.data, w.rows, w.cols, x, m, bias, acc)
