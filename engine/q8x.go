@@ -23,7 +23,7 @@ func (q *q8Inputs) forget() { q.held = nil }
 // where Q8X applies, on xq with o.Q8X set, after the rounding of in
 // unless xq holds it already.
 func (q *q8Inputs) matmul(w *kernels.Weight, in *kernels.Buffer, rows int, o *kernels.MatMulOpts, mm func(x kernels.BufferRange) ([]*kernels.Op, error)) ([]*kernels.Op, error) {
-	if q.xq == nil || !w.CanQ8X() {
+	if q.xq == nil || !w.CanQ8X() || o.Norm.G.Buf != nil {
 		q.held = nil
 		return mm(whole(in))
 	}
@@ -55,6 +55,15 @@ func (q *q8Inputs) norm(x, g, out *kernels.Buffer, rows, n int, eps float32, add
 	}
 	op, err = q.d.RMSNormQ8(whole(x), whole(g), whole(out), whole(q.xq), rows, n, eps, addOne)
 	return op, out, err
+}
+
+// qkvWeights are the layer's q, k and v products: one stacked weight or
+// three.
+func (ly *layer) qkvWeights() []*kernels.Weight {
+	if ly.qkv != nil {
+		return []*kernels.Weight{ly.qkv}
+	}
+	return []*kernels.Weight{ly.q, ly.k, ly.v}
 }
 
 // qkvQ8X reports whether the layer's q (or stacked q/k/v) product takes

@@ -60,9 +60,11 @@ func TestQ8XReference(t *testing.T) {
 	if moved == 0 {
 		t.Fatal("8-bit activations changed no logit: Q8X is not in use")
 	}
-	// The norms write the 8-bit input of q, k, v and gate+up themselves:
-	// a decode step adds only the rounding of the attention's and the
-	// activation's outputs, two dispatches a layer.
+	// The norms write the 8-bit input of q, k, v, gate+up and the head
+	// themselves, so a decode step adds the rounding of the attention's
+	// and the activation's outputs, two dispatches a layer, and keeps
+	// the three norms (a layer's two, the final one) that f32 inputs
+	// fold into the products that read them.
 	perStep := func(s *Session) uint64 {
 		s.Reset()
 		res, err := s.Generate(context.Background(), []int{1, 2, 3}, GenerateOptions{MaxTokens: 5})
@@ -71,8 +73,9 @@ func TestQ8XReference(t *testing.T) {
 		}
 		return res.Stats.Dispatches / uint64(len(res.Stats.TokenLatency))
 	}
-	if q, f := perStep(s), perStep(plain); q != f+2*uint64(rm.Manifest.Config.Layers) {
-		t.Errorf("a decode step: %d dispatches with Q8X, %d without; want %d more", q, f, 2*rm.Manifest.Config.Layers)
+	layers := uint64(rm.Manifest.Config.Layers)
+	if q, f := perStep(s), perStep(plain); q != f+4*layers+1 {
+		t.Errorf("a decode step: %d dispatches with Q8X, %d without; want %d more", q, f, 4*layers+1)
 	}
 	t.Logf("max |logit diff| against the reference %.2e; against f32 activations %.2e", worst, moved)
 }

@@ -282,6 +282,22 @@ func (s *Session) build(k planKey) (*plan, error) {
 		add(op, e)
 		q8.held = holds
 	}
+	// normFor returns what the products ws, which follow a norm of x,
+	// read and the norm they apply: with one row, where every one of
+	// them takes MatMulOpts.Norm and none 8-bit inputs, x itself and the
+	// norm (no dispatch of its own); else out, normed by a dispatch
+	// (norm).
+	normFor := func(x, g, out *kernels.Buffer, rows int, q8ok bool, ws ...*kernels.Weight) (*kernels.Buffer, kernels.NormIn) {
+		fuse := rows == 1 && len(ws) > 0 && !(q8ok && q8.xq != nil)
+		for _, w := range ws {
+			fuse = fuse && w.CanNorm()
+		}
+		if !fuse {
+			norm(x, g, out, rows, q8ok)
+			return out, kernels.NormIn{}
+		}
+		return x, kernels.NormIn{G: whole(g), Eps: eps, AddOne: c.NormAddOne}
+	}
 
 	bias := func(b *kernels.Buffer) kernels.MatMulOpts {
 		if b == nil {
@@ -308,10 +324,12 @@ func (s *Session) build(k planKey) (*plan, error) {
 		if sliding {
 			rope = s.m.ropeLocal
 		}
-		norm(s.x, ly.attnNorm, s.xn, m, ly.qkvQ8X())
+		qkvIn, qkvNorm := normFor(s.x, ly.attnNorm, s.xn, m, ly.qkvQ8X(), ly.qkvWeights()...)
 		rows := s.qkvL.rows(c, ly.qkv != nil, m, 0)
 		mm := func(w *kernels.Weight, out kernels.BufferRange, b *kernels.Buffer) ([]*kernels.Op, error) {
-			return matmul(w, s.xn, out, bias(b))
+			o := bias(b)
+			o.Norm = qkvNorm
+			return matmul(w, qkvIn, out, o)
 		}
 		addN(s.m.qkvOps(&ly, mm, s.qkv, s.qRaw, s.kRaw, rows, m))
 		// One dispatch rotates q and k and writes k and v to the cache.
@@ -326,8 +344,8 @@ func (s *Session) build(k planKey) (*plan, error) {
 		}
 		addN(d.Attention(at(s.qkv, rows.QOff), s.kc[l], s.vc[l], whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao))
 		residual(ly.o, s.att, ly.oBias, ly.postAttnNorm)
-		norm(s.x, ly.ffnNorm, s.xn, m, ly.moe == nil && ly.gateUp.CanQ8X())
 		if e := ly.moe; e != nil {
+			norm(s.x, ly.ffnNorm, s.xn, m, false)
 			// Routing, the chosen experts and their weighted sum, all on
 			// the GPU: no readback inside the token — unless experts are
 			// paged, when the choices are read back right after routing.
@@ -345,11 +363,12 @@ func (s *Session) build(k planKey) (*plan, error) {
 			addN(d.MatMulExperts(down, whole(s.eh), whole(sel), whole(s.ey), m, k, true, optional(db)))
 			add(d.MoECombine(whole(s.ey), whole(s.wts), whole(s.x), m, k, c.HiddenSize, true))
 		} else {
+			in, nin := normFor(s.x, ly.ffnNorm, s.xn, m, ly.gateUp.CanQ8X(), ly.gateUp)
 			if m == 1 && ly.gateUp.CanGate() {
 				// Decode: the activation fused into the gate+up matvec.
-				addN(matmul(ly.gateUp, s.xn, whole(s.h), kernels.MatMulOpts{Gated: true, Act: activation(c.Activation)}))
+				addN(matmul(ly.gateUp, in, whole(s.h), kernels.MatMulOpts{Gated: true, Act: activation(c.Activation), Norm: nin}))
 			} else {
-				addN(d.MatMul(ly.gateUp, whole(s.xn), whole(s.gu), m, kernels.MatMulOpts{}))
+				addN(d.MatMul(ly.gateUp, whole(in), whole(s.gu), m, kernels.MatMulOpts{Norm: nin}))
 				add(d.GatedAct(whole(s.gu), whole(s.h), m, c.FFN, 2*c.FFN, c.FFN, activation(c.Activation)))
 			}
 			residual(ly.down, s.h, nil, ly.postFFNNorm)
@@ -370,13 +389,15 @@ func (s *Session) build(k planKey) (*plan, error) {
 		}
 		add(d.RMSNorm(whole(s.x), whole(s.m.outNorm), whole(s.xn), m, c.HiddenSize, eps, c.NormAddOne))
 		addN(d.MatMul(s.m.output, whole(s.xn), whole(s.logitsAll), m, kernels.MatMulOpts{}))
-	case m == 1:
-		norm(s.x, s.m.outNorm, s.xnLast, 1, s.m.output.CanQ8X())
-		addN(matmul(s.m.output, s.xnLast, whole(s.logits), kernels.MatMulOpts{}))
 	default:
-		// The caller copies the last row of x into xLast before these.
-		norm(s.xLast, s.m.outNorm, s.xnLast, 1, s.m.output.CanQ8X())
-		addN(matmulRows(s.m.output, s.xnLast, whole(s.logits), 1, kernels.MatMulOpts{}))
+		// One row: the token's, or (a prompt) the last one, which the
+		// caller copies into xLast before these.
+		x := s.x
+		if m > 1 {
+			x = s.xLast
+		}
+		in, nin := normFor(x, s.m.outNorm, s.xnLast, 1, s.m.output.CanQ8X(), s.m.output)
+		addN(matmulRows(s.m.output, in, whole(s.logits), 1, kernels.MatMulOpts{Norm: nin}))
 	}
 	if err != nil {
 		return nil, err

@@ -57,6 +57,12 @@ type MatMulOpts struct {
 	// and the product runs on packed 8-bit integer dot products
 	// (dtypes of CanQ8X, m == 1 and MatMulBatch).
 	Q8X bool
+	// Norm, where its G is set, applies RMSNorm to x inside a
+	// matrix-vector product: out = W·(x / rms(x) ⊙ g), what RMSNorm
+	// into a buffer and then MatMul give (within rounding: the kernel
+	// sums W·(x ⊙ g) and scales the sum), in one dispatch. Only where
+	// W.CanNorm(), for m == 1, without Q8X.
+	Norm NormIn
 
 	// Tuning of the m == 1 kernel (tests and benchmarks); 0 = default.
 	vecWG   int  // invocations per workgroup, a power of two ≥ 32
@@ -74,6 +80,24 @@ type MatMulOpts struct {
 	// its k step (32 or 64; 0 = 32).
 	tileOld                bool
 	tileRN, tileTN, tileKS int
+}
+
+// NormIn is the RMSNorm a matrix-vector product applies to its input
+// (MatMulOpts.Norm): x / sqrt(mean(x²) + Eps) ⊙ G, or ⊙ (1 + G) with
+// AddOne (Gemma), as RMSNorm.
+type NormIn struct {
+	G      BufferRange // f32 [Cols]; Buf nil = no norm
+	Eps    float32
+	AddOne bool
+}
+
+// matmulNormParams is matmulParams with the normed kernel's fields
+// (Params in matvecNormed's source), padded to 16 bytes.
+type matmulNormParams struct {
+	matmulParams
+	Eps    float32
+	AddOne float32 // 1 or 0, added to g
+	_      [2]uint32
 }
 
 // matmulUV is the decode unit (values) of each dtype, as the UV constants of
@@ -148,6 +172,56 @@ func matmulSection(dt quant.DType) (string, error) {
 // matvecFast returns the dtype's section of matmul_vecfast.wgsl (with the
 // file's prelude), or "" where the generic kernel must run: other dtypes,
 // F16 rows that are not 16-byte aligned.
+// CanNorm reports whether MatMulOpts.Norm applies to w: a dtype with a
+// fast matrix-vector kernel.
+func (w *Weight) CanNorm() bool { return matvecFast(w.DType, w.Cols) != "" }
+
+// matvecNormXL is the XLOAD block of the normed kernel: it loads x times
+// the norm's weight and sums the squares of x (each value of x is loaded
+// once per workgroup; xl's callers see g·x).
+const matvecNormXL = `@group(0) @binding(5) var<storage, read> gw: array<vec4<f32>>;
+var<private> ssq: vec4<f32>;
+
+fn xl(i: u32) -> vec4<f32> {
+    let v = x[i];
+    ssq += v * v;
+    return v * (gw[i] + vec4<f32>(params.add_one));
+}
+`
+
+// matvecNormed rewrites a fast m == 1 kernel's source for MatMulOpts.Norm:
+// one more row in the reductions carries the sum of squares, and the rows'
+// sums are scaled by 1/rms(x) before they are stored.
+func matvecNormed(src string) (string, error) {
+	src, err := replaceAll(src,
+		"    flags: u32,\n}", "    flags: u32,\n    eps: f32,\n    add_one: f32,\n    pad0: u32,\n    pad1: u32,\n}",
+		"const RED: u32 = R * RS;", "const RED: u32 = (R + 1u) * RS;",
+		"const RED2: u32 = R * 8u;", "const RED2: u32 = (R + 1u) * 8u;",
+	)
+	if err == nil {
+		src, err = setBlock(src, "XLOAD", matvecNormXL)
+	}
+	if err == nil {
+		src, err = setBlock(src, "NSUM", "    red[R * RS + lid] = hsum(ssq);\n")
+	}
+	if err == nil {
+		src, err = setBlock(src, "NSCALE", `    var ss = 0.0;
+    for (var i = 0u; i < 8u; i++) {
+        ss += red2[R * 8u + i];
+    }
+    let nscale = inverseSqrt(ss / f32(params.cols) + params.eps);
+    for (var q = lid; q < R * 8u; q += WG) {
+        red2[q] *= nscale;
+    }
+    workgroupBarrier();
+`)
+	}
+	if err != nil {
+		return "", fmt.Errorf("kernels: normed matvec: %w", err)
+	}
+	return src, nil
+}
+
 // CanGate reports whether MatMulOpts.Gated applies to w: an even number
 // of rows in one part, of a dtype with a fast matrix-vector kernel.
 func (w *Weight) CanGate() bool {
@@ -410,6 +484,11 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 		return nil, err
 	}
 	needX := uint64(m) * uint64(w.Cols) * 4
+	normed := opts.Norm.G.Buf != nil
+	if normed && (m != 1 || opts.Q8X || opts.vecOld || !w.CanNorm() || opts.Norm.G.size() < uint64(w.Cols)*4) {
+		return nil, fmt.Errorf("kernels: matmul %s: %s %dx%d, m=%d: no normed kernel (or norm weight of %d bytes, want %d)",
+			w.Name, w.DType, w.Rows, w.Cols, m, opts.Norm.G.size(), w.Cols*4)
+	}
 	if opts.Q8X {
 		if !w.CanQ8X() || opts.vecOld || m != 1 {
 			return nil, fmt.Errorf("kernels: matmul %s: %s %dx%d, m=%d has no kernel for 8-bit activations", w.Name, w.DType, w.Rows, w.Cols, m)
@@ -461,7 +540,11 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 			}
 			fast = matvecFastBody(fast, r, unroll, opts.Gated)
 		}
-		if wg < 32 || wg&(wg-1) != 0 || wg > d.limits.MaxInvocations || r < 1 || r > 32 || r*(wg+8)*4+r*32 > d.limits.MaxWorkgroupStorage || (opts.Gated && r%2 != 0) {
+		nr := r // rows reduced through workgroup memory
+		if normed {
+			nr++
+		}
+		if wg < 32 || wg&(wg-1) != 0 || wg > d.limits.MaxInvocations || r < 1 || r > 32 || nr*(wg+8)*4+nr*32 > d.limits.MaxWorkgroupStorage || (opts.Gated && r%2 != 0) {
 			return nil, fmt.Errorf("kernels: matmul %s: bad matvec shape wg=%d rows=%d", w.Name, wg, r)
 		}
 		var src, key string
@@ -472,6 +555,12 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 					return nil, err
 				}
 				key += "/gated/" + opts.Act.String()
+			}
+			if normed {
+				if src, err = matvecNormed(src); err != nil {
+					return nil, err
+				}
+				key += "/normed"
 			}
 		} else {
 			vec4 := w.Cols%4 == 0
@@ -488,7 +577,11 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 		if fast == "" {
 			src = helpersWGSL("W") + sec + src
 		}
-		if p, err = d.Pipeline(key, src, "main", matmulLayout); err != nil {
+		layout := matmulLayout
+		if normed {
+			layout = matmulNormLayout
+		}
+		if p, err = d.Pipeline(key, src, "main", layout); err != nil {
 			return nil, err
 		}
 		perGroup = r
@@ -534,15 +627,25 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 		if opts.Gated {
 			prows = rows // one part: F output rows
 		}
-		params, _ := binary.Append(nil, binary.LittleEndian, matmulParams{
+		mp := matmulParams{
 			Rows: uint32(prows), Cols: uint32(w.Cols), RowBytes: uint32(rb), Units: uint32(units),
 			Row0: uint32(part.Row0), OutStride: uint32(rows), M: uint32(m), Flags: flags,
-		})
+		}
+		params, _ := binary.Append(nil, binary.LittleEndian, mp)
+		bufs := []BufferRange{wr, x, bias, out}
+		if normed {
+			np := matmulNormParams{matmulParams: mp, Eps: opts.Norm.Eps}
+			if opts.Norm.AddOne {
+				np.AddOne = 1
+			}
+			params, _ = binary.Append(nil, binary.LittleEndian, np)
+			bufs = append(bufs, opts.Norm.G)
+		}
 		groups := (prows + perGroup - 1) / perGroup
 		if m > 1 {
 			groups *= tokTiles
 		}
-		op, err := d.NewOp(p, params, d.grid(groups), wr, x, bias, out)
+		op, err := d.NewOp(p, params, d.grid(groups), bufs...)
 		if err != nil {
 			releaseOps(ops)
 			return nil, fmt.Errorf("kernels: matmul %s part %d: %w", w.Name, i, err)
@@ -580,7 +683,10 @@ func matvecShared(src string) (string, error) {
 	return src, nil
 }
 
-var matmulLayout = []Binding{Uniform, ReadOnly, ReadOnly, ReadOnly, Storage}
+var (
+	matmulLayout     = []Binding{Uniform, ReadOnly, ReadOnly, ReadOnly, Storage}
+	matmulNormLayout = []Binding{Uniform, ReadOnly, ReadOnly, ReadOnly, Storage, ReadOnly}
+)
 
 func releaseOps(ops []*Op) {
 	for _, op := range ops {

@@ -46,6 +46,9 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	if err != nil {
 		return nil, err
 	}
+	if o.Norm.G.Buf != nil {
+		return nil, fmt.Errorf("kernels: matmul batch %s: no normed batched kernel (Norm is for MatMul with m == 1)", w.Name)
+	}
 	xs, os := o.XStride, o.OutStride
 	if xs == 0 {
 		xs = w.Cols
@@ -338,7 +341,6 @@ func matvecFastBatch(src string, r, u, nb int, gated bool) (string, error) {
 		"    flags: u32,\n}", batchParams+"\n\nvar<private> xo: u32;",
 		"const RED: u32 = R * RS;", "const NB: u32 = 1u;\nconst RED: u32 = R * NB * RS;",
 		"const RED2: u32 = R * 8u;", "const RED2: u32 = R * NB * 8u;",
-		"q < R * 8u;", "q < R * NB * 8u;",
 	)
 	if err == nil {
 		src, err = setBlock(src, "STORE", batchEpilogue)

@@ -65,8 +65,16 @@ struct X8 {
 }
 
 fn x8(c0: u32, c1: u32, c2: u32, c3: u32) -> X8 {
-    return X8(x[c0], x[c0 + 1u], x[c1], x[c1 + 1u], x[c2], x[c2 + 1u], x[c3], x[c3 + 1u]);
+    return X8(xl(c0), xl(c0 + 1u), xl(c1), xl(c1 + 1u), xl(c2), xl(c2 + 1u), xl(c3), xl(c3 + 1u));
 }
+
+// xl loads vec4 i of x; every value of x is loaded once per workgroup.
+// The normed kernel (MatMulOpts.Norm) replaces it: see matvecNormed.
+// BEGIN XLOAD
+fn xl(i: u32) -> vec4<f32> {
+    return x[i];
+}
+// END XLOAD
 
 // END XF32
 
@@ -89,8 +97,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
     // dropped) and an accumulator acci; per step, xunit once, then uload of
     // every row and unit (all loads in flight) before any ucalc.
     // ---- end
+    // BEGIN NSUM
+    // END NSUM
     workgroupBarrier();
-    for (var q = lid; q < R * 8u; q += WG) {
+    for (var q = lid; q < RED2; q += WG) {
         let base = (q >> 3u) * RS;
         var s = 0.0;
         for (var i = q & 7u; i < WG; i += 8u) {
@@ -99,6 +109,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
         red2[q] = s;
     }
     workgroupBarrier();
+    // BEGIN NSCALE
+    // END NSCALE
     // The batched and the gated kernels replace this block (matmul*.go).
     // BEGIN STORE
     if (lid < R && r0 + lid < params.rows) {
@@ -368,7 +380,7 @@ struct XU {
 }
 
 fn xunit(u: u32) -> XU {
-    return XU(x[2u * u], x[2u * u + 1u]);
+    return XU(xl(2u * u), xl(2u * u + 1u));
 }
 
 struct WU {
