@@ -451,15 +451,21 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 		if sliding {
 			rope = b.m.ropeLocal
 		}
-		add(d.RoPEKV(whole(b.qkv), whole(b.kc[l]), whole(b.vc[l]), table, rows, ctxLen, f16, rope))
 		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap), QStride: rows.QStride, Slots: b.kv}
+		q := at(b.qkv, rows.QOff)
+		if kernels.CanRoPE(n, c.HeadDim, true) {
+			// The attention rotates q and k and writes k and v itself.
+			ao.RoPE, q = &kernels.AttnRoPE{Rows: rows, Params: rope}, whole(b.qkv)
+		} else {
+			add(d.RoPEKV(whole(b.qkv), whole(b.kc[l]), whole(b.vc[l]), table, rows, ctxLen, f16, rope))
+		}
 		if sliding && c.SlidingWindow < ctxLen {
 			ao.Window = c.SlidingWindow
 		}
 		if ly.sinks != nil {
 			ao.Sinks = whole(ly.sinks)
 		}
-		addN(d.Attention(at(b.qkv, rows.QOff), whole(b.kc[l]), whole(b.vc[l]), whole(b.att), table, n, c.Heads, c.KVHeads, c.HeadDim, ctxLen, ao))
+		addN(d.Attention(q, whole(b.kc[l]), whole(b.vc[l]), whole(b.att), table, n, c.Heads, c.KVHeads, c.HeadDim, ctxLen, ao))
 		if ly.postAttnNorm == nil {
 			o := bo(ly.oBias)
 			o.Accumulate = true

@@ -332,9 +332,16 @@ func (s *Session) build(k planKey) (*plan, error) {
 			return matmul(w, qkvIn, out, o)
 		}
 		addN(s.m.qkvOps(&ly, mm, s.qkv, s.qRaw, s.kRaw, rows, m))
-		// One dispatch rotates q and k and writes k and v to the cache.
-		add(d.RoPEKV(whole(s.qkv), s.kc[l], s.vc[l], pos, rows, s.ctxLen, f16, rope))
 		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap), QStride: rows.QStride}
+		q := at(s.qkv, rows.QOff)
+		if kernels.CanRoPE(m, c.HeadDim, false) {
+			// Decode: the attention rotates q and k and writes k and v
+			// to the cache itself.
+			ao.RoPE, q = &kernels.AttnRoPE{Rows: rows, Params: rope}, whole(s.qkv)
+		} else {
+			// One dispatch rotates q and k and writes k and v to the cache.
+			add(d.RoPEKV(whole(s.qkv), s.kc[l], s.vc[l], pos, rows, s.ctxLen, f16, rope))
+		}
 		if sliding && c.SlidingWindow < s.ctxLen {
 			// (A window as long as the cache changes nothing.)
 			ao.Window = c.SlidingWindow
@@ -342,7 +349,7 @@ func (s *Session) build(k planKey) (*plan, error) {
 		if ly.sinks != nil {
 			ao.Sinks = whole(ly.sinks)
 		}
-		addN(d.Attention(at(s.qkv, rows.QOff), s.kc[l], s.vc[l], whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao))
+		addN(d.Attention(q, s.kc[l], s.vc[l], whole(s.att), pos, m, c.Heads, c.KVHeads, c.HeadDim, s.ctxLen, ao))
 		residual(ly.o, s.att, ly.oBias, ly.postAttnNorm)
 		if e := ly.moe; e != nil {
 			norm(s.x, ly.ffnNorm, s.xn, m, false)

@@ -31,7 +31,39 @@ type attentionParams struct {
 	Scale, Softcap                    float32
 	MinL                              uint32 // decode: fewest keys per chunk
 	Slots, SlotRows                   uint32 // decode: KVSlots
-	_                                 [3]uint32
+	QOff                              uint32 // decode: q's first value in its binding
+	_                                 [2]uint32
+}
+
+// attnRoPEParams is attentionParams with the fused RoPE's fields
+// (AttnOpts.RoPE): ROPEPARAMS in attention_decode.wgsl, ropeKVParams'
+// meaning.
+type attnRoPEParams struct {
+	attentionParams
+	KOff, VOff, KStride, VStride uint32
+	Dim, Neox                    uint32
+	RScale                       float32
+	_                            uint32
+	InvFreq                      [ropeMaxFreqs]float32
+}
+
+// attnRoPEFields is the ROPEPARAMS block: attnRoPEParams' fields past
+// attentionParams.
+const attnRoPEFields = `    k_off: u32,
+    v_off: u32,
+    k_stride: u32,
+    v_stride: u32,
+    dim: u32,
+    neox: u32,
+    rscale: f32,
+    _pad3: u32,
+    inv_freq: array<vec4<f32>, 64>,
+`
+
+// AttnRoPE is the RoPEKV an Attention does itself (AttnOpts.RoPE).
+type AttnRoPE struct {
+	Rows   QKVRows // where q, k and v lie in Attention's q buffer
+	Params RoPEParams
 }
 
 // AttnOpts configures Attention.
@@ -45,6 +77,19 @@ type AttnOpts struct {
 	// Slots: each query token is one sequence's, with its own position
 	// and cache (the split kernel then serves any m).
 	Slots KVSlots
+	// RoPE, where set, does RoPEKV's work in the attention's first
+	// dispatch, one fewer in the pass: q is then the buffer of q, k and
+	// v rows RoPE.Rows describes (QStride is unused), q is rotated as it
+	// is read and the token's k (rotated) and v are written to the
+	// caches. q's rows are left unrotated. Only for one token a sequence
+	// (m == 1, or Slots) and head dims a multiple of 4 (CanRoPE).
+	RoPE *AttnRoPE
+}
+
+// CanRoPE reports whether AttnOpts.RoPE serves attention over m query
+// rows of headDim values (slots: each row its own sequence).
+func CanRoPE(m, headDim int, slots bool) bool {
+	return (m == 1 || slots) && headDim%4 == 0 && headDim <= AttnMaxHeadDim
 }
 
 // attnPrefillTile is the query/key tile of the prefill kernel for a head
@@ -93,6 +138,25 @@ func (d *Device) Attention(q, kCache, vCache, out, pos BufferRange, m, heads, kv
 	if qStride == 0 {
 		qStride = heads * headDim
 	}
+	if r := o.RoPE; r != nil {
+		switch {
+		case !CanRoPE(m, headDim, o.Slots.N > 0):
+			return nil, fmt.Errorf("kernels: attention: no fused RoPE for m=%d headDim=%d", m, headDim)
+		case r.Rows.M != m || r.Rows.Heads != heads || r.Rows.KVHeads != kvHeads || r.Rows.HeadDim != headDim:
+			return nil, fmt.Errorf("kernels: attention: RoPE rows %+v do not match m=%d heads=%d kvHeads=%d headDim=%d", r.Rows, m, heads, kvHeads, headDim)
+		}
+		if err := r.Rows.check(); err != nil {
+			return nil, err
+		}
+		if err := r.Params.check(headDim); err != nil {
+			return nil, err
+		}
+		qs, ks, vs := r.Rows.spans()
+		if need := uint64(max(qs.end(), ks.end(), vs.end())) * 4; q.size() < need {
+			return nil, fmt.Errorf("kernels: attention: q/k/v buffer %d bytes, want %d", q.size(), need)
+		}
+		qStride = r.Rows.QStride
+	}
 	run := m // tokens of one sequence in the batch
 	if o.Slots.N > 0 {
 		run = 1
@@ -114,6 +178,9 @@ func (d *Device) Attention(q, kCache, vCache, out, pos BufferRange, m, heads, kv
 		return nil, fmt.Errorf("kernels: attention: %w", err)
 	}
 	qNeed := (uint64(m-1)*uint64(qStride) + uint64(heads*headDim)) * 4
+	if o.RoPE != nil {
+		qNeed = 0 // checked above
+	}
 	outNeed := uint64(m*heads*headDim) * 4
 	if q.size() < qNeed || out.size() < outNeed || pos.size() < posNeed {
 		return nil, fmt.Errorf("kernels: attention: q %d bytes (want %d), out %d (want %d), pos %d (want %d)",
@@ -139,8 +206,8 @@ func (d *Device) Attention(q, kCache, vCache, out, pos BufferRange, m, heads, kv
 		Window: uint32(o.Window), HasSinks: hasSinks, M: uint32(m), Scale: o.Scale, Softcap: o.Softcap,
 		Slots: uint32(o.Slots.N), SlotRows: uint32(slotRows),
 	}
-	if o.Slots.N > 0 {
-		return d.attentionSplit(q, kCache, vCache, out, pos, sinks, m, heads, kvHeads, headDim, capacity, o.Window, f16, prm)
+	if o.Slots.N > 0 || o.RoPE != nil {
+		return d.attentionSplit(q, kCache, vCache, out, pos, sinks, m, heads, kvHeads, headDim, capacity, o.Window, f16, prm, o.RoPE)
 	}
 	if m > 1 && !d.attn.tune.forceSplit && !d.attn.tune.prefillOld {
 		if sh, ok := d.attnPrefillTiledShape(headDim, m); ok {
@@ -149,7 +216,7 @@ func (d *Device) Attention(q, kCache, vCache, out, pos BufferRange, m, heads, kv
 	}
 	tile := attnPrefillTile(headDim)
 	if m == 1 || d.attn.tune.forceSplit || attnPrefillShared(headDim, tile) > d.limits.MaxWorkgroupStorage {
-		return d.attentionSplit(q, kCache, vCache, out, pos, sinks, m, heads, kvHeads, headDim, capacity, o.Window, f16, prm)
+		return d.attentionSplit(q, kCache, vCache, out, pos, sinks, m, heads, kvHeads, headDim, capacity, o.Window, f16, prm, nil)
 	}
 	src, err := setConst(attentionPrefillWGSL, "BQ", uint32(tile))
 	if err == nil {
@@ -308,7 +375,55 @@ func (s *attnScratch) tie(op *Op) {
 	runtime.AddCleanup(op, (*attnScratch).drop, s)
 }
 
-func (d *Device) attentionSplit(q, kCache, vCache, out, pos, sinks BufferRange, m, heads, kvHeads, headDim, capacity, window int, f16 uint32, prm attentionParams) ([]*Op, error) {
+// attnRoPEBlock is the ROPE block of attention_decode.wgsl for AttnOpts.RoPE:
+// q is rotated as it is read (ropekv.wgsl's k_rotated, on q[]), and
+// load_cur takes key i's k (rotated) and v from the q/k/v rows, rounded as
+// the cache holds them, into kcur and vcur, and stores them in the cache
+// where store. The caches are bound read-write (attnKVLoads) with whole
+// vec4 (f32) or vec2 (f16 pairs) words, head dims a multiple of 4.
+func attnRoPEBlock(f16 bool) (string, error) {
+	rot, _, ok := takeBlock(ropeKVWGSL, "ROT")
+	if !ok {
+		return "", fmt.Errorf("kernels: attention: no ROT block in ropekv.wgsl")
+	}
+	rot = strings.ReplaceAll(xIndex.ReplaceAllLiteralString(rot, "q["), "params.scale", "params.rscale")
+	round, store := "v", "bitcast<vec4<u32>>(v)"
+	if f16 {
+		round = "vec4<f32>(unpack2x16float(pack2x16float(v.xy)), unpack2x16float(pack2x16float(v.zw)))"
+		store = "vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw))"
+	}
+	return rot + `
+fn qval(base: u32, e: u32, p: u32) -> f32 {
+    return k_rotated(base, e, p);
+}
+
+fn cache_round(v: vec4<f32>) -> vec4<f32> {
+    return ` + round + `;
+}
+
+fn load_cur(t: u32, kvh: u32, p: u32, lid: u32, dst: u32, store: bool) {
+    let kb = params.k_off + t * params.k_stride + kvh * HD;
+    let vb = params.v_off + t * params.v_stride + kvh * HD;
+    for (var d4 = lid; d4 < HD4; d4 += WG) {
+        let e = 4u * d4;
+        let k = vec4<f32>(k_rotated(kb, e, p), k_rotated(kb, e + 1u, p), k_rotated(kb, e + 2u, p), k_rotated(kb, e + 3u, p));
+        let v = vec4<f32>(q[vb + e], q[vb + e + 1u], q[vb + e + 2u], q[vb + e + 3u]);
+        kcur[d4] = cache_round(k);
+        vcur[d4] = cache_round(v);
+        if (store) {
+            kc[(dst + e) >> 2u] = cache_word(k);
+            vc[(dst + e) >> 2u] = cache_word(v);
+        }
+    }
+}
+
+fn cache_word(v: vec4<f32>) -> ` + map[bool]string{false: "vec4<u32>", true: "vec2<u32>"}[f16] + ` {
+    return ` + store + `;
+}
+`, nil
+}
+
+func (d *Device) attentionSplit(q, kCache, vCache, out, pos, sinks BufferRange, m, heads, kvHeads, headDim, capacity, window int, f16 uint32, prm attentionParams, rope *AttnRoPE) ([]*Op, error) {
 	wg, target, minL := d.attn.tune.shape()
 	gw := attnGroupWidth(heads/kvHeads, headDim)
 	groups := heads / gw // workgroups per chunk index
@@ -342,13 +457,49 @@ func (d *Device) attentionSplit(q, kCache, vCache, out, pos, sinks BufferRange, 
 		}
 	}
 	layout := []Binding{Uniform, ReadOnly, ReadOnly, ReadOnly, Storage, Storage, ReadOnly, ReadOnly}
+	// The first dispatch with RoPE: its own source, params and layout.
+	src0, params0, layout0, key0 := src, params, layout, ""
+	if rope != nil {
+		r, p := rope.Rows, rope.Params
+		rp := attnRoPEParams{attentionParams: prm,
+			KOff: uint32(r.KOff), VOff: uint32(r.VOff), KStride: uint32(r.KStride), VStride: uint32(r.VStride),
+			Dim: uint32(p.Dim), RScale: p.scale()}
+		rp.QOff, rp.QStride = uint32(r.QOff), uint32(r.QStride)
+		if p.Neox {
+			rp.Neox = 1
+		}
+		copy(rp.InvFreq[:], p.InvFreq)
+		params0, _ = binary.Append(nil, binary.LittleEndian, rp)
+		block, err := attnRoPEBlock(f16 != 0)
+		if err == nil {
+			src0, err = setBlock(src0, "ROPE", block)
+		}
+		if err == nil {
+			src0, err = setBlock(src0, "ROPEPARAMS", attnRoPEFields)
+		}
+		if err == nil {
+			src0, err = setConst(src0, "ROPE", 1)
+		}
+		if err == nil {
+			src0, err = replaceAll(src0, "var<storage, read> kc:", "var<storage, read_write> kc:", "var<storage, read> vc:", "var<storage, read_write> vc:")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("kernels: attention with RoPE: %w", err)
+		}
+		layout0 = []Binding{Uniform, ReadOnly, Storage, Storage, Storage, Storage, ReadOnly, ReadOnly}
+		key0 = "/rope"
+	}
 	var ops []*Op
 	for phase, grid := range [][3]uint32{{uint32(groups), uint32(nc), uint32(m)}, {uint32(heads), uint32(m), 1}} {
+		src, params, layout, rk := src, params, layout, ""
+		if phase == 0 {
+			src, params, layout, rk = src0, params0, layout0, key0
+		}
 		s, err := setConst(src, "PHASE", uint32(phase))
 		if err != nil {
 			return nil, err
 		}
-		key := fmt.Sprintf("attention/decode/wg%d/hd%d/%s/g%d/vec%v/phase%d", wg, headDim, dt, gw, vec, phase)
+		key := fmt.Sprintf("attention/decode/wg%d/hd%d/%s/g%d/vec%v/phase%d%s", wg, headDim, dt, gw, vec, phase, rk)
 		pipe, err := d.Pipeline(key, s, "main", layout)
 		if err == nil {
 			var op *Op

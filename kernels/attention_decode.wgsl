@@ -15,6 +15,15 @@
 // k ≡ part (mod P), four dims each. The P parts are summed at the end and
 // the chunk's (max, Σp, Σp·V) goes to part[].
 //
+// With ROPE != 0 (AttnOpts.RoPE; one token a sequence: m == 1 or slots),
+// phase 0 also does RoPEKV's work for the token at position i: q binds the
+// whole q/k/v buffer (q_off, k_off, v_off, strides), q is rotated as it
+// is loaded, the chunk holding key i takes k (rotated) and v from that
+// buffer, rounded as the cache rounds them, instead of from the cache,
+// and the first workgroup of each kv head in that chunk writes them to
+// the cache. No other workgroup reads slot i % capacity (it held a key
+// older than the span), so the write races with no read.
+//
 // PHASE 1, grid (heads, m): merges the chunks of each head with
 // exp(m_c - M) weights, the sink logit (GPT-OSS) joining max and
 // denominator once, and writes out.
@@ -33,9 +42,11 @@ struct Params {
     minl: u32,     // fewest keys per chunk
     slots: u32,    // 0: one cache, token t at position pos[0] + t
     slot_rows: u32, // head rows from one slot's cache to the next
-    _pad0: u32,
+    q_off: u32,    // q's first value in q[] (ROPE: of the q/k/v rows)
     _pad1: u32,
     _pad2: u32,
+// BEGIN ROPEPARAMS
+// END ROPEPARAMS
 }
 
 const WG: u32 = 128u;
@@ -43,6 +54,7 @@ const HD: u32 = 64u;
 const F16: u32 = 0u;
 const GW: u32 = 1u;     // query heads per workgroup
 const PHASE: u32 = 0u;  // 0: chunk partials, 1: combine
+const ROPE: u32 = 0u;   // 1: phase 0 rotates q and k and stores k, v (ROPE block)
 const HD4: u32 = (HD + 3u) / 4u;
 const P: u32 = WG / HD4; // p·V parts (HD ≤ 4·WG)
 const S: u32 = WG / GW;  // max segments per head
@@ -72,6 +84,19 @@ var<workgroup> qs: array<vec4<f32>, QN>;
 var<workgroup> ps: array<f32, PN>;
 var<workgroup> red: array<f32, WG>;
 var<workgroup> cmb: array<vec4<f32>, WG>;
+var<workgroup> kcur: array<vec4<f32>, HD4>; // ROPE: key i, as the cache holds it
+var<workgroup> vcur: array<vec4<f32>, HD4>;
+
+// Value e of the q head whose values start at q[base], as attention
+// reads it, and key i's k and v (ROPE): the ROPE block replaces these.
+// BEGIN ROPE
+fn qval(base: u32, e: u32, p: u32) -> f32 {
+    return q[base + e];
+}
+
+fn load_cur(t: u32, kvh: u32, p: u32, lid: u32, dst: u32, store: bool) {
+}
+// END ROPE
 
 struct Span {
     lo: u32,    // first key position
@@ -121,18 +146,23 @@ fn chunk(wid: vec3<u32>, lid: u32) {
     let cs = sp.lo + c * sp.len;
     let ce = min(cs + sp.len, sp.lo + sp.nk);
     let kvbase = row_at(t).y + kvh * params.capacity;
+    let icur = sp.lo + sp.nk - 1u; // the token's own position: its key is the last
+    let cur = ROPE != 0u && ce == icur + 1u;
 
     for (var x = lid; x < GW * HD4; x += WG) {
         let g = x / HD4;
         let d = (x % HD4) * 4u;
-        let b = t * params.q_stride + (h0 + g) * HD + d;
+        let b = params.q_off + t * params.q_stride + (h0 + g) * HD;
         var v = vec4<f32>(0.0);
         for (var k = 0u; k < 4u; k++) {
             if (d + k < HD) {
-                v[k] = q[b + k];
+                v[k] = qval(b, d + k, icur);
             }
         }
         qs[x] = v;
+    }
+    if (cur) {
+        load_cur(t, kvh, icur, lid, (kvbase + icur % params.capacity) * HD, h0 % grp == 0u);
     }
     var m_run: array<f32, GW>;
     var l: array<f32, GW>;
@@ -158,8 +188,14 @@ fn chunk(wid: vec3<u32>, lid: u32) {
             for (var g = 0u; g < GW; g++) {
                 sd[g] = 0.0;
             }
+            let own = cur && c0 + lid == icur;
             for (var k4 = 0u; k4 < HD4; k4++) {
-                let kv = kld(row + 4u * k4);
+                var kv: vec4<f32>;
+                if (own) {
+                    kv = kcur[k4];
+                } else {
+                    kv = kld(row + 4u * k4);
+                }
                 for (var g = 0u; g < GW; g++) {
                     sd[g] += dot(qs[g * HD4 + k4], kv);
                 }
@@ -214,7 +250,12 @@ fn chunk(wid: vec3<u32>, lid: u32) {
                 l[g] *= alpha[g];
             }
             for (var kk = pt; kk < n; kk += P) {
-                let v = vld((kvbase + (c0 + kk) % params.capacity) * HD + 4u * d4);
+                var v: vec4<f32>;
+                if (cur && c0 + kk == icur) {
+                    v = vcur[d4];
+                } else {
+                    v = vld((kvbase + (c0 + kk) % params.capacity) * HD + 4u * d4);
+                }
                 for (var g = 0u; g < GW; g++) {
                     let p = ps[g * WG + kk];
                     l[g] += p;

@@ -56,6 +56,17 @@ const F16: u32 = 0u;
 @group(0) @binding(3) var<storage, read_write> vc: array<u32>;
 @group(0) @binding(4) var<storage, read> pos: array<u32>;
 
+// Row t's position and cache slot.
+fn row_at(t: u32) -> vec2<u32> {
+    if (params.slots > 0u) {
+        return vec2<u32>(pos[2u * t], pos[2u * t + 1u]);
+    }
+    return vec2<u32>(pos[0] + t, 0u);
+}
+
+// The rotation, reduce_angle to k_rotated: attention_decode.wgsl's fused
+// RoPE (AttnOpts.RoPE) takes this block, reading its q/k/v buffer.
+// BEGIN ROT
 // 2π split into parts of ≤ 8 significant bits (Cody–Waite), so k * C1..C3
 // are exact for k < 2^16 (angles up to ~4e5) without relying on fma.
 fn reduce_angle(a: f32) -> f32 {
@@ -86,14 +97,6 @@ fn cos_sin(a: f32) -> vec2<f32> {
         case 3u: { return vec2<f32>(s, -c); }
         default: { return vec2<f32>(c, s); }
     }
-}
-
-// Row t's position and cache slot.
-fn row_at(t: u32) -> vec2<u32> {
-    if (params.slots > 0u) {
-        return vec2<u32>(pos[2u * t], pos[2u * t + 1u]);
-    }
-    return vec2<u32>(pos[0] + t, 0u);
 }
 
 // Indices of rotation pair i of the head at base, and its cos and sin at
@@ -130,6 +133,7 @@ fn k_rotated(base: u32, e: u32, p: u32) -> f32 {
     }
     return x0 * cs.x - x1 * cs.y;
 }
+// END ROT
 
 // Values 2w and 2w+1 of the k head at base after rotation (an f16 cache
 // word): one interleaved pair, rotated once, or two values of two pairs.
