@@ -453,7 +453,7 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 		}
 		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap), QStride: rows.QStride, Slots: b.kv}
 		q := at(b.qkv, rows.QOff)
-		if kernels.CanRoPE(n, c.HeadDim, true) {
+		if b.m.opts.RoPEInAttention && kernels.CanRoPE(n, c.HeadDim, true) {
 			// The attention rotates q and k and writes k and v itself.
 			ao.RoPE, q = &kernels.AttnRoPE{Rows: rows, Params: rope}, whole(b.qkv)
 		} else {

@@ -32,6 +32,13 @@ func TestBatchTokens(t *testing.T) {
 	models := map[string]func(t *testing.T) *Model{
 		// Q4_K with Options.Q8X: every product on 8-bit activations.
 		"synth-q4k-q8x": func(t *testing.T) *Model { return loadSynthQ4K(t, Options{Context: 64, Q8X: true}) },
+		// RoPE and the cache writes inside the attention, alone and batched.
+		"stories260K-Q4_K_M rope-in-attention": func(t *testing.T) *Model {
+			return loadShared(t, "models/stories260K-Q4_K_M.gguf", Options{Context: 64, RoPEInAttention: true})
+		},
+		"tiny-gptoss rope-in-attention": func(t *testing.T) *Model {
+			return loadShared(t, "models/tiny-gptoss-MXFP4_MOE.gguf", Options{Context: 64, RoPEInAttention: true})
+		},
 	}
 	for _, file := range []string{"models/stories260K.gguf", "models/stories260K-Q4_K_M.gguf", "models/tiny-mixtral-Q8_0.gguf", "hf/gemma3", "models/tiny-gptoss-MXFP4_MOE.gguf"} {
 		models[file] = func(t *testing.T) *Model { return loadShared(t, file, Options{Context: 64}) }
@@ -174,25 +181,32 @@ func TestBatchKVTooLarge(t *testing.T) {
 }
 
 // TestBatchDispatches: a step's forward pass is the same ops for any
-// number of sessions — one attention (RoPE and the cache writes in its
-// first dispatch) a layer for all of them (KV slots), not one a session.
+// number of sessions — one RoPEKV and one attention a layer for all of
+// them (KV slots), not one a session; with RoPEInAttention the attention
+// does RoPEKV's work.
 func TestBatchDispatches(t *testing.T) {
-	m := loadShared(t, "models/stories260K.gguf", Options{Context: 16})
-	b, err := m.NewBatch(4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	// F32 weights: norm, QKV, attention ×2, o + residual, norm, gate+up,
-	// activation, down + residual; then embed, norm, LM head.
-	want := m.Config.Layers*9 + 3
-	for _, n := range []int{1, 2, 4} {
-		ops, err := b.plan(n)
+	for _, rope := range []bool{false, true} {
+		m := loadShared(t, "models/stories260K.gguf", Options{Context: 16, RoPEInAttention: rope})
+		b, err := m.NewBatch(4)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(ops) != want {
-			t.Errorf("a step of %d sessions: %d dispatches, want %d", n, len(ops), want)
+		defer b.Close()
+		// F32 weights: norm, QKV, RoPEKV, attention ×2, o + residual,
+		// norm, gate+up, activation, down + residual; then embed, norm,
+		// LM head.
+		want := m.Config.Layers*10 + 3
+		if rope {
+			want -= m.Config.Layers
+		}
+		for _, n := range []int{1, 2, 4} {
+			ops, err := b.plan(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ops) != want {
+				t.Errorf("a step of %d sessions (RoPE in attention %v): %d dispatches, want %d", n, rope, len(ops), want)
+			}
 		}
 	}
 }

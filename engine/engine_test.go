@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -297,29 +298,41 @@ func TestDecodeOneSubmit(t *testing.T) {
 }
 
 // TestDecodeDispatches counts a decode step's dispatches: per dense layer
-// norm, QKV, attention (2; RoPE and the cache writes in the first), o +
-// residual, norm, gate+up, the activation, down + residual; then embed,
-// the final norm, the LM head and sampling. Where the weights have a
-// fast kernel the activation runs in gate+up and each norm in the
-// product that reads it: six a layer.
+// norm, QKV, RoPEKV, attention (2), o + residual, norm, gate+up, the
+// activation, down + residual; then embed, the final norm, the LM head
+// and sampling. Where the weights have a fast kernel the activation runs
+// in gate+up and each norm in the product that reads it; with
+// RoPEInAttention the attention does RoPEKV's work: six a layer. The
+// tokens are the same either way.
 func TestDecodeDispatches(t *testing.T) {
+	var want []int // the Q8_0 model's tokens, RoPE apart
 	for _, c := range []struct {
 		model          string
+		rope           bool
 		perLayer, tail uint64
 	}{
-		{"stories260K.gguf", 9, 4},      // F32: norms and activation apart
-		{"stories260K-Q8_0.gguf", 6, 3}, // Q8_0: norms and activation fused
+		{"stories260K.gguf", false, 10, 4},     // F32: norms and activation apart
+		{"stories260K.gguf", true, 9, 4},       // F32, RoPE in the attention
+		{"stories260K-Q8_0.gguf", false, 7, 3}, // Q8_0: norms and activation fused
+		{"stories260K-Q8_0.gguf", true, 6, 3},  // and RoPE in the attention
 	} {
-		m := loadShared(t, "models/"+c.model, Options{Context: 64})
+		m := loadShared(t, "models/"+c.model, Options{Context: 64, RoPEInAttention: c.rope})
 		s := newSession(t, m)
 		res, err := s.Generate(context.Background(), []int{1, 403, 407}, GenerateOptions{MaxTokens: 5})
 		if err != nil {
 			t.Fatal(err)
 		}
 		steps := uint64(len(res.Stats.TokenLatency))
-		want := uint64(m.Config.Layers)*c.perLayer + c.tail
-		if steps == 0 || res.Stats.Dispatches != want*steps {
-			t.Errorf("%s: %d dispatches in %d decode steps, want %d a step", c.model, res.Stats.Dispatches, steps, want)
+		per := uint64(m.Config.Layers)*c.perLayer + c.tail
+		if steps == 0 || res.Stats.Dispatches != per*steps {
+			t.Errorf("%s (RoPE in attention %v): %d dispatches in %d decode steps, want %d a step", c.model, c.rope, res.Stats.Dispatches, steps, per)
+		}
+		if c.model == "stories260K-Q8_0.gguf" {
+			if want == nil {
+				want = res.Tokens
+			} else if !slices.Equal(res.Tokens, want) {
+				t.Errorf("%s: tokens %v with RoPE in the attention, %v without", c.model, res.Tokens, want)
+			}
 		}
 	}
 }

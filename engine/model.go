@@ -27,6 +27,12 @@ type Options struct {
 	// 8 bits in blocks of 32, as llama.cpp's GPU backends do, and runs
 	// the product on packed 8-bit dot products.
 	Q8X bool
+	// RoPEInAttention rotates q and k and writes the KV cache inside the
+	// decode attention's first dispatch (kernels.AttnOpts.RoPE) instead
+	// of a RoPEKV dispatch before it: one dispatch a layer fewer. Off by
+	// default: on an H100 it made the 8B shape's decode slower
+	// (docs/BENCHMARKS.md, tenth session).
+	RoPEInAttention bool
 	// Batch is the most prompt tokens one prefill pass takes; 0 = 256.
 	Batch int
 	// ExpertCache keeps at most this many experts of each MoE layer on the

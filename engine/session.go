@@ -284,19 +284,18 @@ func (s *Session) build(k planKey) (*plan, error) {
 	}
 	// normFor returns what the products ws, which follow a norm of x,
 	// read and the norm they apply: with one row, where every one of
-	// them takes MatMulOpts.Norm, none 8-bit inputs and together they
-	// load at most normFuseBytes more for it, x itself and the norm (no
-	// dispatch of its own); else out, normed by a dispatch (norm).
+	// them takes MatMulOpts.Norm and none 8-bit inputs, x itself and the
+	// norm (no dispatch of its own); else out, normed by a dispatch
+	// (norm). Folding costs each workgroup a load of the norm's weight
+	// beside x, which stays in cache: on an H100 folding the 1B shape's
+	// 128,256-row head too made its decode faster, and folding fewer of
+	// the 8B shape's norms changed nothing (docs/BENCHMARKS.md, tenth
+	// session).
 	normFor := func(x, g, out *kernels.Buffer, rows int, q8ok bool, ws ...*kernels.Weight) (*kernels.Buffer, kernels.NormIn) {
 		fuse := rows == 1 && len(ws) > 0 && !(q8ok && q8.xq != nil)
-		var extra uint64
 		for _, w := range ws {
 			fuse = fuse && w.CanNorm()
-			if fuse {
-				extra += w.NormBytes()
-			}
 		}
-		fuse = fuse && extra <= normFuseBytes
 		if !fuse {
 			norm(x, g, out, rows, q8ok)
 			return out, kernels.NormIn{}
@@ -339,7 +338,7 @@ func (s *Session) build(k planKey) (*plan, error) {
 		addN(s.m.qkvOps(&ly, mm, s.qkv, s.qRaw, s.kRaw, rows, m))
 		ao := kernels.AttnOpts{Scale: attnScale, F16: f16, Softcap: float32(c.AttnSoftcap), QStride: rows.QStride}
 		q := at(s.qkv, rows.QOff)
-		if kernels.CanRoPE(m, c.HeadDim, false) {
+		if s.m.opts.RoPEInAttention && kernels.CanRoPE(m, c.HeadDim, false) {
 			// Decode: the attention rotates q and k and writes k and v
 			// to the cache itself.
 			ao.RoPE, q = &kernels.AttnRoPE{Rows: rows, Params: rope}, whole(s.qkv)
@@ -416,17 +415,6 @@ func (s *Session) build(k planKey) (*plan, error) {
 	}
 	return &plan{ops: ops, cuts: cuts, head: head}, nil
 }
-
-// normFuseBytes bounds the memory traffic a norm folded into the products
-// that read it may add (kernels.Weight.NormBytes): the dispatch it saves
-// is worth a few microseconds, the norm's weight loaded by every
-// workgroup costs in proportion to the products' rows. On an H100
-// (docs/BENCHMARKS.md, tenth session) folding every norm made the 1B
-// shape's decode 4.5 % faster and the 8B shape's 12 % slower, whose
-// feed-forward products (117 MB more) and head (1 GB more) lose what
-// the dispatches gave; the bound keeps the small products fused (the 8B
-// shape's q/k/v: 25 MB; the 1B shape's feed-forward: 33 MB).
-const normFuseBytes = 48 << 20
 
 func activation(name string) kernels.Act {
 	switch name {

@@ -188,14 +188,13 @@ fn chunk(wid: vec3<u32>, lid: u32) {
             for (var g = 0u; g < GW; g++) {
                 sd[g] = 0.0;
             }
+            // Key i's slot is being written (ROPE): its lane loads key lo's
+            // row instead and takes kcur, with no branch in the loop (a
+            // branch there kept the loads from being issued together).
             let own = cur && c0 + lid == icur;
+            let krow = select(row, (kvbase + sp.lo % params.capacity) * HD, own);
             for (var k4 = 0u; k4 < HD4; k4++) {
-                var kv: vec4<f32>;
-                if (own) {
-                    kv = kcur[k4];
-                } else {
-                    kv = kld(row + 4u * k4);
-                }
+                let kv = select(kld(krow + 4u * k4), kcur[k4], own);
                 for (var g = 0u; g < GW; g++) {
                     sd[g] += dot(qs[g * HD4 + k4], kv);
                 }
@@ -250,12 +249,9 @@ fn chunk(wid: vec3<u32>, lid: u32) {
                 l[g] *= alpha[g];
             }
             for (var kk = pt; kk < n; kk += P) {
-                var v: vec4<f32>;
-                if (cur && c0 + kk == icur) {
-                    v = vcur[d4];
-                } else {
-                    v = vld((kvbase + (c0 + kk) % params.capacity) * HD + 4u * d4);
-                }
+                let vown = cur && c0 + kk == icur;
+                let vpos = select(c0 + kk, sp.lo, vown);
+                let v = select(vld((kvbase + vpos % params.capacity) * HD + 4u * d4), vcur[d4], vown);
                 for (var g = 0u; g < GW; g++) {
                     let p = ps[g * WG + kk];
                     l[g] += p;

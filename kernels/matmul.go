@@ -176,15 +176,6 @@ func matmulSection(dt quant.DType) (string, error) {
 // fast matrix-vector kernel.
 func (w *Weight) CanNorm() bool { return matvecFast(w.DType, w.Cols) != "" }
 
-// NormBytes is what MatMulOpts.Norm adds to a matrix-vector product of w
-// in memory traffic: every workgroup loads the norm's weight beside x,
-// Cols f32 values. It grows with the rows while the dispatch the norm
-// saves costs the same at any size (see Session's normFor).
-func (w *Weight) NormBytes() uint64 {
-	_, r, _ := matvecFastShape(w.DType, MatMulOpts{})
-	return uint64((w.Rows+r-1)/r) * uint64(w.Cols) * 4
-}
-
 // matvecNormXL is the XLOAD block of the normed kernel: it loads x times
 // the norm's weight and sums the squares of x (each value of x is loaded
 // once per workgroup; xl's callers see g·x).

@@ -170,24 +170,3 @@ func TestMatVecNormErrors(t *testing.T) {
 		t.Error("MatMulBatch with Norm: no error")
 	}
 }
-
-// TestNormBytes: the traffic a folded norm adds is the norm's weight once
-// per workgroup of the fast kernel's rows.
-func TestNormBytes(t *testing.T) {
-	for _, c := range []struct {
-		dt         quant.DType
-		rows, cols int
-		want       uint64
-	}{
-		{quant.Q4_K, 6144, 4096, 1536 * 4096 * 4},    // 4 rows a workgroup
-		{quant.Q4_K, 28672, 4096, 7168 * 4096 * 4},   // gate+up
-		{quant.Q6_K, 128256, 4096, 64128 * 4096 * 4}, // 2 rows a workgroup
-		{quant.Q8_0, 7, 256, 2 * 256 * 4},            // a part-filled workgroup
-		{quant.F16, 2048, 2048, 1024 * 2048 * 4},     // 2 rows a workgroup
-	} {
-		w := &Weight{DType: c.dt, Rows: c.rows, Cols: c.cols}
-		if got := w.NormBytes(); got != c.want {
-			t.Errorf("%s %dx%d: %d bytes, want %d", c.dt, c.rows, c.cols, got, c.want)
-		}
-	}
-}

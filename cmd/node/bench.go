@@ -115,7 +115,7 @@ func newBenchInference() *cobra.Command {
 				"model": rf.modelName(), "model_id": src.rm.ID.String(), "model_bytes": src.rm.Manifest.TotalSize(),
 				"gpu_bytes_allocated": br.gpuBytes, "weight_bytes": br.weightBytes,
 				"gpu_bytes_peak": br.peakBytes, "kv_bytes": br.kvBytes,
-				"kv": map[bool]string{true: "f32", false: "f16"}[rf.kvF32], "q8x": rf.q8x, "context": br.context,
+				"kv": map[bool]string{true: "f32", false: "f16"}[rf.kvF32], "q8x": rf.q8x, "rope_in_attention": rf.ropeAttn, "context": br.context,
 				"warmup": warmup, "runs": runs, "batch": batch, "results": rows,
 			}
 			w := cmd.OutOrStdout()

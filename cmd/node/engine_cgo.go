@@ -53,7 +53,7 @@ func (f *runFlags) load(ctx context.Context, src *modelSource) (*gpuModel, error
 	if err != nil {
 		return nil, err
 	}
-	eo := engine.Options{Context: f.ctxLen, KVF32: f.kvF32, Q8X: f.q8x, Batch: f.batch,
+	eo := engine.Options{Context: f.ctxLen, KVF32: f.kvF32, Q8X: f.q8x, RoPEInAttention: f.ropeAttn, Batch: f.batch,
 		ExpertCache: f.expertCache, ExpertVRAM: vram, Logger: slog.Default()}
 	if tr := f.expertTracker(src, vram); tr != nil {
 		hookExperts(&eo, tr)

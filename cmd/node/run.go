@@ -30,6 +30,7 @@ type runFlags struct {
 	expertCache int
 	expertVRAM  string
 	q8x         bool
+	ropeAttn    bool
 
 	sw *runSwarm // run's swarm flags (nil for bench)
 }
@@ -41,6 +42,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.IntVarP(&f.ctxLen, "ctx", "c", 0, "context (KV cache) length in tokens; default min(model's, 4096)")
 	fl.BoolVar(&f.kvF32, "kv-f32", false, "keep the KV cache in f32 instead of f16")
 	fl.BoolVar(&f.q8x, "q8x", false, "decode: round each Q4_K matrix product's input to 8 bits and use integer dot products (llama.cpp's GPU arithmetic)")
+	fl.BoolVar(&f.ropeAttn, "rope-in-attention", false, "decode: rotate q and k and write the KV cache inside the attention (one dispatch a layer fewer; experimental)")
 	fl.IntVar(&f.batch, "prefill-chunk", 256, "prompt tokens per prefill pass")
 	fl.IntVar(&f.expertCache, "expert-cache", 0, "MoE: keep at most N experts of each layer on the GPU, paging the rest in (0 = all)")
 	fl.StringVar(&f.expertVRAM, "expert-vram", "", "MoE: bound the GPU memory of resident experts, e.g. 512MiB or 2GiB")
