@@ -378,21 +378,22 @@ func (s *attnScratch) tie(op *Op) {
 // attnRoPEBlock is the ROPE block of attention_decode.wgsl for AttnOpts.RoPE:
 // q is rotated as it is read (ropekv.wgsl's k_rotated, on q[]), and
 // load_cur takes key i's k (rotated) and v from the q/k/v rows, rounded as
-// the cache holds them, into kcur and vcur, and stores them in the cache
-// where store. The caches are bound read-write (attnKVLoads) with whole
-// vec4 (f32) or vec2 (f16 pairs) words, head dims a multiple of 4.
-func attnRoPEBlock(f16 bool) (string, error) {
+// the cache holds them, into kcur and vcur. attnRoPEStore is the
+// ROPESTORE block, phase 1's: store_cur writes them to the cache, bound
+// read-write with whole vec4 (f32) or vec2 (f16 pairs) words, head dims a
+// multiple of 4.
+func attnRoPEBlock(f16 bool) (rope, store string, err error) {
 	rot, _, ok := takeBlock(ropeKVWGSL, "ROT")
 	if !ok {
-		return "", fmt.Errorf("kernels: attention: no ROT block in ropekv.wgsl")
+		return "", "", fmt.Errorf("kernels: attention: no ROT block in ropekv.wgsl")
 	}
 	rot = strings.ReplaceAll(xIndex.ReplaceAllLiteralString(rot, "q["), "params.scale", "params.rscale")
-	round, store := "v", "bitcast<vec4<u32>>(v)"
+	round, word, wtype := "v", "bitcast<vec4<u32>>(v)", "vec4<u32>"
 	if f16 {
 		round = "vec4<f32>(unpack2x16float(pack2x16float(v.xy)), unpack2x16float(pack2x16float(v.zw)))"
-		store = "vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw))"
+		word, wtype = "vec2<u32>(pack2x16float(v.xy), pack2x16float(v.zw))", "vec2<u32>"
 	}
-	return rot + `
+	rope = rot + `
 fn qval(base: u32, e: u32, p: u32) -> f32 {
     return k_rotated(base, e, p);
 }
@@ -401,26 +402,36 @@ fn cache_round(v: vec4<f32>) -> vec4<f32> {
     return ` + round + `;
 }
 
-fn load_cur(t: u32, kvh: u32, p: u32, lid: u32, dst: u32, store: bool) {
+// Values e..e+3 of key p's k (rotated) and v, kv head kvh of token t.
+fn cur_kv(t: u32, kvh: u32, p: u32, e: u32) -> array<vec4<f32>, 2> {
     let kb = params.k_off + t * params.k_stride + kvh * HD;
     let vb = params.v_off + t * params.v_stride + kvh * HD;
-    for (var d4 = lid; d4 < HD4; d4 += WG) {
-        let e = 4u * d4;
-        let k = vec4<f32>(k_rotated(kb, e, p), k_rotated(kb, e + 1u, p), k_rotated(kb, e + 2u, p), k_rotated(kb, e + 3u, p));
-        let v = vec4<f32>(q[vb + e], q[vb + e + 1u], q[vb + e + 2u], q[vb + e + 3u]);
-        kcur[d4] = cache_round(k);
-        vcur[d4] = cache_round(v);
-        if (store) {
-            kc[(dst + e) >> 2u] = cache_word(k);
-            vc[(dst + e) >> 2u] = cache_word(v);
-        }
-    }
+    return array<vec4<f32>, 2>(
+        vec4<f32>(k_rotated(kb, e, p), k_rotated(kb, e + 1u, p), k_rotated(kb, e + 2u, p), k_rotated(kb, e + 3u, p)),
+        vec4<f32>(q[vb + e], q[vb + e + 1u], q[vb + e + 2u], q[vb + e + 3u]));
 }
 
-fn cache_word(v: vec4<f32>) -> ` + map[bool]string{false: "vec4<u32>", true: "vec2<u32>"}[f16] + ` {
-    return ` + store + `;
+fn load_cur(t: u32, kvh: u32, p: u32, lid: u32) {
+    for (var d4 = lid; d4 < HD4; d4 += WG) {
+        let kv = cur_kv(t, kvh, p, 4u * d4);
+        kcur[d4] = cache_round(kv[0]);
+        vcur[d4] = cache_round(kv[1]);
+    }
 }
-`, nil
+`
+	store = `fn cache_word(v: vec4<f32>) -> ` + wtype + ` {
+    return ` + word + `;
+}
+
+fn store_cur(t: u32, kvh: u32, p: u32, lid: u32, dst: u32) {
+    for (var d4 = lid; d4 < HD4; d4 += WG) {
+        let kv = cur_kv(t, kvh, p, 4u * d4);
+        kc[(dst >> 2u) + d4] = cache_word(kv[0]);
+        vc[(dst >> 2u) + d4] = cache_word(kv[1]);
+    }
+}
+`
+	return rope, store, nil
 }
 
 func (d *Device) attentionSplit(q, kCache, vCache, out, pos, sinks BufferRange, m, heads, kvHeads, headDim, capacity, window int, f16 uint32, prm attentionParams, rope *AttnRoPE) ([]*Op, error) {
@@ -457,8 +468,10 @@ func (d *Device) attentionSplit(q, kCache, vCache, out, pos, sinks BufferRange, 
 		}
 	}
 	layout := []Binding{Uniform, ReadOnly, ReadOnly, ReadOnly, Storage, Storage, ReadOnly, ReadOnly}
-	// The first dispatch with RoPE: its own source, params and layout.
-	src0, params0, layout0, key0 := src, params, layout, ""
+	// With RoPE both dispatches take its source and params, and the
+	// second (which stores key i) binds the caches read-write.
+	src0, params0, key0 := src, params, ""
+	src1, params1, layout1 := src, params, layout
 	if rope != nil {
 		r, p := rope.Rows, rope.Params
 		rp := attnRoPEParams{attentionParams: prm,
@@ -470,7 +483,7 @@ func (d *Device) attentionSplit(q, kCache, vCache, out, pos, sinks BufferRange, 
 		}
 		copy(rp.InvFreq[:], p.InvFreq)
 		params0, _ = binary.Append(nil, binary.LittleEndian, rp)
-		block, err := attnRoPEBlock(f16 != 0)
+		block, store, err := attnRoPEBlock(f16 != 0)
 		if err == nil {
 			src0, err = setBlock(src0, "ROPE", block)
 		}
@@ -480,26 +493,31 @@ func (d *Device) attentionSplit(q, kCache, vCache, out, pos, sinks BufferRange, 
 		if err == nil {
 			src0, err = setConst(src0, "ROPE", 1)
 		}
+		// Phase 1 writes key i to the caches: they are bound read-write
+		// there only.
 		if err == nil {
-			src0, err = replaceAll(src0, "var<storage, read> kc:", "var<storage, read_write> kc:", "var<storage, read> vc:", "var<storage, read_write> vc:")
+			src1, err = setBlock(src0, "ROPESTORE", store)
+		}
+		if err == nil {
+			src1, err = replaceAll(src1, "var<storage, read> kc:", "var<storage, read_write> kc:", "var<storage, read> vc:", "var<storage, read_write> vc:")
 		}
 		if err != nil {
 			return nil, fmt.Errorf("kernels: attention with RoPE: %w", err)
 		}
-		layout0 = []Binding{Uniform, ReadOnly, Storage, Storage, Storage, Storage, ReadOnly, ReadOnly}
+		params1, layout1 = params0, []Binding{Uniform, ReadOnly, Storage, Storage, Storage, Storage, ReadOnly, ReadOnly}
 		key0 = "/rope"
 	}
 	var ops []*Op
 	for phase, grid := range [][3]uint32{{uint32(groups), uint32(nc), uint32(m)}, {uint32(heads), uint32(m), 1}} {
-		src, params, layout, rk := src, params, layout, ""
-		if phase == 0 {
-			src, params, layout, rk = src0, params0, layout0, key0
+		src, params, layout := src0, params0, layout
+		if phase == 1 {
+			src, params, layout = src1, params1, layout1
 		}
 		s, err := setConst(src, "PHASE", uint32(phase))
 		if err != nil {
 			return nil, err
 		}
-		key := fmt.Sprintf("attention/decode/wg%d/hd%d/%s/g%d/vec%v/phase%d%s", wg, headDim, dt, gw, vec, phase, rk)
+		key := fmt.Sprintf("attention/decode/wg%d/hd%d/%s/g%d/vec%v/phase%d%s", wg, headDim, dt, gw, vec, phase, key0)
 		pipe, err := d.Pipeline(key, s, "main", layout)
 		if err == nil {
 			var op *Op

@@ -18,11 +18,12 @@
 // With ROPE != 0 (AttnOpts.RoPE; one token a sequence: m == 1 or slots),
 // phase 0 also does RoPEKV's work for the token at position i: q binds the
 // whole q/k/v buffer (q_off, k_off, v_off, strides), q is rotated as it
-// is loaded, the chunk holding key i takes k (rotated) and v from that
-// buffer, rounded as the cache rounds them, instead of from the cache,
-// and the first workgroup of each kv head in that chunk writes them to
-// the cache. No other workgroup reads slot i % capacity (it held a key
-// older than the span), so the write races with no read.
+// is loaded, and the chunk holding key i takes k (rotated) and v from
+// that buffer, rounded as the cache rounds them, instead of from the
+// cache. Phase 1 then writes them to the cache (the first head of each
+// kv head's group), the only phase that binds the caches read-write: no
+// workgroup reads the caches there, and phase 0's reads of them compile
+// as before.
 //
 // PHASE 1, grid (heads, m): merges the chunks of each head with
 // exp(m_c - M) weights, the sink logit (GPT-OSS) joining max and
@@ -54,7 +55,7 @@ const HD: u32 = 64u;
 const F16: u32 = 0u;
 const GW: u32 = 1u;     // query heads per workgroup
 const PHASE: u32 = 0u;  // 0: chunk partials, 1: combine
-const ROPE: u32 = 0u;   // 1: phase 0 rotates q and k and stores k, v (ROPE block)
+const ROPE: u32 = 0u;   // 1: phases 0 and 1 do RoPEKV's work (ROPE block)
 const HD4: u32 = (HD + 3u) / 4u;
 const P: u32 = WG / HD4; // p·V parts (HD ≤ 4·WG)
 const S: u32 = WG / GW;  // max segments per head
@@ -94,9 +95,13 @@ fn qval(base: u32, e: u32, p: u32) -> f32 {
     return q[base + e];
 }
 
-fn load_cur(t: u32, kvh: u32, p: u32, lid: u32, dst: u32, store: bool) {
+fn load_cur(t: u32, kvh: u32, p: u32, lid: u32) {
 }
 // END ROPE
+// BEGIN ROPESTORE
+fn store_cur(t: u32, kvh: u32, p: u32, lid: u32, dst: u32) {
+}
+// END ROPESTORE
 
 struct Span {
     lo: u32,    // first key position
@@ -162,7 +167,7 @@ fn chunk(wid: vec3<u32>, lid: u32) {
         qs[x] = v;
     }
     if (cur) {
-        load_cur(t, kvh, icur, lid, (kvbase + icur % params.capacity) * HD, h0 % grp == 0u);
+        load_cur(t, kvh, icur, lid);
     }
     var m_run: array<f32, GW>;
     var l: array<f32, GW>;
@@ -188,9 +193,9 @@ fn chunk(wid: vec3<u32>, lid: u32) {
             for (var g = 0u; g < GW; g++) {
                 sd[g] = 0.0;
             }
-            // Key i's slot is being written (ROPE): its lane loads key lo's
-            // row instead and takes kcur, with no branch in the loop (a
-            // branch there kept the loads from being issued together).
+            // Key i's slot holds an older key (ROPE): its lane loads key
+            // lo's row instead and takes kcur, with no branch in the loop
+            // (a branch there kept the loads from being issued together).
             let own = cur && c0 + lid == icur;
             let krow = select(row, (kvbase + sp.lo % params.capacity) * HD, own);
             for (var k4 = 0u; k4 < HD4; k4++) {
@@ -297,6 +302,11 @@ fn combine(wid: vec3<u32>, lid: u32) {
         return;
     }
     let sp = span(t);
+    let grp = params.heads / params.kv_heads;
+    if (ROPE != 0u && h % grp == 0u) {
+        let p = sp.lo + sp.nk - 1u;
+        store_cur(t, h / grp, p, lid, (row_at(t).y + (h / grp) * params.capacity + p % params.capacity) * HD);
+    }
     let hb = (t * params.heads + h) * params.nc;
     // Chunk c's (m, l) to red / ps; then every thread finds M and the
     // denominator and thread c turns its chunk's m into a weight.
