@@ -87,20 +87,8 @@ func TestAttentionRoPE(t *testing.T) {
 					t.Fatalf("out[%d] = %v, RoPEKV + Attention %v", i, gotOut[i], wantOut[i])
 				}
 			}
-			tol := 1e-6
-			if c.f16 {
-				tol = 1.0 / 1024 // an f32 ulp apart may round to neighbouring halves
-			}
-			for _, cc := range []struct {
-				what      string
-				got, want []float32
-			}{{"K", gotK, wantK}, {"V", gotV, wantV}} {
-				for j := range cc.want {
-					if !closeTo(cc.got[j], cc.want[j], 1e-6, tol) {
-						t.Fatalf("%s cache[%d] = %v, RoPEKV wrote %v", cc.what, j, cc.got[j], cc.want[j])
-					}
-				}
-			}
+			compareKV(t, gotK, wantK, c.f16, 0, "K cache")
+			compareKV(t, gotV, wantV, c.f16, 0, "V cache")
 		})
 	}
 }

@@ -144,18 +144,25 @@ func testKVSlots(t *testing.T, d *Device, r *rand.Rand, c kvSlotsCase, fused boo
 	}
 	// Every slot's cache, written or not, as the references have it
 	// (the padding between slots included).
+	compareKV(t, gk, kHost, c.f16, perSlot, "K caches")
+	compareKV(t, gv, vHost, c.f16, perSlot, "V caches")
+}
+
+// compareKV fails tb at the first decoded cache value of got not close to
+// want's: within 1e-5, or (f16) an f16 ulp, since values an f32 ulp apart
+// may round to neighbouring halves. perSlot > 0 names each value's slot.
+func compareKV(tb testing.TB, got, want []float32, f16 bool, perSlot int, what string) {
+	tb.Helper()
 	tol := 1e-6
-	if c.f16 {
+	if f16 {
 		tol = 1.0 / 1024
 	}
-	for _, cc := range []struct {
-		what      string
-		got, want []float32
-	}{{"K", gk, kHost}, {"V", gv, vHost}} {
-		for j := range cc.want {
-			if !closeTo(cc.got[j], cc.want[j], 1e-5, tol) {
-				t.Fatalf("%s caches[%d] (slot %d) = %v, want %v", cc.what, j, j/perSlot, cc.got[j], cc.want[j])
+	for j := range want {
+		if !closeTo(got[j], want[j], 1e-5, tol) {
+			if perSlot > 0 {
+				tb.Fatalf("%s[%d] (slot %d) = %v, want %v", what, j, j/perSlot, got[j], want[j])
 			}
+			tb.Fatalf("%s[%d] = %v, want %v", what, j, got[j], want[j])
 		}
 	}
 }
