@@ -349,13 +349,26 @@ func BenchmarkAttentionDecode(b *testing.B) {
 					name += fmt.Sprintf("/wg%d_t%d_l%d", k.wg, k.target, k.minL)
 				}
 				d.attn.tune = attnTune{wg: k.wg, target: k.target, minL: k.minL}
-				b.Run(name, func(b *testing.B) { benchAttnDecode(b, d, heads, kv, hd, ctx, f16) })
+				b.Run(name, func(b *testing.B) { benchAttnDecode(b, d, heads, kv, hd, ctx, f16, attnAlone) })
+				if i == 0 {
+					// A decode step's RoPE and cache writes: a RoPEKV
+					// dispatch before, or inside the attention.
+					b.Run(name+"/ropekv", func(b *testing.B) { benchAttnDecode(b, d, heads, kv, hd, ctx, f16, attnAfterRoPEKV) })
+					b.Run(name+"/rope-in-attention", func(b *testing.B) { benchAttnDecode(b, d, heads, kv, hd, ctx, f16, attnWithRoPE) })
+				}
 			}
 		}
 	}
 }
 
-func benchAttnDecode(b *testing.B, d *Device, heads, kv, hd, ctx int, f16 bool) {
+// What benchAttnDecode times besides the attention.
+const (
+	attnAlone       = iota
+	attnAfterRoPEKV // a RoPEKV dispatch first
+	attnWithRoPE    // AttnOpts.RoPE
+)
+
+func benchAttnDecode(b *testing.B, d *Device, heads, kv, hd, ctx int, f16 bool, mode int) {
 	r := rand.New(rand.NewPCG(15, 16))
 	size := KVCacheBytes(kv, ctx, hd, f16)
 	copies := 1
@@ -365,7 +378,9 @@ func benchAttnDecode(b *testing.B, d *Device, heads, kv, hd, ctx int, f16 bool) 
 	if n, err := strconv.Atoi(os.Getenv("DOPPLER_ATTN_COPIES")); err == nil && n > 0 {
 		copies = n // 1: the caches stay in L2
 	}
-	q, _ := d.NewBufferInit("q", asBytes(randF32(r, heads*hd, 1)))
+	rows := stacked(1, heads, kv, hd)
+	q, _ := d.NewBufferInit("q, k, v", asBytes(randF32(r, rows.QStride, 1)))
+	rp := RoPEParams{Dim: hd, InvFreq: testInvFreq(hd, 500000)}
 	out, _ := d.NewBuffer("out", uint64(heads*hd*4))
 	pos := newPos(b, d, ctx-1)
 	defer q.Release()
@@ -378,11 +393,23 @@ func benchAttnDecode(b *testing.B, d *Device, heads, kv, hd, ctx int, f16 bool) 
 		vc, _ := d.NewBufferInit("v", kvData)
 		defer kc.Release()
 		defer vc.Release()
-		ops, err := d.Attention(Whole(q), Whole(kc), Whole(vc), Whole(out), Whole(pos), 1, heads, kv, hd, ctx,
-			AttnOpts{Scale: 1 / float32(math.Sqrt(float64(hd))), F16: f16})
+		o := AttnOpts{Scale: 1 / float32(math.Sqrt(float64(hd))), F16: f16, QStride: rows.QStride}
+		var ops []*Op
+		switch mode {
+		case attnAfterRoPEKV:
+			rk, err := d.RoPEKV(Whole(q), Whole(kc), Whole(vc), Whole(pos), rows, ctx, f16, rp)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ops = append(ops, rk)
+		case attnWithRoPE:
+			o.RoPE = &AttnRoPE{Rows: rows, Params: rp}
+		}
+		att, err := d.Attention(Whole(q), Whole(kc), Whole(vc), Whole(out), Whole(pos), 1, heads, kv, hd, ctx, o)
 		if err != nil {
 			b.Fatal(err)
 		}
+		ops = append(ops, att...)
 		defer releaseOps(ops)
 		plan = append(plan, ops)
 	}
