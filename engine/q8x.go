@@ -57,20 +57,6 @@ func (q *q8Inputs) norm(x, g, out *kernels.Buffer, rows, n int, eps float32, add
 	return op, out, err
 }
 
-// qkvWeights are the layer's q, k and v products: one stacked weight or
-// three.
-func (ly *layer) qkvWeights() []*kernels.Weight {
-	if ly.qkv != nil {
-		return []*kernels.Weight{ly.qkv}
-	}
-	return []*kernels.Weight{ly.q, ly.k, ly.v}
-}
-
 // qkvQ8X reports whether the layer's q (or stacked q/k/v) product takes
 // 8-bit inputs.
-func (ly *layer) qkvQ8X() bool {
-	if ly.qkv != nil {
-		return ly.qkv.CanQ8X()
-	}
-	return ly.q.CanQ8X()
-}
+func (ly *layer) qkvQ8X() bool { return ly.qkvWeights()[0].CanQ8X() }

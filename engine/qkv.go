@@ -100,3 +100,12 @@ func (m *Model) qkvOps(ly *layer, mm matmulFn, qkv, qRaw, kRaw *kernels.Buffer, 
 	}
 	return ops, nil
 }
+
+// qkvWeights are the layer's q, k and v products: one stacked weight or
+// three.
+func (ly *layer) qkvWeights() []*kernels.Weight {
+	if ly.qkv != nil {
+		return []*kernels.Weight{ly.qkv}
+	}
+	return []*kernels.Weight{ly.q, ly.k, ly.v}
+}

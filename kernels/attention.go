@@ -77,12 +77,13 @@ type AttnOpts struct {
 	// Slots: each query token is one sequence's, with its own position
 	// and cache (the split kernel then serves any m).
 	Slots KVSlots
-	// RoPE, where set, does RoPEKV's work in the attention's first
-	// dispatch, one fewer in the pass: q is then the buffer of q, k and
-	// v rows RoPE.Rows describes (QStride is unused), q is rotated as it
-	// is read and the token's k (rotated) and v are written to the
-	// caches. q's rows are left unrotated. Only for one token a sequence
-	// (m == 1, or Slots) and head dims a multiple of 4 (CanRoPE).
+	// RoPE, where set, does RoPEKV's work inside the attention, one
+	// dispatch fewer in the pass: q is then the buffer of q, k and v rows
+	// RoPE.Rows describes (its QStride replaces this one), q is rotated as
+	// it is read, the first dispatch takes the token's own key from those
+	// rows, and the second writes its k (rotated) and v to the caches.
+	// q's rows are left unrotated. Only for one token a sequence (m == 1,
+	// or Slots) and head dims a multiple of 4 (CanRoPE).
 	RoPE *AttnRoPE
 }
 
@@ -375,13 +376,13 @@ func (s *attnScratch) tie(op *Op) {
 	runtime.AddCleanup(op, (*attnScratch).drop, s)
 }
 
-// attnRoPEBlock is the ROPE block of attention_decode.wgsl for AttnOpts.RoPE:
-// q is rotated as it is read (ropekv.wgsl's k_rotated, on q[]), and
-// load_cur takes key i's k (rotated) and v from the q/k/v rows, rounded as
-// the cache holds them, into kcur and vcur. attnRoPEStore is the
-// ROPESTORE block, phase 1's: store_cur writes them to the cache, bound
-// read-write with whole vec4 (f32) or vec2 (f16 pairs) words, head dims a
-// multiple of 4.
+// attnRoPEBlock returns the ROPE and ROPESTORE blocks of
+// attention_decode.wgsl for AttnOpts.RoPE. ROPE (both dispatches): q is
+// rotated as it is read (ropekv.wgsl's k_rotated, on q[]), and load_cur
+// takes key i's k (rotated) and v from the q/k/v rows, rounded as the
+// cache holds them, into kcur and vcur. ROPESTORE (the second dispatch):
+// store_cur writes them to the caches, bound read-write there, in whole
+// vec4 (f32) or vec2 (f16 pairs) words: head dims a multiple of 4.
 func attnRoPEBlock(f16 bool) (rope, store string, err error) {
 	rot, _, ok := takeBlock(ropeKVWGSL, "ROT")
 	if !ok {
@@ -470,7 +471,7 @@ func (d *Device) attentionSplit(q, kCache, vCache, out, pos, sinks BufferRange, 
 	layout := []Binding{Uniform, ReadOnly, ReadOnly, ReadOnly, Storage, Storage, ReadOnly, ReadOnly}
 	// With RoPE both dispatches take its source and params, and the
 	// second (which stores key i) binds the caches read-write.
-	src0, params0, key0 := src, params, ""
+	src0, params0, keyRoPE := src, params, ""
 	src1, params1, layout1 := src, params, layout
 	if rope != nil {
 		r, p := rope.Rows, rope.Params
@@ -505,7 +506,7 @@ func (d *Device) attentionSplit(q, kCache, vCache, out, pos, sinks BufferRange, 
 			return nil, fmt.Errorf("kernels: attention with RoPE: %w", err)
 		}
 		params1, layout1 = params0, []Binding{Uniform, ReadOnly, Storage, Storage, Storage, Storage, ReadOnly, ReadOnly}
-		key0 = "/rope"
+		keyRoPE = "/rope"
 	}
 	var ops []*Op
 	for phase, grid := range [][3]uint32{{uint32(groups), uint32(nc), uint32(m)}, {uint32(heads), uint32(m), 1}} {
@@ -517,7 +518,7 @@ func (d *Device) attentionSplit(q, kCache, vCache, out, pos, sinks BufferRange, 
 		if err != nil {
 			return nil, err
 		}
-		key := fmt.Sprintf("attention/decode/wg%d/hd%d/%s/g%d/vec%v/phase%d%s", wg, headDim, dt, gw, vec, phase, key0)
+		key := fmt.Sprintf("attention/decode/wg%d/hd%d/%s/g%d/vec%v/phase%d%s", wg, headDim, dt, gw, vec, phase, keyRoPE)
 		pipe, err := d.Pipeline(key, s, "main", layout)
 		if err == nil {
 			var op *Op

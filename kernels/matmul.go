@@ -169,12 +169,9 @@ func matmulSection(dt quant.DType) (string, error) {
 	return prelude + own + src, nil
 }
 
-// matvecFast returns the dtype's section of matmul_vecfast.wgsl (with the
-// file's prelude), or "" where the generic kernel must run: other dtypes,
-// F16 rows that are not 16-byte aligned.
 // CanNorm reports whether MatMulOpts.Norm applies to w: a dtype with a
 // fast matrix-vector kernel.
-func (w *Weight) CanNorm() bool { return matvecFast(w.DType, w.Cols) != "" }
+func (w *Weight) CanNorm() bool { return hasMatvecFast(w.DType, w.Cols) }
 
 // matvecNormXL is the XLOAD block of the normed kernel: it loads x times
 // the norm's weight and sums the squares of x (each value of x is loaded
@@ -225,7 +222,7 @@ func matvecNormed(src string) (string, error) {
 // CanGate reports whether MatMulOpts.Gated applies to w: an even number
 // of rows in one part, of a dtype with a fast matrix-vector kernel.
 func (w *Weight) CanGate() bool {
-	return len(w.Parts) == 1 && w.Rows%2 == 0 && matvecFast(w.DType, w.Cols) != ""
+	return len(w.Parts) == 1 && w.Rows%2 == 0 && hasMatvecFast(w.DType, w.Cols)
 }
 
 // outRows checks opts.Gated against w, m and the other options, and
@@ -349,14 +346,24 @@ func matvecQ8X(dt quant.DType) string {
 	return prelude + sec
 }
 
-func matvecFast(dt quant.DType, cols int) string {
+// hasMatvecFast reports whether weights of dt with cols columns have a
+// fast matrix-vector kernel (matvecFast): Q4_K, Q6_K, Q8_0, and F16 rows
+// that are 16-byte aligned.
+func hasMatvecFast(dt quant.DType, cols int) bool {
 	switch dt {
 	case quant.Q4_K, quant.Q6_K, quant.Q8_0:
+		return true
 	case quant.F16:
-		if cols%8 != 0 {
-			return ""
-		}
-	default:
+		return cols%8 == 0
+	}
+	return false
+}
+
+// matvecFast returns the dtype's section of matmul_vecfast.wgsl (with the
+// file's prelude), or "" where the generic kernel must run
+// (hasMatvecFast).
+func matvecFast(dt quant.DType, cols int) string {
+	if !hasMatvecFast(dt, cols) {
 		return ""
 	}
 	prelude, _, _ := strings.Cut(matvecFastWGSL, "\n// ==== ")
