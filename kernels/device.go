@@ -53,9 +53,6 @@ type AdapterInfo struct {
 type Features struct {
 	F16       bool // shader-f16: WGSL's f16 type ("enable f16;")
 	Subgroups bool // subgroup operations (WebGPU's "subgroups" or wgpu-native's)
-	// CoopMatrix: wgpu-native's experimental cooperative matrices
-	// ("enable wgpu_cooperative_matrix;", tensor cores on NVIDIA).
-	CoopMatrix bool
 }
 
 // Limits are the granted device limits that kernels size themselves by.
@@ -108,9 +105,6 @@ type Device struct {
 	scratch   map[uint64][]*Buffer    // idle transient buffers by capacity
 
 	attn attnState // split attention's knobs and shared partials
-
-	coopOnce sync.Once // coopUsable's check
-	coopOK   bool
 }
 
 // serial runs f, a call into wgpu that takes its device-wide locks —
@@ -355,9 +349,6 @@ func (f Features) Names() []string {
 	}
 	if f.Subgroups {
 		out = append(out, "subgroups")
-	}
-	if f.CoopMatrix {
-		out = append(out, "cooperative-matrix")
 	}
 	return out
 }

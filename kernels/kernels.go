@@ -18,7 +18,6 @@ func All() []KernelInfo {
 		{Name: "matmul", WGSL: "matmul_vec.wgsl", HasRef: true},
 		{Name: "matmul", WGSL: "matmul_tile.wgsl", HasRef: true},    // m > 1 below matmulTiledMinM tokens
 		{Name: "matmul", WGSL: "matmul_tiled.wgsl", HasRef: true},   // m > 1, register-blocked
-		{Name: "matmul", WGSL: "matmul_coop.wgsl", HasRef: true},    // m > 1 on cooperative matrices (tensor cores)
 		{Name: "matmul", WGSL: "matmul_dtypes.wgsl", HasRef: true},  // decoders prepended to matmul_vec, matmul_tile, moe_matmul
 		{Name: "matmul", WGSL: "matmul_vecfast.wgsl", HasRef: true}, // m == 1 fast path: Q4_K, Q6_K, Q8_0, F16; Q4_K, Q6_K on 8-bit x
 		{Name: "quant8", WGSL: "quant8.wgsl", HasRef: true},         // x to 8 bits for the latter

@@ -80,11 +80,6 @@ type MatMulOpts struct {
 	// its k step (32 or 64; 0 = 32).
 	tileOld                bool
 	tileRN, tileTN, tileKS int
-	// coopOff runs the register-blocked kernel where the cooperative
-	// one (matmul_coop.wgsl) would run; coop fixes the latter's tile
-	// (and takes any m > 1).
-	coopOff bool
-	coop    coopShape
 }
 
 // NormIn is the RMSNorm a matrix-vector product applies to its input
@@ -600,14 +595,6 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 		if opts.Gated {
 			perGroup = r / 2
 		}
-	} else if cs, ok, err := d.matmulCoopPick(w, m, opts); err != nil {
-		return nil, err
-	} else if ok {
-		if p, err = d.matmulCoopPipeline(w.DType, sec, cs); err != nil {
-			return nil, err
-		}
-		perGroup = cs.rows()
-		tokTiles = (m + cs.tokens() - 1) / cs.tokens()
 	} else if ts, ok, err := d.matmulTiledPick(w, m, opts); err != nil {
 		return nil, err
 	} else if ok {
@@ -636,17 +623,6 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 		tokTiles = (m + 16*mt - 1) / (16 * mt)
 	}
 
-	return d.matmulOps(w, x, bias, out, m, rows, flags, p, perGroup, tokTiles, opts)
-}
-
-// matmulOps binds pipeline p to each part of w: MatMul's ops once it
-// has picked the kernel, which takes perGroup rows (m == 1) or row tiles
-// of tokTiles token tiles per workgroup.
-func (d *Device) matmulOps(w *Weight, x, bias, out BufferRange, m, rows int, flags uint32, p *Pipeline, perGroup, tokTiles int, opts MatMulOpts) ([]*Op, error) {
-	uv, _ := matmulUV(w.DType)
-	units := (w.Cols + uv - 1) / uv
-	rb := w.RowBytes()
-	normed := opts.Norm.G.Buf != nil
 	ops := make([]*Op, 0, len(w.Parts))
 	for i, part := range w.Parts {
 		wr := w.Range(i)

@@ -196,11 +196,7 @@ func checkMatMul(t *testing.T, d *Device, r *rand.Rand, c matmulCase) {
 		t.Fatal(err)
 	}
 	got := fromBytes[float32](raw)
-	ref := MatMulRef
-	if _, coop, _ := d.matmulCoopPick(w, c.m, opts); coop && c.m > 1 {
-		ref = MatMulCoopRef // f16 products: the f32 reference is 1e-3 away
-	}
-	want := ref(c.dt, data, c.rows, c.cols, x, c.m, bias, acc)
+	want := MatMulRef(c.dt, data, c.rows, c.cols, x, c.m, bias, acc)
 	bad := 0
 	for i := range want {
 		if !closeTo(got[i], want[i], 1e-4, 1e-4) {

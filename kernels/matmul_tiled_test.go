@@ -131,11 +131,6 @@ func BenchmarkMatMulPrefill(b *testing.B) {
 		{"r4t4", MatMulOpts{tileRN: 4, tileTN: 4}}, {"r8t4", MatMulOpts{tileRN: 8, tileTN: 4}},
 		{"r4t8", MatMulOpts{tileRN: 4, tileTN: 8}}, {"r8t8", MatMulOpts{tileRN: 8, tileTN: 8}},
 		{"r4t4k64", MatMulOpts{tileRN: 4, tileTN: 4, tileKS: 64}}, {"r8t4k64", MatMulOpts{tileRN: 8, tileTN: 4, tileKS: 64}},
-		// Cooperative matrices (where the adapter has them): "tiled" is
-		// the register-blocked kernel's own pick, cSRFRFT a fixed tile.
-		{"tiled", MatMulOpts{coopOff: true}}, {"c424", MatMulOpts{coop: coopShape{4, 2, 4}}},
-		{"c422", MatMulOpts{coop: coopShape{4, 2, 2}}}, {"c412", MatMulOpts{coop: coopShape{4, 1, 2}}},
-		{"c242", MatMulOpts{coop: coopShape{2, 4, 2}}}, {"c814", MatMulOpts{coop: coopShape{8, 1, 4}}},
 	}
 	r := rand.New(rand.NewPCG(23, 24))
 	for _, s := range shapes {
@@ -155,9 +150,6 @@ func BenchmarkMatMulPrefill(b *testing.B) {
 			d.WriteF32(x, 0, randF32(r, m*s.cols, 1))
 			for _, v := range variants {
 				if v.o.tileRN > 0 && matmulTiledStorage(tiledShape{v.o.tileRN, v.o.tileTN, cmp.Or(v.o.tileKS, 32)}) > d.Limits().MaxWorkgroupStorage {
-					continue
-				}
-				if (v.o.coopOff || v.o.coop != coopShape{}) && !d.coopUsable() {
 					continue
 				}
 				ops, err := d.MatMul(w, Whole(x), Whole(y), m, v.o)

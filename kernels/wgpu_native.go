@@ -179,29 +179,17 @@ func openBackend(want string, log *slog.Logger) (backend, error) {
 	}
 	slices.Sort(offered)
 	lost := new(atomic.Pointer[string])
-	request := func(feats []wgpu.FeatureName) (*wgpu.Device, error) {
-		return adapter.RequestDevice(&wgpu.DeviceDescriptor{
-			Label:            "doppler",
-			RequiredFeatures: feats,
-			RequiredLimits:   &req,
-			DeviceLostCallback: func(reason wgpu.DeviceLostReason, msg string) {
-				if reason != wgpu.DeviceLostReasonDestroyed && reason != wgpu.DeviceLostReasonCallbackCancelled {
-					log.Error("webgpu: device lost", "reason", reason, "message", msg)
-					lost.Store(&msg)
-				}
-			},
-		})
-	}
-	dev, err := request(reqFeats)
-	if err != nil && feats.CoopMatrix {
-		// wgpu-native 29 offers its experimental cooperative matrices on
-		// NVIDIA's Vulkan driver (580) and then fails to open a device
-		// with them: open one without.
-		log.Info("webgpu: no device with cooperative matrices; opening one without", "adapter", info.Name, "err", err)
-		feats.CoopMatrix = false
-		reqFeats = slices.DeleteFunc(reqFeats, func(f wgpu.FeatureName) bool { return f == wgpu.NativeFeatureCooperativeMatrix })
-		dev, err = request(reqFeats)
-	}
+	dev, err := adapter.RequestDevice(&wgpu.DeviceDescriptor{
+		Label:            "doppler",
+		RequiredFeatures: reqFeats,
+		RequiredLimits:   &req,
+		DeviceLostCallback: func(reason wgpu.DeviceLostReason, msg string) {
+			if reason != wgpu.DeviceLostReasonDestroyed && reason != wgpu.DeviceLostReasonCallbackCancelled {
+				log.Error("webgpu: device lost", "reason", reason, "message", msg)
+				lost.Store(&msg)
+			}
+		},
+	})
 	if err != nil {
 		adapter.Release()
 		inst.Release()
@@ -230,10 +218,6 @@ func adapterFeatures(a *wgpu.Adapter) (Features, []wgpu.FeatureName) {
 			want = append(want, n)
 			break
 		}
-	}
-	if a.HasFeature(wgpu.NativeFeatureCooperativeMatrix) {
-		f.CoopMatrix = true
-		want = append(want, wgpu.NativeFeatureCooperativeMatrix)
 	}
 	return f, want
 }
