@@ -61,7 +61,8 @@ type MatMulOpts struct {
 	// matrix-vector product: out = W·(x / rms(x) ⊙ g), what RMSNorm
 	// into a buffer and then MatMul give (within rounding: the kernel
 	// sums W·(x ⊙ g) and scales the sum), in one dispatch. Only where
-	// W.CanNorm(), for m == 1, without Q8X.
+	// W.CanNorm(), for m == 1 and MatMulBatch (each vector its own
+	// norm, the bits of m == 1), without Q8X.
 	Norm NormIn
 
 	// Tuning of the m == 1 kernel (tests and benchmarks); 0 = default.

@@ -16,8 +16,8 @@ const MatMulBatchMax = 16
 // (48 bytes): matmulParams, then the strides between vectors.
 type matmulBatchParams struct {
 	matmulParams
-	XStride, OStride uint32 // f32 values between vectors of x, of out
-	_                [2]uint32
+	XStride, OStride uint32  // f32 values between vectors of x, of out
+	Eps, AddOne      float32 // the normed kernel's (MatMulOpts.Norm); padding otherwise
 }
 
 // BatchOpts are the optional parts of [Device.MatMulBatch].
@@ -46,8 +46,10 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	if err != nil {
 		return nil, err
 	}
-	if o.Norm.G.Buf != nil {
-		return nil, fmt.Errorf("kernels: matmul batch %s: no normed batched kernel (Norm is for MatMul with m == 1)", w.Name)
+	normed := o.Norm.G.Buf != nil
+	if normed && (o.Q8X || o.vecOld || o.vecGroups > 1 || !w.CanNorm() || o.Norm.G.size() < uint64(w.Cols)*4) {
+		return nil, fmt.Errorf("kernels: matmul batch %s: %s %dx%d: no normed kernel (or norm weight of %d bytes, want %d)",
+			w.Name, w.DType, w.Rows, w.Cols, o.Norm.G.size(), w.Cols*4)
 	}
 	xs, os := o.XStride, o.OutStride
 	if xs == 0 {
@@ -148,6 +150,9 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	}
 	storage := func(r int) int {
 		if fast != "" {
+			if normed { // a row of sums of squares per vector
+				r++
+			}
 			return r*n*(wg+8)*4 + r*n*32
 		}
 		return r * n * wg * 4
@@ -180,6 +185,10 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 			src, err = gateFast(src, o.Act, true)
 			key += "/gated/" + o.Act.String()
 		}
+		if err == nil && normed {
+			src, err = matvecBatchNormed(src)
+			key += "/normed"
+		}
 		if err == nil && groups > 1 {
 			src, err = rowGroups(src, groups)
 			key += fmt.Sprintf("/g%d", groups)
@@ -202,7 +211,11 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	if fast == "" {
 		src = helpersWGSL("W") + sec + src
 	}
-	p, err := d.Pipeline(key, src, "main", matmulLayout)
+	layout := matmulLayout
+	if normed {
+		layout = matmulNormLayout
+	}
+	p, err := d.Pipeline(key, src, "main", layout)
 	if err != nil {
 		return nil, err
 	}
@@ -216,14 +229,23 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 		if o.Gated {
 			prows, perGroup = rows, r/2*groups // one part: F output rows, R/2 a group
 		}
-		params, _ := binary.Append(nil, binary.LittleEndian, matmulBatchParams{
+		bp := matmulBatchParams{
 			matmulParams: matmulParams{
 				Rows: uint32(prows), Cols: uint32(w.Cols), RowBytes: uint32(rb), Units: uint32(units),
 				Row0: uint32(part.Row0), OutStride: uint32(rows), M: uint32(n), Flags: flags,
 			},
 			XStride: uint32(xs), OStride: uint32(os),
-		})
-		op, err := d.NewOp(p, params, d.grid((prows+perGroup-1)/perGroup), w.Range(i), x, bias, out)
+		}
+		bufs := []BufferRange{w.Range(i), x, bias, out}
+		if normed {
+			bp.Eps = o.Norm.Eps
+			if o.Norm.AddOne {
+				bp.AddOne = 1
+			}
+			bufs = append(bufs, o.Norm.G)
+		}
+		params, _ := binary.Append(nil, binary.LittleEndian, bp)
+		op, err := d.NewOp(p, params, d.grid((prows+perGroup-1)/perGroup), bufs...)
 		if err != nil {
 			releaseOps(ops)
 			return nil, fmt.Errorf("kernels: matmul batch %s part %d: %w", w.Name, i, err)
@@ -338,7 +360,7 @@ var xIndex = regexp.MustCompile(`\bx\[`)
 func matvecFastBatch(src string, r, u, nb int, gated bool) (string, error) {
 	src = xIndex.ReplaceAllLiteralString(src, "x[xo + ")
 	src, err := replaceAll(src,
-		"    flags: u32,\n}", batchParams+"\n\nvar<private> xo: u32;",
+		"    flags: u32,\n}", batchParams+"\n\nvar<private> xo: u32;\nvar<private> xv: u32; // the vector xo points at",
 		"const RED: u32 = R * RS;", "const NB: u32 = 1u;\nconst RED: u32 = R * NB * RS;",
 		"const RED2: u32 = R * 8u;", "const RED2: u32 = R * NB * 8u;",
 	)
@@ -380,7 +402,7 @@ func matvecFastBatch(src string, r, u, nb int, gated bool) (string, error) {
 				fmt.Fprintf(&b, "        let d%d = udec(w%d_%d, %s);\n", i, j, i, ue)
 			}
 			for v := range nb {
-				fmt.Fprintf(&b, "        xo = %du * xs4;\n        let x%d = xunit(%s);\n", v, v, ue)
+				fmt.Fprintf(&b, "        xo = %du * xs4;\n        xv = %du;\n        let x%d = xunit(%s);\n", v, v, v, ue)
 				for i := range r {
 					switch {
 					case n == 1:
@@ -416,6 +438,58 @@ func matvecFastBatch(src string, r, u, nb int, gated bool) (string, error) {
 		}
 	}
 	return pre + b.String() + post, nil
+}
+
+// matvecBatchNormXL is matvecNormXL for NB vectors: each vector's sum of
+// squares apart (xv), in the order the m == 1 kernel sums its one.
+const matvecBatchNormXL = `@group(0) @binding(5) var<storage, read> gw: array<vec4<f32>>;
+var<private> ssq: array<vec4<f32>, NB>;
+
+fn xl(i: u32) -> vec4<f32> {
+    let v = x[xo + i];
+    ssq[xv] += v * v;
+    return v * (gw[i] + vec4<f32>(params.add_one));
+}
+`
+
+// matvecBatchNormed is matvecNormed for a batched fast kernel (after
+// matvecFastBatch and gateFast): NB more rows in the reductions carry
+// the vectors' sums of squares, and each vector's R row sums are scaled
+// by its 1/rms before they are stored; every step is the m == 1 normed
+// kernel's, so each vector gets its bits.
+func matvecBatchNormed(src string) (string, error) {
+	src, err := replaceAll(src,
+		"    pad0: u32,\n    pad1: u32,\n}", "    eps: f32,\n    add_one: f32,\n}",
+		"const RED: u32 = R * NB * RS;", "const RED: u32 = (R + 1u) * NB * RS;",
+		"const RED2: u32 = R * NB * 8u;", "const RED2: u32 = (R + 1u) * NB * 8u;",
+	)
+	if err == nil {
+		src, err = setBlock(src, "XLOAD", matvecBatchNormXL)
+	}
+	if err == nil {
+		src, err = setBlock(src, "NSUM", `    for (var v = 0u; v < NB; v++) {
+        red[(R * NB + v) * RS + lid] = hsum(ssq[v]);
+    }
+`)
+	}
+	if err == nil {
+		src, err = setBlock(src, "NSCALE", `    for (var v = 0u; v < NB; v++) {
+        var ss = 0.0;
+        for (var i = 0u; i < 8u; i++) {
+            ss += red2[(R * NB + v) * 8u + i];
+        }
+        let nscale = inverseSqrt(ss / f32(params.cols) + params.eps);
+        for (var q = lid; q < R * 8u; q += WG) {
+            red2[v * R * 8u + q] *= nscale;
+        }
+    }
+    workgroupBarrier();
+`)
+	}
+	if err != nil {
+		return "", fmt.Errorf("kernels: normed batched matvec: %w", err)
+	}
+	return src, nil
 }
 
 // groupR0 is the fast kernels' first row of a workgroup: R rows, or R/2

@@ -25,6 +25,8 @@ type batchCase struct {
 	xPad, oPad int // extra f32 between vectors
 	bias, acc  bool
 	maxRows    int
+	norm       bool // MatMulOpts.Norm on x (addOne: Gemma's 1 + g)
+	addOne     bool
 	opts       MatMulOpts
 }
 
@@ -50,6 +52,9 @@ func (c batchCase) String() string {
 	}
 	if c.opts.vecGroups > 1 {
 		s += fmt.Sprintf("/g%d", c.opts.vecGroups)
+	}
+	if c.norm {
+		s += fmt.Sprintf("/norm/add1=%v", c.addOne)
 	}
 	return s
 }
@@ -98,6 +103,17 @@ func checkMatMulBatch(t *testing.T, d *Device, r *rand.Rand, c batchCase) {
 	}
 	opts := BatchOpts{MatMulOpts: c.opts, XStride: xs, OutStride: os}
 	one1 := c.opts
+	var g []float32
+	const eps = 1e-5
+	if c.norm {
+		g = randF32(r, c.cols, 1)
+		gb := buf("g", c.cols*4)
+		if err := d.WriteF32(gb, 0, g); err != nil {
+			t.Fatal(err)
+		}
+		opts.Norm = NormIn{G: Whole(gb), Eps: eps, AddOne: c.addOne}
+		one1.Norm = opts.Norm
+	}
 	if c.bias {
 		bias = randF32(r, c.rows, 2)
 		if err := d.WriteF32(biasBuf, 0, bias); err != nil {
@@ -158,12 +174,18 @@ func checkMatMulBatch(t *testing.T, d *Device, r *rand.Rand, c batchCase) {
 	for b := range c.n {
 		x = append(x, xAll[b*xs:b*xs+c.cols]...)
 	}
+	tol := 1e-4
+	if c.norm {
+		// The normed kernel scales W·(g⊙x) by 1/rms; the reference
+		// multiplies the normed x: sums in other orders.
+		x, tol = RMSNormRef(x, g, c.n, c.cols, eps, c.addOne), 3e-4
+	}
 	want := MatMulRef(c.dt, data, c.rows, c.cols, x, c.n, bias, acc)
 	bad, diff := 0, 0
 	for b := range c.n {
 		for row := range c.rows {
 			g, w1, a := got[b*os+row], want[b*c.rows+row], alone[b*slot(c.rows)/4+row]
-			if !closeTo(g, w1, 1e-4, 1e-4) {
+			if !closeTo(g, w1, tol, 1e-4) {
 				if bad++; bad <= 5 {
 					t.Errorf("out[%d][%d] = %v, want %v", b, row, g, w1)
 				}
@@ -238,6 +260,14 @@ func TestMatMulBatchOptions(t *testing.T) {
 		{dt: quant.Q8_0, rows: 65, cols: 2080, n: 8, bias: true, xPad: 32, oPad: 63, opts: MatMulOpts{vecGroups: 3}},
 		{dt: quant.F16, rows: 5, cols: 2056, n: 6, acc: true, opts: MatMulOpts{vecGroups: 2}},
 		{dt: quant.Q4_K, rows: 67, cols: 512, n: 2, acc: true, opts: MatMulOpts{vecRows: 2, vecGroups: 8}},
+		// The norm folded in (MatMulOpts.Norm): each vector's own 1/rms,
+		// still the m == 1 normed kernel's bits.
+		{dt: quant.Q4_K, rows: 65, cols: 768, n: 4, bias: true, acc: true, norm: true},
+		{dt: quant.Q4_K, rows: 9, cols: 4608, n: 8, xPad: 8, norm: true},
+		{dt: quant.Q6_K, rows: 7, cols: 512, n: 3, acc: true, norm: true, addOne: true},
+		{dt: quant.Q8_0, rows: 65, cols: 160, n: 5, xPad: 64, oPad: 3, norm: true},
+		{dt: quant.F16, rows: 5, cols: 2056, n: 6, norm: true},
+		{dt: quant.Q4_K, rows: 67, cols: 512, n: 16, norm: true, opts: MatMulOpts{vecRows: 2}},
 	} {
 		t.Run(c.String(), func(t *testing.T) { checkMatMulBatch(t, d, r, c) })
 	}
@@ -264,6 +294,9 @@ func TestMatMulBatchErrors(t *testing.T) {
 		{"n over the maximum", MatMulBatchMax + 1, BatchOpts{}},
 		{"x stride below cols", 2, BatchOpts{XStride: 31}},
 		{"out stride past the buffer", 2, BatchOpts{OutStride: 8}},
+		{"norm weight too short", 2, BatchOpts{MatMulOpts: MatMulOpts{Norm: NormIn{G: BufferRange{Buf: x, Size: 16}}}}},
+		{"norm with row groups", 2, BatchOpts{MatMulOpts: MatMulOpts{Norm: NormIn{G: Whole(x)}, vecGroups: 2}}},
+		{"norm on the generic kernel", 2, BatchOpts{MatMulOpts: MatMulOpts{Norm: NormIn{G: Whole(x)}, vecOld: true}}},
 	} {
 		if ops, err := d.MatMulBatch(w, Whole(x), Whole(out), c.n, c.o); err == nil {
 			releaseOps(ops)

@@ -4,6 +4,7 @@ package kernels
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -165,8 +166,99 @@ func TestMatVecNormErrors(t *testing.T) {
 			t.Errorf("%s: no error", c.name)
 		}
 	}
-	if ops, err := d.MatMulBatch(q4, Whole(x), Whole(out), 2, BatchOpts{MatMulOpts: MatMulOpts{Norm: NormIn{G: Whole(g)}}}); err == nil {
+	// MatMulBatch takes Norm where its fast kernel runs
+	// (TestMatMulBatchOptions), as MatMul with m == 1.
+	if ops, err := d.MatMulBatch(f32, Whole(x), Whole(out), 2, BatchOpts{MatMulOpts: MatMulOpts{Norm: NormIn{G: Whole(g)}}}); err == nil {
 		releaseOps(ops)
-		t.Error("MatMulBatch with Norm: no error")
+		t.Error("MatMulBatch with Norm, no fast kernel: no error")
+	}
+}
+
+// TestMatMulBatchGatedNorm: the batched product with both the norm and
+// the gated activation folded in gives each vector the bits of the m ==
+// 1 normed gated product on that vector alone (what a batched decode
+// step's gate+up must give for its tokens to be the ones alone).
+func TestMatMulBatchGatedNorm(t *testing.T) {
+	d := testDevice(t)
+	r := rand.New(rand.NewPCG(45, 46))
+	for _, c := range []struct {
+		dt        quant.DType
+		ffn, cols int
+		n         int
+		act       Act
+		addOne    bool
+	}{
+		{quant.Q4_K, 40, 4608, 8, SiLU, false},
+		{quant.Q6_K, 19, 512, 3, GELUTanh, true},
+		{quant.Q8_0, 6, 4128, 2, SwiGLUOAI, false},
+		{quant.F16, 3, 2056, 5, SiLU, false},
+	} {
+		t.Run(fmt.Sprintf("%s/ffn%d/cols%d/n%d/%v/add1=%v", c.dt, c.ffn, c.cols, c.n, c.act, c.addOne), func(t *testing.T) {
+			data := randWeight(r, c.dt, 2*c.ffn, c.cols)
+			w, err := d.UploadWeight("w", c.dt, 2*c.ffn, c.cols, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Release()
+			buf := func(name string, v []float32) *Buffer {
+				b, err := d.NewBufferInit(name, asBytes(v))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(b.Release)
+				return b
+			}
+			x := randF32(r, c.n*c.cols, 2)
+			xb, gb := buf("x", x), buf("g", randF32(r, c.cols, 1))
+			batched := buf("batched", make([]float32, c.n*c.ffn))
+			o := MatMulOpts{Gated: true, Act: c.act, Norm: NormIn{G: Whole(gb), Eps: 1e-6, AddOne: c.addOne}}
+			ops, err := d.MatMulBatch(w, Whole(xb), Whole(batched), c.n, BatchOpts{MatMulOpts: o})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer releaseOps(ops)
+			e := d.NewEncoder()
+			e.Run(ops...)
+			align := uint64(d.Limits().MinStorageOffsetAlignment)
+			// Each vector alone, copied to an aligned offset.
+			xsz, osz := uint64(c.cols*4), uint64(c.ffn*4)
+			xslot, oslot := (xsz+align-1)/align*align, (osz+align-1)/align*align
+			one := buf("x1", make([]float32, c.n*int(xslot)/4))
+			outOne := buf("out1", make([]float32, c.n*int(oslot)/4))
+			for b := range c.n {
+				if err := d.WriteF32(one, uint64(b)*xslot, x[b*c.cols:(b+1)*c.cols]); err != nil {
+					t.Fatal(err)
+				}
+				ops1, err := d.MatMul(w, BufferRange{Buf: one, Offset: uint64(b) * xslot, Size: xsz},
+					BufferRange{Buf: outOne, Offset: uint64(b) * oslot, Size: osz}, 1, o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer releaseOps(ops1)
+				e.Run(ops1...)
+			}
+			if err := e.Submit(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := d.ReadF32(batched, 0, c.n*c.ffn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			all, err := d.ReadF32(outOne, 0, c.n*int(oslot)/4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			diff := 0
+			for b := range c.n {
+				for i := range c.ffn {
+					g, a := got[b*c.ffn+i], all[b*int(oslot)/4+i]
+					if math.Float32bits(g) != math.Float32bits(a) {
+						if diff++; diff <= 5 {
+							t.Errorf("vector %d row %d: %v batched, %v alone", b, i, g, a)
+						}
+					}
+				}
+			}
+		})
 	}
 }
