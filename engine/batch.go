@@ -423,6 +423,16 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 		add(op, e)
 		q8.held = holds
 	}
+	// normFor is Session.build's: the products ws of the norm of x read
+	// x with the norm folded in, where they all can (foldsNorm), else
+	// xn, normed by a dispatch.
+	normFor := func(g *kernels.Buffer, q8ok bool, ws ...*kernels.Weight) (*kernels.Buffer, kernels.NormIn) {
+		if !foldsNorm(q8ok && q8.xq != nil, ws...) {
+			norm(b.x, g, b.xn, q8ok)
+			return b.xn, kernels.NormIn{}
+		}
+		return b.x, kernels.NormIn{G: whole(g), Eps: eps, AddOne: c.NormAddOne}
+	}
 	attnScale := float32(1 / math.Sqrt(float64(c.HeadDim)))
 	if c.AttnScale != 0 {
 		attnScale = float32(c.AttnScale)
@@ -439,11 +449,13 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 	}
 	addN(d.Embed(b.m.embed, whole(b.ids), whole(b.x), n, scale))
 	for l, ly := range b.m.layers {
-		norm(b.x, ly.attnNorm, b.xn, ly.qkvQ8X())
+		qkvIn, qkvNorm := normFor(ly.attnNorm, ly.qkvQ8X(), ly.qkvWeights()...)
 		rows := b.qkvL.rows(c, ly.qkv != nil, n, 0)
 		rows.Slots = b.kv
 		mm := func(w *kernels.Weight, out kernels.BufferRange, bias *kernels.Buffer) ([]*kernels.Op, error) {
-			return matmul(w, b.xn, out, bo(bias))
+			o := bo(bias)
+			o.Norm = qkvNorm
+			return matmul(w, qkvIn, out, o)
 		}
 		addN(b.m.qkvOps(&ly, mm, b.qkv, b.qRaw, b.kRaw, rows, n))
 		// Every row on its own position and KV slot (the table).
@@ -475,8 +487,8 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 			add(d.RMSNorm(whole(b.tmp), whole(ly.postAttnNorm), whole(b.tmp2), n, c.HiddenSize, eps, c.NormAddOne))
 			add(d.AddInPlace(whole(b.x), whole(b.tmp2), n*c.HiddenSize))
 		}
-		norm(b.x, ly.ffnNorm, b.xn, ly.moe == nil && ly.gateUp.CanQ8X())
 		if e := ly.moe; e != nil {
+			norm(b.x, ly.ffnNorm, b.xn, false)
 			k, ffn := c.ExpertsUsed, c.ExpertFFN
 			addN(d.MatMulBatch(e.router, whole(b.xn), whole(b.rlog), n, bo(e.routerBias)))
 			add(d.MoERoute(whole(b.rlog), whole(b.sel), whole(b.wts), n, c.Experts, k, e.gating))
@@ -485,11 +497,12 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 			addN(d.MatMulExperts(e.down, whole(b.eh), whole(b.sel), whole(b.ey), n, k, true, optional(e.downBias)))
 			add(d.MoECombine(whole(b.ey), whole(b.wts), whole(b.x), n, k, c.HiddenSize, true))
 		} else {
+			in, nin := normFor(ly.ffnNorm, ly.gateUp.CanQ8X(), ly.gateUp)
 			if act := activation(c.Activation); ly.gateUp.CanGate() {
-				gated := kernels.MatMulOpts{Gated: true, Act: act}
-				addN(matmul(ly.gateUp, b.xn, whole(b.h), kernels.BatchOpts{MatMulOpts: gated}))
+				gated := kernels.MatMulOpts{Gated: true, Act: act, Norm: nin}
+				addN(matmul(ly.gateUp, in, whole(b.h), kernels.BatchOpts{MatMulOpts: gated}))
 			} else {
-				addN(matmul(ly.gateUp, b.xn, whole(b.gu), kernels.BatchOpts{}))
+				addN(matmul(ly.gateUp, in, whole(b.gu), kernels.BatchOpts{MatMulOpts: kernels.MatMulOpts{Norm: nin}}))
 				add(d.GatedAct(whole(b.gu), whole(b.h), n, c.FFN, 2*c.FFN, c.FFN, act))
 			}
 			if ly.postFFNNorm == nil {
@@ -505,8 +518,8 @@ func (b *Batch) plan(n int) ([]*kernels.Op, error) {
 			return nil, fmt.Errorf("batch of %d, layer %d: %w", n, l, err)
 		}
 	}
-	norm(b.x, b.m.outNorm, b.xn, b.m.output.CanQ8X())
-	addN(matmul(b.m.output, b.xn, whole(b.logits), kernels.BatchOpts{}))
+	in, nin := normFor(b.m.outNorm, b.m.output.CanQ8X(), b.m.output)
+	addN(matmul(b.m.output, in, whole(b.logits), kernels.BatchOpts{MatMulOpts: kernels.MatMulOpts{Norm: nin}}))
 	if err != nil {
 		releaseOps(ops)
 		return nil, fmt.Errorf("batch of %d: %w", n, err)

@@ -3,6 +3,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"maps"
 	"slices"
@@ -47,6 +48,7 @@ func TestBatchTokens(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			m := models[name](t)
 			want := make([][]int, len(seqs))
+			wantKV := make([][]byte, len(seqs)) // the cache after it: the bits of every layer's q/k/v product
 			s := newSession(t, m)
 			for i, q := range seqs {
 				s.Reset()
@@ -55,6 +57,9 @@ func TestBatchTokens(t *testing.T) {
 					t.Fatal(err)
 				}
 				want[i] = res.Tokens
+				if wantKV[i], err = s.ExportKV(s.Pos()); err != nil {
+					t.Fatal(err)
+				}
 			}
 			b, err := m.NewBatch(4)
 			if err != nil {
@@ -62,6 +67,7 @@ func TestBatchTokens(t *testing.T) {
 			}
 			defer b.Close()
 			got := make([][]int, len(seqs))
+			gotKV := make([][]byte, len(seqs))
 			errs := make([]error, len(seqs))
 			var wg sync.WaitGroup
 			run := func(i int) {
@@ -79,6 +85,9 @@ func TestBatchTokens(t *testing.T) {
 					res, err := s.Generate(context.Background(), seqs[i].prompt, seqs[i].o)
 					if res != nil {
 						got[i] = res.Tokens
+					}
+					if err == nil {
+						gotKV[i], err = s.ExportKV(s.Pos())
 					}
 					errs[i] = err
 				})
@@ -106,6 +115,9 @@ func TestBatchTokens(t *testing.T) {
 				}
 				if !slices.Equal(got[i], want[i]) {
 					t.Errorf("sequence %d: batched %v\n alone %v", i, got[i], want[i])
+				}
+				if !bytes.Equal(gotKV[i], wantKV[i]) {
+					t.Errorf("sequence %d: its KV cache (%d bytes) differs from the one alone (%d bytes)", i, len(gotKV[i]), len(wantKV[i]))
 				}
 			}
 			st := b.Stats()
@@ -183,29 +195,37 @@ func TestBatchKVTooLarge(t *testing.T) {
 // TestBatchDispatches: a step's forward pass is the same ops for any
 // number of sessions — one RoPEKV and one attention a layer for all of
 // them (KV slots), not one a session; with RoPEInAttention the attention
-// does RoPEKV's work.
+// does RoPEKV's work; and, as a session's decode step, the norms fold
+// into the products where they have fast kernels (Q8_0).
 func TestBatchDispatches(t *testing.T) {
-	for _, rope := range []bool{false, true} {
-		m := loadShared(t, "models/stories260K.gguf", Options{Context: 16, RoPEInAttention: rope})
+	for _, c := range []struct {
+		model          string
+		rope           bool
+		perLayer, tail int
+	}{
+		// F32: norm, QKV, RoPEKV, attention ×2, o + residual, norm,
+		// gate+up, activation, down + residual; embed, norm, LM head.
+		{"stories260K.gguf", false, 10, 3},
+		{"stories260K.gguf", true, 9, 3},
+		// Q8_0: the norms inside QKV, gate+up (with the activation) and
+		// the head.
+		{"stories260K-Q8_0.gguf", false, 7, 2},
+		{"stories260K-Q8_0.gguf", true, 6, 2},
+	} {
+		m := loadShared(t, "models/"+c.model, Options{Context: 16, RoPEInAttention: c.rope})
 		b, err := m.NewBatch(4)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer b.Close()
-		// F32 weights: norm, QKV, RoPEKV, attention ×2, o + residual,
-		// norm, gate+up, activation, down + residual; then embed, norm,
-		// LM head.
-		want := m.Config.Layers*10 + 3
-		if rope {
-			want -= m.Config.Layers
-		}
+		want := m.Config.Layers*c.perLayer + c.tail
 		for _, n := range []int{1, 2, 4} {
 			ops, err := b.plan(n)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(ops) != want {
-				t.Errorf("a step of %d sessions (RoPE in attention %v): %d dispatches, want %d", n, rope, len(ops), want)
+				t.Errorf("%s, a step of %d sessions (RoPE in attention %v): %d dispatches, want %d", c.model, n, c.rope, len(ops), want)
 			}
 		}
 	}

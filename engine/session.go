@@ -292,11 +292,7 @@ func (s *Session) build(k planKey) (*plan, error) {
 	// the 8B shape's norms changed nothing (docs/BENCHMARKS.md, tenth
 	// session).
 	normFor := func(x, g, out *kernels.Buffer, rows int, q8ok bool, ws ...*kernels.Weight) (*kernels.Buffer, kernels.NormIn) {
-		fuse := rows == 1 && len(ws) > 0 && !(q8ok && q8.xq != nil)
-		for _, w := range ws {
-			fuse = fuse && w.CanNorm()
-		}
-		if !fuse {
+		if rows != 1 || !foldsNorm(q8ok && q8.xq != nil, ws...) {
 			norm(x, g, out, rows, q8ok)
 			return out, kernels.NormIn{}
 		}
@@ -574,4 +570,21 @@ func (s *Session) ForwardAll(ids []int) ([][]float32, error) {
 		out[i] = flat[i*v : (i+1)*v]
 	}
 	return out, nil
+}
+
+// foldsNorm reports whether the products ws, which read a norm's output,
+// take the norm inside (MatMulOpts.Norm, no dispatch of its own): every
+// one has a normed kernel and none reads 8-bit inputs (q8). A session's
+// decode step and a batch step decide alike, so that a batched sequence
+// gets the bits it gets alone.
+func foldsNorm(q8 bool, ws ...*kernels.Weight) bool {
+	if q8 || len(ws) == 0 {
+		return false
+	}
+	for _, w := range ws {
+		if !w.CanNorm() {
+			return false
+		}
+	}
+	return true
 }
