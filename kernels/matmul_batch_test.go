@@ -77,9 +77,6 @@ func checkMatMulBatch(t *testing.T, d *Device, r *rand.Rand, c batchCase) {
 	}
 	defer w.Release()
 	xs, os := c.cols+c.xPad, c.rows+c.oPad
-	align := d.Limits().MinStorageOffsetAlignment
-	// Each vector also alone, at an aligned offset, for the m == 1 run.
-	slot := func(n int) int { return (n*4 + align - 1) / align * align }
 	xAll := make([]float32, c.n*xs)
 	for b := range c.n {
 		copy(xAll[b*xs:], randF32(r, c.cols, 1))
@@ -94,10 +91,8 @@ func checkMatMulBatch(t *testing.T, d *Device, r *rand.Rand, c batchCase) {
 		return b
 	}
 	in := buf("x", len(xAll)*4)
-	one := buf("x1", c.n*slot(c.cols))
 	biasBuf := buf("bias", c.rows*4)
 	out := buf("out", c.n*os*4)
-	outOne := buf("out1", c.n*slot(c.rows))
 	if err := d.WriteF32(in, 0, xAll); err != nil {
 		t.Fatal(err)
 	}
@@ -141,24 +136,11 @@ func checkMatMulBatch(t *testing.T, d *Device, r *rand.Rand, c batchCase) {
 	defer releaseOps(ops)
 	e := d.NewEncoder()
 	e.Run(ops...)
-	for b := range c.n {
-		xb := BufferRange{Buf: one, Offset: uint64(b * slot(c.cols)), Size: uint64(c.cols * 4)}
-		ob := BufferRange{Buf: outOne, Offset: uint64(b * slot(c.rows)), Size: uint64(c.rows * 4)}
-		if err := d.WriteF32(one, xb.Offset, xAll[b*xs:b*xs+c.cols]); err != nil {
-			t.Fatal(err)
-		}
-		if c.acc {
-			if err := d.WriteF32(outOne, ob.Offset, accAll[b*os:b*os+c.rows]); err != nil {
-				t.Fatal(err)
-			}
-		}
-		ops1, err := d.MatMul(w, xb, ob, 1, one1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer releaseOps(ops1)
-		e.Run(ops1...)
+	var start func(b int) []float32
+	if c.acc {
+		start = func(b int) []float32 { return accAll[b*os : b*os+c.rows] }
 	}
+	readAlone := runAlone(t, d, e, w, c.n, c.cols, c.rows, one1, func(b int) []float32 { return xAll[b*xs : b*xs+c.cols] }, start)
 	if err := e.Submit(); err != nil {
 		t.Fatal(err)
 	}
@@ -166,10 +148,7 @@ func checkMatMulBatch(t *testing.T, d *Device, r *rand.Rand, c batchCase) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alone, err := d.ReadF32(outOne, 0, c.n*slot(c.rows)/4)
-	if err != nil {
-		t.Fatal(err)
-	}
+	alone := readAlone()
 	x := make([]float32, 0, c.n*c.cols)
 	for b := range c.n {
 		x = append(x, xAll[b*xs:b*xs+c.cols]...)
@@ -184,7 +163,7 @@ func checkMatMulBatch(t *testing.T, d *Device, r *rand.Rand, c batchCase) {
 	bad, diff := 0, 0
 	for b := range c.n {
 		for row := range c.rows {
-			g, w1, a := got[b*os+row], want[b*c.rows+row], alone[b*slot(c.rows)/4+row]
+			g, w1, a := got[b*os+row], want[b*c.rows+row], alone[b][row]
 			if !closeTo(g, w1, tol, 1e-4) {
 				if bad++; bad <= 5 {
 					t.Errorf("out[%d][%d] = %v, want %v", b, row, g, w1)
@@ -208,6 +187,57 @@ func checkMatMulBatch(t *testing.T, d *Device, r *rand.Rand, c batchCase) {
 	}
 	if bad+diff > 0 {
 		t.Errorf("%d of %d values off the reference, %d differ from m == 1", bad, len(want), diff)
+	}
+}
+
+// runAlone records on e MatMul (m == 1) of each of n vectors vec(b)
+// alone, each at its own aligned offset, into rows values that hold
+// start(b) first (where start is set), and returns what reads those
+// outputs back once e is submitted: the m == 1 side of the batched
+// kernels' bit-for-bit tests.
+func runAlone(t *testing.T, d *Device, e *Encoder, w *Weight, n, cols, rows int, o MatMulOpts, vec, start func(b int) []float32) func() [][]float32 {
+	t.Helper()
+	align := uint64(d.Limits().MinStorageOffsetAlignment)
+	slot := func(n int) uint64 { return (uint64(n)*4 + align - 1) / align * align }
+	one, err := d.NewBuffer("x1", uint64(n)*slot(cols))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(one.Release)
+	outOne, err := d.NewBuffer("out1", uint64(n)*slot(rows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(outOne.Release)
+	for b := range n {
+		xb := BufferRange{Buf: one, Offset: uint64(b) * slot(cols), Size: uint64(cols * 4)}
+		ob := BufferRange{Buf: outOne, Offset: uint64(b) * slot(rows), Size: uint64(rows * 4)}
+		if err := d.WriteF32(one, xb.Offset, vec(b)); err != nil {
+			t.Fatal(err)
+		}
+		if start != nil {
+			if err := d.WriteF32(outOne, ob.Offset, start(b)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ops, err := d.MatMul(w, xb, ob, 1, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { releaseOps(ops) })
+		e.Run(ops...)
+	}
+	return func() [][]float32 {
+		all, err := d.ReadF32(outOne, 0, n*int(slot(rows))/4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([][]float32, n)
+		for b := range out {
+			i := b * int(slot(rows)) / 4
+			out[b] = all[i : i+rows]
+		}
+		return out
 	}
 }
 

@@ -219,24 +219,7 @@ func TestMatMulBatchGatedNorm(t *testing.T) {
 			defer releaseOps(ops)
 			e := d.NewEncoder()
 			e.Run(ops...)
-			align := uint64(d.Limits().MinStorageOffsetAlignment)
-			// Each vector alone, copied to an aligned offset.
-			xsz, osz := uint64(c.cols*4), uint64(c.ffn*4)
-			xslot, oslot := (xsz+align-1)/align*align, (osz+align-1)/align*align
-			one := buf("x1", make([]float32, c.n*int(xslot)/4))
-			outOne := buf("out1", make([]float32, c.n*int(oslot)/4))
-			for b := range c.n {
-				if err := d.WriteF32(one, uint64(b)*xslot, x[b*c.cols:(b+1)*c.cols]); err != nil {
-					t.Fatal(err)
-				}
-				ops1, err := d.MatMul(w, BufferRange{Buf: one, Offset: uint64(b) * xslot, Size: xsz},
-					BufferRange{Buf: outOne, Offset: uint64(b) * oslot, Size: osz}, 1, o)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer releaseOps(ops1)
-				e.Run(ops1...)
-			}
+			readAlone := runAlone(t, d, e, w, c.n, c.cols, c.ffn, o, func(b int) []float32 { return x[b*c.cols : (b+1)*c.cols] }, nil)
 			if err := e.Submit(); err != nil {
 				t.Fatal(err)
 			}
@@ -244,14 +227,11 @@ func TestMatMulBatchGatedNorm(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			all, err := d.ReadF32(outOne, 0, c.n*int(oslot)/4)
-			if err != nil {
-				t.Fatal(err)
-			}
+			alone := readAlone()
 			diff := 0
 			for b := range c.n {
 				for i := range c.ffn {
-					g, a := got[b*c.ffn+i], all[b*int(oslot)/4+i]
+					g, a := got[b*c.ffn+i], alone[b][i]
 					if math.Float32bits(g) != math.Float32bits(a) {
 						if diff++; diff <= 5 {
 							t.Errorf("vector %d row %d: %v batched, %v alone", b, i, g, a)
