@@ -187,23 +187,28 @@ fn xl(i: u32) -> vec4<f32> {
 }
 `
 
-// matvecNormed rewrites a fast m == 1 kernel's source for MatMulOpts.Norm:
-// one more row in the reductions carries the sum of squares, and the rows'
-// sums are scaled by 1/rms(x) before they are stored.
-func matvecNormed(src string) (string, error) {
-	src, err := replaceAll(src,
-		"    flags: u32,\n}", "    flags: u32,\n    eps: f32,\n    add_one: f32,\n    pad0: u32,\n    pad1: u32,\n}",
-		"const RED: u32 = R * RS;", "const RED: u32 = (R + 1u) * RS;",
-		"const RED2: u32 = R * 8u;", "const RED2: u32 = (R + 1u) * 8u;",
-	)
-	if err == nil {
-		src, err = setBlock(src, "XLOAD", matvecNormXL)
-	}
-	if err == nil {
-		src, err = setBlock(src, "NSUM", "    red[R * RS + lid] = hsum(ssq);\n")
-	}
-	if err == nil {
-		src, err = setBlock(src, "NSCALE", `    var ss = 0.0;
+// matvecBatchNormXL is matvecNormXL for the NB vectors of a batched
+// kernel: each vector's sum of squares apart (xv), in the order the m ==
+// 1 kernel sums its one.
+const matvecBatchNormXL = `@group(0) @binding(5) var<storage, read> gw: array<vec4<f32>>;
+var<private> ssq: array<vec4<f32>, NB>;
+
+fn xl(i: u32) -> vec4<f32> {
+    let v = x[xo + i];
+    ssq[xv] += v * v;
+    return v * (gw[i] + vec4<f32>(params.add_one));
+}
+`
+
+// matvecNormed rewrites a fast kernel's source for MatMulOpts.Norm: one
+// more row in the reductions carries the sum of squares, and the rows'
+// sums are scaled by 1/rms(x) before they are stored. batched: a kernel
+// of matvecFastBatch (and gateFast), where NB more rows carry the
+// vectors' sums and each vector's R rows are scaled by its own 1/rms —
+// every step the m == 1 normed kernel's, so each vector gets its bits.
+func matvecNormed(src string, batched bool) (string, error) {
+	params, red, red2 := "    flags: u32,\n}", "const RED: u32 = R * RS;", "const RED2: u32 = R * 8u;"
+	xl, nsum, nscale := matvecNormXL, "    red[R * RS + lid] = hsum(ssq);\n", `    var ss = 0.0;
     for (var i = 0u; i < 8u; i++) {
         ss += red2[R * 8u + i];
     }
@@ -212,7 +217,39 @@ func matvecNormed(src string) (string, error) {
         red2[q] *= nscale;
     }
     workgroupBarrier();
-`)
+`
+	if batched {
+		params, red, red2 = "    pad0: u32,\n    pad1: u32,\n}", "const RED: u32 = R * NB * RS;", "const RED2: u32 = R * NB * 8u;"
+		xl, nsum, nscale = matvecBatchNormXL, `    for (var v = 0u; v < NB; v++) {
+        red[(R * NB + v) * RS + lid] = hsum(ssq[v]);
+    }
+`, `    for (var v = 0u; v < NB; v++) {
+        var ss = 0.0;
+        for (var i = 0u; i < 8u; i++) {
+            ss += red2[(R * NB + v) * 8u + i];
+        }
+        let nscale = inverseSqrt(ss / f32(params.cols) + params.eps);
+        for (var q = lid; q < R * 8u; q += WG) {
+            red2[v * R * 8u + q] *= nscale;
+        }
+    }
+    workgroupBarrier();
+`
+	}
+	rowsUp := func(c string) string { return strings.Replace(c, "= R ", "= (R + 1u) ", 1) }
+	eps := "    eps: f32,\n    add_one: f32,\n"
+	if !batched {
+		eps = "    flags: u32,\n" + eps + "    pad0: u32,\n    pad1: u32,\n"
+	}
+	src, err := replaceAll(src, params, eps+"}", red, rowsUp(red), red2, rowsUp(red2))
+	if err == nil {
+		src, err = setBlock(src, "XLOAD", xl)
+	}
+	if err == nil {
+		src, err = setBlock(src, "NSUM", nsum)
+	}
+	if err == nil {
+		src, err = setBlock(src, "NSCALE", nscale)
 	}
 	if err != nil {
 		return "", fmt.Errorf("kernels: normed matvec: %w", err)
@@ -565,7 +602,7 @@ func (d *Device) MatMul(w *Weight, x, out BufferRange, m int, opts MatMulOpts) (
 				key += "/gated/" + opts.Act.String()
 			}
 			if normed {
-				if src, err = matvecNormed(src); err != nil {
+				if src, err = matvecNormed(src, false); err != nil {
 					return nil, err
 				}
 				key += "/normed"

@@ -179,14 +179,14 @@ func (d *Device) MatMulBatch(w *Weight, x, out BufferRange, n int, o BatchOpts) 
 	}
 	var src, key string
 	if fast != "" {
-		src, err = matvecFastBatch(fast, r, unroll, n, o.Gated)
+		src, err = matvecFastBatch(fast, r, unroll, n, o.Gated, normed)
 		key = fmt.Sprintf("matvecfast-batch/%s/wg%d/r%d/u%d/n%d/q8x=%v", w.DType, wg, r, unroll, n, o.Q8X)
 		if err == nil && o.Gated {
 			src, err = gateFast(src, o.Act, true)
 			key += "/gated/" + o.Act.String()
 		}
 		if err == nil && normed {
-			src, err = matvecBatchNormed(src)
+			src, err = matvecNormed(src, true)
 			key += "/normed"
 		}
 		if err == nil && groups > 1 {
@@ -357,10 +357,14 @@ var xIndex = regexp.MustCompile(`\bx\[`)
 // matvecFastBatch rewrites a dtype's matmul_vecfast.wgsl source for NB
 // vectors: x is read from xo, the first vec4 of the vector the unit
 // loads are for, and the generated body keeps R × NB accumulators.
-func matvecFastBatch(src string, r, u, nb int, gated bool) (string, error) {
+func matvecFastBatch(src string, r, u, nb int, gated, normed bool) (string, error) {
 	src = xIndex.ReplaceAllLiteralString(src, "x[xo + ")
+	decl := "var<private> xo: u32;"
+	if normed {
+		decl += "\nvar<private> xv: u32; // the vector xo points at (its sum of squares)"
+	}
 	src, err := replaceAll(src,
-		"    flags: u32,\n}", batchParams+"\n\nvar<private> xo: u32;\nvar<private> xv: u32; // the vector xo points at",
+		"    flags: u32,\n}", batchParams+"\n\n"+decl,
 		"const RED: u32 = R * RS;", "const NB: u32 = 1u;\nconst RED: u32 = R * NB * RS;",
 		"const RED2: u32 = R * 8u;", "const RED2: u32 = R * NB * 8u;",
 	)
@@ -402,7 +406,11 @@ func matvecFastBatch(src string, r, u, nb int, gated bool) (string, error) {
 				fmt.Fprintf(&b, "        let d%d = udec(w%d_%d, %s);\n", i, j, i, ue)
 			}
 			for v := range nb {
-				fmt.Fprintf(&b, "        xo = %du * xs4;\n        xv = %du;\n        let x%d = xunit(%s);\n", v, v, v, ue)
+				fmt.Fprintf(&b, "        xo = %du * xs4;\n", v)
+				if normed {
+					fmt.Fprintf(&b, "        xv = %du;\n", v)
+				}
+				fmt.Fprintf(&b, "        let x%d = xunit(%s);\n", v, ue)
 				for i := range r {
 					switch {
 					case n == 1:
@@ -438,58 +446,6 @@ func matvecFastBatch(src string, r, u, nb int, gated bool) (string, error) {
 		}
 	}
 	return pre + b.String() + post, nil
-}
-
-// matvecBatchNormXL is matvecNormXL for NB vectors: each vector's sum of
-// squares apart (xv), in the order the m == 1 kernel sums its one.
-const matvecBatchNormXL = `@group(0) @binding(5) var<storage, read> gw: array<vec4<f32>>;
-var<private> ssq: array<vec4<f32>, NB>;
-
-fn xl(i: u32) -> vec4<f32> {
-    let v = x[xo + i];
-    ssq[xv] += v * v;
-    return v * (gw[i] + vec4<f32>(params.add_one));
-}
-`
-
-// matvecBatchNormed is matvecNormed for a batched fast kernel (after
-// matvecFastBatch and gateFast): NB more rows in the reductions carry
-// the vectors' sums of squares, and each vector's R row sums are scaled
-// by its 1/rms before they are stored; every step is the m == 1 normed
-// kernel's, so each vector gets its bits.
-func matvecBatchNormed(src string) (string, error) {
-	src, err := replaceAll(src,
-		"    pad0: u32,\n    pad1: u32,\n}", "    eps: f32,\n    add_one: f32,\n}",
-		"const RED: u32 = R * NB * RS;", "const RED: u32 = (R + 1u) * NB * RS;",
-		"const RED2: u32 = R * NB * 8u;", "const RED2: u32 = (R + 1u) * NB * 8u;",
-	)
-	if err == nil {
-		src, err = setBlock(src, "XLOAD", matvecBatchNormXL)
-	}
-	if err == nil {
-		src, err = setBlock(src, "NSUM", `    for (var v = 0u; v < NB; v++) {
-        red[(R * NB + v) * RS + lid] = hsum(ssq[v]);
-    }
-`)
-	}
-	if err == nil {
-		src, err = setBlock(src, "NSCALE", `    for (var v = 0u; v < NB; v++) {
-        var ss = 0.0;
-        for (var i = 0u; i < 8u; i++) {
-            ss += red2[(R * NB + v) * 8u + i];
-        }
-        let nscale = inverseSqrt(ss / f32(params.cols) + params.eps);
-        for (var q = lid; q < R * 8u; q += WG) {
-            red2[v * R * 8u + q] *= nscale;
-        }
-    }
-    workgroupBarrier();
-`)
-	}
-	if err != nil {
-		return "", fmt.Errorf("kernels: normed batched matvec: %w", err)
-	}
-	return src, nil
 }
 
 // groupR0 is the fast kernels' first row of a workgroup: R rows, or R/2
