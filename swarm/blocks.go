@@ -119,7 +119,6 @@ func (s *Store) put(h rdrr.Hash, index int, data []byte, verified *rdrr.Shard) (
 	s.st.BytesWritten += int64(len(data))
 	s.blockChangedLocked()
 	s.mu.Unlock()
-	s.hashWhole(e, index, data)
 	return true, nil
 }
 
@@ -130,42 +129,6 @@ func sameBlock(own rdrr.Shard, theirs *rdrr.Shard, index, n int) bool {
 	return theirs != nil && index >= 0 && index < len(own.Blocks) && index < len(theirs.Blocks) &&
 		theirs.Size == own.Size && theirs.BlockSize == own.BlockSize &&
 		theirs.Blocks[index] == own.Blocks[index] && n == own.BlockLen(index)
-}
-
-// hashWhole extends the partial's running whole-shard hash with block
-// index, just written and hashed, when it is the next in order, and then
-// with the blocks already written after it (read back from the page
-// cache). Complete then checks the shard's hash without reading the file
-// again. The caller holds e.io exclusively.
-func (s *Store) hashWhole(e *entry, index int, data []byte) {
-	if index != e.wholeNext {
-		return
-	}
-	if e.whole == nil {
-		e.whole = sha256.New()
-	}
-	e.whole.Write(data)
-	e.wholeNext++
-	var buf []byte
-	for e.wholeNext < len(e.sh.Blocks) {
-		i := e.wholeNext
-		s.mu.Lock()
-		ok := e.have[i] && e.checked[i]
-		s.mu.Unlock()
-		if !ok {
-			return
-		}
-		if buf == nil {
-			buf = make([]byte, e.sh.BlockSize)
-		}
-		blk := buf[:e.sh.BlockLen(i)]
-		if _, err := e.f.ReadAt(blk, int64(i)*e.sh.BlockSize); err != nil && !errors.Is(err, io.EOF) {
-			e.whole, e.wholeNext = nil, 0 // Complete reads the file instead
-			return
-		}
-		e.whole.Write(blk)
-		e.wholeNext++
-	}
 }
 
 // createPartial creates the partial file at full size and an empty
@@ -179,7 +142,6 @@ func (s *Store) createPartial(h rdrr.Hash, e *entry) error {
 		f.Close()
 		return err
 	}
-	e.whole, e.wholeNext = nil, 0
 	if err := rdrr.WriteFileAtomic(s.sidecarPath(h), []byte(sidecarMagic)); err != nil {
 		f.Close()
 		return err
@@ -222,10 +184,20 @@ func (s *Store) openPartial(h rdrr.Hash, e *entry) error {
 
 // Complete moves a shard whose every block is in the partial file into
 // shards/: it syncs the file, checks every block not yet hashed in this
-// process and the whole-file hash, and renames. A crash at any point
-// leaves either the partial or the complete shard, never a complete shard
-// with a bad byte. Blocks found bad are dropped and the error wraps
-// rdrr.ErrBadBlock and ErrIncomplete; fetch them again.
+// process, and renames. A crash at any point leaves either the partial or
+// the complete shard, never a complete shard with a bad byte. Blocks found
+// bad are dropped and the error wraps rdrr.ErrBadBlock and ErrIncomplete;
+// fetch them again.
+//
+// Each byte is hashed once, against its block's leaf: a shard whose every
+// block matches the store's table is the shard that table describes, and
+// every model naming the shard with that table (its ID commits to it)
+// gets exactly those bytes. The whole-file hash, the shard's name, is
+// checked as well only when another model names the shard with another
+// table (entry.conflict): then one of the two manifests lies, and the
+// file decides; a shard whose bytes do not hash to its name is not kept
+// (the error wraps rdrr.ErrManifest). AddModel settles a conflict with a
+// shard already complete.
 func (s *Store) Complete(h rdrr.Hash) error {
 	e, err := s.lookup(h)
 	if err != nil {
@@ -234,7 +206,7 @@ func (s *Store) Complete(h rdrr.Hash) error {
 	e.io.Lock()
 	defer e.io.Unlock()
 	s.mu.Lock()
-	state, nhave, n := e.state, e.nhave, len(e.have)
+	state, nhave, n, conflict := e.state, e.nhave, len(e.have), e.conflict
 	checked := append([]bool(nil), e.checked...)
 	s.mu.Unlock()
 	if state == stateComplete {
@@ -249,37 +221,44 @@ func (s *Store) Complete(h rdrr.Hash) error {
 	if err := e.f.Sync(); err != nil {
 		return err
 	}
-	whole := e.whole
-	e.whole = nil
-	var bad []int
-	if whole == nil || e.wholeNext != n || slices.Contains(checked, false) {
-		// Blocks from an earlier run, or written out of order: read the
-		// shard back, hashing each block not yet hashed in this process.
+	var whole hash.Hash
+	if conflict {
 		whole = sha256.New()
+	}
+	var bad []int
+	if whole != nil || slices.Contains(checked, false) {
+		// Blocks from an earlier run, or the name to prove: read the
+		// shard back.
 		buf := make([]byte, e.sh.BlockSize)
 		for i := range n {
+			if checked[i] && whole == nil {
+				continue
+			}
 			blk := buf[:e.sh.BlockLen(i)]
 			if _, err := e.f.ReadAt(blk, int64(i)*e.sh.BlockSize); err != nil && !errors.Is(err, io.EOF) {
 				return fmt.Errorf("shard %s block %d: %w", h.Short(), i, err)
 			}
-			whole.Write(blk)
+			if whole != nil {
+				whole.Write(blk)
+			}
 			if !checked[i] && e.sh.CheckBlock(i, blk) != nil {
 				bad = append(bad, i)
 			}
 		}
 	}
-	e.wholeNext = 0
 	if len(bad) > 0 {
 		s.dropBlocks(h, e, bad)
 		return fmt.Errorf("shard %s: %d blocks bad on disk (%w): %w", h.Short(), len(bad), rdrr.ErrBadBlock, ErrIncomplete)
 	}
-	if got := sumOf(whole); got != h {
-		// Every block matches its hash, but the blocks are not the shard the
-		// manifest names: the manifest is inconsistent. Keep nothing.
-		s.mu.Lock()
-		s.dropFilesLocked(h, e)
-		s.mu.Unlock()
-		return fmt.Errorf("shard %s: blocks match the manifest but the content hashes to %s: %w", h.Short(), got.Short(), rdrr.ErrManifest)
+	if whole != nil {
+		if got := sumOf(whole); got != h {
+			// Every block matches the table, but the blocks are not the
+			// shard the name says: this table's manifest lies. Keep nothing.
+			s.mu.Lock()
+			s.dropFilesLocked(h, e)
+			s.mu.Unlock()
+			return fmt.Errorf("shard %s: blocks match the manifest but the content hashes to %s: %w", h.Short(), got.Short(), rdrr.ErrManifest)
+		}
 	}
 	s.closeSide(e)
 	if err := os.Rename(s.partialPath(h), s.shardPath(h)); err != nil {
@@ -310,7 +289,6 @@ func sumOf(h hash.Hash) rdrr.Hash {
 // to partial (its other blocks are kept, to be re-verified), so a fetch
 // re-fetches only what was lost. The caller holds e.io exclusively.
 func (s *Store) dropBlocks(h rdrr.Hash, e *entry, bad []int) {
-	e.whole, e.wholeNext = nil, 0
 	s.mu.Lock()
 	for _, b := range bad {
 		if e.have[b] {

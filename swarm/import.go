@@ -123,6 +123,22 @@ func (s *Store) importShard(ctx context.Context, path string, sh rdrr.Shard, buf
 		return err
 	}
 	defer f.Close()
+	// The store hashes fetched shards once, block by block (Complete); an
+	// import checks the file's name too, so that a directory whose
+	// manifest names a shard by a hash its bytes do not have is refused
+	// here, naming the shard, rather than stored.
+	if fi, err := f.Stat(); err != nil {
+		return err
+	} else if fi.Size() != sh.Size {
+		return fmt.Errorf("%s: %d bytes, want %d: %w", path, fi.Size(), sh.Size, rdrr.ErrBadBlock)
+	}
+	whole := sha256.New()
+	if _, err := io.CopyBuffer(whole, io.NewSectionReader(f, 0, sh.Size), buf); err != nil {
+		return err
+	}
+	if got := sumOf(whole); got != sh.Hash {
+		return fmt.Errorf("the file hashes to %s: %w", got.Short(), rdrr.ErrManifest)
+	}
 	have := s.HaveBlocks(sh.Hash)
 	for i := range sh.Blocks {
 		if err := ctx.Err(); err != nil {

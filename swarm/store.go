@@ -1,9 +1,10 @@
 package swarm
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -25,8 +26,10 @@ import (
 //	partial/<hash>.blocks             the partial's sidecar: verified blocks
 //
 // A file under shards/ only ever appears by an fsync'd rename of a partial
-// whose every block and whole-file hash matched, so a crash can leave a
-// partial behind but never a shard that claims to be complete. The sidecar
+// whose every block matched its table (and, when two manifests name the
+// shard with different tables, whose whole-file hash matched: see
+// Complete), so a crash can leave a partial behind but never a shard that
+// claims to be complete. The sidecar
 // is an 8-byte magic followed by little-endian uint32 block indices,
 // appended after each block is written; on restart the blocks it names are
 // trusted only after they are hashed again (lazily, on first read, or all at
@@ -105,19 +108,18 @@ type entry struct {
 	io   sync.RWMutex
 	f    *os.File // opened lazily; survives the partial → shard rename
 	side *os.File // the partial's sidecar, append-only
-	// whole hashes the partial's blocks [0, wholeNext) in order as they are
-	// written, so Complete need not read the shard back (blocks.go). Held
-	// with io exclusively; nil when not started or reset.
-	whole     hash.Hash
-	wholeNext int
 
 	// Guarded by Store.mu.
-	state   shardState
-	have    []bool // verified when written, or claimed by disk after a restart
-	checked []bool // hashed since this process opened the store
-	nhave   int
-	pins    int
-	lastUse time.Time
+	state shardState
+	// conflict: some model names this shard with a table other than sh
+	// (size, block size or root), so one of the manifests lies about it;
+	// Complete then checks the whole-file hash as well.
+	conflict bool
+	have     []bool // verified when written, or claimed by disk after a restart
+	checked  []bool // hashed since this process opened the store
+	nhave    int
+	pins     int
+	lastUse  time.Time
 }
 
 // Store is a content-addressed shard store on disk with a size quota and
@@ -283,6 +285,9 @@ func (s *Store) addModelLocked(id rdrr.ModelID, m *rdrr.Manifest) {
 			e = &entry{sh: sh, models: map[rdrr.ModelID]bool{}, have: make([]bool, n), checked: make([]bool, n)}
 			s.entries[sh.Hash] = e
 		}
+		if !sameTable(e.sh, sh) {
+			e.conflict = true
+		}
 		e.models[id] = true
 	}
 	s.changedLocked()
@@ -389,6 +394,9 @@ func (s *Store) AddModel(manifest, sig []byte) (rdrr.ModelID, error) {
 	if have {
 		return id, nil
 	}
+	if err := s.settleTables(m); err != nil {
+		return id, err
+	}
 	root := filepath.Join(s.dir, "models")
 	tmp, err := os.MkdirTemp(root, ".add-")
 	if err != nil {
@@ -415,6 +423,77 @@ func (s *Store) AddModel(manifest, sig []byte) (rdrr.ModelID, error) {
 	s.addModelLocked(id, m)
 	s.log.Info("store: model added", "model", id, "shards", len(m.Shards), "bytes", m.TotalSize())
 	return id, nil
+}
+
+// sameTable reports whether two tables of one shard hash agree: size,
+// block size and root (which the manifest's validation ties to its
+// blocks).
+func sameTable(a, b rdrr.Shard) bool {
+	return a.Size == b.Size && a.BlockSize == b.BlockSize && a.Root == b.Root
+}
+
+// settleTables checks m's shards against those the store holds complete
+// under another table (another model names the same hash with another
+// size, block size or root). Complete keeps a shard whose blocks match
+// its table without hashing it whole, so such a file may hold what a
+// lying manifest described: the file's own hash decides. If it is the
+// shard's name, m lies about the shard and is refused (rdrr.ErrManifest);
+// if not, the file goes, and the shard is fetched again under m's table.
+func (s *Store) settleTables(m *rdrr.Manifest) error {
+	for i, sh := range m.Shards {
+		s.mu.Lock()
+		e, ok := s.entries[sh.Hash]
+		differs := ok && !sameTable(e.sh, sh) && e.state == stateComplete
+		s.mu.Unlock()
+		if !differs {
+			continue
+		}
+		named, err := s.settle(e, sh)
+		if err != nil {
+			return fmt.Errorf("shard %d (%s): %w", i, sh.Hash.Short(), err)
+		}
+		if named {
+			return fmt.Errorf("shard %d (%s): its block table disagrees with the stored shard of that hash: %w", i, sh.Hash.Short(), rdrr.ErrManifest)
+		}
+	}
+	return nil
+}
+
+// settle hashes complete shard e whole. When the bytes are not the shard
+// sh.Hash names, it drops them and takes sh as the entry's table (the one
+// it had is a lie). The caller holds no lock.
+func (s *Store) settle(e *entry, sh rdrr.Shard) (named bool, err error) {
+	h := sh.Hash
+	e.io.Lock()
+	defer e.io.Unlock()
+	s.mu.Lock()
+	complete := e.state == stateComplete
+	s.mu.Unlock()
+	if !complete {
+		return false, nil
+	}
+	f, err := os.Open(s.shardPath(h))
+	if err != nil {
+		return false, err
+	}
+	whole := sha256.New()
+	_, err = io.CopyBuffer(whole, io.NewSectionReader(f, 0, e.sh.Size), make([]byte, rdrr.MaxBlockSize))
+	f.Close()
+	if err != nil {
+		return false, err
+	}
+	got := sumOf(whole)
+	if got == h {
+		return true, nil
+	}
+	s.log.Warn("store: a complete shard's bytes are not its name; the table it was fetched under lied, dropping it", "shard", h.Short(), "hashes_to", got.Short())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropFilesLocked(h, e)
+	e.sh = sh
+	e.have, e.checked, e.nhave = make([]bool, len(sh.Blocks)), make([]bool, len(sh.Blocks)), 0
+	e.conflict = true
+	return false, nil
 }
 
 // SetInfo records a model's name and provenance (info.json, outside its
