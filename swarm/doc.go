@@ -34,13 +34,12 @@
 //     fetching it). A fetcher whose holdings have not moved for that wait
 //     (killed mid-transfer, its inventory not yet expired) drops off the
 //     ring, and its territory is cut among the others.
-//     Requests to a seed are a quarter of BlocksPerRequest, and a whole
-//     fetch with FetchOptions.Settle (doppler node --pull: SwarmSettle,
-//     500 ms) asks a seed for nothing until it has run that long and the
-//     fetchers it sees have stopped changing, so that it sees the other
-//     fetchers (their inventories) before it takes a territory: asked
-//     earlier, every shard looks like its own and N fetchers would each
-//     take a block of the same shard.
+//     Requests to a seed are a quarter of BlocksPerRequest. A fetch asks
+//     the seed at once, before it knows the other fetchers (every shard
+//     then looks like its own): a super-seed (p2p.Options.SuperSeed)
+//     answers busy to a block it is sending to another, so N fetchers
+//     starting together still take each block from it once, and any wait
+//     leaves the seed's upload, the swarm's critical path, idle.
 //     A fetch limited to some shards (FetchOptions.Shards, the engine
 //     reading a tensor) has no territory: it must not wait.
 //   - Holder choice. Among a shard's holders the fetch asks the one with

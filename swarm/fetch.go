@@ -56,14 +56,6 @@ type FetchOptions struct {
 	MaxFailures int
 	Backoff     time.Duration // first set-aside (1s)
 	MaxBackoff  time.Duration // longest set-aside (30s)
-	// Settle: a fetch of the whole model asks a seed for nothing until it
-	// has run this long (0: at once). Until the other fetchers'
-	// inventories arrive every shard looks like this node's territory, and
-	// N fetchers starting together would each take a block of the same
-	// shard from the seed. doppler node --pull and the swarm benchmark
-	// use SwarmSettle; a one-off pull (doppler pull) does not wait, nor
-	// does any pull with HTTP sources.
-	Settle time.Duration
 	// WaitPeers is how long Fetch waits, with nothing in flight and no
 	// block arriving, while no peer it can reach holds a missing shard. A
 	// peer counts as reachable while it is in the PeerSet, holds a missing
@@ -212,12 +204,7 @@ type fetcher struct {
 	seen      map[string]*seenPeer
 	idleSince time.Time // when the last request in flight ended
 	began     time.Time // when the scheduling loop started
-	// settledAt: when the fetch settled (FetchOptions.Settle; zero
-	// before); fetchers, changed: the fetchers last seen and since when.
-	settledAt time.Time
-	fetchers  int
-	changed   time.Time
-	order     []int // tie-break order of shards (random)
+	order     []int     // tie-break order of shards (random)
 	reqs      map[*request]bool
 	perPeer   map[string]int
 	// seedReqs counts the requests in flight to seeds: while one is, a
@@ -739,7 +726,6 @@ func (f *fetcher) survey(usable []candidate) *view {
 	}
 	slices.Sort(keys)
 	v.rank, v.fetchers = slices.Index(keys, f.selfKey), len(keys)
-	f.settle(v.fetchers)
 	hi, _ := bits.Mul64(keys[0], uint64(n))
 	v.offset = int(hi)
 	return v
@@ -877,7 +863,7 @@ func (f *fetcher) fallbacks(v *view, now time.Time) {
 	// has not moved has an owner that is gone (killed mid-transfer, its
 	// inventory not yet expired) or stuck, and waits no longer than any.
 	if len(f.reqs) == 0 {
-		idle := now.Sub(maxTime(f.idleSince, f.settledAt))
+		idle := now.Sub(maxTime(f.idleSince, f.began))
 		v.fallback, v.fallbackBusy = idle >= v.wait, idle >= 4*v.wait
 		for s := range v.started {
 			if v.started[s] && now.Sub(f.partGrew[s]) >= v.wait {
@@ -900,30 +886,6 @@ func (f *fetcher) fallbackWait(usable []candidate, shardBytes int64) time.Durati
 		}
 	}
 	return wait
-}
-
-// SwarmSettle is FetchOptions.Settle for a node pulling in a swarm
-// (doppler node --pull). Every settle is time the seed's upload, the
-// swarm's critical path, stands idle: 20 real peers on 40 Mbit/s links
-// took 13.59 s on average over eight runs with 500 ms against 14.08 s over
-// nine with 1 s, the seed still sending 1.00× the model.
-const SwarmSettle = 500 * time.Millisecond
-
-// settle notes the number of fetchers a pass saw and settles the fetch
-// (FetchOptions.Settle) once it has run Settle and that number has not
-// changed for Settle/2, or it has run 3 × Settle. f.mu held.
-func (f *fetcher) settle(fetchers int) {
-	now := f.o.Clock.Now()
-	if fetchers != f.fetchers {
-		f.fetchers, f.changed = fetchers, now
-	}
-	if !f.settledAt.IsZero() {
-		return
-	}
-	ran := now.Sub(f.began)
-	if ran >= f.o.Settle && (now.Sub(f.changed) >= f.o.Settle/2 || ran >= 3*f.o.Settle) {
-		f.settledAt = now
-	}
 }
 
 // maxTime returns the later of a and b.
@@ -1113,8 +1075,7 @@ func (f *fetcher) best(fs *fshard, v *view, endgame bool) (c candidate, probe, o
 	// decide). Asked at once, the seed served every node whose holders
 	// were busy for a moment: at 300 simulated peers it sent 2.7 copies.
 	fallback := v.fallback && (!v.started[fs.idx] || v.fallbackBusy)
-	settled := !f.whole || !f.settledAt.IsZero()
-	seedOK := settled && (!f.whole || (seedOnly && (v.mine(fs.idx) || fallback)) || (!seedOnly && len(f.reqs) == 0 && v.fallback))
+	seedOK := !f.whole || (seedOnly && (v.mine(fs.idx) || fallback)) || (!seedOnly && len(f.reqs) == 0 && v.fallback)
 	// While a request to a seed is in flight, few others: they share
 	// this node's download link with it, and a seed's upload, the scarce
 	// resource, then ran at the speed of its receivers' shares (at 30

@@ -721,9 +721,6 @@ func (n *Node) fetch(ctx context.Context, id rdrr.ModelID, shards []rdrr.Hash, p
 	}()
 	o := n.opts.Fetch
 	o.Progress, o.Shards, o.Changed = progress, shards, changed
-	if src.Len() > 0 {
-		o.Settle = 0 // a pull from HTTP seeds must not wait
-	}
 	var ps PeerSet = n
 	if src.Len() > 0 {
 		ps = nodeSources{n, src}

@@ -65,7 +65,6 @@ type netFlags struct {
 	superSeed  bool          // send each block to one peer at a time (seed, node)
 	metrics    *swarmMetrics // node --http: count what the host serves (/metrics)
 	ca         []string      // pull --ca: PEM certificates the seeds' TLS may chain to
-	settle     time.Duration // node --pull: swarm.FetchOptions.Settle
 }
 
 func (f *netFlags) register(cmd *cobra.Command, bootstrap bool) {
@@ -127,7 +126,7 @@ func (f *netFlags) startNode(ctx context.Context, store *swarm.Store) (*swarm.No
 	o := swarm.NodeOptions{
 		Host: p2p.Options{Listen: f.listen, KeyFile: key, Bootstrap: f.bootstrap, MDNS: f.mdns, NAT: f.nat,
 			Logger: slog.Default()},
-		Fetch:   swarm.FetchOptions{WaitPeers: f.wait, Settle: f.settle},
+		Fetch:   swarm.FetchOptions{WaitPeers: f.wait},
 		Experts: swarm.ExpertOptions{Gatekeeper: f.gatekeeper},
 		Logger:  slog.Default(),
 	}
@@ -354,11 +353,6 @@ func newNodeCmd() *cobra.Command {
 			}
 			if hf.addr != "" || stats != "" {
 				nf.metrics = newSwarmMetrics(store)
-			}
-			if len(ids) > 0 {
-				// Pulling in a swarm: see the other fetchers before taking
-				// shards from a seed (swarm.FetchOptions.Settle).
-				nf.settle = swarm.SwarmSettle
 			}
 			n, err := nf.startNode(ctx, store)
 			if err != nil {

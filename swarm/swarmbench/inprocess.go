@@ -130,7 +130,7 @@ func (r *inRun) start(ctx context.Context, name string, fetchSeed uint64, isSeed
 	}
 	n, err := swarm.NewNode(ctx, s, swarm.NodeOptions{Host: hopts, Logger: log,
 		Fetch: swarm.FetchOptions{Seed: fetchSeed, WaitPeers: time.Minute, PerPeer: r.o.PerPeer, Parallel: r.o.Parallel,
-			RequestTimeout: r.o.RequestTimeout, Settle: swarm.SwarmSettle}}) // as doppler node --pull
+			RequestTimeout: r.o.RequestTimeout}}) // as doppler node --pull
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("%s: node: %w", name, err)
