@@ -3,13 +3,13 @@
 package engine
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/doppler-llm/doppler/kernels"
 )
@@ -30,7 +30,9 @@ const MaxBatch = kernels.MatMulBatchMax
 // that one dispatch reaches every session's cache. A session takes part
 // in steps between Join and Leave: while joined, the decode steps of its
 // Generate (and GenerateText) wait for the other joined sessions' and run
-// with them; its prefill still runs alone. Sessions join and leave at any
+// with them, one step ahead as alone (a session submits its next step
+// before it reads this one's token, so the CPU's encoding overlaps the
+// GPU's work); its prefill still runs alone. Sessions join and leave at any
 // time, each Generate on its own goroutine. A step runs once every joined
 // session waits for one, so a session that is joined but not generating
 // holds the others up: leave when done. Every session's tokens are the
@@ -58,21 +60,51 @@ type Batch struct {
 	xq                          *kernels.Buffer // a matmul's input in 8 bits (Options.Q8X)
 	bufs                        []*kernels.Buffer
 	plans                       map[int][]*kernels.Op // a step's forward pass over n sessions
-	steps, rows                 uint64
+	steps, rows, ahead          uint64
+	prev                        *batchStep // the last step submitted
 }
 
+// waiter is a session's place in the next step: its row, once the step
+// that holds it is submitted.
 type waiter struct {
 	s   *Session
 	smp *gpuSampler
-	tok int
+	pos int // where the token this step feeds back goes in s's cache
+
+	// Set before ok is closed, when the step is submitted.
+	row int
+	st  *batchStep
 	err error
 	ok  chan struct{}
+}
+
+// batchStep is a submitted step whose tokens have not been read back.
+type batchStep struct {
+	once sync.Once
+	read atomic.Bool // its tokens were read back
+	rb   *kernels.Readback
+	raw  []byte
+	err  error
+}
+
+// token returns the token sampled for row i, reading the step's tokens
+// back the first time it is called.
+func (st *batchStep) token(i int) (int, error) {
+	st.once.Do(func() {
+		st.raw, st.err = st.rb.Wait()
+		st.read.Store(true)
+	})
+	if st.err != nil {
+		return 0, st.err
+	}
+	return int(binary.LittleEndian.Uint32(st.raw[4*i:])), nil
 }
 
 // BatchStats counts a Batch's steps.
 type BatchStats struct {
 	Steps uint64 // decode steps run
 	Rows  uint64 // sessions advanced, summed over steps
+	Ahead uint64 // steps submitted before the previous step's tokens were read
 }
 
 // NewBatch allocates the activations of steps of up to max sessions (1
@@ -217,7 +249,7 @@ func (b *Batch) Max() int { return b.max }
 func (b *Batch) Stats() BatchStats {
 	b.run.Lock()
 	defer b.run.Unlock()
-	return BatchStats{Steps: b.steps, Rows: b.rows}
+	return BatchStats{Steps: b.steps, Rows: b.rows, Ahead: b.ahead}
 }
 
 // Close frees the batch's GPU memory, its sessions' KV caches with it. No
@@ -271,7 +303,7 @@ func (b *Batch) Leave(s *Session) {
 	ws := b.readyLocked()
 	b.mu.Unlock()
 	if ws != nil {
-		b.step(context.Background(), ws)
+		b.step(ws)
 	}
 }
 
@@ -289,48 +321,53 @@ func (b *Batch) readyLocked() []*waiter {
 	return ws
 }
 
-// decode is Session.step's decode for a joined session: it waits for the
-// step that advances all members and returns s's token.
-func (b *Batch) decode(ctx context.Context, s *Session, smp *gpuSampler) (int, error) {
-	w := &waiter{s: s, smp: smp, ok: make(chan struct{})}
+// enqueue puts s's next decode step (feeding back its last sampled token)
+// in the batch and returns at once: the step is submitted, without
+// waiting for the GPU, once every member has enqueued one, and its token
+// comes from the pendingStep's wait. So a session submits its next step
+// before it reads this one's token, as it does alone (Generate). s's
+// position moves here, on s's goroutine, whichever goroutine submits. A
+// session's next enqueue waits until its previous step is submitted.
+func (b *Batch) enqueue(s *Session, smp *gpuSampler) *waiter {
+	if q := s.queued; q != nil {
+		// One step of s's waits at a time: the batch keeps one place a
+		// session, and the next step reads what this one samples.
+		<-q.ok
+	}
+	w := &waiter{s: s, smp: smp, pos: s.pos, ok: make(chan struct{})}
+	s.queued = w
+	s.pos++
 	b.mu.Lock()
 	b.waiting[s] = w
 	ws := b.readyLocked()
 	b.mu.Unlock()
 	if ws != nil {
-		b.step(ctx, ws)
+		b.step(ws)
 	}
-	<-w.ok
-	return w.tok, w.err
+	return w
 }
 
-// step advances the waiters by one token each and wakes them.
-func (b *Batch) step(ctx context.Context, ws []*waiter) {
+// step submits one step advancing the waiters by a token each and wakes
+// them.
+func (b *Batch) step(ws []*waiter) {
 	b.run.Lock()
-	toks, err := b.stepLocked(ctx, ws)
+	st, err := b.stepLocked(ws)
 	b.run.Unlock()
 	for i, w := range ws {
-		switch {
-		case err != nil:
-			w.err = err
-		case toks[i] >= b.m.Config.VocabSize:
-			w.err = fmt.Errorf("%w: no token to pick at position %d (the logits are NaN)", ErrBadLogits, w.s.pos-1)
-		default:
-			w.tok = toks[i]
-		}
+		w.row, w.st, w.err = i, st, err
 		close(w.ok)
 	}
 }
 
-func (b *Batch) stepLocked(_ context.Context, ws []*waiter) ([]int, error) {
+func (b *Batch) stepLocked(ws []*waiter) (*batchStep, error) {
 	n := len(ws)
 	if len(b.bufs) == 0 {
 		return nil, errors.New("batch: closed")
 	}
 	d := b.m.dev
 	for _, w := range ws {
-		if w.s.pos+1 > w.s.ctxLen {
-			return nil, fmt.Errorf("%w: %d tokens in the cache + 1 new > %d", ErrContextFull, w.s.pos, w.s.ctxLen)
+		if w.pos+1 > w.s.ctxLen {
+			return nil, fmt.Errorf("%w: %d tokens in the cache + 1 new > %d", ErrContextFull, w.pos, w.s.ctxLen)
 		}
 	}
 	ops, err := b.plan(n)
@@ -347,9 +384,9 @@ func (b *Batch) stepLocked(_ context.Context, ws []*waiter) ([]int, error) {
 		if err := w.smp.prepare(); err != nil {
 			return nil, err
 		}
-		binary.LittleEndian.PutUint32(table[8*i:], uint32(w.s.pos))
+		binary.LittleEndian.PutUint32(table[8*i:], uint32(w.pos))
 		binary.LittleEndian.PutUint32(table[8*i+4:], uint32(w.s.slot))
-		last = max(last, w.s.pos)
+		last = max(last, w.pos)
 	}
 	if err := d.Write(b.table, 0, table); err != nil {
 		return nil, err
@@ -365,18 +402,18 @@ func (b *Batch) stepLocked(_ context.Context, ws []*waiter) ([]int, error) {
 		e.Run(w.smp.ops...)
 		e.Copy(w.s.tok, 0, b.out, uint64(4*i), 4)
 	}
-	raw, err := e.SubmitRead(b.out, 0, uint64(4*n))
+	rb, err := e.SubmitReadAsync(b.out, 0, uint64(4*n))
 	if err != nil {
 		return nil, err
 	}
-	toks := make([]int, n)
-	for i, w := range ws {
-		toks[i] = int(binary.LittleEndian.Uint32(raw[4*i:]))
-		w.s.pos++
+	st := &batchStep{rb: rb}
+	if b.prev != nil && !b.prev.read.Load() {
+		b.ahead++
 	}
+	b.prev = st
 	b.steps++
 	b.rows += uint64(n)
-	return toks, nil
+	return st, nil
 }
 
 // plan returns (building once) the forward pass of a step over n

@@ -230,3 +230,43 @@ func TestBatchDispatches(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchStepsAhead: a batch steps ahead as a session alone does — a
+// member submits its next step before it reads this one's token — so
+// every step after the first goes in before its predecessor's tokens are
+// read (BatchStats.Ahead), and the tokens are still the ones alone.
+func TestBatchStepsAhead(t *testing.T) {
+	m := loadShared(t, "models/stories260K.gguf", Options{Context: 64})
+	prompt := []int{1, 403, 407, 261}
+	o := GenerateOptions{MaxTokens: 12}
+	want, err := newSession(t, m).Generate(context.Background(), prompt, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := m.NewBatch(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	s, err := b.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := b.Join(s); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Generate(context.Background(), prompt, o)
+	b.Leave(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Tokens, want.Tokens) {
+		t.Fatalf("batched %v, alone %v", got.Tokens, want.Tokens)
+	}
+	// The prefill samples the first token; each later one is a step.
+	st := b.Stats()
+	if st.Steps != uint64(o.MaxTokens-1) || st.Ahead != st.Steps-1 {
+		t.Fatalf("stats %+v: want %d steps, all but the first ahead", st, o.MaxTokens-1)
+	}
+}

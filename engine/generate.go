@@ -130,8 +130,9 @@ func (s *Session) Generate(ctx context.Context, prompt []int, o GenerateOptions)
 	}
 	// Stepping ahead needs a step that reads nothing the CPU learns from
 	// the token (the penalty's history takes it on the GPU: feed): not
-	// with expert paging (routing is read back mid-step) or in a batch.
-	ahead := s.m.pager == nil && s.joined == nil
+	// with expert paging (routing is read back mid-step). In a batch the
+	// step goes in with the other members' (Batch.enqueue).
+	ahead := s.m.pager == nil
 	var next *pendingStep // submitted for the token pending waits for
 	defer func() {
 		if next != nil {
@@ -215,17 +216,16 @@ func (s *Session) Generate(ctx context.Context, prompt []int, o GenerateOptions)
 type pendingStep struct {
 	s   *Session
 	rb  *kernels.Readback
-	pos int   // where the sampled token goes in the cache
-	id  int   // the token, when it came back at once (a batch step)
-	err error // the batch step's error
+	w   *waiter // instead of rb, in a batch: the step's row
+	pos int     // where the sampled token goes in the cache
 }
 
 // submitStep submits one forward pass (over ids, or over the last sampled
 // token when ids is nil) plus sampling in one submit, without waiting.
 func (s *Session) submitStep(ctx context.Context, ids []int, smp *gpuSampler) (*pendingStep, error) {
 	if ids == nil && s.joined != nil {
-		id, err := s.joined.decode(ctx, s, smp)
-		return &pendingStep{s: s, id: id, err: err}, nil
+		pos := s.pos
+		return &pendingStep{s: s, w: s.joined.enqueue(s, smp), pos: pos}, nil
 	}
 	e := s.dev.NewEncoder()
 	if ids == nil {
@@ -248,20 +248,29 @@ func (s *Session) submitStep(ctx context.Context, ids []int, smp *gpuSampler) (*
 
 // wait reads the step's token back.
 func (p *pendingStep) wait() (int, error) {
-	if p.rb == nil {
-		return p.id, p.err
+	var id int
+	if w := p.w; w != nil {
+		<-w.ok
+		if w.err != nil {
+			return 0, w.err
+		}
+		var err error
+		if id, err = w.st.token(w.row); err != nil {
+			return 0, err
+		}
+	} else {
+		b, err := p.rb.Wait()
+		if err != nil {
+			return 0, err
+		}
+		id = int(binary.LittleEndian.Uint32(b))
 	}
-	b, err := p.rb.Wait()
-	if err != nil {
-		return 0, err
-	}
-	id := binary.LittleEndian.Uint32(b)
-	if id >= uint32(p.s.m.Config.VocabSize) {
+	if id >= p.s.m.Config.VocabSize {
 		// Argmax writes kernels.ArgmaxNone when every logit is NaN: the
 		// weights are broken, and a silent token 0 would hide it.
 		return 0, fmt.Errorf("%w: no token to pick at position %d (the logits are NaN)", ErrBadLogits, p.pos)
 	}
-	return int(id), nil
+	return id, nil
 }
 
 // gpuSampler owns the sampling ops of a session for one option set.

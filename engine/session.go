@@ -52,9 +52,10 @@ type Session struct {
 	plans   map[planKey]*plan
 	sampler *gpuSampler
 	bufs    []*kernels.Buffer
-	joined  *Batch // while set, decode steps run in that batch (batch.go)
-	home    *Batch // the batch whose KV slot holds the cache (Batch.NewSession); nil: own buffers
-	slot    int    // the slot in home
+	joined  *Batch  // while set, decode steps run in that batch (batch.go)
+	queued  *waiter // the last step this session enqueued in a batch
+	home    *Batch  // the batch whose KV slot holds the cache (Batch.NewSession); nil: own buffers
+	slot    int     // the slot in home
 }
 
 // plan is a recorded forward pass. With expert paging, cuts mark where the

@@ -4,8 +4,10 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"testing"
 )
 
@@ -54,7 +56,8 @@ func TestRewind(t *testing.T) {
 // back before it reads the token; when that token ends generation the step
 // is taken back out of the cache. Each way of stopping leaves Pos() where
 // the tokens fed put it, and going on from a stop gives the tokens of one
-// uninterrupted run.
+// uninterrupted run. The same holds for a session in a Batch, beside one
+// that keeps decoding (the batch steps ahead too).
 func TestGenerateStepsAhead(t *testing.T) {
 	m := loadShared(t, "models/stories260K.gguf", Options{Context: 64})
 	prompt := []int{1, 403, 407, 261, 378}
@@ -76,6 +79,46 @@ func TestGenerateStepsAhead(t *testing.T) {
 	if k == 0 {
 		t.Fatalf("no fresh token to stop on in %v", T)
 	}
+	// session makes the session under test: alone, or in a batch beside a
+	// companion that decodes until it has its tokens (or the session
+	// leaves).
+	session := func(t *testing.T, batched bool) *Session {
+		if !batched {
+			return newSession(t, m)
+		}
+		b, err := m.NewBatch(2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := b.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := b.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range []*Session{s, c} {
+			if err := b.Join(x); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			defer b.Leave(c)
+			if _, err := c.Generate(context.Background(), []int{1, 298}, GenerateOptions{MaxTokens: 40}); err != nil {
+				t.Error(err)
+			}
+		})
+		t.Cleanup(func() {
+			b.Leave(s)
+			wg.Wait()
+			c.Close()
+			s.Close()
+			b.Close()
+		})
+		return s
+	}
 	n := 0
 	for _, c := range []struct {
 		name    string
@@ -90,39 +133,41 @@ func TestGenerateStepsAhead(t *testing.T) {
 		{"stop", GenerateOptions{MaxTokens: 24, StopText: func(id int) bool { return id == T[k] }}, "stop", k + 1, k, false},
 		{"interrupted", GenerateOptions{MaxTokens: 24}, "interrupted", k, k - 1, true},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			if c.ctxDone {
-				n = 0
-				c.o.OnToken = func(int) error {
-					if n++; n == k {
-						cancel()
+		for _, batched := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/batched=%v", c.name, batched), func(t *testing.T) {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				if c.ctxDone {
+					n = 0
+					c.o.OnToken = func(int) error {
+						if n++; n == k {
+							cancel()
+						}
+						return nil
 					}
-					return nil
 				}
-			}
-			s := newSession(t, m)
-			res, err := s.Generate(ctx, prompt, c.o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if res.Reason != c.reason || !slices.Equal(res.Tokens, T[:c.tokens]) {
-				t.Fatalf("%q %v, want %q %v", res.Reason, res.Tokens, c.reason, T[:c.tokens])
-			}
-			if s.Pos() != len(prompt)+c.fed {
-				t.Fatalf("Pos() = %d after %d prompt tokens and %d fed", s.Pos(), len(prompt), c.fed)
-			}
-			// Feed the rest of T[:k+1] and go on: the continuation of the
-			// whole run, token for token.
-			more, err := s.Generate(context.Background(), T[c.fed:k+1], GenerateOptions{MaxTokens: 24 - k - 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !slices.Equal(more.Tokens, T[k+1:]) {
-				t.Fatalf("went on with %v, the whole run with %v", more.Tokens, T[k+1:])
-			}
-		})
+				s := session(t, batched)
+				res, err := s.Generate(ctx, prompt, c.o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Reason != c.reason || !slices.Equal(res.Tokens, T[:c.tokens]) {
+					t.Fatalf("%q %v, want %q %v", res.Reason, res.Tokens, c.reason, T[:c.tokens])
+				}
+				if s.Pos() != len(prompt)+c.fed {
+					t.Fatalf("Pos() = %d after %d prompt tokens and %d fed", s.Pos(), len(prompt), c.fed)
+				}
+				// Feed the rest of T[:k+1] and go on: the continuation of the
+				// whole run, token for token.
+				more, err := s.Generate(context.Background(), T[c.fed:k+1], GenerateOptions{MaxTokens: 24 - k - 1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(more.Tokens, T[k+1:]) {
+					t.Fatalf("went on with %v, the whole run with %v", more.Tokens, T[k+1:])
+				}
+			})
+		}
 	}
 }
 
