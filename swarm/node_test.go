@@ -3,7 +3,11 @@ package swarm
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -320,4 +324,63 @@ func TestNodePullFromSilentHolder(t *testing.T) {
 	if invs := n.host.Inventories(id); len(invs) != 0 {
 		t.Errorf("%d inventories known; the holder was meant to be silent", len(invs))
 	}
+}
+
+// TestPullWaitsForPeer: a pull whose only peer does not answer yet dials
+// it again until FetchOptions.WaitPeers has passed, so a seed that comes
+// up (or answers) late is still pulled from; with nobody answering within
+// the wait the pull fails naming the unreachable peer.
+func TestPullWaitsForPeer(t *testing.T) {
+	src, id := synthModel(t, 2<<20, 1<<20, 64<<10, 51)
+	key := filepath.Join(t.TempDir(), "seed.key")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	seedOpts := func(o *NodeOptions) {
+		o.Host.KeyFile = key
+		o.Host.Listen = []string{fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)}
+	}
+	// The seed's address (its ID comes from the key), then no seed.
+	first := newNode(t, seedStore(t, src), seedOpts)
+	addr := first.Addrs()[0]
+	first.Close()
+
+	t.Run("the seed comes up late", func(t *testing.T) {
+		n := newNode(t, emptyStore(t, src), func(o *NodeOptions) { o.Fetch.WaitPeers = 20 * time.Second })
+		const late = 2 * time.Second
+		done := make(chan error, 1)
+		t0 := time.Now()
+		go func() { done <- n.Pull(context.Background(), id, PullOptions{Peers: []string{addr}}) }()
+		time.Sleep(late)
+		newNode(t, seedStore(t, src), seedOpts)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("pull: %v", err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("pull still running a minute after the seed came up")
+		}
+		if took := time.Since(t0); took < late {
+			t.Fatalf("pulled in %v, before the seed was up", took)
+		}
+		sameShards(t, n.Store(), src, id)
+	})
+
+	t.Run("nobody answers within the wait", func(t *testing.T) {
+		n := newNode(t, emptyStore(t, src), func(o *NodeOptions) { o.Fetch.WaitPeers = 3 * time.Second })
+		other := newNode(t, openStore(t, t.TempDir(), 0), nil) // a peer ID nobody listens for here
+		dead := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d/p2p/%s", port, other.Host().ID())
+		t0 := time.Now()
+		err := n.Pull(context.Background(), id, PullOptions{Peers: []string{dead}})
+		if err == nil || !strings.Contains(err.Error(), "no peer reachable") {
+			t.Fatalf("pull: %v, want no peer reachable", err)
+		}
+		if took := time.Since(t0); took < time.Second || took > 15*time.Second {
+			t.Fatalf("gave up after %v, want about the 3 s wait", took)
+		}
+	})
 }

@@ -498,7 +498,7 @@ func newPull() *cobra.Command {
 	fl.StringArrayVar(&seeds, "seed", nil, "HTTP seed to fetch from: the http(s) URL of a doppler serve or node --http; repeatable")
 	fl.StringArrayVar(&nf.ca, "ca", nil, "trust the TLS certificates in this PEM file besides the system's (a self-signed https --seed: the serve's --tls-cert); repeatable")
 	fl.StringVarP(&out, "output", "o", "", "also write the model as an RDRR directory here (atomically)")
-	fl.DurationVar(&wait, "wait", 30*time.Second, "give up when no reachable peer or seed has held a missing shard for this long (slow or busy sources are waited for)")
+	fl.DurationVar(&wait, "wait", 30*time.Second, "give up when no reachable peer or seed has held a missing shard for this long (slow or busy sources are waited for; --peer addresses that do not answer are dialled again until then)")
 	fl.DurationVar(&linger, "linger", 5*time.Second, "after the pull, keep serving while connected peers still fetch shards this node holds, for at most this long (0: exit at once)")
 	return cmd
 }

@@ -116,7 +116,7 @@ func TestSeedPullRun(t *testing.T) {
 		want string
 	}{
 		{[]string{"pull", r.id, "--peer", "/ip4/1.2.3.4/tcp/x", "--store", filepath.Join(tmp, "C")}, "bad multiaddr"},
-		{[]string{"pull", r.id, "--peer", "/ip4/127.0.0.1/tcp/1" + r.addr[strings.Index(r.addr, "/p2p/"):], "--store", filepath.Join(tmp, "C")}, "no peer reachable"},
+		{[]string{"pull", r.id, "--peer", "/ip4/127.0.0.1/tcp/1" + r.addr[strings.Index(r.addr, "/p2p/"):], "--store", filepath.Join(tmp, "C"), "--wait", "2s"}, "no peer reachable"},
 		{[]string{"pull", "zz", "--peer", r.addr, "--store", filepath.Join(tmp, "C")}, "bad model id"},
 		{[]string{"rm", strings.Repeat("ab", 32), "--store", filepath.Join(tmp, "B")}, "unknown model id"},
 		{[]string{"seed", "--listen", "nonsense", src, "--store", filepath.Join(tmp, "A2")}, "bad multiaddr"},
