@@ -96,7 +96,8 @@ func TestShareLimit(t *testing.T) {
 
 // TestInventoriesCache: Inventories lists the unexpired inventories sorted
 // by peer, with a newer inventory of a listed peer replaced in place, a
-// new peer added and an expired one dropped.
+// new peer added and an expired one dropped; a slice it returned reads the
+// same after later changes (callers share it).
 func TestInventoriesCache(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	n := &Host{opts: Options{Now: func() time.Time { return now }}}
@@ -106,13 +107,14 @@ func TestInventoriesCache(t *testing.T) {
 	inv := func(p string, seq uint64, ttl uint32) wire.Inventory {
 		return wire.Inventory{Model: model, Peer: p, Seq: seq, TTL: ttl}
 	}
-	list := func() string {
+	format := func(invs []InventoryEntry) string {
 		var out []string
-		for _, e := range n.Inventories(model) {
+		for _, e := range invs {
 			out = append(out, fmt.Sprintf("%s/%d", e.Peer, e.Inv.Seq))
 		}
 		return strings.Join(out, " ")
 	}
+	var held [][]InventoryEntry
 	steps := []struct {
 		after time.Duration
 		invs  []wire.Inventory
@@ -130,8 +132,15 @@ func TestInventoriesCache(t *testing.T) {
 		for _, v := range st.invs {
 			n.record(model, v)
 		}
-		if got := list(); got != st.want {
+		invs := n.Inventories(model)
+		if got := format(invs); got != st.want {
 			t.Errorf("step %d: %q, want %q", i, got, st.want)
+		}
+		held = append(held, invs)
+	}
+	for i, invs := range held {
+		if got := format(invs); got != steps[i].want {
+			t.Errorf("step %d's answer changed under its reader: %q, was %q", i, got, steps[i].want)
 		}
 	}
 }
