@@ -434,11 +434,15 @@ func sameTable(a, b rdrr.Shard) bool {
 
 // settleTables checks m's shards against those the store holds complete
 // under another table (another model names the same hash with another
-// size, block size or root). Complete keeps a shard whose blocks match
-// its table without hashing it whole, so such a file may hold what a
-// lying manifest described: the file's own hash decides. If it is the
-// shard's name, m lies about the shard and is refused (rdrr.ErrManifest);
-// if not, the file goes, and the shard is fetched again under m's table.
+// size, block size or root). Two tables of one shard are both true when
+// they cut the same bytes into blocks of different sizes; but Complete
+// keeps a shard whose blocks match its table without hashing it whole,
+// so the stored file may hold what a lying manifest described. The file
+// decides: if it hashes to the shard's name and m's table describes it,
+// m is added; if it hashes to the name and m's table does not describe
+// it, m lies and is refused (rdrr.ErrManifest); if it does not hash to
+// the name, the table it was stored under lied, and the file goes, to be
+// fetched again under m's table.
 func (s *Store) settleTables(m *rdrr.Manifest) error {
 	for i, sh := range m.Shards {
 		s.mu.Lock()
@@ -448,26 +452,28 @@ func (s *Store) settleTables(m *rdrr.Manifest) error {
 		if !differs {
 			continue
 		}
-		named, err := s.settle(e, sh)
+		lies, err := s.settle(e, sh)
 		if err != nil {
 			return fmt.Errorf("shard %d (%s): %w", i, sh.Hash.Short(), err)
 		}
-		if named {
+		if lies {
 			return fmt.Errorf("shard %d (%s): its block table disagrees with the stored shard of that hash: %w", i, sh.Hash.Short(), rdrr.ErrManifest)
 		}
 	}
 	return nil
 }
 
-// settle hashes complete shard e whole. When the bytes are not the shard
-// sh.Hash names, it drops them and takes sh as the entry's table (the one
-// it had is a lie). The caller holds no lock.
-func (s *Store) settle(e *entry, sh rdrr.Shard) (named bool, err error) {
+// settle reads complete shard e once, hashing it whole and checking it
+// against sh's blocks. When the bytes are the shard sh.Hash names, it
+// reports whether sh's table lies about them; when they are not, it drops
+// them and takes sh as the entry's table (the one it had lied). The
+// caller holds no lock.
+func (s *Store) settle(e *entry, sh rdrr.Shard) (lies bool, err error) {
 	h := sh.Hash
 	e.io.Lock()
 	defer e.io.Unlock()
 	s.mu.Lock()
-	complete := e.state == stateComplete
+	complete, size := e.state == stateComplete, e.sh.Size
 	s.mu.Unlock()
 	if !complete {
 		return false, nil
@@ -476,15 +482,22 @@ func (s *Store) settle(e *entry, sh rdrr.Shard) (named bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	defer f.Close()
 	whole := sha256.New()
-	_, err = io.CopyBuffer(whole, io.NewSectionReader(f, 0, e.sh.Size), make([]byte, rdrr.MaxBlockSize))
-	f.Close()
-	if err != nil {
-		return false, err
+	fits := size == sh.Size // sh's table describes the file so far
+	buf := make([]byte, sh.BlockSize)
+	for i, off := 0, int64(0); off < size; i++ {
+		blk := buf[:min(sh.BlockSize, size-off)]
+		if _, err := f.ReadAt(blk, off); err != nil && !errors.Is(err, io.EOF) {
+			return false, err
+		}
+		whole.Write(blk)
+		fits = fits && sh.CheckBlock(i, blk) == nil
+		off += int64(len(blk))
 	}
 	got := sumOf(whole)
 	if got == h {
-		return true, nil
+		return !fits, nil
 	}
 	s.log.Warn("store: a complete shard's bytes are not its name; the table it was fetched under lied, dropping it", "shard", h.Short(), "hashes_to", got.Short())
 	s.mu.Lock()

@@ -179,6 +179,35 @@ func TestStoreLyingTable(t *testing.T) {
 		}
 	})
 
+	t.Run("a true table in other blocks is added", func(t *testing.T) {
+		// The same bytes cut into blocks of half the size: another table,
+		// as true as the first (doppler convert --block-size).
+		alt := *honest
+		alt.Shards = slices.Clone(honest.Shards)
+		ash := sh
+		ash.BlockSize = sh.BlockSize / 2
+		ash.Blocks = nil
+		for off := int64(0); off < ash.Size; off += ash.BlockSize {
+			ash.Blocks = append(ash.Blocks, rdrr.Sum(real[off:min(off+ash.BlockSize, ash.Size)]))
+		}
+		ash.Root = rdrr.MerkleRoot(ash.Blocks)
+		alt.Shards[0] = ash
+		altRaw, err := alt.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := emptyStore(t, src)
+		if err := put(s, sh, real); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AddModel(altRaw, nil); err != nil {
+			t.Fatalf("AddModel of a true table in other blocks: %v", err)
+		}
+		if len(s.Models()) != 2 || !s.Has(sh.Hash) || !bytes.Equal(stored(s), real) {
+			t.Fatal("adding the second table changed the held shard")
+		}
+	})
+
 	t.Run("with two tables Complete checks the name", func(t *testing.T) {
 		s := openStore(t, t.TempDir(), 0)
 		for _, m := range [][]byte{lieRaw, honestRaw} {
