@@ -224,8 +224,8 @@ type pendingStep struct {
 // token when ids is nil) plus sampling in one submit, without waiting.
 func (s *Session) submitStep(ctx context.Context, ids []int, smp *gpuSampler) (*pendingStep, error) {
 	if ids == nil && s.joined != nil {
-		pos := s.pos
-		return &pendingStep{s: s, w: s.joined.enqueue(s, smp), pos: pos}, nil
+		w := s.joined.enqueue(s, smp)
+		return &pendingStep{s: s, w: w, pos: w.pos}, nil
 	}
 	e := s.dev.NewEncoder()
 	if ids == nil {
